@@ -1,0 +1,162 @@
+"""The `harmonia-mcp` command: `serve` (the default, over stdio), `demo` and `doctor`.
+
+The composition root: the only place that builds `Settings`. Under stdio, stdout carries the
+protocol, so logs go to stderr; `demo` and `doctor` talk to a person and print to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from pydantic import ValidationError
+
+from harmonia_mcp import __version__
+from harmonia_mcp.config import Settings
+
+
+def _settings(arguments: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(arguments, "db", None):
+        overrides["db_path"] = arguments.db
+    return Settings(**overrides)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harmonia-mcp",
+        description="A local-first MCP memory server. With no command, serves MCP over stdio.",
+    )
+    parser.add_argument("--version", action="version", version=f"harmonia-mcp {__version__}")
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="serve MCP (the default command)")
+    serve.add_argument("--transport", choices=["stdio"], default="stdio", help="the MCP transport (default: stdio)")
+    serve.add_argument("--db", help="the SQLite file (default: HARMONIA_DB_PATH or the user data directory)")
+    demo = commands.add_parser("demo", help="run the server as a child process and show it working over stdio")
+    demo.add_argument("--db", help="the SQLite file to use (default: a temporary file, removed afterwards)")
+    doctor = commands.add_parser("doctor", help="print the database, SQLite/FTS5 and Ollama status")
+    doctor.add_argument("--db", help="the SQLite file to check")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 ok, 2 bad configuration or arguments)."""
+    arguments = _parser().parse_args(argv)
+    try:
+        settings = _settings(arguments)
+    except ValidationError as error:
+        print(f"harmonia-mcp: invalid configuration:\n{error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(stream=sys.stderr, level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    if arguments.command == "demo":
+        return anyio.run(_demo, arguments.db)
+    if arguments.command == "doctor":
+        return anyio.run(_doctor, settings)
+    return _serve(settings)
+
+
+def _serve(settings: Settings) -> int:
+    from harmonia_mcp.server import create_server
+
+    server = create_server(settings)
+    anyio.run(server.run_stdio_async)
+    return 0
+
+
+# --- doctor --------------------------------------------------------------------------------------
+
+
+def _fts5_version() -> str:
+    try:
+        with sqlite3.connect(":memory:") as db:
+            db.execute("CREATE VIRTUAL TABLE probe USING fts5(body, tokenize='porter unicode61 remove_diacritics 2')")
+        return "available (porter unicode61 tokenizer)"
+    except sqlite3.Error as error:
+        return f"NOT available: {error}"
+
+
+async def _ollama_status(host: str) -> tuple[bool, str]:
+    try:
+        async with httpx.AsyncClient(base_url=host, timeout=2.0) as client:
+            response = await client.get("/api/version")
+            response.raise_for_status()
+            return True, f"answers, version {response.json().get('version', '?')}"
+    except (httpx.HTTPError, ValueError) as error:
+        return False, f"does not answer ({type(error).__name__}: {error})"
+
+
+async def _doctor(settings: Settings) -> int:
+    from harmonia_mcp.store import open_store
+
+    print(f"harmonia-mcp {__version__}")
+    print(f"database:  {settings.db_path}")
+    print(f"SQLite:    {sqlite3.sqlite_version}")
+    print(f"FTS5:      {_fts5_version()}")
+    status = 0
+    try:
+        async with open_store(settings.db_path) as store:
+            async with store.transaction() as db, db.execute("PRAGMA user_version") as cursor:
+                row = await cursor.fetchone()
+            print(f"schema:    version {row[0] if row else '?'} (the file opens and migrates)")
+    except (sqlite3.Error, OSError, RuntimeError) as error:
+        print(f"schema:    cannot open the database: {error}")
+        status = 1
+    answers, detail = await _ollama_status(settings.ollama_host)
+    print(f"Ollama:    {settings.ollama_host} {detail}")
+    print(f"extractor: rules (HARMONIA_EXTRACTOR={settings.extractor}; this version extracts with rules only)")
+    print(f"time zone: {settings.timezone} (for timestamps given without an offset)")
+    return status
+
+
+# --- demo ----------------------------------------------------------------------------------------
+
+
+async def _demo(db_path: str | None) -> int:
+    from mcp import Client, StdioServerParameters
+
+    sample = json.loads(resources.files("harmonia_mcp").joinpath("data/sample_conversation.json").read_text("utf-8"))
+    with tempfile.TemporaryDirectory(prefix="harmonia-demo-") as folder:
+        path = db_path or str(Path(folder) / "demo.db")
+        print(f"1. Starting `harmonia-mcp serve` as a child process over stdio (database: {path})")
+        parameters = StdioServerParameters(
+            command=sys.executable, args=["-m", "harmonia_mcp", "serve", "--db", path], env=dict(os.environ)
+        )
+        async with Client(parameters) as client:
+            tools = await client.list_tools()
+            print(f"   tools: {', '.join(tool.name for tool in tools.tools)}")
+            user, speaker, when = sample["user_id"], sample["speaker"], sample["occurred_at"]
+            print(f"\n2. Storing {len(sample['messages'])} messages said by {speaker} at {when}")
+            for message in sample["messages"]:
+                result = await client.call_tool(
+                    "store_memory", {"message": message, "user_id": user, "speaker": speaker, "occurred_at": when}
+                )
+                print(f"   > {message}")
+                stored = (result.structured_content or {}).get("memories", [])
+                for memory in stored:
+                    when_text = f" @ {memory['event_time']}" if memory.get("event_time") else ""
+                    print(f"     {memory['action']}: [{memory['category']}] {memory['content']}{when_text}")
+                if not stored:
+                    print("     (nothing durable: not stored)")
+            print("\n3. Searching")
+            for query in sample["searches"]:
+                result = await client.call_tool("search_memories", {"query": query, "user_id": user, "limit": 3})
+                hits = (result.structured_content or {}).get("results", [])
+                print(f"   ? {query}")
+                for hit in hits:
+                    print(f"     {hit['relevance_score']:.2f}  {hit['content']}")
+            print("\n4. Exporting as Markdown")
+            result = await client.call_tool("export_memories", {"user_id": user, "format": "markdown"})
+            print("   " + (result.structured_content or {}).get("data", "").replace("\n", "\n   "))
+        print("5. Done. Plug the server into Claude Desktop with claude_desktop_config.example.json.")
+    return 0

@@ -1,0 +1,89 @@
+"""Render memories as JSON, CSV, Markdown or plain text.
+
+JSON and CSV carry every field, so they can be read back (JSON with `json.loads`, CSV with
+`csv.DictReader`; list and object fields are JSON inside their CSV cell). Markdown and text are for people.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from harmonia_mcp.models import Category, ExportFormat, Memory, MemoryView
+
+CSV_COLUMNS = (
+    "memory_id",
+    "content",
+    "category",
+    "confidence",
+    "event_time",
+    "entities",
+    "tags",
+    "speaker",
+    "session_id",
+    "source_message",
+    "metadata",
+    "extractor",
+    "status",
+    "created_at",
+    "updated_at",
+)
+
+
+def to_json(user_id: str, memories: Sequence[Memory], exported_at: str) -> str:
+    """`{"user_id", "exported_at", "memory_count", "memories": [...]}`, each memory with every field."""
+    document = {
+        "user_id": user_id,
+        "exported_at": exported_at,
+        "memory_count": len(memories),
+        "memories": [MemoryView.of(memory).model_dump(mode="json") for memory in memories],
+    }
+    return json.dumps(document, ensure_ascii=False, indent=2)
+
+
+def to_csv(memories: Sequence[Memory]) -> str:
+    """A header row of `CSV_COLUMNS`, then one row per memory; lists and objects are JSON in their cell."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for memory in memories:
+        row: dict[str, Any] = MemoryView.of(memory).model_dump(mode="json")
+        for key in ("entities", "tags", "metadata"):
+            row[key] = json.dumps(row[key], ensure_ascii=False)
+        writer.writerow({column: row[column] for column in CSV_COLUMNS})
+    return buffer.getvalue()
+
+
+def _when(memory: Memory) -> str:
+    return f" (when: {memory.event_time})" if memory.event_time else ""
+
+
+def to_markdown(user_id: str, memories: Sequence[Memory], exported_at: str) -> str:
+    """A Markdown document: a title, then one section per category (in the order of `Category`)."""
+    lines = [f"# Memories of {user_id}", "", f"{len(memories)} memories, exported {exported_at}."]
+    for category in Category:
+        members = [memory for memory in memories if memory.category is category]
+        if not members:
+            continue
+        lines += ["", f"## {category.value.capitalize()}", ""]
+        lines += [f"- {memory.content}{_when(memory)} `{memory.memory_id}`" for memory in members]
+    return "\n".join(lines) + "\n"
+
+
+def to_text(memories: Sequence[Memory]) -> str:
+    """One line per memory: `[category] content (when: ...)`."""
+    return "".join(f"[{memory.category.value}] {memory.content}{_when(memory)}\n" for memory in memories)
+
+
+def render(fmt: ExportFormat, user_id: str, memories: Sequence[Memory], exported_at: str) -> str:
+    """The export of `memories` in `fmt` (one of json, csv, markdown, text)."""
+    if fmt == "json":
+        return to_json(user_id, memories, exported_at)
+    if fmt == "csv":
+        return to_csv(memories)
+    if fmt == "markdown":
+        return to_markdown(user_id, memories, exported_at)
+    return to_text(memories)

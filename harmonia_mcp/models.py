@@ -1,0 +1,176 @@
+"""Pydantic models shared by the core and the MCP boundary."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+USER_ID_PATTERN = r"^[A-Za-z0-9_.@-]{1,128}$"
+MEMORY_ID_PATTERN = r"^mem_[0-9a-f]{16}$"
+
+
+class Category(StrEnum):
+    """The twelve kinds of memory (see docs/tools.md for one example of each)."""
+
+    PERSONAL = "personal"
+    RELATIONSHIP = "relationship"
+    PREFERENCE = "preference"
+    WORK = "work"
+    EDUCATION = "education"
+    HEALTH = "health"
+    EVENT = "event"
+    GOAL = "goal"
+    SKILL = "skill"
+    EMOTION = "emotion"
+    FACT = "fact"
+    OTHER = "other"
+
+
+Status = Literal["active", "superseded", "deleted"]
+Action = Literal["created", "skipped", "updated", "merged", "superseded_previous"]
+ExportFormat = Literal["json", "csv", "markdown", "text"]
+SearchSort = Literal["relevance", "created_at", "updated_at", "event_time", "confidence"]
+ListSort = Literal["created_at", "updated_at", "event_time", "confidence"]
+SortOrder = Literal["asc", "desc"]
+
+
+class ExtractedMemory(BaseModel):
+    """One fact an extractor found in a message, before it is stored.
+
+    `content` is a third-person sentence ("User has a dog called Biggie").
+    `event_time` is timezone-aware when set.
+    """
+
+    content: str = Field(min_length=1)
+    category: Category = Category.OTHER
+    confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+    entities: list[str] = Field(default_factory=list[str])
+    tags: list[str] = Field(default_factory=list[str])
+    event_time: datetime | None = None
+
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _clamp_confidence(cls, value: Any) -> Any:
+        if isinstance(value, int | float):
+            return min(1.0, max(0.0, float(value)))
+        return value
+
+
+class Memory(BaseModel):
+    """A stored memory, as the store returns it. Times are ISO-8601 strings; created/updated are UTC."""
+
+    memory_id: str
+    user_id: str
+    content: str
+    category: Category
+    confidence: float
+    entities: list[str]
+    tags: list[str]
+    event_time: str | None
+    source_message: str | None
+    speaker: str | None
+    session_id: str | None
+    metadata: dict[str, Any]
+    extractor: str
+    status: Status
+    created_at: str
+    updated_at: str
+
+
+class StoredMemory(BaseModel):
+    """One memory in the result of `store_memory`."""
+
+    memory_id: str
+    content: str
+    category: Category
+    confidence: float
+    event_time: str | None
+    action: Action
+    extractor: str
+    metadata: dict[str, Any]
+
+
+class StoreResult(BaseModel):
+    """Result of `store_memory`: what was extracted and what happened to each memory."""
+
+    memories: list[StoredMemory]
+    warnings: list[str] = Field(default_factory=list[str])
+
+
+class Pagination(BaseModel):
+    """Where a page sits: `has_more` is true when `offset + len(page) < total_count`."""
+
+    total_count: int
+    limit: int
+    offset: int
+    has_more: bool
+
+
+class SearchHit(BaseModel):
+    """One search result. `relevance_score` is in 0-1, higher is better; `highlights` mark matches with [ and ]."""
+
+    memory_id: str
+    content: str
+    category: Category
+    relevance_score: float
+    highlights: list[str]
+    created_at: str
+    event_time: str | None
+    metadata: dict[str, Any] | None = None
+    source_message: str | None = None
+
+
+class SearchResult(BaseModel):
+    """Result of `search_memories`."""
+
+    results: list[SearchHit]
+    pagination: Pagination
+
+
+class MemoryView(BaseModel):
+    """A memory as `list_memories` and the resources show it."""
+
+    memory_id: str
+    content: str
+    category: Category
+    confidence: float
+    entities: list[str]
+    tags: list[str]
+    event_time: str | None
+    source_message: str | None
+    speaker: str | None
+    session_id: str | None
+    metadata: dict[str, Any]
+    extractor: str
+    status: Status
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, memory: Memory) -> MemoryView:
+        return cls.model_validate(memory.model_dump(exclude={"user_id"}))
+
+
+class ListResult(BaseModel):
+    """Result of `list_memories`."""
+
+    memories: list[MemoryView]
+    pagination: Pagination
+
+
+class DeleteResult(BaseModel):
+    """Result of `delete_memory`."""
+
+    memory_id: str
+    deleted: bool
+
+
+class ExportResult(BaseModel):
+    """Result of `export_memories`: `data` is the whole export as one string in `format`."""
+
+    format: ExportFormat
+    memory_count: int
+    data: str

@@ -1,0 +1,296 @@
+"""The MCP surface: tools, resources and their wiring to one `MemoryService`.
+
+`create_server(settings)` builds an `MCPServer` whose lifespan opens the store; nothing here knows SQL.
+Errors from the core (`HarmoniaError`) become `ToolError`s with the same message, because in mcp 2.x
+only a `ToolError`'s text reaches the client; anything else is a bug and arrives as a bare
+"Error executing tool".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from harmonia_mcp import __version__
+from harmonia_mcp.config import Settings
+from harmonia_mcp.errors import HarmoniaError, MemoryNotFound
+from harmonia_mcp.extract.rules import RulesExtractor
+from harmonia_mcp.models import (
+    Category,
+    DeleteResult,
+    ExportFormat,
+    ExportResult,
+    ListResult,
+    ListSort,
+    MemoryView,
+    SearchResult,
+    SearchSort,
+    SortOrder,
+    StoreResult,
+)
+from harmonia_mcp.service import MAX_LIST_LIMIT, MAX_SEARCH_LIMIT, MemoryService, ResolutionStrategy, ServiceLimits
+from harmonia_mcp.store import DateField, open_store
+
+logger = logging.getLogger(__name__)
+
+INSTRUCTIONS = """\
+harmonia-mcp is the user's long-term memory. Call store_memory with what the user tells you about \
+themselves (facts, preferences, plans, people); call search_memories before answering anything that \
+may depend on what they told you before. Memories are third-person sentences ("User has a dog called \
+Biggie"). Everything stays on the user's machine."""
+
+
+@dataclass
+class AppContext:
+    """What the lifespan gives every handler."""
+
+    service: MemoryService
+
+
+AppCtx = Context[AppContext]
+
+UserId = Annotated[
+    str | None,
+    Field(description="Whose memories: 1-128 of [A-Za-z0-9_.@-]. Omit for the configured default user."),
+]
+FromDate = Annotated[
+    str | None, Field(description="Only memories at or after this ISO-8601 date or timestamp (created_at by default).")
+]
+ToDate = Annotated[
+    str | None, Field(description="Only memories before the end of this ISO-8601 date, or before this timestamp.")
+]
+DateFieldArg = Annotated[
+    DateField, Field(description="Which time from_date/to_date filter on: created_at (stored) or event_time.")
+]
+
+
+@contextmanager
+def _tool_errors() -> Iterator[None]:
+    try:
+        yield
+    except HarmoniaError as error:
+        raise ToolError(str(error)) from error
+
+
+def _service(ctx: AppCtx) -> MemoryService:
+    return ctx.request_context.lifespan_context.service
+
+
+async def store_memory(
+    message: Annotated[str, Field(description="What the speaker said, in natural language.")],
+    ctx: AppCtx,
+    user_id: UserId = None,
+    speaker: Annotated[
+        str | None, Field(description="Who 'I' and 'my' are in the message (default 'User'), e.g. 'Caroline'.")
+    ] = None,
+    session_id: Annotated[str | None, Field(description="An optional conversation id kept with each memory.")] = None,
+    metadata: Annotated[
+        dict[str, Any] | None, Field(description="A JSON object kept unchanged with each memory (at most 16 KiB).")
+    ] = None,
+    occurred_at: Annotated[
+        str | None,
+        Field(description="When the message was said (ISO-8601); 'tomorrow' resolves against it. Default: now."),
+    ] = None,
+    resolution_strategy: Annotated[
+        ResolutionStrategy,
+        Field(description="What to do when the user already has the memory: auto, keep_both or skip."),
+    ] = "auto",
+) -> StoreResult:
+    """Extract durable facts from a message and remember them.
+
+    Returns each memory found with its id, third-person content, category, confidence, event_time
+    (absolute, when the message named a time) and action (created, or skipped when already known).
+    Small talk and questions store nothing.
+    """
+    with _tool_errors():
+        result = await _service(ctx).store_memory(
+            message,
+            user_id=user_id,
+            speaker=speaker,
+            session_id=session_id,
+            metadata=metadata,
+            occurred_at=occurred_at,
+            resolution_strategy=resolution_strategy,
+        )
+    if any(memory.action == "created" for memory in result.memories):
+        await ctx.notify_resources_changed()
+    return result
+
+
+async def search_memories(
+    query: Annotated[
+        str, Field(description="Words to look for; \"quoted phrases\" and prefix* work; '*' lists everything.")
+    ],
+    ctx: AppCtx,
+    user_id: UserId = None,
+    limit: Annotated[int, Field(ge=1, le=MAX_SEARCH_LIMIT)] = 10,
+    offset: Annotated[int, Field(ge=0)] = 0,
+    category: Annotated[Category | None, Field(description="Only this category.")] = None,
+    from_date: FromDate = None,
+    to_date: ToDate = None,
+    date_field: DateFieldArg = "created_at",
+    min_confidence: Annotated[float | None, Field(ge=0.0, le=1.0)] = None,
+    sort_by: Annotated[SearchSort, Field(description="relevance (best match first) or a field, highest first.")] = (
+        "relevance"
+    ),
+    include_metadata: Annotated[bool, Field(description="Add each memory's metadata and source message.")] = False,
+) -> SearchResult:
+    """Full-text search over the user's memories, best match first.
+
+    Each hit has a relevance_score from 0 to 1 and highlights with matched words in [brackets];
+    pagination gives total_count and has_more.
+    """
+    with _tool_errors():
+        return await _service(ctx).search_memories(
+            query,
+            user_id=user_id,
+            limit=limit,
+            offset=offset,
+            category=category,
+            from_date=from_date,
+            to_date=to_date,
+            date_field=date_field,
+            min_confidence=min_confidence,
+            sort_by=sort_by,
+            include_metadata=include_metadata,
+        )
+
+
+async def list_memories(
+    ctx: AppCtx,
+    user_id: UserId = None,
+    limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT)] = 50,
+    offset: Annotated[int, Field(ge=0)] = 0,
+    category: Annotated[Category | None, Field(description="Only this category.")] = None,
+    from_date: FromDate = None,
+    to_date: ToDate = None,
+    date_field: DateFieldArg = "created_at",
+    sort_by: ListSort = "created_at",
+    sort_order: SortOrder = "desc",
+    include_inactive: Annotated[bool, Field(description="Also show superseded and deleted memories.")] = False,
+) -> ListResult:
+    """List the user's memories, newest first by default, with pagination."""
+    with _tool_errors():
+        return await _service(ctx).list_memories(
+            user_id=user_id,
+            limit=limit,
+            offset=offset,
+            category=category,
+            from_date=from_date,
+            to_date=to_date,
+            date_field=date_field,
+            sort_by=sort_by,
+            sort_order=sort_order,
+            include_inactive=include_inactive,
+        )
+
+
+async def delete_memory(
+    memory_id: Annotated[str, Field(description="The memory's id, e.g. mem_0123456789abcdef.")],
+    ctx: AppCtx,
+    user_id: UserId = None,
+) -> DeleteResult:
+    """Delete one memory. It disappears from search, lists and exports; its history is kept."""
+    with _tool_errors():
+        result = await _service(ctx).delete_memory(memory_id, user_id=user_id)
+    await ctx.notify_resources_changed()
+    return result
+
+
+async def export_memories(
+    ctx: AppCtx,
+    user_id: UserId = None,
+    format: Annotated[ExportFormat, Field(description="json, csv, markdown or text.")] = "json",
+    category: Annotated[Category | None, Field(description="Only this category.")] = None,
+    from_date: FromDate = None,
+    to_date: ToDate = None,
+    max_memories: Annotated[int | None, Field(ge=1, description="At most this many (oldest first).")] = None,
+) -> ExportResult:
+    """Export the user's memories, oldest first, as JSON, CSV, Markdown or plain text."""
+    with _tool_errors():
+        return await _service(ctx).export_memories(
+            user_id=user_id,
+            format=format,
+            category=category,
+            from_date=from_date,
+            to_date=to_date,
+            max_memories=max_memories,
+        )
+
+
+async def read_recent(user_id: str, ctx: Context) -> str:
+    """The user's 50 newest memories as Markdown."""
+    service: MemoryService = ctx.request_context.lifespan_context.service
+    try:
+        memories = await service.recent_memories(user_id=user_id)
+    except HarmoniaError as error:
+        raise ResourceNotFoundError(str(error)) from error
+    lines = [f"# Recent memories of {user_id}", ""]
+    lines += [f"- [{memory.category.value}] {memory.content} `{memory.memory_id}`" for memory in memories]
+    if not memories:
+        lines.append("No memories yet.")
+    return "\n".join(lines) + "\n"
+
+
+async def read_memory(user_id: str, memory_id: str, ctx: Context) -> str:
+    """One memory as JSON, with every field."""
+    service: MemoryService = ctx.request_context.lifespan_context.service
+    try:
+        memory = await service.get_memory(memory_id, user_id=user_id)
+    except (MemoryNotFound, HarmoniaError) as error:
+        raise ResourceNotFoundError(str(error)) from error
+    return json.dumps(MemoryView.of(memory).model_dump(mode="json"), ensure_ascii=False, indent=2)
+
+
+def make_limits(settings: Settings) -> ServiceLimits:
+    """The service limits that `settings` configure."""
+    return ServiceLimits(
+        default_user=settings.default_user,
+        max_message_bytes=settings.max_message_bytes,
+        timezone=settings.zone,
+    )
+
+
+def create_server(settings: Settings) -> MCPServer[AppContext]:
+    """An `MCPServer` with the five memory tools and the memory resources, over the store at `settings.db_path`.
+
+    The store is opened when the server starts (its lifespan) and closed when it stops.
+    """
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
+        async with open_store(settings.db_path) as store:
+            logger.info("memories in %s", store.path)
+            yield AppContext(MemoryService(store, RulesExtractor(), make_limits(settings)))
+
+    server: MCPServer[AppContext] = MCPServer(
+        "harmonia-mcp",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        lifespan=lifespan,
+        log_level=settings.log_level,
+    )
+    writes = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False)
+    reads = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+    server.add_tool(store_memory, title="Store memory", annotations=writes)
+    server.add_tool(search_memories, title="Search memories", annotations=reads)
+    server.add_tool(list_memories, title="List memories", annotations=reads)
+    server.add_tool(
+        delete_memory,
+        title="Delete memory",
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False),
+    )
+    server.add_tool(export_memories, title="Export memories", annotations=reads)
+    # "recent" first: templates are tried in registration order, and it would also match {memory_id}.
+    server.resource("memory://{user_id}/recent", name="recent_memories", mime_type="text/markdown")(read_recent)
+    server.resource("memory://{user_id}/{memory_id}", name="memory", mime_type="application/json")(read_memory)
+    return server

@@ -1,0 +1,396 @@
+"""`MemoryService`: the async core behind every front door (the MCP server and the CLI).
+
+It validates arguments (raising `InvalidInput` with a message that says what is allowed), runs
+extraction, resolves times and writes each message's memories in one transaction. It knows nothing
+of MCP; the server turns its errors into tool errors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from typing import Any, Literal
+
+from harmonia_mcp import export, search
+from harmonia_mcp.errors import InvalidInput
+from harmonia_mcp.extract import Extractor
+from harmonia_mcp.models import (
+    USER_ID_PATTERN,
+    Category,
+    DeleteResult,
+    ExportFormat,
+    ExportResult,
+    ListResult,
+    ListSort,
+    Memory,
+    MemoryView,
+    Pagination,
+    SearchHit,
+    SearchResult,
+    SearchSort,
+    SortOrder,
+    StoredMemory,
+    StoreResult,
+)
+from harmonia_mcp.store import DateField, MemoryFilter, NewMemory, Store, utc_now
+from harmonia_mcp.temporal import parse_timestamp
+
+logger = logging.getLogger(__name__)
+
+ResolutionStrategy = Literal["auto", "update", "merge", "version", "keep_both", "skip"]
+SUPPORTED_STRATEGIES: tuple[ResolutionStrategy, ...] = ("auto", "keep_both", "skip")
+
+MAX_SEARCH_LIMIT = 100
+MAX_LIST_LIMIT = 500
+MAX_METADATA_BYTES = 16 * 1024
+MAX_SPEAKER_CHARS = 100
+RECENT_COUNT = 50
+
+_USER_ID = re.compile(USER_ID_PATTERN)
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """Defaults and limits the service enforces; `timezone` is used for timestamps given without an offset."""
+
+    default_user: str
+    max_message_bytes: int
+    timezone: tzinfo
+
+
+class MemoryService:
+    """Store, search, list, delete and export memories for many users over one `Store`."""
+
+    def __init__(self, store: Store, extractor: Extractor, limits: ServiceLimits) -> None:
+        self.store = store
+        self.extractor = extractor
+        self.limits = limits
+
+    # --- argument checks ---
+
+    def user(self, user_id: str | None) -> str:
+        """`user_id`, or the default user when None.
+
+        Raises:
+            InvalidInput: not 1-128 characters of letters, digits, '_', '.', '@', '-'.
+        """
+        if user_id is None:
+            return self.limits.default_user
+        if not _USER_ID.match(user_id):
+            raise InvalidInput(
+                f"user_id {user_id[:140]!r} is invalid: use 1-128 characters of letters, digits, '_', '.', '@' or '-'"
+            )
+        return user_id
+
+    def _timestamp(self, value: str | None, field: str) -> datetime | None:
+        return None if value is None else parse_timestamp(value, self.limits.timezone, field=field)
+
+    def _filter(
+        self,
+        *,
+        category: Category | str | None,
+        from_date: str | None,
+        to_date: str | None,
+        date_field: DateField = "created_at",
+        min_confidence: float | None = None,
+        include_inactive: bool = False,
+    ) -> MemoryFilter:
+        start = self._timestamp(from_date, "from_date")
+        end = self._timestamp(to_date, "to_date")
+        if end is not None and to_date is not None and _DATE_ONLY.match(to_date.strip()):
+            end += timedelta(days=1)  # a date-only to_date includes that whole day
+        if start is not None and end is not None and start >= end:
+            raise InvalidInput(f"from_date {from_date!r} is not before to_date {to_date!r}")
+        if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+            raise InvalidInput(f"min_confidence {min_confidence} is out of range: use a number from 0 to 1")
+        return MemoryFilter(
+            category=_category(category),
+            from_date=start,
+            to_date=end,
+            date_field=date_field,
+            min_confidence=min_confidence,
+            include_inactive=include_inactive,
+        )
+
+    def _message(self, message: str) -> str:
+        text = message.strip()
+        if not text:
+            raise InvalidInput("message is empty: send the text to remember, e.g. 'I have a dog called Biggie'")
+        size = len(text.encode("utf-8"))
+        if size > self.limits.max_message_bytes:
+            raise InvalidInput(
+                f"message is {size} bytes; the limit is {self.limits.max_message_bytes} bytes "
+                "(HARMONIA_MAX_MESSAGE_BYTES): split it into smaller messages"
+            )
+        return text
+
+    # --- operations ---
+
+    async def store_memory(
+        self,
+        message: str,
+        *,
+        user_id: str | None = None,
+        speaker: str | None = None,
+        session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        occurred_at: str | None = None,
+        resolution_strategy: str = "auto",
+    ) -> StoreResult:
+        """Extract memories from `message` and store them in one transaction.
+
+        Args:
+            message: what `speaker` said (1 byte to `max_message_bytes`, UTF-8).
+            user_id: whose memory this is; the default user when None.
+            speaker: who "I"/"my" are in the message; "User" when None.
+            session_id: an optional conversation id kept with each memory.
+            metadata: a JSON object (at most 16 KiB) kept unchanged with each memory.
+            occurred_at: when the message was said (ISO-8601; no offset means the configured time zone);
+                relative times resolve against it. Now when None.
+            resolution_strategy: what to do with a memory the user already has: `auto` and `skip` keep
+                the existing one (`action: "skipped"`), `keep_both` stores it again.
+
+        Returns:
+            A `StoreResult` with one entry per extracted memory, in message order.
+
+        Raises:
+            InvalidInput: any argument is out of range; nothing is stored.
+        """
+        text = self._message(message)
+        user = self.user(user_id)
+        who = _speaker(speaker)
+        meta = _metadata(metadata)
+        if session_id is not None and not 1 <= len(session_id) <= 256:
+            raise InvalidInput("session_id must be 1-256 characters")
+        if resolution_strategy not in SUPPORTED_STRATEGIES:
+            raise InvalidInput(
+                f"resolution_strategy {resolution_strategy!r} is not available yet: use one of "
+                + ", ".join(SUPPORTED_STRATEGIES)
+            )
+        reference = self._timestamp(occurred_at, "occurred_at") or datetime.now(self.limits.timezone)
+        extracted = await self.extractor.extract(text, speaker=who, reference_time=reference)
+        stored: list[StoredMemory] = []
+        async with self.store.transaction() as db:
+            for item in extracted:
+                existing = None
+                if resolution_strategy != "keep_both":
+                    existing = await self.store.find_active_by_content(db, user, item.content)
+                if existing is not None:
+                    stored.append(_stored(existing, "skipped"))
+                    continue
+                new = NewMemory(user, item, self.extractor.name, text, who, session_id, meta)
+                stored.append(_stored(await self.store.insert_memory(db, new), "created"))
+        warnings = [] if extracted else ["No durable fact found in the message (small talk, a question or a request)."]
+        return StoreResult(memories=stored, warnings=warnings)
+
+    async def search_memories(
+        self,
+        query: str,
+        *,
+        user_id: str | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        category: Category | str | None = None,
+        from_date: str | None = None,
+        to_date: str | None = None,
+        date_field: DateField = "created_at",
+        min_confidence: float | None = None,
+        sort_by: SearchSort = "relevance",
+        include_metadata: bool = False,
+    ) -> SearchResult:
+        """Full-text search over a user's active memories; `query="*"` admits every memory the filters admit.
+
+        Returns:
+            One page of hits (best first for `sort_by="relevance"`, else newest/highest first) and
+            exact pagination.
+
+        Raises:
+            InvalidInput: an empty query, a query with no word in it, or a bad filter.
+        """
+        user = self.user(user_id)
+        _page_bounds(limit, offset, MAX_SEARCH_LIMIT)
+        memory_filter = self._filter(
+            category=category,
+            from_date=from_date,
+            to_date=to_date,
+            date_field=date_field,
+            min_confidence=min_confidence,
+        )
+        if not query.strip():
+            raise InvalidInput("query is empty: give words to search for, or '*' to list every memory")
+        if query.strip() == "*":
+            order = "created_at" if sort_by == "relevance" else sort_by
+            memories, total = await self.store.list_memories(
+                user, memory_filter, sort_by=order, limit=limit, offset=offset
+            )
+            hits = [_hit(memory, 1.0, [], include_metadata) for memory in memories]
+            return SearchResult(results=hits, pagination=_pagination(total, limit, offset, len(hits)))
+        match = search.build_match_expression(query)
+        if match is None:
+            raise InvalidInput(
+                f"query {query[:100]!r} has no word to search for: give words (letters or digits), "
+                "a \"quoted phrase\", or '*' to list every memory"
+            )
+        found, total = await self.store.search(
+            user, match, memory_filter, sort_by=sort_by, limit=limit, offset=offset
+        )
+        hits = [
+            _hit(hit.memory, search.relevance_from_bm25(hit.bm25), [hit.highlight], include_metadata) for hit in found
+        ]
+        return SearchResult(results=hits, pagination=_pagination(total, limit, offset, len(hits)))
+
+    async def list_memories(
+        self,
+        *,
+        user_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        category: Category | str | None = None,
+        from_date: str | None = None,
+        to_date: str | None = None,
+        date_field: DateField = "created_at",
+        sort_by: ListSort = "created_at",
+        sort_order: SortOrder = "desc",
+        include_inactive: bool = False,
+    ) -> ListResult:
+        """One page of a user's memories, newest first by default; superseded and deleted ones only on request."""
+        user = self.user(user_id)
+        _page_bounds(limit, offset, MAX_LIST_LIMIT)
+        memory_filter = self._filter(
+            category=category,
+            from_date=from_date,
+            to_date=to_date,
+            date_field=date_field,
+            include_inactive=include_inactive,
+        )
+        memories, total = await self.store.list_memories(
+            user, memory_filter, sort_by=sort_by, descending=sort_order == "desc", limit=limit, offset=offset
+        )
+        views = [MemoryView.of(memory) for memory in memories]
+        return ListResult(memories=views, pagination=_pagination(total, limit, offset, len(views)))
+
+    async def get_memory(self, memory_id: str, *, user_id: str | None = None) -> Memory:
+        """One active memory of the user.
+
+        Raises:
+            MemoryNotFound: no active memory with that id for that user.
+        """
+        return await self.store.get_memory(self.user(user_id), memory_id)
+
+    async def recent_memories(self, *, user_id: str | None = None, count: int = RECENT_COUNT) -> list[Memory]:
+        """The user's `count` newest active memories, newest first."""
+        memories, _ = await self.store.list_memories(self.user(user_id), MemoryFilter(), limit=count)
+        return memories
+
+    async def delete_memory(self, memory_id: str, *, user_id: str | None = None) -> DeleteResult:
+        """Soft-delete one memory: it leaves search, lists and exports; its row and history stay.
+
+        Raises:
+            MemoryNotFound: unknown id for that user, or already deleted.
+        """
+        user = self.user(user_id)
+        async with self.store.transaction() as db:
+            await self.store.soft_delete(db, user, memory_id)
+        return DeleteResult(memory_id=memory_id, deleted=True)
+
+    async def export_memories(
+        self,
+        *,
+        user_id: str | None = None,
+        format: str = "json",
+        category: Category | str | None = None,
+        from_date: str | None = None,
+        to_date: str | None = None,
+        max_memories: int | None = None,
+    ) -> ExportResult:
+        """Every active memory of the user that the filters admit, oldest first, rendered in `format`.
+
+        Raises:
+            InvalidInput: an unknown format, a bad filter, or `max_memories` below 1.
+        """
+        user = self.user(user_id)
+        if format not in ("json", "csv", "markdown", "text"):
+            raise InvalidInput(f"format {format!r} is not supported: use json, csv, markdown or text")
+        if max_memories is not None and max_memories < 1:
+            raise InvalidInput("max_memories must be at least 1 (or omitted for all)")
+        memory_filter = self._filter(category=category, from_date=from_date, to_date=to_date)
+        memories, _ = await self.store.list_memories(
+            user, memory_filter, sort_by="created_at", descending=False, limit=max_memories
+        )
+        fmt: ExportFormat = format  # type: ignore[assignment]  # checked just above
+        data = export.render(fmt, user, memories, utc_now())
+        return ExportResult(format=fmt, memory_count=len(memories), data=data)
+
+
+def _category(value: Category | str | None) -> Category | None:
+    if value is None or isinstance(value, Category):
+        return value
+    try:
+        return Category(value)
+    except ValueError:
+        allowed = ", ".join(category.value for category in Category)
+        raise InvalidInput(f"category {value!r} is unknown: use one of {allowed}") from None
+
+
+def _speaker(speaker: str | None) -> str:
+    if speaker is None:
+        return "User"
+    name = speaker.strip()
+    if not 1 <= len(name) <= MAX_SPEAKER_CHARS or _CONTROL.search(name):
+        raise InvalidInput(f"speaker must be a name of 1-{MAX_SPEAKER_CHARS} characters on one line, e.g. 'Caroline'")
+    return name
+
+
+def _metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    if metadata is None:
+        return None
+    try:
+        size = len(json.dumps(metadata, ensure_ascii=False).encode("utf-8"))
+    except (TypeError, ValueError) as error:
+        raise InvalidInput(f"metadata must be a JSON object: {error}") from None
+    if size > MAX_METADATA_BYTES:
+        raise InvalidInput(f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES} bytes")
+    return metadata
+
+
+def _page_bounds(limit: int, offset: int, max_limit: int) -> None:
+    if not 1 <= limit <= max_limit:
+        raise InvalidInput(f"limit {limit} is out of range: use 1 to {max_limit}")
+    if offset < 0:
+        raise InvalidInput(f"offset {offset} is negative: use 0 or more")
+
+
+def _pagination(total: int, limit: int, offset: int, returned: int) -> Pagination:
+    return Pagination(total_count=total, limit=limit, offset=offset, has_more=offset + returned < total)
+
+
+def _stored(memory: Memory, action: Literal["created", "skipped"]) -> StoredMemory:
+    return StoredMemory(
+        memory_id=memory.memory_id,
+        content=memory.content,
+        category=memory.category,
+        confidence=memory.confidence,
+        event_time=memory.event_time,
+        action=action,
+        extractor=memory.extractor,
+        metadata=memory.metadata,
+    )
+
+
+def _hit(memory: Memory, relevance: float, highlights: list[str], include_metadata: bool) -> SearchHit:
+    return SearchHit(
+        memory_id=memory.memory_id,
+        content=memory.content,
+        category=memory.category,
+        relevance_score=relevance,
+        highlights=highlights,
+        created_at=memory.created_at,
+        event_time=memory.event_time,
+        metadata=memory.metadata if include_metadata else None,
+        source_message=memory.source_message if include_metadata else None,
+    )

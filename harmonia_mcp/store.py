@@ -1,0 +1,536 @@
+"""SQLite storage: schema and migrations, WAL, the FTS5 external-content index, CRUD, soft delete, history.
+
+One database file holds every user's memories; every query here takes a `user_id` and is scoped by it.
+Writes go through one connection behind a lock (one writer, as SQLite wants); reads use a second
+connection, which WAL lets proceed while a write is in flight.
+
+The FTS5 table `memories_fts` is an external-content table over `memories(content, entities, tags)`,
+kept in sync by triggers in the shape sqlite-utils' `enable_fts(create_triggers=True)` emits
+(https://www.sqlite.org/fts5.html#external_content_tables).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+import anyio
+
+from harmonia_mcp.errors import MemoryNotFound
+from harmonia_mcp.models import Category, ExtractedMemory, Memory
+
+logger = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 5000
+FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
+# bm25() weights per FTS column (content, entities, tags): a word in the sentence itself counts most.
+BM25_WEIGHTS = (10.0, 3.0, 1.0)
+
+DateField = Literal["created_at", "event_time"]
+
+
+def utc_now() -> str:
+    """The current time as an ISO-8601 UTC string with microseconds ("2026-01-02T03:04:05.000006+00:00")."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def to_utc_text(moment: datetime) -> str:
+    """`moment` (timezone-aware) in the same ISO-8601 UTC form as `utc_now`, so strings compare as times."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def new_memory_id() -> str:
+    """`mem_` followed by 16 random hex characters."""
+    return "mem_" + secrets.token_hex(8)
+
+
+# --- migrations --------------------------------------------------------------------------------
+
+# Each migration is one SQL script, applied in its own transaction.
+_M001_INITIAL = f"""
+        CREATE TABLE memories (
+            rowid INTEGER PRIMARY KEY,
+            memory_id TEXT NOT NULL UNIQUE,
+            user_id TEXT NOT NULL,
+            content TEXT NOT NULL,
+            category TEXT NOT NULL,
+            confidence REAL NOT NULL,
+            entities TEXT NOT NULL DEFAULT '[]',
+            tags TEXT NOT NULL DEFAULT '[]',
+            event_time TEXT,
+            event_time_utc TEXT,
+            source_message TEXT,
+            speaker TEXT,
+            session_id TEXT,
+            metadata TEXT NOT NULL DEFAULT '{{}}',
+            extractor TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'superseded', 'deleted')),
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX memories_user_status_created ON memories (user_id, status, created_at);
+        CREATE INDEX memories_user_status_event ON memories (user_id, status, event_time_utc);
+
+        CREATE VIRTUAL TABLE memories_fts USING fts5(
+            content, entities, tags,
+            content='memories', content_rowid='rowid',
+            tokenize='{FTS_TOKENIZER}'
+        );
+        CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
+            INSERT INTO memories_fts (rowid, content, entities, tags)
+            VALUES (new.rowid, new.content, new.entities, new.tags);
+        END;
+        CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
+            INSERT INTO memories_fts (memories_fts, rowid, content, entities, tags)
+            VALUES ('delete', old.rowid, old.content, old.entities, old.tags);
+        END;
+        CREATE TRIGGER memories_au AFTER UPDATE OF content, entities, tags ON memories BEGIN
+            INSERT INTO memories_fts (memories_fts, rowid, content, entities, tags)
+            VALUES ('delete', old.rowid, old.content, old.entities, old.tags);
+            INSERT INTO memories_fts (rowid, content, entities, tags)
+            VALUES (new.rowid, new.content, new.entities, new.tags);
+        END;
+
+        CREATE TABLE memory_history (
+            history_id INTEGER PRIMARY KEY,
+            memory_id TEXT NOT NULL REFERENCES memories (memory_id),
+            user_id TEXT NOT NULL,
+            action TEXT NOT NULL
+                CHECK (action IN ('created', 'updated', 'merged', 'superseded', 'deleted', 'restored')),
+            old_content TEXT,
+            new_content TEXT,
+            source_message TEXT,
+            changed_at TEXT NOT NULL
+        );
+        CREATE INDEX memory_history_memory ON memory_history (memory_id);
+"""
+
+# Append only; `PRAGMA user_version` is the number of migrations applied.
+MIGRATIONS: Sequence[str] = (_M001_INITIAL,)
+
+
+async def migrate(db: aiosqlite.Connection) -> int:
+    """Apply the migrations `db` has not had yet, each in its own transaction; return the schema version.
+
+    Raises:
+        RuntimeError: the file was written by a newer harmonia-mcp (its version is above ours).
+    """
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = int(row[0]) if row else 0
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"database schema version {version} is newer than this harmonia-mcp understands ({len(MIGRATIONS)}); "
+            "upgrade harmonia-mcp"
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # One script so that executescript (which commits first) cannot split the transaction.
+        try:
+            await db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+        logger.info("applied migration %d", number)
+    return len(MIGRATIONS)
+
+
+# --- queries -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryFilter:
+    """What a list, search or export admits. Dates are timezone-aware; `to_date` is exclusive."""
+
+    category: Category | None = None
+    from_date: datetime | None = None
+    to_date: datetime | None = None
+    date_field: DateField = "created_at"
+    min_confidence: float | None = None
+    session_id: str | None = None
+    include_inactive: bool = False
+
+    def where(self, user_id: str, alias: str = "m") -> tuple[str, list[Any]]:
+        """The SQL condition (over table alias `alias`) and its parameters."""
+        clauses = [f"{alias}.user_id = ?"]
+        params: list[Any] = [user_id]
+        if not self.include_inactive:
+            clauses.append(f"{alias}.status = 'active'")
+        if self.category is not None:
+            clauses.append(f"{alias}.category = ?")
+            params.append(self.category.value)
+        column = f"{alias}.created_at" if self.date_field == "created_at" else f"{alias}.event_time_utc"
+        if self.from_date is not None:
+            clauses.append(f"{column} >= ?")
+            params.append(to_utc_text(self.from_date))
+        if self.to_date is not None:
+            clauses.append(f"{column} < ?")
+            params.append(to_utc_text(self.to_date))
+        if self.min_confidence is not None:
+            clauses.append(f"{alias}.confidence >= ?")
+            params.append(self.min_confidence)
+        if self.session_id is not None:
+            clauses.append(f"{alias}.session_id = ?")
+            params.append(self.session_id)
+        return " AND ".join(clauses), params
+
+
+_SORT_COLUMNS = {
+    "created_at": "m.created_at",
+    "updated_at": "m.updated_at",
+    "event_time": "m.event_time_utc",
+    "confidence": "m.confidence",
+}
+
+_MEMORY_COLUMNS = (
+    "m.memory_id, m.user_id, m.content, m.category, m.confidence, m.entities, m.tags, m.event_time, "
+    "m.source_message, m.speaker, m.session_id, m.metadata, m.extractor, m.status, m.created_at, m.updated_at"
+)
+
+
+def _row_to_memory(row: sqlite3.Row) -> Memory:
+    return Memory(
+        memory_id=row["memory_id"],
+        user_id=row["user_id"],
+        content=row["content"],
+        category=Category(row["category"]),
+        confidence=row["confidence"],
+        entities=json.loads(row["entities"]),
+        tags=json.loads(row["tags"]),
+        event_time=row["event_time"],
+        source_message=row["source_message"],
+        speaker=row["speaker"],
+        session_id=row["session_id"],
+        metadata=json.loads(row["metadata"]),
+        extractor=row["extractor"],
+        status=row["status"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+@dataclass(frozen=True)
+class NewMemory:
+    """Everything needed to insert one memory."""
+
+    user_id: str
+    extracted: ExtractedMemory
+    extractor: str
+    source_message: str | None = None
+    speaker: str | None = None
+    session_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class FullTextHit:
+    """A row of a full-text search: the memory, its `bm25()` score (lower is better), its highlighted content."""
+
+    memory: Memory
+    bm25: float
+    highlight: str
+
+
+class Store:
+    """The SQLite store. Open it with `open_store`; all methods are coroutines and scoped by `user_id`."""
+
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str) -> None:
+        self._writer = writer
+        self._reader = reader
+        self.path = path
+        self._write_lock = anyio.Lock()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction (`BEGIN IMMEDIATE` ... `COMMIT`); any exception rolls it back and propagates."""
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                # Shielded: a cancelled caller must still leave the connection out of the transaction.
+                with anyio.CancelScope(shield=True):
+                    await self._writer.execute("ROLLBACK")
+                raise
+            with anyio.CancelScope(shield=True):
+                await self._writer.execute("COMMIT")
+
+    # --- writes: each takes the connection of an open `transaction()` ---
+
+    async def insert_memory(self, db: aiosqlite.Connection, new: NewMemory) -> Memory:
+        """Insert one active memory and its `created` history row; return it as stored."""
+        now = utc_now()
+        extracted = new.extracted
+        event_time = extracted.event_time.isoformat() if extracted.event_time else None
+        event_time_utc = to_utc_text(extracted.event_time) if extracted.event_time else None
+        memory_id = new_memory_id()
+        await db.execute(
+            """
+            INSERT INTO memories (memory_id, user_id, content, category, confidence, entities, tags, event_time,
+                event_time_utc, source_message, speaker, session_id, metadata, extractor, status, created_at,
+                updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)
+            """,
+            (
+                memory_id,
+                new.user_id,
+                extracted.content,
+                extracted.category.value,
+                extracted.confidence,
+                json.dumps(extracted.entities, ensure_ascii=False),
+                json.dumps(extracted.tags, ensure_ascii=False),
+                event_time,
+                event_time_utc,
+                new.source_message,
+                new.speaker,
+                new.session_id,
+                json.dumps(new.metadata or {}, ensure_ascii=False),
+                new.extractor,
+                now,
+                now,
+            ),
+        )
+        await self._record(db, memory_id, new.user_id, "created", None, extracted.content, new.source_message, now)
+        return Memory(
+            memory_id=memory_id,
+            user_id=new.user_id,
+            content=extracted.content,
+            category=extracted.category,
+            confidence=extracted.confidence,
+            entities=list(extracted.entities),
+            tags=list(extracted.tags),
+            event_time=event_time,
+            source_message=new.source_message,
+            speaker=new.speaker,
+            session_id=new.session_id,
+            metadata=dict(new.metadata or {}),
+            extractor=new.extractor,
+            status="active",
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def update_content(
+        self, db: aiosqlite.Connection, user_id: str, memory_id: str, content: str, source_message: str | None = None
+    ) -> None:
+        """Rewrite an active memory's content in place (the FTS index follows by trigger), with history.
+
+        Raises:
+            MemoryNotFound: no active memory `memory_id` for `user_id`.
+        """
+        old = await self._active_content(db, user_id, memory_id)
+        now = utc_now()
+        await db.execute(
+            "UPDATE memories SET content = ?, updated_at = ? WHERE memory_id = ? AND user_id = ?",
+            (content, now, memory_id, user_id),
+        )
+        await self._record(db, memory_id, user_id, "updated", old, content, source_message, now)
+
+    async def soft_delete(self, db: aiosqlite.Connection, user_id: str, memory_id: str) -> None:
+        """Mark an active memory `deleted`; it stays in the file, with a `deleted` history row.
+
+        Raises:
+            MemoryNotFound: no memory with that id for that user, or it is already deleted.
+        """
+        async with db.execute(
+            "SELECT status, content FROM memories WHERE memory_id = ? AND user_id = ?", (memory_id, user_id)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise MemoryNotFound(memory_id, user_id)
+        if row["status"] == "deleted":
+            raise MemoryNotFound(memory_id, user_id, "it was already deleted")
+        now = utc_now()
+        await db.execute(
+            "UPDATE memories SET status = 'deleted', updated_at = ? WHERE memory_id = ? AND user_id = ?",
+            (now, memory_id, user_id),
+        )
+        await self._record(db, memory_id, user_id, "deleted", row["content"], None, None, now)
+
+    async def _active_content(self, db: aiosqlite.Connection, user_id: str, memory_id: str) -> str:
+        async with db.execute(
+            "SELECT content FROM memories WHERE memory_id = ? AND user_id = ? AND status = 'active'",
+            (memory_id, user_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise MemoryNotFound(memory_id, user_id)
+        return str(row["content"])
+
+    async def _record(
+        self,
+        db: aiosqlite.Connection,
+        memory_id: str,
+        user_id: str,
+        action: str,
+        old_content: str | None,
+        new_content: str | None,
+        source_message: str | None,
+        changed_at: str,
+    ) -> None:
+        await db.execute(
+            """
+            INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message,
+                changed_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
+            """,
+            (memory_id, user_id, action, old_content, new_content, source_message, changed_at),
+        )
+
+    # --- reads ---
+
+    async def find_active_by_content(self, db: aiosqlite.Connection, user_id: str, content: str) -> Memory | None:
+        """The user's active memory whose content equals `content` ignoring case, or None."""
+        async with db.execute(
+            f"SELECT {_MEMORY_COLUMNS} FROM memories m "
+            "WHERE m.user_id = ? AND m.status = 'active' AND m.content = ? COLLATE NOCASE LIMIT 1",
+            (user_id, content),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _row_to_memory(row) if row else None
+
+    async def get_memory(self, user_id: str, memory_id: str, *, include_inactive: bool = False) -> Memory:
+        """The memory `memory_id` of `user_id`.
+
+        Raises:
+            MemoryNotFound: none with that id for that user (or it is not active and `include_inactive` is false).
+        """
+        status = "" if include_inactive else " AND m.status = 'active'"
+        async with self._reader.execute(
+            f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.memory_id = ? AND m.user_id = ?{status}",
+            (memory_id, user_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise MemoryNotFound(memory_id, user_id)
+        return _row_to_memory(row)
+
+    async def history(self, user_id: str, memory_id: str) -> list[dict[str, Any]]:
+        """The history rows of one memory, oldest first, as dicts (action, old/new content, source, time)."""
+        async with self._reader.execute(
+            "SELECT action, old_content, new_content, source_message, changed_at FROM memory_history "
+            "WHERE memory_id = ? AND user_id = ? ORDER BY history_id",
+            (memory_id, user_id),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [dict(row) for row in rows]
+
+    async def list_memories(
+        self,
+        user_id: str,
+        memory_filter: MemoryFilter,
+        *,
+        sort_by: str = "created_at",
+        descending: bool = True,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> tuple[list[Memory], int]:
+        """One page of the user's memories that pass `memory_filter`, and how many pass it in all.
+
+        `sort_by` is one of created_at, updated_at, event_time, confidence; ties go to the newest insert.
+        Memories with no event_time sort last when sorting by event_time. `limit=None` means no limit.
+        """
+        where, params = memory_filter.where(user_id)
+        column = _SORT_COLUMNS[sort_by]
+        direction = "DESC" if descending else "ASC"
+        order = f"{column} IS NULL, {column} {direction}, m.rowid {direction}"
+        async with self._reader.execute(f"SELECT count(*) FROM memories m WHERE {where}", params) as cursor:
+            count_row = await cursor.fetchone()
+        total = int(count_row[0]) if count_row else 0
+        async with self._reader.execute(
+            f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+            [*params, -1 if limit is None else limit, offset],
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [_row_to_memory(row) for row in rows], total
+
+    async def search(
+        self,
+        user_id: str,
+        match: str,
+        memory_filter: MemoryFilter,
+        *,
+        sort_by: str = "relevance",
+        limit: int,
+        offset: int,
+    ) -> tuple[list[FullTextHit], int]:
+        """Full-text search: one page of hits for the FTS5 `match` expression, and how many match in all.
+
+        `sort_by="relevance"` orders by weighted `bm25()` (best first); any other `_SORT_COLUMNS` key orders
+        by that column, highest or newest first. `match` must already be a safe FTS5 query (see
+        `search.build_match_expression`); it is bound as a parameter, never spliced into the SQL.
+        """
+        where, params = memory_filter.where(user_id)
+        weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
+        base = f"FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid WHERE memories_fts MATCH ? AND {where}"
+        if sort_by == "relevance":
+            order = "score, m.rowid DESC"
+        else:
+            column = _SORT_COLUMNS[sort_by]
+            order = f"{column} IS NULL, {column} DESC, score"
+        async with self._reader.execute(f"SELECT count(*) {base}", [match, *params]) as cursor:
+            count_row = await cursor.fetchone()
+        total = int(count_row[0]) if count_row else 0
+        async with self._reader.execute(
+            f"SELECT {_MEMORY_COLUMNS}, bm25(memories_fts, {weights}) AS score, "
+            f"highlight(memories_fts, 0, '[', ']') AS highlight {base} ORDER BY {order} LIMIT ? OFFSET ?",
+            [match, *params, limit, offset],
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [FullTextHit(_row_to_memory(row), float(row["score"]), row["highlight"]) for row in rows], total
+
+    async def close(self) -> None:
+        await self._reader.close()
+        if self._writer is not self._reader:
+            await self._writer.close()
+
+
+async def _connect(path: str, *, read_only: bool = False) -> aiosqlite.Connection:
+    if read_only:
+        db = await aiosqlite.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    else:
+        db = await aiosqlite.connect(path, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    await db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
+@asynccontextmanager
+async def open_store(path: str) -> AsyncIterator[Store]:
+    """Open (creating and migrating if needed) the database at `path` and close it on exit.
+
+    `path` may be ':memory:' (one private in-memory database, for tests). The parent folder is created.
+
+    Raises:
+        sqlite3.Error: the file cannot be opened or is not a SQLite database.
+        RuntimeError: the file's schema is newer than this version understands.
+    """
+    in_memory = path == ":memory:"
+    if not in_memory:
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = str(Path(path).expanduser())
+    writer = await _connect(path)
+    try:
+        if not in_memory:
+            await writer.execute("PRAGMA journal_mode = WAL")
+            await writer.execute("PRAGMA synchronous = NORMAL")
+        await migrate(writer)
+        reader = writer if in_memory else await _connect(path, read_only=True)
+    except BaseException:
+        await writer.close()
+        raise
+    store = Store(writer, reader, path)
+    try:
+        yield store
+    finally:
+        await store.close()

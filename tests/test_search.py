@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harmonia_mcp.search import build_match_expression, relevance_from_bm25
+
+FTS5_TRAPS = ['"', "*", "NEAR(", "AND OR -", 'a" OR "b', "col:term", "^start", "(((", "NOT", "-x", "\x00"]
+
+
+@pytest.fixture(scope="module")
+def fts() -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE VIRTUAL TABLE t USING fts5(body, tokenize='porter unicode61 remove_diacritics 2')")
+    db.executemany(
+        "INSERT INTO t (body) VALUES (?)",
+        [("User has a dog called Biggie",), ("Maria lives near Lisbon",), ("User and Maria went hiking",)],
+    )
+    return db
+
+
+def test_words_are_quoted_and_joined_with_or() -> None:
+    assert build_match_expression("Biggie dog") == '"biggie" OR "dog"'
+
+
+def test_stop_and_question_words_are_dropped() -> None:
+    assert build_match_expression("What is the name of my dog?") == '"name" OR "dog"'
+
+
+def test_a_query_of_only_stop_words_still_searches_them() -> None:
+    assert build_match_expression("AND OR") == '"and" OR "or"'
+
+
+def test_quoted_phrases_stay_phrases_and_trailing_star_is_a_prefix() -> None:
+    assert build_match_expression('"dog called" Big*') == '"dog called" OR "big"*'
+
+
+def test_no_words_gives_none() -> None:
+    assert build_match_expression('" * - ( ) :') is None
+
+
+@pytest.mark.parametrize("query", FTS5_TRAPS)
+def test_fts5_syntax_is_literal_and_never_an_sqlite_error(fts: sqlite3.Connection, query: str) -> None:
+    expression = build_match_expression(query)
+    if expression is not None:
+        fts.execute("SELECT rowid FROM t WHERE t MATCH ?", (expression,)).fetchall()
+
+
+def test_near_is_searched_as_a_word(fts: sqlite3.Connection) -> None:
+    expression = build_match_expression("NEAR(")
+    assert expression is not None
+    rows = fts.execute("SELECT body FROM t WHERE t MATCH ?", (expression,)).fetchall()
+    assert rows == [("Maria lives near Lisbon",)]
+
+
+@given(st.text())
+def test_any_unicode_query_builds_a_valid_expression(query: str) -> None:
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE VIRTUAL TABLE t USING fts5(body, tokenize='porter unicode61 remove_diacritics 2')")
+    expression = build_match_expression(query)
+    if expression is not None:
+        db.execute("SELECT rowid FROM t WHERE t MATCH ?", (expression,)).fetchall()
+
+
+def test_relevance_is_monotonic_and_in_unit_interval() -> None:
+    scores = [relevance_from_bm25(score) for score in (0.0, -0.5, -1.0, -4.0, -50.0)]
+    assert scores == sorted(scores)
+    assert scores[0] == 0.0 and all(0.0 <= score < 1.0 for score in scores)
+    assert relevance_from_bm25(-1.0) == 0.5

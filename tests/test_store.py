@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from harmonia_mcp.errors import MemoryNotFound
+from harmonia_mcp.models import Category, ExtractedMemory
+from harmonia_mcp.store import MIGRATIONS, MemoryFilter, NewMemory, Store, open_store
+
+pytestmark = pytest.mark.anyio
+
+
+def _new(user: str, content: str, category: Category = Category.FACT, **extra: object) -> NewMemory:
+    return NewMemory(user, ExtractedMemory(content=content, category=category, confidence=0.8, **extra), "rules")
+
+
+async def _insert(store: Store, user: str, content: str, category: Category = Category.FACT) -> str:
+    async with store.transaction() as db:
+        memory = await store.insert_memory(db, _new(user, content, category))
+    return memory.memory_id
+
+
+def _fts_rows(path: Path, term: str) -> list[int]:
+    with sqlite3.connect(path) as db:
+        return [row[0] for row in db.execute("SELECT rowid FROM memories_fts WHERE memories_fts MATCH ?", (term,))]
+
+
+async def test_a_new_file_is_migrated_to_the_latest_schema_with_wal(db_path: Path) -> None:
+    async with open_store(str(db_path)):
+        pass
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert {"memories", "memories_fts", "memory_history"} <= tables
+
+
+async def test_reopening_a_migrated_file_keeps_its_memories(db_path: Path) -> None:
+    async with open_store(str(db_path)) as store:
+        memory_id = await _insert(store, "alice", "Alice has a cat called Tom")
+    async with open_store(str(db_path)) as store:
+        memory = await store.get_memory("alice", memory_id)
+    assert memory.content == "Alice has a cat called Tom"
+
+
+async def test_a_file_from_a_newer_version_is_refused(db_path: Path) -> None:
+    with sqlite3.connect(db_path) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(RuntimeError, match="newer"):
+        async with open_store(str(db_path)):
+            pass
+
+
+async def test_insert_then_get_returns_every_field(db_path: Path) -> None:
+    when = datetime(2024, 8, 20, 14, 0, tzinfo=UTC) - timedelta(hours=4)
+    async with open_store(str(db_path)) as store:
+        async with store.transaction() as db:
+            created = await store.insert_memory(
+                db,
+                NewMemory(
+                    "alice",
+                    ExtractedMemory(
+                        content="Alice has a dentist appointment",
+                        category=Category.EVENT,
+                        confidence=0.9,
+                        entities=["Alice"],
+                        tags=["health"],
+                        event_time=when,
+                    ),
+                    "rules",
+                    source_message="I have a dentist appointment tomorrow",
+                    speaker="Alice",
+                    session_id="s1",
+                    metadata={"dia_id": "D1:3", "nested": {"n": [1, 2]}},
+                ),
+            )
+        fetched = await store.get_memory("alice", created.memory_id)
+    assert fetched == created
+    assert fetched.memory_id.startswith("mem_") and len(fetched.memory_id) == 20
+    assert fetched.metadata == {"dia_id": "D1:3", "nested": {"n": [1, 2]}}
+    assert fetched.event_time == when.isoformat()
+    assert fetched.status == "active"
+
+
+async def test_update_rewrites_the_full_text_index_and_records_history(db_path: Path) -> None:
+    async with open_store(str(db_path)) as store:
+        memory_id = await _insert(store, "alice", "Alice works at TechCorp")
+        async with store.transaction() as db:
+            await store.update_content(db, "alice", memory_id, "Alice works at NewCorp", "I moved to NewCorp")
+        history = await store.history("alice", memory_id)
+    assert _fts_rows(db_path, "techcorp") == []
+    assert len(_fts_rows(db_path, "newcorp")) == 1
+    assert [entry["action"] for entry in history] == ["created", "updated"]
+    assert history[1]["old_content"] == "Alice works at TechCorp"
+    assert history[1]["new_content"] == "Alice works at NewCorp"
+
+
+async def test_soft_delete_hides_the_memory_but_keeps_row_and_history(db_path: Path) -> None:
+    async with open_store(str(db_path)) as store:
+        memory_id = await _insert(store, "alice", "Alice likes green tea")
+        async with store.transaction() as db:
+            await store.soft_delete(db, "alice", memory_id)
+        with pytest.raises(MemoryNotFound):
+            await store.get_memory("alice", memory_id)
+        kept = await store.get_memory("alice", memory_id, include_inactive=True)
+        hits, total = await store.search("alice", '"tea"', MemoryFilter(), limit=10, offset=0)
+        history = await store.history("alice", memory_id)
+    assert kept.status == "deleted"
+    assert (hits, total) == ([], 0)
+    assert [entry["action"] for entry in history] == ["created", "deleted"]
+
+
+async def test_deleting_twice_or_an_unknown_id_raises_memory_not_found(db_path: Path) -> None:
+    async with open_store(str(db_path)) as store:
+        memory_id = await _insert(store, "alice", "Alice likes green tea")
+        async with store.transaction() as db:
+            await store.soft_delete(db, "alice", memory_id)
+        with pytest.raises(MemoryNotFound, match="already deleted"):
+            async with store.transaction() as db:
+                await store.soft_delete(db, "alice", memory_id)
+        with pytest.raises(MemoryNotFound):
+            async with store.transaction() as db:
+                await store.soft_delete(db, "alice", "mem_0000000000000000")
+
+
+async def test_hard_delete_of_a_row_removes_it_from_the_index(db_path: Path) -> None:
+    async with open_store(str(db_path)) as store:
+        await _insert(store, "alice", "Alice plays the cello")
+        async with store.transaction() as db:
+            await db.execute("DELETE FROM memory_history WHERE user_id = 'alice'")
+            await db.execute("DELETE FROM memories WHERE user_id = 'alice'")
+    assert _fts_rows(db_path, "cello") == []
+
+
+async def test_users_never_see_each_others_memories(db_path: Path) -> None:
+    async with open_store(str(db_path)) as store:
+        alice_id = await _insert(store, "alice", "Alice has a secret recipe for pancakes")
+        await _insert(store, "bob", "Bob has a secret recipe for waffles")
+        bob_hits, _ = await store.search("bob", '"secret"', MemoryFilter(), limit=10, offset=0)
+        bob_list, bob_total = await store.list_memories("bob", MemoryFilter())
+        with pytest.raises(MemoryNotFound):
+            await store.get_memory("bob", alice_id)
+        with pytest.raises(MemoryNotFound):
+            async with store.transaction() as db:
+                await store.soft_delete(db, "bob", alice_id)
+        still_there = await store.get_memory("alice", alice_id)
+    assert [hit.memory.content for hit in bob_hits] == ["Bob has a secret recipe for waffles"]
+    assert bob_total == 1 and bob_list[0].user_id == "bob"
+    assert still_there.status == "active"
+
+
+async def test_a_failed_transaction_leaves_nothing_behind(db_path: Path) -> None:
+    async with open_store(str(db_path)) as store:
+        with pytest.raises(ZeroDivisionError):
+            async with store.transaction() as db:
+                await store.insert_memory(db, _new("alice", "Alice owns a boat"))
+                _ = 1 / 0
+        memories, total = await store.list_memories("alice", MemoryFilter())
+    assert (memories, total) == ([], 0)
+    assert _fts_rows(db_path, "boat") == []
+
+
+async def test_list_filters_by_category_and_confidence_and_pages_exactly(db_path: Path) -> None:
+    async with open_store(str(db_path)) as store:
+        for number in range(7):
+            await _insert(store, "alice", f"Alice fact number {number}", Category.WORK if number % 2 else Category.FACT)
+        work, work_total = await store.list_memories("alice", MemoryFilter(category=Category.WORK))
+        page1, total = await store.list_memories("alice", MemoryFilter(), limit=3, offset=0)
+        page3, _ = await store.list_memories("alice", MemoryFilter(), limit=3, offset=6)
+        oldest, _ = await store.list_memories("alice", MemoryFilter(), descending=False, limit=1)
+        confident, confident_total = await store.list_memories("alice", MemoryFilter(min_confidence=0.95))
+    assert work_total == 3 and {memory.category for memory in work} == {Category.WORK}
+    assert total == 7
+    assert [memory.content for memory in page1] == [f"Alice fact number {n}" for n in (6, 5, 4)]
+    assert [memory.content for memory in page3] == ["Alice fact number 0"]
+    assert oldest[0].content == "Alice fact number 0"
+    assert (confident, confident_total) == ([], 0)
+
+
+async def test_date_filters_use_utc_and_exclusive_end(db_path: Path) -> None:
+    async with open_store(str(db_path)) as store:
+        await _insert(store, "alice", "Alice stored this now")
+        now = datetime.now(UTC)
+        after, after_total = await store.list_memories("alice", MemoryFilter(from_date=now + timedelta(minutes=1)))
+        before, before_total = await store.list_memories("alice", MemoryFilter(to_date=now - timedelta(minutes=1)))
+        around, around_total = await store.list_memories(
+            "alice", MemoryFilter(from_date=now - timedelta(minutes=1), to_date=now + timedelta(minutes=1))
+        )
+    assert after_total == before_total == 0
+    assert around_total == 1 and around[0].content == "Alice stored this now"
