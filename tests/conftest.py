@@ -8,10 +8,6 @@ from mcp import Client
 
 from harmonia_mcp.config import Settings
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-LOCOMO = SHARED / "bench" / "locomo"
-
-
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

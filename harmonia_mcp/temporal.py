@@ -1,0 +1,424 @@
+"""Relative and absolute time expressions → timezone-aware datetimes.
+
+Two pure functions:
+
+- `resolve_event_time(text, reference_time)` finds the first date expression in
+  free text ("tomorrow at 2pm", "two weeks ago", "on Friday", "September 5th",
+  "May 8, 2023") and resolves it against `reference_time`, in its time zone.
+- `parse_timestamp(value, default_tz)` parses an ISO-8601 date or timestamp given
+  as a tool argument, and raises `InvalidInput` with a helpful message otherwise.
+
+Approach of `resolve_event_time`: every date pattern below is matched over the
+lowercased text; the candidate that starts first wins (the longest on a tie, so
+"the day after tomorrow" beats "tomorrow" and "next Friday" beats "Friday").
+A time of day ("at 2pm", "at 7:30am", "at 14:00", "at 8", "noon", "in the
+morning") is only applied when a date was found: a time alone ("I wake up at
+6am") is a habit, not an event, and gives None. When only the date is known the
+result is midnight of that date (callers compare date-only values by their first
+ten characters).
+
+Conventions (documented because each is a choice):
+
+- "on Friday", "Friday", "next Friday", "this coming Friday": the first Friday
+  strictly after the reference day. "this Friday" may be the reference day itself.
+  "last Friday": the most recent Friday strictly before it.
+- Past sense: when the text reads as past tense ("I went there on Friday", "we
+  adopted her on May 3rd"), a weekday or a month-day without a year resolves to
+  the most recent occurrence instead of the next one.
+- A month-day without a year otherwise takes the next occurrence on or after
+  the reference date.
+- "last/next week|month|year" shift the reference date by one unit (date only).
+  "next April" / "last April" are the first of that month, next / previous
+  occurrence. "this weekend" is the coming Saturday (today on a weekend).
+- Bare hours ("tonight at 8", "at 7"): with "tonight", "evening", "night" or
+  "afternoon" they are pm; with "morning" am; otherwise 1-7 are pm and the rest
+  are taken as written. "in the morning/afternoon/evening" alone mean 09:00,
+  15:00, 19:00. "tonight" with no time is date-only.
+- Too vague to place, so None: a bare year ("in 2015"), a month and year with no
+  day ("May 2023"), "a few days ago", "this year".
+- "N hours/minutes ago" and "in N hours/minutes" give an exact time.
+
+Nothing here raises on odd input: numbers too large for the calendar, invalid
+dates (February 30th) and out-of-range times are treated as "no match".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, tzinfo
+from datetime import time as dtime
+from datetime import timezone as dt_timezone
+
+from dateutil.parser import isoparse
+from dateutil.relativedelta import relativedelta
+
+from harmonia_mcp.errors import InvalidInput
+
+__all__ = ["parse_timestamp", "resolve_event_time"]
+
+_MONTHS: dict[str, int] = {
+    "january": 1,
+    "jan": 1,
+    "february": 2,
+    "feb": 2,
+    "march": 3,
+    "mar": 3,
+    "april": 4,
+    "apr": 4,
+    "may": 5,
+    "june": 6,
+    "jun": 6,
+    "july": 7,
+    "jul": 7,
+    "august": 8,
+    "aug": 8,
+    "september": 9,
+    "sept": 9,
+    "sep": 9,
+    "october": 10,
+    "oct": 10,
+    "november": 11,
+    "nov": 11,
+    "december": 12,
+    "dec": 12,
+}
+_WEEKDAYS: dict[str, int] = {
+    "monday": 0,
+    "tuesday": 1,
+    "wednesday": 2,
+    "thursday": 3,
+    "friday": 4,
+    "saturday": 5,
+    "sunday": 6,
+}
+_NUMBER_WORDS: dict[str, int] = {
+    "a": 1,
+    "an": 1,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
+    "twenty": 20,
+    "a couple of": 2,
+    "couple of": 2,
+    "a couple": 2,
+}
+
+# Longest alternatives first so "sept" wins over "sep" and "a couple of" over "a".
+_MONTH_ALT = "|".join(sorted(_MONTHS, key=len, reverse=True))
+_WEEKDAY_ALT = "|".join(_WEEKDAYS)
+_NUM_ALT = r"\d+|" + "|".join(re.escape(w) for w in sorted(_NUMBER_WORDS, key=len, reverse=True))
+_UNIT = r"(?P<unit>minute|min|hour|hr|day|week|month|year)s?"
+# "5 may be late": a month word followed by a verb-ish word is not a date.
+_NOT_MODAL = r"(?!\s+(?:be|have|not|also|never|go|come|want|need|take|get|make|help|well)\b)"
+
+_ISO_DATE = re.compile(
+    r"(?<![\d-])(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})"
+    r"(?:[t ](?P<hh>\d{1,2}):(?P<mm>\d{2})(?::\d{2}(?:\.\d+)?)?)?(?![\d-])"
+)
+_MONTH_DAY = re.compile(
+    rf"\b(?P<mon>{_MONTH_ALT})\b\.?{_NOT_MODAL}\s+(?:the\s+)?(?P<d>\d{{1,2}})(?:st|nd|rd|th)?\b(?![:.]\d)"
+    r"(?:,?\s+(?P<y>\d{4})\b)?"
+)
+_DAY_MONTH = re.compile(
+    rf"\b(?:the\s+)?(?<![\d.:])(?P<d>\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?(?P<mon>{_MONTH_ALT})\b\.?{_NOT_MODAL}"
+    r"(?:,?\s+(?P<y>\d{4})\b)?"
+)
+_DAY_AROUND = re.compile(r"\b(?:the\s+)?day\s+(?P<dir>after\s+tomorrow|before\s+yesterday)\b")
+_SIMPLE_DAY = re.compile(
+    r"\b(?P<word>today|tonight|tomorrow|yesterday|this\s+morning|this\s+afternoon|this\s+evening|last\s+night)\b"
+)
+_AGO = re.compile(rf"\b(?P<num>{_NUM_ALT})\s+{_UNIT}\s+ago\b")
+_IN_N = re.compile(rf"\bin\s+(?P<num>{_NUM_ALT})\s+{_UNIT}\b")
+_FROM_NOW = re.compile(rf"\b(?P<num>{_NUM_ALT})\s+{_UNIT}\s+from\s+(?:now|today)\b")
+_WEEKDAY = re.compile(
+    rf"\b(?:(?P<rel>last|next|this\s+coming|this|coming|on)\s+)?(?P<wd>{_WEEKDAY_ALT})\b(?!')"
+)
+_REL_PERIOD = re.compile(r"\b(?P<rel>last|next|this)\s+(?P<period>week|month|year|weekend)\b")
+_REL_MONTH = re.compile(rf"\b(?P<rel>last|next|this)\s+(?P<mon>{_MONTH_ALT})\b{_NOT_MODAL}")
+
+_CLOCK_AMPM = re.compile(r"(?<![\d:.])(?P<h>\d{1,2})(?::(?P<m>\d{2}))?\s*(?P<ap>[ap])\.?\s?m\b\.?")
+_CLOCK_AT_HM = re.compile(r"\bat\s+(?:about\s+|around\s+)?(?P<h>\d{1,2}):(?P<m>\d{2})\b")
+_CLOCK_AT_H = re.compile(
+    r"\bat\s+(?:about\s+|around\s+)?(?P<h>\d{1,2})\b"
+    r"(?![:.,]\d|\s*(?:%|percent|years?|yrs?|months?|weeks?|days?|hours?|minutes?|people|kids|"
+    r"miles?|km|kg|lbs?|pounds?|dollars?|euros?|of|in\s+the\s+\d))"
+)
+_NOON = re.compile(r"\b(?P<w>noon|midday|midnight)\b")
+_PART_OF_DAY = re.compile(r"\b(?P<w>morning|afternoon|evening)\b")
+_PM_HINT = re.compile(r"\b(?:tonight|evening|night|afternoon)\b")
+_AM_HINT = re.compile(r"\bmorning\b")
+
+# Past tense markers: a small list of common past forms, or "<pronoun> [adverb] <verb>ed".
+_PAST = re.compile(
+    r"\b(?:was|were|went|did|had|got|saw|met|came|made|took|told|gave|left|bought|spent|ate|drove|flew|ran|won|"
+    r"lost|became|began|felt|found|heard|knew|thought|wrote|brought|kept|held|sat|stood|sold|sent|built|caught|"
+    r"taught|woke|slept|wore|grew|threw|broke|chose|forgot|fell|paid|said|celebrated|visited|adopted|started|"
+    r"finished|moved|graduated|attended|joined|married|returned|arrived|passed|happened)\b"
+    r"|\b(?:i|we|he|she|they|you|it)\s+(?:\w+ly\s+|just\s+|also\s+|already\s+|finally\s+|once\s+)?[a-z]{2,}ed\b"
+)
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'"})
+# Anything longer is certainly off the calendar; keeps int() away from huge digit strings.
+_MAX_NUMBER_DIGITS = 6
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    start: int
+    end: int
+    day: date | None = None
+    exact: datetime | None = None  # set when the expression fixes the time too ("3 hours ago")
+
+
+def _number(token: str) -> int | None:
+    token = " ".join(token.split())
+    if token.isdigit():
+        return int(token) if len(token) <= _MAX_NUMBER_DIGITS else None
+    return _NUMBER_WORDS.get(token)
+
+
+def _safe_date(year: int, month: int, day: int) -> date | None:
+    try:
+        return date(year, month, day)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _shift(day: date, unit: str, amount: int) -> date | None:
+    try:
+        if unit == "day":
+            return day + relativedelta(days=amount)
+        if unit == "week":
+            return day + relativedelta(weeks=amount)
+        if unit == "month":
+            return day + relativedelta(months=amount)
+        return day + relativedelta(years=amount)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _unit_name(unit: str) -> str:
+    return {"min": "minute", "hr": "hour"}.get(unit, unit)
+
+
+def _year_occurrence(ref_day: date, month: int, day_of_month: int, past: bool) -> date | None:
+    """Next (or, in past sense, most recent) valid `month`/`day_of_month` around `ref_day`."""
+    step = -1 if past else 1
+    # Eight years always reach a leap year, so February 29th resolves too.
+    for offset in range(9):
+        found = _safe_date(ref_day.year + step * offset, month, day_of_month)
+        if found is None:
+            continue
+        if (not past and found >= ref_day) or (past and found <= ref_day):
+            return found
+    return None
+
+
+def _weekday_date(ref_day: date, weekday: int, rel: str, past: bool) -> date:
+    ahead = (weekday - ref_day.weekday()) % 7
+    behind = (ref_day.weekday() - weekday) % 7
+    if rel == "last":
+        return ref_day - timedelta(days=behind or 7)
+    if rel == "this":
+        if past:
+            return ref_day - timedelta(days=behind)
+        return ref_day + timedelta(days=ahead)
+    if past and rel in ("", "on"):
+        return ref_day - timedelta(days=behind or 7)
+    return ref_day + timedelta(days=ahead or 7)
+
+
+def _weekend_date(ref_day: date, rel: str) -> date:
+    weekday = ref_day.weekday()
+    this_saturday = ref_day + timedelta(days=(5 - weekday) % 7) if weekday < 5 else ref_day - timedelta(days=weekday - 5)
+    if rel == "next":
+        return this_saturday + timedelta(days=7)
+    if rel == "last":
+        return this_saturday - timedelta(days=7)
+    return ref_day if weekday >= 5 else this_saturday
+
+
+def _month_date(ref_day: date, month: int, rel: str) -> date | None:
+    if rel == "next":
+        year = ref_day.year if month > ref_day.month else ref_day.year + 1
+    elif rel == "last":
+        year = ref_day.year if month < ref_day.month else ref_day.year - 1
+    else:
+        year = ref_day.year
+    return _safe_date(year, month, 1)
+
+
+def _candidates(low: str, ref: datetime, past: bool) -> list[_Candidate]:
+    ref_day = ref.date()
+    found: list[_Candidate] = []
+
+    def add(match: re.Match[str], day: date | None, exact: datetime | None = None) -> None:
+        if day is not None or exact is not None:
+            found.append(_Candidate(match.start(), match.end(), day, exact))
+
+    for m in _ISO_DATE.finditer(low):
+        add(m, _safe_date(int(m["y"]), int(m["m"]), int(m["d"])))
+    for pattern in (_MONTH_DAY, _DAY_MONTH):
+        for m in pattern.finditer(low):
+            month, dom = _MONTHS[m["mon"]], int(m["d"])
+            if m["y"]:
+                add(m, _safe_date(int(m["y"]), month, dom))
+            else:
+                add(m, _year_occurrence(ref_day, month, dom, past))
+    for m in _DAY_AROUND.finditer(low):
+        add(m, ref_day + timedelta(days=2 if m["dir"].startswith("after") else -2))
+    for m in _SIMPLE_DAY.finditer(low):
+        word = m["word"]
+        offset = 1 if word == "tomorrow" else -1 if word in ("yesterday",) or word.startswith("last") else 0
+        add(m, ref_day + timedelta(days=offset))
+    for pattern, sign in ((_AGO, -1), (_IN_N, 1), (_FROM_NOW, 1)):
+        for m in pattern.finditer(low):
+            amount = _number(m["num"])
+            if amount is None:
+                continue
+            unit = _unit_name(m["unit"])
+            if unit in ("hour", "minute"):
+                try:
+                    add(m, None, ref + timedelta(**{unit + "s": sign * amount}))
+                except (ValueError, OverflowError):
+                    continue
+            else:
+                add(m, _shift(ref_day, unit, sign * amount))
+    for m in _WEEKDAY.finditer(low):
+        rel = " ".join((m["rel"] or "").split())
+        rel = "next" if rel in ("coming", "this coming") else rel
+        add(m, _weekday_date(ref_day, _WEEKDAYS[m["wd"]], rel, past))
+    for m in _REL_PERIOD.finditer(low):
+        rel, period = m["rel"], m["period"]
+        if period == "weekend":
+            add(m, _weekend_date(ref_day, rel))
+        elif rel != "this":  # "this year" is a span, not a day
+            add(m, _shift(ref_day, period, 1 if rel == "next" else -1))
+    for m in _REL_MONTH.finditer(low):
+        add(m, _month_date(ref_day, _MONTHS[m["mon"]], m["rel"]))
+    return found
+
+
+def _hour_24(hour: int, minute: int, low: str) -> tuple[int, int] | None:
+    """Resolve a clock time written without am/pm, using the hints described in the module docstring."""
+    if hour > 23 or minute > 59:
+        return None
+    if 1 <= hour <= 11:
+        if _AM_HINT.search(low):
+            return hour, minute
+        if _PM_HINT.search(low) or hour <= 7:
+            return hour + 12, minute
+    return hour, minute
+
+
+def _time_of_day(low: str) -> tuple[int, int] | None:
+    m = _CLOCK_AMPM.search(low)
+    if m:
+        hour, minute = int(m["h"]), int(m["m"] or 0)
+        if not 1 <= hour <= 12 or minute > 59:
+            return None
+        hour %= 12
+        return (hour + 12 if m["ap"] == "p" else hour), minute
+    m = _CLOCK_AT_HM.search(low)
+    if m:
+        hour, minute = int(m["h"]), int(m["m"])
+        if m["h"].startswith("0"):  # "07:30" is 24-hour notation, taken as written
+            return (hour, minute) if minute <= 59 else None
+        return _hour_24(hour, minute, low)
+    m = _CLOCK_AT_H.search(low)
+    if m:
+        return _hour_24(int(m["h"]), 0, low)
+    m = _NOON.search(low)
+    if m:
+        return (0, 0) if m["w"] == "midnight" else (12, 0)
+    m = _PART_OF_DAY.search(low)
+    if m:
+        return {"morning": (9, 0), "afternoon": (15, 0), "evening": (19, 0)}[m["w"]]
+    return None
+
+
+def resolve_event_time(text: str, reference_time: datetime) -> datetime | None:
+    """Find a date expression in `text` and return it as an absolute, timezone-aware datetime.
+
+    Args:
+        text: free text, any length, any characters ("I have a dentist appointment tomorrow at 2pm").
+        reference_time: when the text was said. Relative expressions resolve against it and the
+            result is in its time zone; a naive value is taken as UTC.
+
+    Returns:
+        The datetime the text refers to, with second and microsecond zero; midnight of the day when
+        the text names a date but no time of day. None when there is no date expression, when it is
+        too vague (a bare year), or when it falls off the calendar ("99999999 days ago").
+
+    Never raises for any string.
+    """
+    if not isinstance(text, str) or not text:
+        return None
+    tz = reference_time.tzinfo or dt_timezone.utc
+    ref = reference_time if reference_time.tzinfo else reference_time.replace(tzinfo=tz)
+    low = text.translate(_APOSTROPHES).lower()
+    past = _PAST.search(low) is not None
+    candidates = _candidates(low, ref, past)
+    if not candidates:
+        return None
+    best = min(candidates, key=lambda c: (c.start, -(c.end - c.start)))
+    if best.exact is not None:
+        return best.exact.replace(second=0, microsecond=0)
+    if best.day is None:
+        return None
+    clock = _time_of_day(low)
+    # An ISO date may carry its own clock time, which wins over any other time in the text.
+    iso = _ISO_DATE.match(low, best.start)
+    if iso is not None and iso["hh"] is not None:
+        hour, minute = int(iso["hh"]), int(iso["mm"])
+        clock = (hour, minute) if hour <= 23 and minute <= 59 else clock
+    hour, minute = clock if clock is not None else (0, 0)
+    try:
+        return datetime.combine(best.day, dtime(hour, minute), tzinfo=tz)
+    except (ValueError, OverflowError):
+        return None
+
+
+def parse_timestamp(value: str, default_tz: tzinfo, *, field: str = "date") -> datetime:
+    """Parse an ISO-8601 date or timestamp given as an argument by a client.
+
+    Args:
+        value: "2024-08-19", "2024-08-19T10:00:00-04:00", "2024-08-19T14:00:00Z", or a naive
+            "2023-05-08T13:56:00" (read as wall time in `default_tz`). Surrounding spaces are ignored.
+        default_tz: the time zone for values without an offset (dates are midnight there).
+        field: the argument's name, used in the error message ("occurred_at", "from_date").
+
+    Returns:
+        A timezone-aware datetime.
+
+    Raises:
+        InvalidInput: `value` is empty, not a string, or not ISO-8601; the message names `field`,
+            quotes the value (shortened if long) and shows the accepted forms.
+    """
+    shown = value if not isinstance(value, str) or len(value) <= 60 else value[:57] + "..."
+    hint = "use e.g. 2024-08-19 or 2024-08-19T10:00:00-04:00"
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{field} {shown!r} is empty or not a string; {hint}")
+    try:
+        parsed = isoparse(value.strip())
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise InvalidInput(f"{field} {shown!r} is not a valid ISO-8601 date or timestamp; {hint}") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=default_tz)
+    return parsed

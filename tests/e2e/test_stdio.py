@@ -1,0 +1,140 @@
+"""End to end over stdio: `harmonia-mcp` as a child process, driven by the official `mcp` stdio client,
+on the first LoCoMo conversation of `../shared/bench/locomo/`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+
+
+pytestmark = pytest.mark.anyio
+
+CONVERSATION = "conv-26"
+LOCOMO = Path(__file__).resolve().parents[3] / "shared" / "bench" / "locomo"
+
+
+def _server_command() -> tuple[str, list[str]]:
+    script = Path(sys.executable).parent / "harmonia-mcp"
+    if script.exists():
+        return str(script), []
+    found = shutil.which("harmonia-mcp")
+    if found:
+        return found, []
+    return sys.executable, ["-m", "harmonia_mcp"]
+
+
+@asynccontextmanager
+async def _server(db_path: Path) -> AsyncIterator[Client]:
+    command, arguments = _server_command()
+    parameters = StdioServerParameters(
+        command=command,
+        args=arguments,
+        env={"HARMONIA_DB_PATH": str(db_path), "HARMONIA_EXTRACTOR": "rules", "PATH": "/usr/bin:/bin"},
+    )
+    async with Client(parameters) as client:
+        yield client
+
+
+async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+def _jsonl(name: str) -> list[dict[str, Any]]:
+    with (LOCOMO / name).open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+@pytest.fixture
+def locomo() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    if not (LOCOMO / "turns.jsonl").exists():
+        pytest.skip(f"shared LoCoMo data not found at {LOCOMO}; clone the project next to shared/ to run this test")
+    turns = [turn for turn in _jsonl("turns.jsonl") if turn["conv_id"] == CONVERSATION]
+    questions = [question for question in _jsonl("questions.jsonl") if question["conv_id"] == CONVERSATION]
+    return turns, questions[:10]
+
+
+async def test_a_locomo_conversation_end_to_end_over_stdio(
+    tmp_path: Path, locomo: tuple[list[dict[str, Any]], list[dict[str, Any]]]
+) -> None:
+    turns, questions = locomo
+    db_path = tmp_path / "e2e.db"
+    with anyio.fail_after(300):
+        async with _server(db_path) as client:
+            tools = {tool.name for tool in (await client.list_tools()).tools}
+            assert {"store_memory", "search_memories", "list_memories", "delete_memory", "export_memories"} <= tools
+
+            stored_ids: set[str] = set()
+            turns_with_memories = 0
+            for turn in turns:
+                result = await _call(
+                    client,
+                    "store_memory",
+                    {
+                        "message": turn["text"],
+                        "user_id": CONVERSATION,
+                        "speaker": turn["speaker"],
+                        "occurred_at": turn["session_date"],
+                        "metadata": {"dia_id": turn["dia_id"]},
+                    },
+                )
+                turns_with_memories += bool(result["memories"])
+                stored_ids |= {m["memory_id"] for m in result["memories"] if m["action"] == "created"}
+                for memory in result["memories"]:
+                    if memory["action"] == "created":
+                        assert memory["metadata"] == {"dia_id": turn["dia_id"]}
+                        assert memory["content"].startswith(turn["speaker"]) or " I " not in f" {memory['content']} "
+            assert turns_with_memories > len(turns) // 2
+
+            answered = 0
+            for question in questions:
+                found = await _call(
+                    client,
+                    "search_memories",
+                    {"query": question["question"], "user_id": CONVERSATION, "limit": 10, "include_metadata": True},
+                )
+                dia_ids = [hit["metadata"]["dia_id"] for hit in found["results"]]
+                answered += bool(set(dia_ids) & set(question["evidence"]))
+            assert answered >= 6, f"evidence found for only {answered} of {len(questions)} questions"
+
+            listed = await _call(client, "list_memories", {"user_id": CONVERSATION, "limit": 500})
+            total = listed["pagination"]["total_count"]
+            assert total == len(stored_ids) == len(listed["memories"])
+
+            exports = {
+                fmt: await _call(client, "export_memories", {"user_id": CONVERSATION, "format": fmt})
+                for fmt in ("json", "csv", "markdown", "text")
+            }
+            assert {fmt: exported["memory_count"] for fmt, exported in exports.items()} == dict.fromkeys(exports, total)
+            assert len(json.loads(exports["json"]["data"])["memories"]) == total
+            assert len(list(csv.DictReader(io.StringIO(exports["csv"]["data"])))) == total
+            assert len(exports["text"]["data"].splitlines()) == total
+            assert exports["markdown"]["data"].count("\n- ") == total
+
+            victim = listed["memories"][0]["memory_id"]
+            assert (await _call(client, "delete_memory", {"user_id": CONVERSATION, "memory_id": victim}))["deleted"]
+
+        # A new process on the same file sees everything but the deleted memory.
+        async with _server(db_path) as client:
+            after = await _call(client, "list_memories", {"user_id": CONVERSATION, "limit": 500})
+            assert after["pagination"]["total_count"] == total - 1
+            assert {m["memory_id"] for m in after["memories"]} == stored_ids - {victim}
+            gone = await client.call_tool("delete_memory", {"user_id": CONVERSATION, "memory_id": victim})
+            assert gone.is_error
+
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
