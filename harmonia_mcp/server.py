@@ -22,7 +22,7 @@ from pydantic import Field
 
 from harmonia_mcp import __version__
 from harmonia_mcp.config import Settings
-from harmonia_mcp.errors import HarmoniaError, MemoryNotFound
+from harmonia_mcp.errors import HarmoniaError
 from harmonia_mcp.extract.rules import RulesExtractor
 from harmonia_mcp.models import (
     Category,
@@ -227,9 +227,9 @@ async def export_memories(
         )
 
 
-async def read_recent(user_id: str, ctx: Context) -> str:
+async def read_recent(user_id: str, ctx: AppCtx) -> str:
     """The user's 50 newest memories as Markdown."""
-    service: MemoryService = ctx.request_context.lifespan_context.service
+    service = _service(ctx)
     try:
         memories = await service.recent_memories(user_id=user_id)
     except HarmoniaError as error:
@@ -241,12 +241,12 @@ async def read_recent(user_id: str, ctx: Context) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def read_memory(user_id: str, memory_id: str, ctx: Context) -> str:
+async def read_memory(user_id: str, memory_id: str, ctx: AppCtx) -> str:
     """One memory as JSON, with every field."""
-    service: MemoryService = ctx.request_context.lifespan_context.service
+    service = _service(ctx)
     try:
         memory = await service.get_memory(memory_id, user_id=user_id)
-    except (MemoryNotFound, HarmoniaError) as error:
+    except HarmoniaError as error:
         raise ResourceNotFoundError(str(error)) from error
     return json.dumps(MemoryView.of(memory).model_dump(mode="json"), ensure_ascii=False, indent=2)
 

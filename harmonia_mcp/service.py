@@ -236,9 +236,7 @@ class MemoryService:
                 f"query {query[:100]!r} has no word to search for: give words (letters or digits), "
                 "a \"quoted phrase\", or '*' to list every memory"
             )
-        found, total = await self.store.search(
-            user, match, memory_filter, sort_by=sort_by, limit=limit, offset=offset
-        )
+        found, total = await self.store.search(user, match, memory_filter, sort_by=sort_by, limit=limit, offset=offset)
         hits = [
             _hit(hit.memory, search.relevance_from_bm25(hit.bm25), [hit.highlight], include_metadata) for hit in found
         ]

@@ -471,7 +471,9 @@ class Store:
         """
         where, params = memory_filter.where(user_id)
         weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
-        base = f"FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid WHERE memories_fts MATCH ? AND {where}"
+        base = (
+            f"FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid WHERE memories_fts MATCH ? AND {where}"
+        )
         if sort_by == "relevance":
             order = "score, m.rowid DESC"
         else:

@@ -46,9 +46,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from datetime import time as dtime
-from datetime import timezone as dt_timezone
 
 from dateutil.parser import isoparse
 from dateutil.relativedelta import relativedelta
@@ -147,9 +146,7 @@ _SIMPLE_DAY = re.compile(
 _AGO = re.compile(rf"\b(?P<num>{_NUM_ALT})\s+{_UNIT}\s+ago\b")
 _IN_N = re.compile(rf"\bin\s+(?P<num>{_NUM_ALT})\s+{_UNIT}\b")
 _FROM_NOW = re.compile(rf"\b(?P<num>{_NUM_ALT})\s+{_UNIT}\s+from\s+(?:now|today)\b")
-_WEEKDAY = re.compile(
-    rf"\b(?:(?P<rel>last|next|this\s+coming|this|coming|on)\s+)?(?P<wd>{_WEEKDAY_ALT})\b(?!')"
-)
+_WEEKDAY = re.compile(rf"\b(?:(?P<rel>last|next|this\s+coming|this|coming|on)\s+)?(?P<wd>{_WEEKDAY_ALT})\b(?!')")
 _REL_PERIOD = re.compile(r"\b(?P<rel>last|next|this)\s+(?P<period>week|month|year|weekend)\b")
 _REL_MONTH = re.compile(rf"\b(?P<rel>last|next|this)\s+(?P<mon>{_MONTH_ALT})\b{_NOT_MODAL}")
 
@@ -200,6 +197,13 @@ def _safe_date(year: int, month: int, day: int) -> date | None:
         return None
 
 
+def _add_days(day: date, amount: int) -> date | None:
+    try:
+        return day + timedelta(days=amount)
+    except (ValueError, OverflowError):
+        return None
+
+
 def _shift(day: date, unit: str, amount: int) -> date | None:
     try:
         if unit == "day":
@@ -230,28 +234,27 @@ def _year_occurrence(ref_day: date, month: int, day_of_month: int, past: bool) -
     return None
 
 
-def _weekday_date(ref_day: date, weekday: int, rel: str, past: bool) -> date:
+def _weekday_date(ref_day: date, weekday: int, rel: str, past: bool) -> date | None:
     ahead = (weekday - ref_day.weekday()) % 7
     behind = (ref_day.weekday() - weekday) % 7
     if rel == "last":
-        return ref_day - timedelta(days=behind or 7)
+        return _add_days(ref_day, -(behind or 7))
     if rel == "this":
-        if past:
-            return ref_day - timedelta(days=behind)
-        return ref_day + timedelta(days=ahead)
+        return _add_days(ref_day, -behind if past else ahead)
     if past and rel in ("", "on"):
-        return ref_day - timedelta(days=behind or 7)
-    return ref_day + timedelta(days=ahead or 7)
+        return _add_days(ref_day, -(behind or 7))
+    return _add_days(ref_day, ahead or 7)
 
 
-def _weekend_date(ref_day: date, rel: str) -> date:
+def _weekend_date(ref_day: date, rel: str) -> date | None:
     weekday = ref_day.weekday()
-    this_saturday = ref_day + timedelta(days=(5 - weekday) % 7) if weekday < 5 else ref_day - timedelta(days=weekday - 5)
+    # Days to the Saturday of the current weekend: ahead on weekdays, 0 or -1 on a weekend.
+    to_saturday = 5 - weekday
     if rel == "next":
-        return this_saturday + timedelta(days=7)
+        return _add_days(ref_day, to_saturday + 7)
     if rel == "last":
-        return this_saturday - timedelta(days=7)
-    return ref_day if weekday >= 5 else this_saturday
+        return _add_days(ref_day, to_saturday - 7)
+    return ref_day if weekday >= 5 else _add_days(ref_day, to_saturday)
 
 
 def _month_date(ref_day: date, month: int, rel: str) -> date | None:
@@ -282,11 +285,11 @@ def _candidates(low: str, ref: datetime, past: bool) -> list[_Candidate]:
             else:
                 add(m, _year_occurrence(ref_day, month, dom, past))
     for m in _DAY_AROUND.finditer(low):
-        add(m, ref_day + timedelta(days=2 if m["dir"].startswith("after") else -2))
+        add(m, _add_days(ref_day, 2 if m["dir"].startswith("after") else -2))
     for m in _SIMPLE_DAY.finditer(low):
         word = m["word"]
         offset = 1 if word == "tomorrow" else -1 if word in ("yesterday",) or word.startswith("last") else 0
-        add(m, ref_day + timedelta(days=offset))
+        add(m, _add_days(ref_day, offset))
     for pattern, sign in ((_AGO, -1), (_IN_N, 1), (_FROM_NOW, 1)):
         for m in pattern.finditer(low):
             amount = _number(m["num"])
@@ -370,7 +373,7 @@ def resolve_event_time(text: str, reference_time: datetime) -> datetime | None:
     """
     if not isinstance(text, str) or not text:
         return None
-    tz = reference_time.tzinfo or dt_timezone.utc
+    tz = reference_time.tzinfo or UTC
     ref = reference_time if reference_time.tzinfo else reference_time.replace(tzinfo=tz)
     low = text.translate(_APOSTROPHES).lower()
     past = _PAST.search(low) is not None

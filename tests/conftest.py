@@ -8,6 +8,7 @@ from mcp import Client
 
 from harmonia_mcp.config import Settings
 
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

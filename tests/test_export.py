@@ -12,7 +12,7 @@ def _memory(number: int, category: Category, **extra: object) -> Memory:
     fields: dict[str, object] = {
         "memory_id": f"mem_{number:016x}",
         "user_id": "alice",
-        "content": f"Alice fact {number}, with a comma and \"quotes\"\nand a newline",
+        "content": f'Alice fact {number}, with a comma and "quotes"\nand a newline',
         "category": category,
         "confidence": 0.75,
         "entities": ["Alice"],

@@ -18,7 +18,6 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
-
 pytestmark = pytest.mark.anyio
 
 CONVERSATION = "conv-26"
@@ -52,6 +51,15 @@ async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[st
     assert not result.is_error, result.content
     assert result.structured_content is not None
     return result.structured_content
+
+
+async def _list_all(client: Client, user_id: str) -> tuple[list[dict[str, Any]], int]:
+    memories: list[dict[str, Any]] = []
+    while True:
+        page = await _call(client, "list_memories", {"user_id": user_id, "limit": 500, "offset": len(memories)})
+        memories += page["memories"]
+        if not page["pagination"]["has_more"]:
+            return memories, page["pagination"]["total_count"]
 
 
 def _jsonl(name: str) -> list[dict[str, Any]]:
@@ -111,9 +119,9 @@ async def test_a_locomo_conversation_end_to_end_over_stdio(
                 answered += bool(set(dia_ids) & set(question["evidence"]))
             assert answered >= 6, f"evidence found for only {answered} of {len(questions)} questions"
 
-            listed = await _call(client, "list_memories", {"user_id": CONVERSATION, "limit": 500})
-            total = listed["pagination"]["total_count"]
-            assert total == len(stored_ids) == len(listed["memories"])
+            listed, total = await _list_all(client, CONVERSATION)
+            assert total == len(stored_ids) == len(listed)
+            assert {memory["memory_id"] for memory in listed} == stored_ids
 
             exports = {
                 fmt: await _call(client, "export_memories", {"user_id": CONVERSATION, "format": fmt})
@@ -125,14 +133,14 @@ async def test_a_locomo_conversation_end_to_end_over_stdio(
             assert len(exports["text"]["data"].splitlines()) == total
             assert exports["markdown"]["data"].count("\n- ") == total
 
-            victim = listed["memories"][0]["memory_id"]
+            victim = listed[0]["memory_id"]
             assert (await _call(client, "delete_memory", {"user_id": CONVERSATION, "memory_id": victim}))["deleted"]
 
         # A new process on the same file sees everything but the deleted memory.
         async with _server(db_path) as client:
-            after = await _call(client, "list_memories", {"user_id": CONVERSATION, "limit": 500})
-            assert after["pagination"]["total_count"] == total - 1
-            assert {m["memory_id"] for m in after["memories"]} == stored_ids - {victim}
+            after, after_total = await _list_all(client, CONVERSATION)
+            assert after_total == total - 1
+            assert {m["memory_id"] for m in after} == stored_ids - {victim}
             gone = await client.call_tool("delete_memory", {"user_id": CONVERSATION, "memory_id": victim})
             assert gone.is_error
 

@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harmonia_mcp.errors import InvalidInput
+from harmonia_mcp.temporal import parse_timestamp, resolve_event_time
+
+NY = ZoneInfo("America/New_York")
+# Monday 2024-08-19 10:00 in New York.
+REF = datetime(2024, 8, 19, 10, 0, tzinfo=NY)
+
+
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=NY)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("on Friday at 10am", at(2024, 8, 23, 10)),
+        ("two weeks ago", at(2024, 8, 5)),
+        ("the day after tomorrow at 7:30am", at(2024, 8, 21, 7, 30)),
+        ("tomorrow at 2pm", at(2024, 8, 20, 14)),
+        ("tonight at 8", at(2024, 8, 19, 20)),
+        ("on September 5th", at(2024, 9, 5)),
+        ("yesterday", at(2024, 8, 18)),
+        ("the day before yesterday", at(2024, 8, 17)),
+        ("today", at(2024, 8, 19)),
+        ("tonight", at(2024, 8, 19)),
+        ("tomorrow at 2 pm", at(2024, 8, 20, 14)),
+        ("tomorrow at 14:00", at(2024, 8, 20, 14)),
+        ("tomorrow at noon", at(2024, 8, 20, 12)),
+        ("tomorrow in the morning", at(2024, 8, 20, 9)),
+        ("Tomorrow At 7:30 A.M.", at(2024, 8, 20, 7, 30)),
+        ("3 days ago", at(2024, 8, 16)),
+        ("twelve days ago", at(2024, 8, 7)),
+        ("a month ago", at(2024, 7, 19)),
+        ("in 2 weeks", at(2024, 9, 2)),
+        ("in ten days", at(2024, 8, 29)),
+        ("last Friday", at(2024, 8, 16)),
+        ("next Wednesday", at(2024, 8, 21)),
+        ("this Monday", at(2024, 8, 19)),
+        ("on Monday", at(2024, 8, 26)),
+        ("Thursday", at(2024, 8, 22)),
+        ("last week", at(2024, 8, 12)),
+        ("next month", at(2024, 9, 19)),
+        ("last year", at(2023, 8, 19)),
+        ("next April", at(2025, 4, 1)),
+        ("next September", at(2024, 9, 1)),
+        ("September 5th", at(2024, 9, 5)),
+        ("5 September", at(2024, 9, 5)),
+        ("Sept 5", at(2024, 9, 5)),
+        ("the 3rd of March", at(2025, 3, 3)),
+        ("2024-09-05", at(2024, 9, 5)),
+        ("May 8, 2023", at(2023, 5, 8)),
+        ("8 May 2023", at(2023, 5, 8)),
+        ("August 19", at(2024, 8, 19)),
+        ("August 18", at(2025, 8, 18)),
+        ("February 29th", at(2028, 2, 29)),
+        ("last night at 11pm", at(2024, 8, 18, 23)),
+        ("I went to the dentist on Friday", at(2024, 8, 16)),
+        ("We adopted her on March 3rd", at(2024, 3, 3)),
+        ("I have a dentist appointment tomorrow at 2pm.", at(2024, 8, 20, 14)),
+        ("My flight to Tokyo leaves the day after tomorrow at 7:30am.", at(2024, 8, 21, 7, 30)),
+    ],
+)
+def test_resolves_expressions(text: str, expected: datetime) -> None:
+    assert resolve_event_time(text, REF) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I usually wake up at 6am",
+        "in 2015",
+        "I graduated from MIT in 2015",
+        "I hate scheduling calls after 4 PM.",
+        "in May 2023",
+        "a few days ago",
+        "My goal this year is to read 30 books.",
+        "Those 5 may be late",
+        "February 30th",
+        "99999999 days ago",
+        "9" * 5000 + " years ago",
+        "",
+        "nothing temporal here",
+    ],
+)
+def test_no_date_gives_none(text: str) -> None:
+    assert resolve_event_time(text, REF) is None
+
+
+def test_result_is_in_the_reference_time_zone() -> None:
+    result = resolve_event_time("tomorrow at 2pm", REF)
+    assert result is not None
+    assert result.isoformat() == "2024-08-20T14:00:00-04:00"
+    tokyo = datetime(2024, 8, 19, 23, 30, tzinfo=ZoneInfo("Asia/Tokyo"))
+    assert resolve_event_time("tomorrow", tokyo) == datetime(2024, 8, 20, tzinfo=ZoneInfo("Asia/Tokyo"))
+
+
+def test_hours_ago_is_exact() -> None:
+    assert resolve_event_time("3 hours ago", REF) == REF - timedelta(hours=3)
+    assert resolve_event_time("in 30 minutes", REF) == REF + timedelta(minutes=30)
+
+
+def test_naive_reference_is_taken_as_utc() -> None:
+    result = resolve_event_time("yesterday", datetime(2023, 5, 8, 13, 56))
+    assert result == datetime(2023, 5, 7, tzinfo=UTC)
+
+
+def test_first_expression_wins() -> None:
+    assert resolve_event_time("I moved here two years ago and start a new job next week", REF) == at(2022, 8, 19)
+
+
+@given(st.text(max_size=400))
+def test_never_raises_on_arbitrary_text(text: str) -> None:
+    result = resolve_event_time(text, REF)
+    assert result is None or result.tzinfo is not None
+
+
+_TOKENS = [
+    "tomorrow",
+    "yesterday",
+    "tonight",
+    "at",
+    "8",
+    "7:30am",
+    "99:99",
+    "13pm",
+    "0am",
+    "ago",
+    "in",
+    "days",
+    "weeks",
+    "years",
+    "999999999999",
+    "99999",
+    "next",
+    "last",
+    "this",
+    "on",
+    "friday",
+    "september",
+    "feb",
+    "31st",
+    "29",
+    "0",
+    "9999",
+    "-",
+    "2024-02-30",
+    "2024-13-01",
+    "0001-01-01",
+    "9999-12-31",
+    "the day after",
+    "noon",
+    "midnight",
+    "morning",
+    "é",
+    "\u2019",
+]
+
+
+@given(st.lists(st.sampled_from(_TOKENS), max_size=12).map(" ".join))
+def test_never_raises_on_date_like_text(text: str) -> None:
+    result = resolve_event_time(text, REF)
+    assert result is None or result.tzinfo is not None
+
+
+def test_calendar_edges_do_not_raise() -> None:
+    late = datetime(9999, 12, 31, 12, tzinfo=UTC)
+    assert resolve_event_time("tomorrow", late) is None
+    assert resolve_event_time("next year", late) is None
+    early = datetime(1, 1, 1, 12, tzinfo=UTC)
+    assert resolve_event_time("yesterday", early) is None
+
+
+# --- parse_timestamp ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2024-08-19T10:00:00-04:00", datetime(2024, 8, 19, 10, tzinfo=NY)),
+        ("2024-08-19", datetime(2024, 8, 19, tzinfo=NY)),
+        ("2023-05-08T13:56:00", datetime(2023, 5, 8, 13, 56, tzinfo=NY)),
+        ("2024-08-19T14:00:00Z", datetime(2024, 8, 19, 14, tzinfo=UTC)),
+        ("  2024-08-19T10:00  ", datetime(2024, 8, 19, 10, tzinfo=NY)),
+    ],
+)
+def test_parse_timestamp_accepts_iso(value: str, expected: datetime) -> None:
+    result = parse_timestamp(value, NY)
+    assert result == expected
+    assert result.tzinfo is not None
+
+
+def test_parse_timestamp_keeps_the_given_offset() -> None:
+    assert parse_timestamp("2024-08-19T10:00:00+02:00", NY).utcoffset() == timedelta(hours=2)
+    assert parse_timestamp("2024-08-19T10:00:00", NY).utcoffset() == timedelta(hours=-4)
+
+
+@pytest.mark.parametrize("value", ["yesterday-ish", "", "   ", "2024-13-01", "2024-02-30", "19/08/2024", "x" * 500])
+def test_parse_timestamp_rejects_bad_input(value: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse_timestamp(value, NY, field="occurred_at")
+    message = str(info.value)
+    assert message.startswith("occurred_at ")
+    assert "2024-08-19T10:00:00-04:00" in message
+    assert len(message) < 200
+
+
+def test_parse_timestamp_message_names_value_and_default_field() -> None:
+    with pytest.raises(InvalidInput, match=r"^date 'yesterday-ish' is not a valid ISO-8601 date or timestamp"):
+        parse_timestamp("yesterday-ish", NY)
+
+
+def test_parse_timestamp_rejects_non_string() -> None:
+    with pytest.raises(InvalidInput, match="from_date"):
+        parse_timestamp(None, NY, field="from_date")  # type: ignore[arg-type]
