@@ -1,0 +1,50 @@
+"""Dependencies point down: server → service → extract/temporal/search/export → store."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "harmonia_mcp"
+
+# module → top-level packages it must never import
+FORBIDDEN = {
+    "store.py": {"mcp", "ollama", "harmonia_mcp.service", "harmonia_mcp.server", "harmonia_mcp.extract"},
+    "service.py": {"mcp", "harmonia_mcp.server", "harmonia_mcp.cli", "sqlite3", "aiosqlite"},
+    "search.py": {"mcp", "harmonia_mcp.service", "harmonia_mcp.server"},
+    "export.py": {"mcp", "harmonia_mcp.service", "harmonia_mcp.server"},
+    "temporal.py": {"mcp", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
+    "extract/rules.py": {"mcp", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
+    "server.py": {"sqlite3", "aiosqlite", "harmonia_mcp.cli"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize(("module", "forbidden"), sorted(FORBIDDEN.items()))
+def test_module_does_not_import_upward(module: str, forbidden: set[str]) -> None:
+    imported = _imports(PACKAGE / module)
+    bad = {name for name in imported for banned in forbidden if name == banned or name.startswith(banned + ".")}
+    assert not bad, f"{module} imports {sorted(bad)}"
+
+
+def test_print_is_only_used_by_the_cli() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "cli.py":
+            continue
+        calls = [
+            node
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"
+        ]
+        assert not calls, f"{path.name} prints to stdout, which belongs to the MCP protocol under stdio"
