@@ -162,6 +162,7 @@ _NOON = re.compile(r"\b(?P<w>noon|midday|midnight)\b")
 _PART_OF_DAY = re.compile(r"\b(?:in\s+the\s+)?(?P<w>morning|afternoon|evening)\b")
 _AT_BEFORE = re.compile(r"\bat\s+(?:about\s+|around\s+)?$")
 _LEAD_PREPOSITION = re.compile(r"\b(?:on|at)\s+$", re.I)
+_OWN_PREPOSITION = re.compile(r"\b(?:since|until|till|by|before|after|from|to)\s+$", re.I)
 _SPACES = re.compile(r"\s{2,}")
 # "every Friday", "each morning", "every other Tuesday": recurring, so never a date.
 _RECURRING = re.compile(r"\b(?:every|each)\s+(?:other\s+|single\s+)?$")
@@ -555,7 +556,10 @@ def with_absolute_time(text: str, resolved: ResolvedTime) -> str:
             start = lead.start()
         pieces.append(text[cursor:start].rstrip(" ,") if index else text[cursor:start])
         if index == 0:
-            pieces.append(resolved.phrase())
+            phrase = resolved.phrase()
+            if _OWN_PREPOSITION.search(text, max(0, start - 8), start):
+                phrase = phrase.split(" ", 1)[1]  # "since last year" → "since 2023", not "since in 2023"
+            pieces.append(phrase)
         cursor = end
     pieces.append(text[cursor:])
     result = pieces[0]
