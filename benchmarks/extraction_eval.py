@@ -167,9 +167,10 @@ async def run(arguments: argparse.Namespace) -> int:
                     print(f"{case['id']}: tool error {result.content}", file=sys.stderr)
                     return 2
                 stored = result.structured_content["memories"]
+                prefix = "The Ollama extractor was not used: "
                 for warning in result.structured_content["warnings"]:
-                    if warning.startswith("The Ollama extractor was not used"):
-                        score.warnings[warning.split(":")[1].strip()[:60]] += 1
+                    if warning.startswith(prefix):
+                        score.warnings[warning.removeprefix(prefix).split(". The ")[0]] += 1
                 if arguments.verbose:
                     print(f"{case['id']}: {case['message']}")
                     for memory in stored:

@@ -1,21 +1,25 @@
 """Relative and absolute time expressions → timezone-aware datetimes.
 
-Two pure functions:
+Pure functions:
 
-- `resolve_event_time(text, reference_time)` finds the first date expression in
-  free text ("tomorrow at 2pm", "two weeks ago", "on Friday", "September 5th",
-  "May 8, 2023") and resolves it against `reference_time`, in its time zone.
+- `resolve_time(text, reference_time)` finds the first date expression in free
+  text ("tomorrow at 2pm", "two weeks ago", "on Friday", "September 5th",
+  "May 8, 2023"), resolves it against `reference_time`, in its time zone, and
+  says how precise it is (`ResolvedTime.granularity`) and where it was.
+  `resolve_event_time` returns just the datetime.
+- `with_absolute_time(text, resolved)` rewrites the expression with the absolute
+  date ("tomorrow at 2pm" → "on 2024-08-20 at 14:00"), for memory content.
 - `parse_timestamp(value, default_tz)` parses an ISO-8601 date or timestamp given
   as a tool argument, and raises `InvalidInput` with a helpful message otherwise.
 
-Approach of `resolve_event_time`: every date pattern below is matched over the
+Approach of `resolve_time`: every date pattern below is matched over the
 lowercased text; the candidate that starts first wins (the longest on a tie, so
 "the day after tomorrow" beats "tomorrow" and "next Friday" beats "Friday").
 A time of day ("at 2pm", "at 7:30am", "at 14:00", "at 8", "noon", "in the
-morning") is only applied when a date was found: a time alone ("I wake up at
-6am") is a habit, not an event, and gives None. When only the date is known the
-result is midnight of that date (callers compare date-only values by their first
-ten characters).
+morning") is only applied when a day was found: a time alone ("I wake up at
+6am") is a habit, not an event, and gives None; so does a weekday after "every"
+or "each". When only the date is known the result is midnight of that date with
+`date_only` set (stored as an ISO date). docs/temporal.md lists every case.
 
 Conventions (documented because each is a choice):
 
@@ -27,16 +31,18 @@ Conventions (documented because each is a choice):
   the most recent occurrence instead of the next one.
 - A month-day without a year otherwise takes the next occurrence on or after
   the reference date.
-- "last/next week|month|year" shift the reference date by one unit (date only).
-  "next April" / "last April" are the first of that month, next / previous
-  occurrence. "this weekend" is the coming Saturday (today on a weekend).
+- "last/next week|month|year" are the first day of that period (Monday, the 1st,
+  1 January), date only. "next April" / "last April" are the first of that month,
+  next / previous occurrence. "this weekend" is the coming Saturday (today on a
+  weekend).
 - Bare hours ("tonight at 8", "at 7"): with "tonight", "evening", "night" or
   "afternoon" they are pm; with "morning" am; otherwise 1-7 are pm and the rest
   are taken as written. "in the morning/afternoon/evening" alone mean 09:00,
   15:00, 19:00. "tonight" with no time is date-only.
 - Too vague to place, so None: a bare year ("in 2015"), a month and year with no
   day ("May 2023"), "a few days ago", "this year".
-- "N hours/minutes ago" and "in N hours/minutes" give an exact time.
+- "N hours/minutes ago" and "in N hours/minutes" give an exact time, counted in
+  UTC so that a DST change in between does not shift it by an hour.
 
 Nothing here raises on odd input: numbers too large for the calendar, invalid
 dates (February 30th) and out-of-range times are treated as "no match".
