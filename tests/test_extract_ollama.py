@@ -332,3 +332,13 @@ async def test_fake_server_answers_version_and_embed_like_ollama(fake_ollama: Fa
     await client.close()  # type: ignore[no-untyped-call]
     async with httpx.AsyncClient(base_url=fake_ollama.url) as raw:
         assert json.loads((await raw.get("/api/version")).text)["version"]
+
+
+@pytest.mark.parametrize("mode", ["auto", "ollama", "rules"])
+async def test_an_error_inside_open_extractor_comes_out_unchanged(
+    tmp_path: Path, fake_ollama: FakeOllama, mode: str
+) -> None:
+    settings = ollama_settings(tmp_path / "m.db", fake_ollama.url, extractor=mode)
+    with pytest.raises(LookupError, match="from the body"):
+        async with open_extractor(settings):
+            raise LookupError("from the body")

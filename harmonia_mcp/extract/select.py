@@ -134,11 +134,19 @@ async def open_extractor(settings: Settings, *, recheck_seconds: float = RECHECK
     )
     extractor = FallbackExtractor(model, RulesExtractor(), mode=settings.extractor, recheck_seconds=recheck_seconds)
     try:
-        async with anyio.create_task_group() as group:
-            if settings.extractor == "auto":
-                group.start_soon(extractor.watch)
+        if settings.extractor == "ollama":
             yield extractor
-            group.cancel_scope.cancel()
+            return
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(extractor.watch)
+                yield extractor
+                group.cancel_scope.cancel()
+        except BaseExceptionGroup as errors:
+            # The task group wraps an error of the body in a group; hand the caller its own error back.
+            if len(errors.exceptions) == 1:
+                raise errors.exceptions[0] from None
+            raise
     finally:
         with anyio.CancelScope(shield=True):
             await model.aclose()
