@@ -23,7 +23,7 @@ from pydantic import Field
 from harmonia_mcp import __version__
 from harmonia_mcp.config import Settings
 from harmonia_mcp.errors import HarmoniaError
-from harmonia_mcp.extract.rules import RulesExtractor
+from harmonia_mcp.extract.select import open_extractor
 from harmonia_mcp.models import (
     Category,
     DeleteResult,
@@ -104,6 +104,10 @@ async def store_memory(
         ResolutionStrategy,
         Field(description="What to do when the user already has the memory: auto, keep_both or skip."),
     ] = "auto",
+    timezone: Annotated[
+        str | None,
+        Field(description="The speaker's IANA time zone, e.g. 'America/New_York'. Default: HARMONIA_TIMEZONE."),
+    ] = None,
 ) -> StoreResult:
     """Extract durable facts from a message and remember them.
 
@@ -120,6 +124,7 @@ async def store_memory(
             metadata=metadata,
             occurred_at=occurred_at,
             resolution_strategy=resolution_strategy,
+            timezone=timezone,
         )
     if any(memory.action == "created" for memory in result.memories):
         await ctx.notify_resources_changed()
@@ -268,9 +273,9 @@ def create_server(settings: Settings) -> MCPServer[AppContext]:
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
-        async with open_store(settings.db_path) as store:
-            logger.info("memories in %s", store.path)
-            yield AppContext(MemoryService(store, RulesExtractor(), make_limits(settings)))
+        async with open_store(settings.db_path) as store, open_extractor(settings) as extractor:
+            logger.info("memories in %s, extractor %s", store.path, settings.extractor)
+            yield AppContext(MemoryService(store, extractor, make_limits(settings)))
 
     server: MCPServer[AppContext] = MCPServer(
         "harmonia-mcp",

@@ -13,10 +13,11 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from harmonia_mcp import export, search
 from harmonia_mcp.errors import InvalidInput
-from harmonia_mcp.extract import Extractor
+from harmonia_mcp.extract import Extractor, run_extractor
 from harmonia_mcp.models import (
     USER_ID_PATTERN,
     Category,
@@ -141,6 +142,7 @@ class MemoryService:
         metadata: dict[str, Any] | None = None,
         occurred_at: str | None = None,
         resolution_strategy: str = "auto",
+        timezone: str | None = None,
     ) -> StoreResult:
         """Extract memories from `message` and store them in one transaction.
 
@@ -154,9 +156,14 @@ class MemoryService:
                 relative times resolve against it. Now when None.
             resolution_strategy: what to do with a memory the user already has: `auto` and `skip` keep
                 the existing one (`action: "skipped"`), `keep_both` stores it again.
+            timezone: the speaker's IANA time zone ("America/New_York"): relative times resolve in it
+                (with its DST rules) and an `occurred_at` without an offset is read in it. None: the
+                configured zone, whose DST rules are used when `occurred_at`'s offset agrees with it.
 
         Returns:
-            A `StoreResult` with one entry per extracted memory, in message order.
+            A `StoreResult` with one entry per extracted memory, in message order. Each memory's
+            `extractor` names what produced it ("rules" when the model failed), and `warnings` says
+            why the model was not used.
 
         Raises:
             InvalidInput: any argument is out of range; nothing is stored.
@@ -172,8 +179,9 @@ class MemoryService:
                 f"resolution_strategy {resolution_strategy!r} is not available yet: use one of "
                 + ", ".join(SUPPORTED_STRATEGIES)
             )
-        reference = self._timestamp(occurred_at, "occurred_at") or datetime.now(self.limits.timezone)
-        extracted = await self.extractor.extract(text, speaker=who, reference_time=reference)
+        reference = self._reference_time(occurred_at, timezone)
+        extraction = await run_extractor(self.extractor, text, speaker=who, reference_time=reference)
+        extracted = extraction.memories
         stored: list[StoredMemory] = []
         async with self.store.transaction() as db:
             for item in extracted:
@@ -183,10 +191,37 @@ class MemoryService:
                 if existing is not None:
                     stored.append(_stored(existing, "skipped"))
                     continue
-                new = NewMemory(user, item, self.extractor.name, text, who, session_id, meta)
+                new = NewMemory(user, item, extraction.extractor, text, who, session_id, meta)
                 stored.append(_stored(await self.store.insert_memory(db, new), "created"))
-        warnings = [] if extracted else ["No durable fact found in the message (small talk, a question or a request)."]
+        warnings = list(extraction.warnings)
+        if not extracted:
+            warnings.append("No durable fact found in the message (small talk, a question or a request).")
         return StoreResult(memories=stored, warnings=warnings)
+
+    def _reference_time(self, occurred_at: str | None, timezone: str | None) -> datetime:
+        """When the message was said, in the zone whose rules should resolve "tomorrow" and "in 3 months".
+
+        Raises:
+            InvalidInput: `timezone` is not an IANA zone name, or `occurred_at` is not ISO-8601.
+        """
+        zone: tzinfo = self.limits.timezone
+        if timezone is not None:
+            try:
+                zone = ZoneInfo(timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise InvalidInput(
+                    f"timezone {timezone[:60]!r} is not an IANA time zone name: use e.g. 'America/New_York', "
+                    "'Europe/Lisbon' or 'UTC'"
+                ) from None
+        if occurred_at is None:
+            return datetime.now(zone)
+        said = parse_timestamp(occurred_at, zone, field="occurred_at")
+        in_zone = said.astimezone(zone)
+        # A fixed offset ("-04:00") has no DST rules; adopt the zone's when it agrees (or was asked for),
+        # so "in 3 months at 9am" gets November's offset. Otherwise the offset given wins.
+        if timezone is not None or in_zone.utcoffset() == said.utcoffset():
+            return in_zone
+        return said
 
     async def search_memories(
         self,
