@@ -1,4 +1,4 @@
-"""Start-up safety checks and Host/Origin settings of the HTTP transports (no server is started here)."""
+"""Start-up safety checks, Host/Origin settings and the shared store of the HTTP transports (no server is started)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from harmonia_mcp.auth import TokenTable
 from harmonia_mcp.config import Settings
 from harmonia_mcp.remote import UnsafeConfiguration, check_exposure, is_loopback, transport_security
+from harmonia_mcp.server import create_server
 
 TOKENS = TokenTable([("a-token-of-sixteen-chars", "alice")])
 
@@ -68,3 +69,18 @@ def test_allowed_hosts_are_loopback_the_bound_address_and_the_configured_names()
 
 def test_a_star_turns_the_host_checks_off() -> None:
     assert not transport_security(_settings("0.0.0.0", "*")).enable_dns_rebinding_protection
+
+
+@pytest.mark.anyio
+async def test_every_sse_connection_shares_one_open_store(settings: Settings) -> None:
+    # The SDK's SSE app enters the server lifespan once per connection.
+    server = create_server(settings)
+    lifespan = server.settings.lifespan
+    assert lifespan is not None
+    async with lifespan(server) as first:
+        async with lifespan(server) as second:
+            assert second.service is first.service
+        await first.service.store_memory("I have a dog called Rex")  # still open after the other left
+    async with lifespan(server) as again:  # reopened after the last one left
+        assert again.service is not first.service
+        assert (await again.service.list_memories()).pagination.total_count == 1
