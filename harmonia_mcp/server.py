@@ -330,7 +330,12 @@ class _SharedContext:
 def create_server(settings: Settings) -> MCPServer[AppContext]:
     """An `MCPServer` with the five memory tools and the memory resources, over the store at `settings.db_path`.
 
-    The store is opened when the server starts (its lifespan) and closed when it stops.
+    The store is opened when the server starts (its lifespan) and closed when it stops. When
+    `settings` configure bearer tokens (`auth_token`, `auth_tokens_file`), the server's HTTP apps require
+    one (the SDK's bearer middleware) and each request acts only as its token's user (`_user`).
+
+    Raises:
+        TokenConfigError: the configured tokens are malformed.
     """
 
     tokens = TokenTable.from_settings(settings)
