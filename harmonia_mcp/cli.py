@@ -1,4 +1,4 @@
-"""The `harmonia-mcp` command: `serve` (the default, over stdio), `demo` and `doctor`.
+"""The `harmonia-mcp` command: `serve` (the default, over stdio; or SSE / streamable HTTP), `demo` and `doctor`.
 
 The composition root: the only place that builds `Settings`. Under stdio, stdout carries the
 protocol, so logs go to stderr; `demo` and `doctor` talk to a person and print to stdout.
@@ -15,9 +15,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import anyio
 import httpx
@@ -31,6 +32,9 @@ def _settings(arguments: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     if getattr(arguments, "db", None):
         overrides["db_path"] = arguments.db
+    for flag, field in (("host", "host"), ("port", "port"), ("allowed_host", "allowed_hosts")):
+        if getattr(arguments, flag, None) is not None:
+            overrides[field] = getattr(arguments, flag)
     return Settings(**overrides)
 
 
@@ -42,8 +46,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"harmonia-mcp {__version__}")
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="serve MCP (the default command)")
-    serve.add_argument("--transport", choices=["stdio"], default="stdio", help="the MCP transport (default: stdio)")
+    serve.add_argument(
+        "--transport",
+        choices=["stdio", "sse", "streamable-http"],
+        default="stdio",
+        help="the MCP transport (default: stdio); sse serves /sse and /messages/, streamable-http serves /mcp",
+    )
     serve.add_argument("--db", help="the SQLite file (default: HARMONIA_DB_PATH or the user data directory)")
+    serve.add_argument("--host", help="HTTP transports: address to bind (default: HARMONIA_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP transports: TCP port (default: HARMONIA_PORT or 8765)")
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="HOST[:PORT|:*]",
+        help="HTTP transports: a Host header to accept besides loopback (repeatable; replaces HARMONIA_ALLOWED_HOSTS)",
+    )
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="HTTP transports: serve a non-loopback address without bearer tokens (unsafe; logged as a warning)",
+    )
     demo = commands.add_parser("demo", help="run the server as a child process and show it working over stdio")
     demo.add_argument("--db", help="the SQLite file to use (default: a temporary file, removed afterwards)")
     doctor = commands.add_parser("doctor", help="print the database, SQLite/FTS5 and Ollama status")
@@ -64,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return anyio.run(_demo, arguments.db)
     if arguments.command == "doctor":
         return anyio.run(_doctor, settings)
+    transport: str = getattr(arguments, "transport", "stdio")
+    if transport in ("sse", "streamable-http"):
+        http_transport = cast(Literal["sse", "streamable-http"], transport)  # argparse choices checked it
+        return _serve_http(settings, http_transport, allow_unauthenticated=arguments.allow_unauthenticated)
     return _serve(settings)
 
 
@@ -72,6 +98,24 @@ def _serve(settings: Settings) -> int:
 
     server = create_server(settings)
     anyio.run(server.run_stdio_async)
+    return 0
+
+
+def _serve_http(
+    settings: Settings, transport: Literal["sse", "streamable-http"], *, allow_unauthenticated: bool
+) -> int:
+    from harmonia_mcp.auth import TokenConfigError
+    from harmonia_mcp.remote import UnsafeConfiguration, serve_http
+
+    path = "/sse" if transport == "sse" else "/mcp"
+    print(
+        f"harmonia-mcp: serving MCP over {transport} at http://{settings.host}:{settings.port}{path}", file=sys.stderr
+    )
+    try:
+        anyio.run(partial(serve_http, settings, transport, allow_unauthenticated=allow_unauthenticated))
+    except (UnsafeConfiguration, TokenConfigError) as error:
+        print(f"harmonia-mcp: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

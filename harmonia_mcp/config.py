@@ -7,13 +7,13 @@ and the rules extractor is used whenever Ollama does not answer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
 import tzlocal
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from harmonia_mcp.models import USER_ID_PATTERN
 
@@ -63,6 +63,17 @@ class Settings(BaseSettings):
         description="IANA zone of the user: 'tomorrow' resolves in it; timestamps without an offset are read in it.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    # --- HTTP transports (sse, streamable-http); see docs/remote.md ---
+    host: str = Field(default="127.0.0.1", description="Address the HTTP transports bind to.")
+    port: int = Field(default=8765, ge=0, le=65535, description="TCP port of the HTTP transports (0: any free port).")
+    auth_token: SecretStr | None = Field(default=None, description="One bearer token, bound to default_user.")
+    auth_tokens_file: str | None = Field(default=None, description="File of `token user_id` lines, '#' comments.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host header values accepted besides loopback, comma-separated, e.g. 'memory.lan:*'.",
+    )
+    # 1 MiB: far above the largest valid call (a 32 KiB message plus 16 KiB metadata, JSON-escaped).
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest HTTP request body accepted.")
 
     @field_validator("timezone")
     @classmethod
@@ -71,6 +82,13 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as error:
             raise ValueError(f"unknown IANA time zone {value!r} (e.g. 'UTC', 'Europe/Lisbon')") from error
+        return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @property

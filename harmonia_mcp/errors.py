@@ -20,3 +20,7 @@ class MemoryNotFound(HarmoniaError, LookupError):
             f"No memory {memory_id!r} for user {user_id!r}{suffix}. "
             "Call search_memories or list_memories to find valid memory ids."
         )
+
+
+class AccessDenied(HarmoniaError, PermissionError):
+    """The caller's bearer token is bound to another user than the one asked for."""

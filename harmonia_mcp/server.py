@@ -11,18 +11,22 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import AnyHttpUrl, Field
 
 from harmonia_mcp import __version__
+from harmonia_mcp.auth import TokenTable
 from harmonia_mcp.config import Settings
-from harmonia_mcp.errors import HarmoniaError
+from harmonia_mcp.errors import AccessDenied, HarmoniaError
 from harmonia_mcp.extract.select import open_extractor
 from harmonia_mcp.models import (
     Category,
@@ -54,6 +58,9 @@ class AppContext:
     """What the lifespan gives every handler."""
 
     service: MemoryService
+    # True when bearer tokens are configured: then an HTTP request without an authenticated principal
+    # is refused even if it somehow got past the SDK's bearer middleware.
+    tokens_required: bool = False
 
 
 AppCtx = Context[AppContext]
@@ -83,6 +90,28 @@ def _tool_errors() -> Iterator[None]:
 
 def _service(ctx: AppCtx) -> MemoryService:
     return ctx.request_context.lifespan_context.service
+
+
+def _user(ctx: AppCtx, user_id: str | None) -> str | None:
+    """The user this request may act as: the one its bearer token is bound to, else `user_id` as given.
+
+    Every tool and resource goes through here, so isolation is decided once, by the server, from the
+    principal the SDK's bearer middleware authenticated (`get_access_token()`), never from the client's
+    `user_id` alone. Without tokens (stdio, in-memory clients, local HTTP) `user_id` is trusted as before.
+
+    Raises:
+        AccessDenied: the token is bound to another user than `user_id`, or tokens are configured and
+            this HTTP request carries none.
+    """
+    token = get_access_token()
+    if token is None:
+        if ctx.request_context.lifespan_context.tokens_required and ctx.request_context.request is not None:
+            raise AccessDenied("this request has no valid bearer token; send Authorization: Bearer <token>")
+        return user_id
+    bound = token.subject or token.client_id
+    if user_id is not None and user_id != bound:
+        raise AccessDenied(f"this token may only access user {bound}; omit user_id or pass {bound!r}")
+    return bound
 
 
 async def store_memory(
@@ -118,7 +147,7 @@ async def store_memory(
     with _tool_errors():
         result = await _service(ctx).store_memory(
             message,
-            user_id=user_id,
+            user_id=_user(ctx, user_id),
             speaker=speaker,
             session_id=session_id,
             metadata=metadata,
@@ -157,7 +186,7 @@ async def search_memories(
     with _tool_errors():
         return await _service(ctx).search_memories(
             query,
-            user_id=user_id,
+            user_id=_user(ctx, user_id),
             limit=limit,
             offset=offset,
             category=category,
@@ -186,7 +215,7 @@ async def list_memories(
     """List the user's memories, newest first by default, with pagination."""
     with _tool_errors():
         return await _service(ctx).list_memories(
-            user_id=user_id,
+            user_id=_user(ctx, user_id),
             limit=limit,
             offset=offset,
             category=category,
@@ -206,7 +235,7 @@ async def delete_memory(
 ) -> DeleteResult:
     """Delete one memory. It disappears from search, lists and exports; its history is kept."""
     with _tool_errors():
-        result = await _service(ctx).delete_memory(memory_id, user_id=user_id)
+        result = await _service(ctx).delete_memory(memory_id, user_id=_user(ctx, user_id))
     await ctx.notify_resources_changed()
     return result
 
@@ -223,7 +252,7 @@ async def export_memories(
     """Export the user's memories, oldest first, as JSON, CSV, Markdown or plain text."""
     with _tool_errors():
         return await _service(ctx).export_memories(
-            user_id=user_id,
+            user_id=_user(ctx, user_id),
             format=format,
             category=category,
             from_date=from_date,
@@ -236,7 +265,7 @@ async def read_recent(user_id: str, ctx: AppCtx) -> str:
     """The user's 50 newest memories as Markdown."""
     service = _service(ctx)
     try:
-        memories = await service.recent_memories(user_id=user_id)
+        memories = await service.recent_memories(user_id=_user(ctx, user_id))
     except HarmoniaError as error:
         raise ResourceNotFoundError(str(error)) from error
     lines = [f"# Recent memories of {user_id}", ""]
@@ -250,7 +279,7 @@ async def read_memory(user_id: str, memory_id: str, ctx: AppCtx) -> str:
     """One memory as JSON, with every field."""
     service = _service(ctx)
     try:
-        memory = await service.get_memory(memory_id, user_id=user_id)
+        memory = await service.get_memory(memory_id, user_id=_user(ctx, user_id))
     except HarmoniaError as error:
         raise ResourceNotFoundError(str(error)) from error
     return json.dumps(MemoryView.of(memory).model_dump(mode="json"), ensure_ascii=False, indent=2)
@@ -265,24 +294,78 @@ def make_limits(settings: Settings) -> ServiceLimits:
     )
 
 
+class _SharedContext:
+    """One open store and `MemoryService` for every concurrent entry of the server lifespan.
+
+    The SSE transport enters the lifespan once per connection; without sharing, each client would open
+    its own writer connection and SQLite would serialise them by returning "database is locked". The
+    first entry opens the store, the last exit closes it.
+    """
+
+    def __init__(self, settings: Settings, *, tokens_required: bool) -> None:
+        self._settings = settings
+        self._tokens_required = tokens_required
+        self._lock = anyio.Lock()
+        self._users = 0
+        self._stack: AsyncExitStack | None = None
+        self._context: AppContext | None = None
+
+    @asynccontextmanager
+    async def enter(self) -> AsyncIterator[AppContext]:
+        async with self._lock:
+            if self._context is None:
+                stack = AsyncExitStack()
+                store = await stack.enter_async_context(open_store(self._settings.db_path))
+                extractor = await stack.enter_async_context(open_extractor(self._settings))
+                logger.info("memories in %s, extractor %s", store.path, self._settings.extractor)
+                service = MemoryService(store, extractor, make_limits(self._settings))
+                self._stack, self._context = stack, AppContext(service, tokens_required=self._tokens_required)
+            self._users += 1
+            context = self._context
+        try:
+            yield context
+        finally:
+            closing: AsyncExitStack | None = None
+            with anyio.CancelScope(shield=True):
+                async with self._lock:
+                    self._users -= 1
+                    if self._users == 0 and self._stack is not None:
+                        closing, self._stack, self._context = self._stack, None, None
+            # Closed outside the shield: the extractor's task group must exit as the innermost cancel scope
+            # of the task that entered it; open_store shields its own close.
+            if closing is not None:
+                await closing.aclose()
+
+
 def create_server(settings: Settings) -> MCPServer[AppContext]:
     """An `MCPServer` with the five memory tools and the memory resources, over the store at `settings.db_path`.
 
-    The store is opened when the server starts (its lifespan) and closed when it stops.
+    The store is opened when the server starts (its lifespan) and closed when it stops. When
+    `settings` configure bearer tokens (`auth_token`, `auth_tokens_file`), the server's HTTP apps require
+    one (the SDK's bearer middleware) and each request acts only as its token's user (`_user`).
+
+    Raises:
+        TokenConfigError: the configured tokens are malformed.
     """
 
-    @asynccontextmanager
-    async def lifespan(_: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
-        async with open_store(settings.db_path) as store, open_extractor(settings) as extractor:
-            logger.info("memories in %s, extractor %s", store.path, settings.extractor)
-            yield AppContext(MemoryService(store, extractor, make_limits(settings)))
+    tokens = TokenTable.from_settings(settings)
+    shared = _SharedContext(settings, tokens_required=tokens is not None)
+    auth: dict[str, Any] = {}
+    if tokens is not None:
+        # The SDK requires an issuer URL, but with no OAuth provider and no resource_server_url it never
+        # serves or advertises one: these are static bearer tokens checked by `TokenTable`.
+        auth = {
+            "auth": AuthSettings(issuer_url=AnyHttpUrl("http://127.0.0.1"), resource_server_url=None),
+            "token_verifier": tokens,
+        }
 
     server: MCPServer[AppContext] = MCPServer(
         "harmonia-mcp",
         instructions=INSTRUCTIONS,
         version=__version__,
-        lifespan=lifespan,
+        lifespan=lambda _: shared.enter(),
         log_level=settings.log_level,
+        **auth,
     )
     writes = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False)
     reads = ToolAnnotations(read_only_hint=True, open_world_hint=False)

@@ -240,12 +240,32 @@ class FullTextHit:
     highlight: str
 
 
+class _SerialReader:
+    """The read-only connection, used by one statement at a time.
+
+    Why: with no explicit transaction, SQLite holds a connection's read snapshot until every statement
+    on it is reset. A statement started while another request's statement is still open joins that old
+    snapshot and misses writes committed since, so a client could fail to see its own acknowledged
+    store. One statement at a time gives each a fresh snapshot; reads still never wait for the writer
+    (WAL), only for each other.
+    """
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self.connection = connection
+        self._lock = anyio.Lock()
+
+    @asynccontextmanager
+    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> AsyncIterator[aiosqlite.Cursor]:
+        async with self._lock, self.connection.execute(sql, parameters) as cursor:
+            yield cursor
+
+
 class Store:
     """The SQLite store. Open it with `open_store`; all methods are coroutines and scoped by `user_id`."""
 
     def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str) -> None:
         self._writer = writer
-        self._reader = reader
+        self._reader = _SerialReader(reader)
         self.path = path
         self._write_lock = anyio.Lock()
 
@@ -495,8 +515,8 @@ class Store:
         return [FullTextHit(_row_to_memory(row), float(row["score"]), row["highlight"]) for row in rows], total
 
     async def close(self) -> None:
-        await self._reader.close()
-        if self._writer is not self._reader:
+        await self._reader.connection.close()
+        if self._writer is not self._reader.connection:
             await self._writer.close()
 
 
@@ -539,4 +559,6 @@ async def open_store(path: str) -> AsyncIterator[Store]:
     try:
         yield store
     finally:
-        await store.close()
+        # Shielded: a cancelled server must still close its connections (and checkpoint the WAL).
+        with anyio.CancelScope(shield=True):
+            await store.close()

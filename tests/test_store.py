@@ -202,3 +202,38 @@ async def test_memory_path_gives_a_private_working_database() -> None:
     assert memory.content == "Alice sings in a choir"
     async with open_store(":memory:") as fresh:
         assert (await fresh.list_memories("alice", MemoryFilter()))[1] == 0
+
+
+async def test_a_read_started_while_another_read_is_open_still_sees_committed_writes(db_path: Path) -> None:
+    import anyio
+
+    async with open_store(str(db_path)) as store:
+        await _insert(store, "alice", "Alice has a cat")
+        await _insert(store, "alice", "Alice has a dog")
+        opened, release, read_done = anyio.Event(), anyio.Event(), anyio.Event()
+        outcome: list[object] = []
+
+        async def another_clients_read() -> None:
+            # A read still stepping through its rows (private access: no public method pauses mid-read).
+            async with store._reader.execute("SELECT memory_id FROM memories") as cursor:
+                await cursor.fetchone()
+                opened.set()
+                await release.wait()
+
+        async def read_the_new_memory(memory_id: str) -> None:
+            try:
+                outcome.append((await store.get_memory("alice", memory_id)).content)
+            except MemoryNotFound as error:
+                outcome.append(error)
+            read_done.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(another_clients_read)
+            await opened.wait()
+            new_id = await _insert(store, "alice", "Alice has a parrot")
+            group.start_soon(read_the_new_memory, new_id)
+            # Give the new read every chance to run inside the open read's snapshot before that ends.
+            with anyio.move_on_after(0.5):
+                await read_done.wait()
+            release.set()
+        assert outcome == ["Alice has a parrot"]

@@ -1,0 +1,172 @@
+"""Serving MCP to remote clients: the SDK's SSE and streamable HTTP apps under uvicorn.
+
+What this module adds around the SDK's apps (`MCPServer.sse_app`, `MCPServer.streamable_http_app`):
+
+- `GET /healthz` → `{"status": "ok", ...}`, without auth, for process supervisors;
+- DNS-rebinding protection (`Host` / `Origin` checks) through the SDK's `TransportSecuritySettings`,
+  with loopback names, the bound address and `HARMONIA_ALLOWED_HOSTS` allowed;
+- the SDK's request body cap, set from `HARMONIA_MAX_REQUEST_BYTES`;
+- the start-up refusal to expose an unauthenticated server on a non-loopback address.
+
+Bearer tokens and per-user isolation live in `auth.py` and `server.py`; the SDK's bearer middleware
+answers 401 itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Literal
+
+import uvicorn
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from harmonia_mcp import __version__
+from harmonia_mcp.auth import TokenTable
+from harmonia_mcp.config import Settings
+from harmonia_mcp.server import create_server
+
+logger = logging.getLogger(__name__)
+
+HttpTransport = Literal["sse", "streamable-http"]
+LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
+# Seconds uvicorn waits for open connections (SSE streams never end by themselves) after SIGTERM before
+# cancelling them; every store acknowledged before then is already committed.
+GRACEFUL_SHUTDOWN_SECONDS = 3
+
+
+class UnsafeConfiguration(Exception):
+    """The server would be exposed unsafely; the message says what to configure instead."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or name to bind) only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings, tokens: TokenTable | None, *, allow_unauthenticated: bool) -> None:
+    """Refuse configurations that would expose memories on a network; warn when explicitly allowed.
+
+    Raises:
+        UnsafeConfiguration: a non-loopback `settings.host` without tokens (unless `allow_unauthenticated`),
+            or a wildcard address (0.0.0.0, ::) with no `allowed_hosts` to check `Host` headers against.
+    """
+    if is_loopback(settings.host):
+        return
+    if tokens is None:
+        if not allow_unauthenticated:
+            raise UnsafeConfiguration(
+                f"refusing to serve on {settings.host} without authentication: anyone who can reach it could read "
+                "and change every user's memories. Configure a token, e.g.\n"
+                "  export HARMONIA_AUTH_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')\n"
+                "or HARMONIA_AUTH_TOKENS_FILE=/path/to/tokens (one 'token user_id' per line; see docs/remote.md), "
+                "or bind --host 127.0.0.1. To serve without authentication anyway, pass --allow-unauthenticated."
+            )
+        logger.warning(
+            "serving on %s WITHOUT authentication (--allow-unauthenticated): any client can read and change "
+            "every user's memories",
+            settings.host,
+        )
+    if _is_wildcard(settings.host) and not settings.allowed_hosts:
+        raise UnsafeConfiguration(
+            f"--host {settings.host} accepts any address, so say which Host names clients will use, e.g. "
+            "--allowed-host memory.example.lan:* (or HARMONIA_ALLOWED_HOSTS=memory.example.lan:*,192.0.2.7:*); "
+            "requests with other Host headers are refused (DNS-rebinding protection). '*' turns the check off."
+        )
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """`Host` / `Origin` checks for the SDK's transports.
+
+    Allowed `Host` values: the loopback names on any port, the bound address on any port (when it is a
+    specific address) and `settings.allowed_hosts` (`name`, `name:port` or `name:*`); `Origin` may be
+    http:// or https:// of any of those. `allowed_hosts == ["*"]` turns the checks off.
+    """
+    if "*" in settings.allowed_hosts:
+        logger.warning("Host/Origin checks are off (allowed hosts '*'): DNS-rebinding protection is disabled")
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    hosts = list(LOOPBACK_HOSTS)
+    if not is_loopback(settings.host) and not _is_wildcard(settings.host):
+        bound = f"[{settings.host}]" if ":" in settings.host and not settings.host.startswith("[") else settings.host
+        hosts.append(f"{bound}:*")
+    hosts += [host for host in settings.allowed_hosts if host not in hosts]
+    origins = [f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+def http_app(settings: Settings, transport: HttpTransport) -> Starlette:
+    """The ASGI app serving MCP over `transport` with `/healthz`, auth, Host/Origin checks and the body cap.
+
+    SSE: the stream at `/sse`, client messages at `/messages/`. Streamable HTTP: `/mcp`.
+
+    Raises:
+        TokenConfigError: the configured tokens are malformed (see `auth.TokenTable.from_settings`).
+    """
+    server = create_server(settings)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__, "transport": transport})
+
+    server.custom_route("/healthz", methods=["GET"])(healthz)
+
+    security = transport_security(settings)
+    if transport == "streamable-http":
+        # The SDK's session manager enters the server lifespan (opening the store) once, at start-up.
+        return server.streamable_http_app(
+            max_request_body_size=settings.max_request_bytes, transport_security=security, host=settings.host
+        )
+    app = server.sse_app(
+        max_request_body_size=settings.max_request_bytes, transport_security=security, host=settings.host
+    )
+    lifespan = server.settings.lifespan
+    assert lifespan is not None  # create_server always sets one
+
+    # The SSE app enters the server lifespan per connection; holding one entry for the app's whole life
+    # opens the store at start-up (so a bad database fails before /healthz answers) and keeps it open.
+    @asynccontextmanager
+    async def hold_store(_: Starlette) -> AsyncIterator[None]:
+        async with lifespan(server):
+            yield
+
+    app.router.lifespan_context = hold_store
+    return app
+
+
+async def serve_http(settings: Settings, transport: HttpTransport, *, allow_unauthenticated: bool = False) -> None:
+    """Serve MCP over `transport` on `settings.host`:`settings.port` until SIGINT or SIGTERM.
+
+    Checks the exposure before binding anything, so a refused configuration never listens.
+
+    Raises:
+        UnsafeConfiguration: see `check_exposure`.
+        TokenConfigError: the configured tokens are malformed.
+    """
+    check_exposure(settings, TokenTable.from_settings(settings), allow_unauthenticated=allow_unauthenticated)
+    app = http_app(settings, transport)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        # Keep the root logging set up by the CLI (stderr, HARMONIA_LOG_LEVEL) rather than uvicorn's own.
+        log_config=None,
+    )
+    await uvicorn.Server(config).serve()
