@@ -14,7 +14,7 @@ import platformdirs
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from harmonia_mcp.models import USER_ID_PATTERN
+from harmonia_mcp.models import USER_ID_PATTERN, ResolutionStrategy
 
 
 def default_db_path() -> str:
@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=32 * 1024, ge=1, description="Largest message store_memory accepts.")
     timezone: str = Field(default="UTC", description="IANA zone for timestamps given without an offset.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    resolution_strategy: ResolutionStrategy = Field(
+        default="auto", description="store_memory's reconciliation strategy when a call names none."
+    )
+    user_resolution_strategies: dict[str, ResolutionStrategy] = Field(
+        default_factory=dict[str, ResolutionStrategy],
+        description='Per-user defaults as a JSON object, e.g. {"alice": "version"}; others get resolution_strategy.',
+    )
 
     @field_validator("timezone")
     @classmethod
