@@ -70,6 +70,7 @@ _CHANGE_MARKER = re.compile(
     r"moved|moves|relocated|rescheduled|postponed)\b",
     re.I,
 )
+_TRAILING_CHANGE = re.compile(r"\b(?:now|instead|anymore|any\s+more|these\s+days|nowadays)$", re.I)
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _DATEISH = (
     r"(?:the\s+)?(?:\d|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|mon|tue|wed|thu|fri|sat|sun|"
@@ -244,6 +245,7 @@ class Slot:
     value_text: str
     mode: Mode
     negated: bool
+    changed: bool = False
     cue_words: str = ""
 
 
@@ -255,14 +257,18 @@ def _subject(text: str) -> str:
     return re.sub(r" and family$", "", joined)
 
 
-def parse_slot(content: str, has_event_time: bool = False) -> Slot | None:
+def parse_slot(content: str, has_event_time: bool = False, names: Iterable[str] = ()) -> Slot | None:
     """Read `content` (a third-person memory sentence) as a `Slot`, or None when no pattern reads it.
 
     Args:
         content: e.g. "User now works at NewCorp".
         has_event_time: whether the memory has an event_time; only then is "X is on <date>" read as
             the time of X.
+        names: the proper names the memory may be about (its entities and the speakers' names). A
+            subject must be one of them, a possessive ("User's sister"), or a noun phrase opened by
+            "the"/"a"; otherwise ("It feels like ...", "Feels like ...") there is no slot.
     """
+    known = {name.lower() for name in names}
     text = content.strip().rstrip(".!")
     for pattern in _PATTERNS:
         if pattern.needs_event_time and not has_event_time:
@@ -271,7 +277,17 @@ def parse_slot(content: str, has_event_time: bool = False) -> Slot | None:
         if match is None:
             continue
         subject = _subject(match["subj"])
-        if not subject:
+        # A gerund ("Losing Jon's job was hard") or a long phrase is an event or an opinion, not a thing
+        # that holds one value; reading it as a slot would let an opinion supersede another.
+        if not subject or subject.split()[0].endswith("ing") or len(subject.split()) > 5:
+            continue
+        raw = match["subj"].strip()
+        if not (
+            raw.split()[0].lower() in ("the", "a", "an")
+            or "'s" in raw
+            or subject in known
+            or subject.split()[-1] in known
+        ):
             continue
         attribute = pattern.attribute
         mode = pattern.mode
@@ -282,7 +298,10 @@ def parse_slot(content: str, has_event_time: bool = False) -> Slot | None:
         value_text = match["val"].strip()
         value = _content_tokens(value_text, drop=subject.split())
         negated = match["neg"] is not None if "neg" in pattern.regex.groupindex else False
-        return Slot(subject, attribute, value, value_text, mode, negated, pattern.cue_words)
+        # A change is said before the value ("Biggie now loves ...", "User is now dating ...") or at the
+        # very end ("User is vegan now"); "new" inside the value ("something new") says nothing.
+        changed = bool(_CHANGE_MARKER.search(text, 0, match.start("val")) or _TRAILING_CHANGE.search(text))
+        return Slot(subject, attribute, value, value_text, mode, negated, changed, pattern.cue_words)
     return None
 
 
@@ -307,9 +326,9 @@ class Fact:
         date = memory.event_time[:10] if memory.event_time else None
         return cls(memory.content, tuple(memory.entities), date)
 
-    @property
-    def slot(self) -> Slot | None:
-        return parse_slot(self.content, self.event_date is not None)
+    def slot(self, speakers: Iterable[str]) -> Slot | None:
+        """This memory read as a `Slot` (see `parse_slot`), its entities and `speakers` as the known names."""
+        return parse_slot(self.content, self.event_date is not None, [*self.entities, *speakers])
 
 
 @dataclass(frozen=True)
@@ -374,7 +393,7 @@ def classify(new: Fact, old: Fact, speakers: Iterable[str] = ("user",)) -> Verdi
         same_sentence = _normal_sentence(new.content) == _normal_sentence(old.content)
     if same_sentence:
         return Verdict("duplicate", "same sentence")
-    new_slot, old_slot = new.slot, old.slot
+    new_slot, old_slot = new.slot(names), old.slot(names)
     if new_slot is not None and old_slot is not None:
         same_subject = _subjects_match(new_slot.subject, old_slot.subject, names)
         if same_subject and new_slot.attribute == old_slot.attribute:
@@ -385,7 +404,7 @@ def classify(new: Fact, old: Fact, speakers: Iterable[str] = ("user",)) -> Verdi
                 return Verdict("update", f"{new_slot.attribute} of {new_slot.subject} negated")
             if new_slot.mode == "functional":
                 return Verdict("update", f"new {new_slot.attribute} of {new_slot.subject}")
-            if new_slot.mode == "marked" and _CHANGE_MARKER.search(new.content):
+            if new_slot.mode == "marked" and new_slot.changed:
                 return Verdict("update", f"{new_slot.attribute} of {new_slot.subject} changed")
             return Verdict("unrelated", f"another {new_slot.attribute} of {new_slot.subject}")
         name = _named(new_slot.subject, new, names)
@@ -403,7 +422,7 @@ def classify(new: Fact, old: Fact, speakers: Iterable[str] = ("user",)) -> Verdi
     if not dates_differ and same_words(new_words, old_words):
         return Verdict("duplicate", "same words")
     for subject_fact, other in ((new, old), (old, new)):
-        slot = subject_fact.slot
+        slot = subject_fact.slot(names)
         if slot is not None:
             name = _named(slot.subject, subject_fact, names)
             if name is not None and _mentions(other, name):
@@ -421,7 +440,7 @@ def candidate_query(memory: ExtractedMemory, speakers: Iterable[str] = ("user",)
     words, quoted and OR-ed by `search.build_match_expression`; None when nothing is left.
     """
     names = {speaker.lower() for speaker in speakers}
-    slot = parse_slot(memory.content, memory.event_time is not None)
+    slot = parse_slot(memory.content, memory.event_time is not None, [*memory.entities, *names])
     words = [
         word
         for word in _WORD.findall(memory.content.lower())
@@ -453,12 +472,13 @@ def merge_content(new: ExtractedMemory, old: Memory, kind: ConflictKind) -> str:
     """
     if kind == "duplicate":
         return new.content if len(new.content.split()) > len(old.content.split()) else old.content
+    names = [*new.entities, *old.entities, *([old.speaker] if old.speaker else [])]
     if kind == "update":
-        old_slot = parse_slot(old.content, old.event_time is not None)
+        old_slot = parse_slot(old.content, old.event_time is not None, names)
         previous = old_slot.value_text if old_slot is not None else old.content
         return f"{new.content} (previously: {previous})"
     for describing, described in ((new.content, old.content), (old.content, new.content)):
-        slot = parse_slot(describing)
+        slot = parse_slot(describing, False, names)
         if slot is None or slot.attribute != "is_a" or slot.negated or len(slot.value_text.split()) > 3:
             continue
         name = re.escape(slot.subject)
