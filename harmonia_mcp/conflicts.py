@@ -40,8 +40,9 @@ from harmonia_mcp.models import Action, ConflictKind, ExtractedMemory, Memory, R
 from harmonia_mcp.store import NewMemory, Store
 
 MAX_CANDIDATES = 8
-# rapidfuzz `fuzz.ratio` (0-100) at or above which two normalised values or sentences count as the same words.
-SAME_WORDS_RATIO = 92.0
+# rapidfuzz `fuzz.ratio` (0-100) at or above which two words count as one spelled two ways ("organise" and
+# "organize" score 87.5; "hiking" and "biking" 83.3). Chosen on this project's own examples (tests/test_conflicts.py).
+SAME_SPELLING_RATIO = 85.0
 
 Mode = Literal["functional", "marked", "never"]
 
@@ -104,16 +105,17 @@ def _content_tokens(text: str, drop: Iterable[str] = ()) -> frozenset[str]:
 
 def same_words(a: frozenset[str], b: frozenset[str]) -> bool:
     """Whether two sets of content words say the same thing: equal (and not empty), or every word one
-    has and the other lacks is a near-spelling (rapidfuzz ratio >= `SAME_WORDS_RATIO`) of a word the other
+    has and the other lacks is a near-spelling of a word the other
     has, with no number among them ("organise"/"organize" match; "stamp 3"/"stamp 4", "blue"/"green" do not).
+    Near-spelling is rapidfuzz `fuzz.ratio` >= `SAME_SPELLING_RATIO`.
     """
     if a == b:
         return bool(a)
     only_a, only_b = a - b, b - a
     if not only_a or not only_b or any(char.isdigit() for word in only_a | only_b for char in word):
         return False
-    return all(any(fuzz.ratio(x, y) >= SAME_WORDS_RATIO for y in only_b) for x in only_a) and all(
-        any(fuzz.ratio(y, x) >= SAME_WORDS_RATIO for x in only_a) for y in only_b
+    return all(any(fuzz.ratio(x, y) >= SAME_SPELLING_RATIO for y in only_b) for x in only_a) and all(
+        any(fuzz.ratio(y, x) >= SAME_SPELLING_RATIO for x in only_a) for y in only_b
     )
 
 
@@ -397,7 +399,8 @@ def classify(new: Fact, old: Fact, speakers: Iterable[str] = ("user",)) -> Verdi
     if new_slot is not None and old_slot is not None:
         same_subject = _subjects_match(new_slot.subject, old_slot.subject, names)
         if same_subject and new_slot.attribute == old_slot.attribute:
-            same_value = _values_match(new_slot, old_slot, new, old)
+            dates_differ = new.event_date is not None and old.event_date not in (None, new.event_date)
+            same_value = _values_match(new_slot, old_slot, new, old) and not dates_differ
             if same_value and new_slot.negated == old_slot.negated:
                 return Verdict("duplicate", f"same {new_slot.attribute} of {new_slot.subject}")
             if same_value:
@@ -444,7 +447,7 @@ def candidate_query(memory: ExtractedMemory, speakers: Iterable[str] = ("user",)
     words = [
         word
         for word in _WORD.findall(memory.content.lower())
-        if word.split("'")[0] not in names and word not in _MARKERS
+        if word.split("'")[0] not in names and word not in _MARKERS and word not in search.STOP_WORDS
     ]
     terms = [*words, *(entity for entity in memory.entities if entity.lower() not in names)]
     if slot is not None:
