@@ -18,6 +18,7 @@ FORBIDDEN = {
     "temporal.py": {"mcp", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
     "extract/rules.py": {"mcp", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
     "server.py": {"sqlite3", "aiosqlite", "harmonia_mcp.cli"},
+    "conflicts.py": {"mcp", "ollama", "harmonia_mcp.service", "harmonia_mcp.server", "harmonia_mcp.extract"},
 }
 
 
