@@ -99,13 +99,21 @@ SEQUENCES: list[Sequence] = [
     _s("update:preference", ["My favorite food is pizza", "My favourite food is sushi now"], ["sushi"], ["pizza"]),
     _s("update:preference", ["I drive a Honda Civic", "I now drive a Tesla"], ["Tesla"], ["Honda"]),
     # Dates moved.
-    _s("date_moved", ["My dentist appointment is on May 3", "My dentist appointment moved to May 10"], ["10"], ["3"]),
-    _s("date_moved", ["My dentist appointment is on May 3", "My dentist appointment is now on May 10"], ["10"], ["3"]),
-    _s("date_moved", ["The party is on Friday", "The party is now on Saturday"], ["Saturday"], ["Friday"]),
     _s(
-        "date_moved", ["My flight to Paris is on June 5", "My flight to Paris is now on June 7"], ["June 7"], ["June 5"]
+        "date_moved",
+        ["My dentist appointment is on May 3", "My dentist appointment moved to May 10"],
+        ["moved"],
+        ["is on"],
     ),
-    _s("date_moved", ["My exam is on April 14", "My exam was moved to April 20"], ["April 20"], ["April 14"]),
+    _s(
+        "date_moved",
+        ["My dentist appointment is on May 3", "My dentist appointment is now on May 10"],
+        ["now on"],
+        ["is on"],
+    ),
+    _s("date_moved", ["The party is on Friday", "The party is now on Saturday"], ["now on"], ["is on"]),
+    _s("date_moved", ["My flight to Paris is on June 5", "My flight to Paris is now on June 7"], ["now on"], ["is on"]),
+    _s("date_moved", ["My exam is on April 14", "My exam was moved to April 20"], ["moved"], ["is on"]),
     # Complements: both kept, the new one linked to the old.
     _s("complement", ["I have a dog called Biggie", "Biggie is a beagle"], ["dog", "beagle"], linked_to="dog"),
     _s(
@@ -176,12 +184,12 @@ HELD_OUT: list[Sequence] = [
     ),
     _s("update:partner", ["My boyfriend is called Leo", "I'm now dating Marco"], ["Marco"], ["Leo"]),
     _s("update:preference", ["My favorite band is Radiohead", "My favorite band is now Muse"], ["Muse"], ["Radiohead"]),
-    _s("date_moved", ["My haircut is on Tuesday", "My haircut is now on Thursday"], ["Thursday"], ["Tuesday"]),
+    _s("date_moved", ["My haircut is on Tuesday", "My haircut is now on Thursday"], ["now on"], ["is on"]),
     _s(
         "date_moved",
         ["The team meeting is on Monday", "The team meeting was moved to Wednesday"],
-        ["Wednesday"],
-        ["Monday"],
+        ["moved"],
+        ["is on"],
     ),
     _s("duplicate", ["I speak Spanish", "I speak Spanish"], ["Spanish"]),
     _s("rewording", ["I'm a big fan of jazz", "I love jazz"], ["jazz"]),

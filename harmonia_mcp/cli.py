@@ -13,6 +13,7 @@ import os
 import sqlite3
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -96,6 +97,52 @@ async def _ollama_status(host: str) -> tuple[bool, str]:
         return False, f"does not answer ({type(error).__name__}: {error})"
 
 
+DOCTOR_MESSAGE = "My name is Jason Thompson. I work as a software engineer at AWS and I have a dog called Biggie."
+
+
+async def _ollama_report(settings: Settings) -> None:
+    """Print Ollama's host and version, whether the model is pulled, one timed extraction, and the extractor."""
+    from datetime import datetime
+
+    from harmonia_mcp.extract import ExtractionError
+    from harmonia_mcp.extract.ollama import OllamaExtractor
+
+    host = settings.ollama_host if "://" in settings.ollama_host else f"http://{settings.ollama_host}"
+    answers, detail = await _ollama_status(host)
+    print(f"Ollama:    {host} {detail}")
+    if settings.extractor == "rules":
+        print("extractor: rules (HARMONIA_EXTRACTOR=rules; Ollama is not used)")
+        return
+    model = OllamaExtractor(
+        host,
+        settings.ollama_model,
+        timeout_seconds=settings.ollama_timeout_seconds,
+        max_retries=settings.ollama_max_retries,
+    )
+    try:
+        availability = await model.probe() if answers else None
+        print(f"model:     {availability.detail if availability else settings.ollama_model + ' (not checked)'}")
+        used = "rules"
+        if availability is not None and availability.ok:
+            started = time.perf_counter()
+            try:
+                memories = await model.extract(
+                    DOCTOR_MESSAGE, speaker="User", reference_time=datetime.now(settings.zone)
+                )
+            except ExtractionError as error:
+                print(f"test:      extraction failed after {time.perf_counter() - started:.2f} s: {error.reason}")
+            else:
+                elapsed = time.perf_counter() - started
+                print(f"test:      {len(memories)} memories in {elapsed:.2f} s from {DOCTOR_MESSAGE!r}")
+                for memory in memories:
+                    print(f"           [{memory.category.value}] {memory.content}")
+                used = "ollama"
+        until = "" if used == "ollama" else ", until Ollama and the model answer"
+        print(f"extractor: {used} (HARMONIA_EXTRACTOR={settings.extractor}{until})")
+    finally:
+        await model.aclose()
+
+
 async def _doctor(settings: Settings) -> int:
     from harmonia_mcp.store import open_store
 
@@ -112,10 +159,8 @@ async def _doctor(settings: Settings) -> int:
     except (sqlite3.Error, OSError, RuntimeError) as error:
         print(f"schema:    cannot open the database: {error}")
         status = 1
-    answers, detail = await _ollama_status(settings.ollama_host)
-    print(f"Ollama:    {settings.ollama_host} {detail}")
-    print(f"extractor: rules (HARMONIA_EXTRACTOR={settings.extractor}; this version extracts with rules only)")
-    print(f"time zone: {settings.timezone} (for timestamps given without an offset)")
+    await _ollama_report(settings)
+    print(f"time zone: {settings.timezone} (HARMONIA_TIMEZONE: 'tomorrow' resolves in it)")
     return status
 
 

@@ -11,6 +11,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
+import tzlocal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,6 +26,22 @@ def default_db_path() -> str:
     return str(Path(platformdirs.user_data_dir("harmonia-mcp", appauthor=False)) / "memories.db")
 
 
+def system_timezone() -> str:
+    """The machine's IANA time zone name (tzlocal reads TZ, /etc/localtime, the registry), or "UTC"
+    when it cannot be named."""
+    try:
+        name = tzlocal.get_localzone_name()
+    except (LookupError, OSError, ValueError):  # tzlocal raises ZoneInfoNotFoundError (a KeyError) and the like
+        return "UTC"
+    if not name:
+        return "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "UTC"
+    return name
+
+
 class Settings(BaseSettings):
     """All configuration. Environment variables carry the `HARMONIA_` prefix (e.g. `HARMONIA_DB_PATH`)."""
 
@@ -37,10 +54,14 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:11434",
         validation_alias=AliasChoices("HARMONIA_OLLAMA_HOST", "OLLAMA_HOST", "ollama_host"),
     )
-    ollama_model: str = "llama3.2"
+    ollama_model: str = "llama3.2:3b"
     ollama_timeout_seconds: float = Field(default=30.0, gt=0)
+    ollama_max_retries: int = Field(default=2, ge=0, le=5, description="Asks after a reply that does not validate.")
     max_message_bytes: int = Field(default=32 * 1024, ge=1, description="Largest message store_memory accepts.")
-    timezone: str = Field(default="UTC", description="IANA zone for timestamps given without an offset.")
+    timezone: str = Field(
+        default_factory=system_timezone,
+        description="IANA zone of the user: 'tomorrow' resolves in it; timestamps without an offset are read in it.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     resolution_strategy: ResolutionStrategy = Field(
         default="auto", description="store_memory's reconciliation strategy when a call names none."

@@ -43,7 +43,8 @@ class ExtractedMemory(BaseModel):
     """One fact an extractor found in a message, before it is stored.
 
     `content` is a third-person sentence ("User has a dog called Biggie").
-    `event_time` is timezone-aware when set.
+    `event_time` is timezone-aware when set; `event_date_only` says no clock time was said, so the
+    store keeps only its date ("2024-08-20") and its time of day (midnight) means nothing.
     """
 
     content: str = Field(min_length=1)
@@ -52,6 +53,7 @@ class ExtractedMemory(BaseModel):
     entities: list[str] = Field(default_factory=list[str])
     tags: list[str] = Field(default_factory=list[str])
     event_time: datetime | None = None
+    event_date_only: bool = False
 
     @field_validator("confidence", mode="before")
     @classmethod

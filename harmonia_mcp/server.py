@@ -23,7 +23,7 @@ from pydantic import Field
 from harmonia_mcp import __version__
 from harmonia_mcp.config import Settings
 from harmonia_mcp.errors import HarmoniaError
-from harmonia_mcp.extract.rules import RulesExtractor
+from harmonia_mcp.extract.select import open_extractor
 from harmonia_mcp.models import (
     Category,
     DeleteResult,
@@ -110,6 +110,10 @@ async def store_memory(
             "or skip. Omit for the configured default (HARMONIA_RESOLUTION_STRATEGY, normally auto)."
         ),
     ] = None,
+    timezone: Annotated[
+        str | None,
+        Field(description="The speaker's IANA time zone, e.g. 'America/New_York'. Default: HARMONIA_TIMEZONE."),
+    ] = None,
 ) -> StoreResult:
     """Extract durable facts from a message and remember them.
 
@@ -129,6 +133,7 @@ async def store_memory(
             metadata=metadata,
             occurred_at=occurred_at,
             resolution_strategy=resolution_strategy,
+            timezone=timezone,
         )
     if any(memory.action != "skipped" for memory in result.memories):
         await ctx.notify_resources_changed()
@@ -313,9 +318,9 @@ def create_server(settings: Settings) -> MCPServer[AppContext]:
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
-        async with open_store(settings.db_path) as store:
-            logger.info("memories in %s", store.path)
-            yield AppContext(MemoryService(store, RulesExtractor(), make_limits(settings)))
+        async with open_store(settings.db_path) as store, open_extractor(settings) as extractor:
+            logger.info("memories in %s, extractor %s", store.path, settings.extractor)
+            yield AppContext(MemoryService(store, extractor, make_limits(settings)))
 
     server: MCPServer[AppContext] = MCPServer(
         "harmonia-mcp",

@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from harmonia_mcp import conflicts, export, search
 from harmonia_mcp.errors import InvalidInput
-from harmonia_mcp.extract import Extractor
+from harmonia_mcp.extract import Extractor, run_extractor
 from harmonia_mcp.models import (
     USER_ID_PATTERN,
     Category,
@@ -159,6 +160,7 @@ class MemoryService:
         metadata: dict[str, Any] | None = None,
         occurred_at: str | None = None,
         resolution_strategy: str | None = None,
+        timezone: str | None = None,
     ) -> StoreResult:
         """Extract memories from `message` and store them in one transaction.
 
@@ -173,9 +175,14 @@ class MemoryService:
             resolution_strategy: how to reconcile each memory with the user's active ones (`auto`,
                 `update`, `merge`, `version`, `keep_both`, `skip`; see conflicts.reconcile and
                 docs/conflicts.md). None means the user's configured default (`ServiceLimits`).
+            timezone: the speaker's IANA time zone ("America/New_York"): relative times resolve in it
+                (with its DST rules) and an `occurred_at` without an offset is read in it. None: the
+                configured zone, whose DST rules are used when `occurred_at`'s offset agrees with it.
 
         Returns:
-            A `StoreResult` with one entry per extracted memory, in message order.
+            A `StoreResult` with one entry per extracted memory, in message order. Each memory's
+            `extractor` names what produced it ("rules" when the model failed), and `warnings` says
+            why the model was not used.
 
         Raises:
             InvalidInput: any argument is out of range; nothing is stored.
@@ -188,16 +195,44 @@ class MemoryService:
         if session_id is not None and not 1 <= len(session_id) <= 256:
             raise InvalidInput("session_id must be 1-256 characters")
         strategy = self._strategy(user, resolution_strategy)
-        reference = self._timestamp(occurred_at, "occurred_at") or datetime.now(self.limits.timezone)
-        extracted = await self.extractor.extract(text, speaker=who, reference_time=reference)
+        reference = self._reference_time(occurred_at, timezone)
+        extraction = await run_extractor(self.extractor, text, speaker=who, reference_time=reference)
+        extracted = extraction.memories
         stored: list[StoredMemory] = []
         async with self.store.transaction() as db:
             for item in extracted:
-                new = NewMemory(user, item, self.extractor.name, text, who, session_id, meta)
+                new = NewMemory(user, item, extraction.extractor, text, who, session_id, meta)
                 resolution = await conflicts.reconcile(self.store, db, new, strategy, [who])
                 stored.append(_resolved(resolution))
-        warnings = [] if extracted else ["No durable fact found in the message (small talk, a question or a request)."]
+        warnings = list(extraction.warnings)
+        if not extracted:
+            warnings.append("No durable fact found in the message (small talk, a question or a request).")
         return StoreResult(memories=stored, warnings=warnings)
+
+    def _reference_time(self, occurred_at: str | None, timezone: str | None) -> datetime:
+        """When the message was said, in the zone whose rules should resolve "tomorrow" and "in 3 months".
+
+        Raises:
+            InvalidInput: `timezone` is not an IANA zone name, or `occurred_at` is not ISO-8601.
+        """
+        zone: tzinfo = self.limits.timezone
+        if timezone is not None:
+            try:
+                zone = ZoneInfo(timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise InvalidInput(
+                    f"timezone {timezone[:60]!r} is not an IANA time zone name: use e.g. 'America/New_York', "
+                    "'Europe/Lisbon' or 'UTC'"
+                ) from None
+        if occurred_at is None:
+            return datetime.now(zone)
+        said = parse_timestamp(occurred_at, zone, field="occurred_at")
+        in_zone = said.astimezone(zone)
+        # A fixed offset ("-04:00") has no DST rules; adopt the zone's when it agrees (or was asked for),
+        # so "in 3 months at 9am" gets November's offset. Otherwise the offset given wins.
+        if timezone is not None or in_zone.utcoffset() == said.utcoffset():
+            return in_zone
+        return said
 
     async def search_memories(
         self,

@@ -292,7 +292,11 @@ class Store:
         """Insert one active memory and its `created` history row; return it as stored."""
         now = utc_now()
         extracted = new.extracted
-        event_time = extracted.event_time.isoformat() if extracted.event_time else None
+        event_time = None
+        if extracted.event_time is not None:
+            # A date-only event keeps its precision as an ISO date; event_time_utc (local midnight) sorts it.
+            moment = extracted.event_time
+            event_time = moment.date().isoformat() if extracted.event_date_only else moment.isoformat()
         event_time_utc = to_utc_text(extracted.event_time) if extracted.event_time else None
         memory_id = new_memory_id()
         await db.execute(

@@ -1,21 +1,25 @@
 """Relative and absolute time expressions → timezone-aware datetimes.
 
-Two pure functions:
+Pure functions:
 
-- `resolve_event_time(text, reference_time)` finds the first date expression in
-  free text ("tomorrow at 2pm", "two weeks ago", "on Friday", "September 5th",
-  "May 8, 2023") and resolves it against `reference_time`, in its time zone.
+- `resolve_time(text, reference_time)` finds the first date expression in free
+  text ("tomorrow at 2pm", "two weeks ago", "on Friday", "September 5th",
+  "May 8, 2023"), resolves it against `reference_time`, in its time zone, and
+  says how precise it is (`ResolvedTime.granularity`) and where it was.
+  `resolve_event_time` returns just the datetime.
+- `with_absolute_time(text, resolved)` rewrites the expression with the absolute
+  date ("tomorrow at 2pm" → "on 2024-08-20 at 14:00"), for memory content.
 - `parse_timestamp(value, default_tz)` parses an ISO-8601 date or timestamp given
   as a tool argument, and raises `InvalidInput` with a helpful message otherwise.
 
-Approach of `resolve_event_time`: every date pattern below is matched over the
+Approach of `resolve_time`: every date pattern below is matched over the
 lowercased text; the candidate that starts first wins (the longest on a tie, so
 "the day after tomorrow" beats "tomorrow" and "next Friday" beats "Friday").
 A time of day ("at 2pm", "at 7:30am", "at 14:00", "at 8", "noon", "in the
-morning") is only applied when a date was found: a time alone ("I wake up at
-6am") is a habit, not an event, and gives None. When only the date is known the
-result is midnight of that date (callers compare date-only values by their first
-ten characters).
+morning") is only applied when a day was found: a time alone ("I wake up at
+6am") is a habit, not an event, and gives None; so does a weekday after "every"
+or "each". When only the date is known the result is midnight of that date with
+`date_only` set (stored as an ISO date). docs/temporal.md lists every case.
 
 Conventions (documented because each is a choice):
 
@@ -27,16 +31,18 @@ Conventions (documented because each is a choice):
   the most recent occurrence instead of the next one.
 - A month-day without a year otherwise takes the next occurrence on or after
   the reference date.
-- "last/next week|month|year" shift the reference date by one unit (date only).
-  "next April" / "last April" are the first of that month, next / previous
-  occurrence. "this weekend" is the coming Saturday (today on a weekend).
+- "last/next week|month|year" are the first day of that period (Monday, the 1st,
+  1 January), date only. "next April" / "last April" are the first of that month,
+  next / previous occurrence. "this weekend" is the coming Saturday (today on a
+  weekend).
 - Bare hours ("tonight at 8", "at 7"): with "tonight", "evening", "night" or
   "afternoon" they are pm; with "morning" am; otherwise 1-7 are pm and the rest
   are taken as written. "in the morning/afternoon/evening" alone mean 09:00,
   15:00, 19:00. "tonight" with no time is date-only.
 - Too vague to place, so None: a bare year ("in 2015"), a month and year with no
   day ("May 2023"), "a few days ago", "this year".
-- "N hours/minutes ago" and "in N hours/minutes" give an exact time.
+- "N hours/minutes ago" and "in N hours/minutes" give an exact time, counted in
+  UTC so that a DST change in between does not shift it by an hour.
 
 Nothing here raises on odd input: numbers too large for the calendar, invalid
 dates (February 30th) and out-of-range times are treated as "no match".
@@ -48,13 +54,14 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from datetime import time as dtime
+from typing import Literal
 
 from dateutil.parser import isoparse
 from dateutil.relativedelta import relativedelta
 
 from harmonia_mcp.errors import InvalidInput
 
-__all__ = ["parse_timestamp", "resolve_event_time"]
+__all__ = ["ResolvedTime", "parse_timestamp", "resolve_event_time", "resolve_time", "with_absolute_time"]
 
 _MONTHS: dict[str, int] = {
     "january": 1,
@@ -158,7 +165,20 @@ _CLOCK_AT_H = re.compile(
     r"miles?|km|kg|lbs?|pounds?|dollars?|euros?|of|in\s+the\s+\d))"
 )
 _NOON = re.compile(r"\b(?P<w>noon|midday|midnight)\b")
-_PART_OF_DAY = re.compile(r"\b(?P<w>morning|afternoon|evening)\b")
+_PART_OF_DAY = re.compile(r"\b(?:in\s+the\s+)?(?P<w>morning|afternoon|evening)\b")
+_AT_BEFORE = re.compile(r"\bat\s+(?:about\s+|around\s+)?$")
+_LEAD_PREPOSITION = re.compile(r"\b(?:on|at)\s+$", re.I)
+_OWN_PREPOSITION = re.compile(r"\b(?:since|until|till|by|before|after|from|to)\s+$", re.I)
+_SPACES = re.compile(r"\s{2,}")
+# "every Friday", "each morning", "every other Tuesday": recurring, so never a date.
+_RECURRING = re.compile(r"\b(?:every|each)\s+(?:other\s+|single\s+)?$")
+_SIMPLE_DAY_PART: dict[str, str] = {
+    "tonight": "night",
+    "last night": "night",
+    "this morning": "morning",
+    "this afternoon": "afternoon",
+    "this evening": "evening",
+}
 _PM_HINT = re.compile(r"\b(?:tonight|evening|night|afternoon)\b")
 _AM_HINT = re.compile(r"\bmorning\b")
 
@@ -175,12 +195,72 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u20
 _MAX_NUMBER_DIGITS = 6
 
 
+Granularity = Literal["minute", "day", "week", "weekend", "month", "year"]
+
+
 @dataclass(frozen=True)
 class _Candidate:
     start: int
     end: int
     day: date | None = None
     exact: datetime | None = None  # set when the expression fixes the time too ("3 hours ago")
+    granularity: Granularity = "day"
+    part_of_day: str | None = None  # "morning", "night", ... when the expression itself names one ("tonight")
+
+
+@dataclass(frozen=True)
+class _Clock:
+    hour: int
+    minute: int
+    start: int
+    end: int
+    part: str | None = None  # "morning" etc. for a part of the day, None for a clock time ("2pm", "noon")
+
+
+@dataclass(frozen=True)
+class ResolvedTime:
+    """A time expression found in a text, resolved to an absolute time.
+
+    Attributes:
+        moment: timezone-aware; midnight (local) of the day when no clock time was said.
+        granularity: "minute" when a clock time was said (or "3 hours ago"), else what the expression
+            names: "day", "week" (its Monday), "weekend" (its Saturday), "month" (its 1st), "year" (1 January).
+        spans: (start, end) character offsets in the text of the date expression and, when one was used,
+            the clock expression, in text order.
+        part_of_day: "morning", "afternoon", "evening" or "night" when the text said only that; `moment` is
+            then 09:00, 15:00 or 19:00 ("minute" granularity, for sorting), or midnight for "tonight".
+    """
+
+    moment: datetime
+    granularity: Granularity
+    spans: tuple[tuple[int, int], ...]
+    part_of_day: str | None = None
+
+    @property
+    def date_only(self) -> bool:
+        """True when no clock time was said: `moment`'s time of day carries no information."""
+        return self.granularity != "minute"
+
+    def iso(self) -> str:
+        """ISO-8601: a date ("2024-08-20") when `date_only`, else a timestamp with offset."""
+        return self.moment.date().isoformat() if self.date_only else self.moment.isoformat()
+
+    def phrase(self) -> str:
+        """The absolute time in words for a memory's content: "on 2024-08-20 at 14:00", "in April 2025"."""
+        day = self.moment.date()
+        if self.part_of_day is not None:
+            return f"on the {self.part_of_day} of {day.isoformat()}"
+        if self.granularity == "minute":
+            return f"on {day.isoformat()} at {self.moment:%H:%M}"
+        if self.granularity == "week":
+            return f"in the week of {day.isoformat()}"
+        if self.granularity == "weekend":
+            return f"on the weekend of {day.isoformat()}"
+        if self.granularity == "month":
+            return f"in {day:%B} {day.year}"
+        if self.granularity == "year":
+            return f"in {day.year}"
+        return f"on {day.isoformat()}"
 
 
 def _number(token: str) -> int | None:
@@ -257,6 +337,18 @@ def _weekend_date(ref_day: date, rel: str) -> date | None:
     return ref_day if weekday >= 5 else _add_days(ref_day, to_saturday)
 
 
+def _period_start(ref_day: date, period: str, amount: int) -> date | None:
+    """The first day of the week (Monday), month or year `amount` periods from `ref_day`'s."""
+    shifted = _shift(ref_day, period, amount)
+    if shifted is None:
+        return None
+    if period == "week":
+        return _add_days(shifted, -shifted.weekday())
+    if period == "month":
+        return shifted.replace(day=1)
+    return shifted.replace(month=1, day=1)
+
+
 def _month_date(ref_day: date, month: int, rel: str) -> date | None:
     if rel == "next":
         year = ref_day.year if month > ref_day.month else ref_day.year + 1
@@ -271,9 +363,17 @@ def _candidates(low: str, ref: datetime, past: bool) -> list[_Candidate]:
     ref_day = ref.date()
     found: list[_Candidate] = []
 
-    def add(match: re.Match[str], day: date | None, exact: datetime | None = None) -> None:
+    def add(
+        match: re.Match[str],
+        day: date | None,
+        exact: datetime | None = None,
+        granularity: Granularity = "day",
+        part_of_day: str | None = None,
+    ) -> None:
+        if _RECURRING.search(low, max(0, match.start() - 12), match.start()):
+            return  # "every Friday": a habit, not a date
         if day is not None or exact is not None:
-            found.append(_Candidate(match.start(), match.end(), day, exact))
+            found.append(_Candidate(match.start(), match.end(), day, exact, granularity, part_of_day))
 
     for m in _ISO_DATE.finditer(low):
         add(m, _safe_date(int(m["y"]), int(m["m"]), int(m["d"])))
@@ -287,9 +387,9 @@ def _candidates(low: str, ref: datetime, past: bool) -> list[_Candidate]:
     for m in _DAY_AROUND.finditer(low):
         add(m, _add_days(ref_day, 2 if m["dir"].startswith("after") else -2))
     for m in _SIMPLE_DAY.finditer(low):
-        word = m["word"]
+        word = " ".join(m["word"].split())
         offset = 1 if word == "tomorrow" else -1 if word in ("yesterday",) or word.startswith("last") else 0
-        add(m, _add_days(ref_day, offset))
+        add(m, _add_days(ref_day, offset), part_of_day=_SIMPLE_DAY_PART.get(word))
     for pattern, sign in ((_AGO, -1), (_IN_N, 1), (_FROM_NOW, 1)):
         for m in pattern.finditer(low):
             amount = _number(m["num"])
@@ -298,9 +398,11 @@ def _candidates(low: str, ref: datetime, past: bool) -> list[_Candidate]:
             unit = _unit_name(m["unit"])
             if unit in ("hour", "minute"):
                 try:
-                    add(m, None, ref + timedelta(**{unit + "s": sign * amount}))
+                    # Elapsed time, so via UTC: across a DST change the wall clock moves by more or less.
+                    moment = (ref.astimezone(UTC) + timedelta(**{unit + "s": sign * amount})).astimezone(ref.tzinfo)
                 except (ValueError, OverflowError):
                     continue
+                add(m, None, moment, "minute")
             else:
                 add(m, _shift(ref_day, unit, sign * amount))
     for m in _WEEKDAY.finditer(low):
@@ -310,11 +412,12 @@ def _candidates(low: str, ref: datetime, past: bool) -> list[_Candidate]:
     for m in _REL_PERIOD.finditer(low):
         rel, period = m["rel"], m["period"]
         if period == "weekend":
-            add(m, _weekend_date(ref_day, rel))
+            add(m, _weekend_date(ref_day, rel), granularity="weekend")
         elif rel != "this":  # "this year" is a span, not a day
-            add(m, _shift(ref_day, period, 1 if rel == "next" else -1))
+            granularity: Granularity = "week" if period == "week" else "month" if period == "month" else "year"
+            add(m, _period_start(ref_day, period, 1 if rel == "next" else -1), granularity=granularity)
     for m in _REL_MONTH.finditer(low):
-        add(m, _month_date(ref_day, _MONTHS[m["mon"]], m["rel"]))
+        add(m, _month_date(ref_day, _MONTHS[m["mon"]], m["rel"]), granularity="month")
     return found
 
 
@@ -330,44 +433,50 @@ def _hour_24(hour: int, minute: int, low: str) -> tuple[int, int] | None:
     return hour, minute
 
 
-def _time_of_day(low: str) -> tuple[int, int] | None:
+def _time_of_day(low: str) -> _Clock | None:
     m = _CLOCK_AMPM.search(low)
     if m:
         hour, minute = int(m["h"]), int(m["m"] or 0)
         if not 1 <= hour <= 12 or minute > 59:
             return None
         hour %= 12
-        return (hour + 12 if m["ap"] == "p" else hour), minute
+        start = _AT_BEFORE.search(low, max(0, m.start() - 12), m.start())
+        return _Clock(hour + 12 if m["ap"] == "p" else hour, minute, start.start() if start else m.start(), m.end())
     m = _CLOCK_AT_HM.search(low)
     if m:
         hour, minute = int(m["h"]), int(m["m"])
         if m["h"].startswith("0"):  # "07:30" is 24-hour notation, taken as written
-            return (hour, minute) if minute <= 59 else None
-        return _hour_24(hour, minute, low)
+            return _Clock(hour, minute, m.start(), m.end()) if minute <= 59 else None
+        resolved = _hour_24(hour, minute, low)
+        return _Clock(*resolved, m.start(), m.end()) if resolved else None
     m = _CLOCK_AT_H.search(low)
     if m:
-        return _hour_24(int(m["h"]), 0, low)
+        resolved = _hour_24(int(m["h"]), 0, low)
+        return _Clock(*resolved, m.start(), m.end()) if resolved else None
     m = _NOON.search(low)
     if m:
-        return (0, 0) if m["w"] == "midnight" else (12, 0)
+        start = _AT_BEFORE.search(low, max(0, m.start() - 12), m.start())
+        hour = 0 if m["w"] == "midnight" else 12
+        return _Clock(hour, 0, start.start() if start else m.start(), m.end())
     m = _PART_OF_DAY.search(low)
     if m:
-        return {"morning": (9, 0), "afternoon": (15, 0), "evening": (19, 0)}[m["w"]]
+        hour, minute = {"morning": (9, 0), "afternoon": (15, 0), "evening": (19, 0)}[m["w"]]
+        return _Clock(hour, minute, m.start(), m.end(), m["w"])
     return None
 
 
-def resolve_event_time(text: str, reference_time: datetime) -> datetime | None:
-    """Find a date expression in `text` and return it as an absolute, timezone-aware datetime.
+def resolve_time(text: str, reference_time: datetime) -> ResolvedTime | None:
+    """Find the first date expression in `text` and resolve it, keeping where it was and how precise it is.
 
     Args:
         text: free text, any length, any characters ("I have a dentist appointment tomorrow at 2pm").
         reference_time: when the text was said. Relative expressions resolve against it and the
-            result is in its time zone; a naive value is taken as UTC.
+            result is in its time zone; a naive value is taken as UTC. Give it a zone with DST rules
+            (`zoneinfo.ZoneInfo`), not a fixed offset, for "in 3 months at 2pm" to get the offset of then.
 
     Returns:
-        The datetime the text refers to, with second and microsecond zero; midnight of the day when
-        the text names a date but no time of day. None when there is no date expression, when it is
-        too vague (a bare year), or when it falls off the calendar ("99999999 days ago").
+        A `ResolvedTime`, or None when there is no date expression, when it is too vague (a bare year),
+        when it is a habit ("every Friday"), or when it falls off the calendar ("99999999 days ago").
 
     Never raises for any string.
     """
@@ -381,21 +490,90 @@ def resolve_event_time(text: str, reference_time: datetime) -> datetime | None:
     if not candidates:
         return None
     best = min(candidates, key=lambda c: (c.start, -(c.end - c.start)))
+    date_span = (best.start, best.end)
     if best.exact is not None:
-        return best.exact.replace(second=0, microsecond=0)
+        return ResolvedTime(best.exact.replace(second=0, microsecond=0), "minute", (date_span,))
     if best.day is None:
         return None
-    clock = _time_of_day(low)
+    clock = _time_of_day(low) if best.granularity == "day" else None
     # An ISO date may carry its own clock time, which wins over any other time in the text.
     iso = _ISO_DATE.match(low, best.start)
-    if iso is not None and iso["hh"] is not None:
-        hour, minute = int(iso["hh"]), int(iso["mm"])
-        clock = (hour, minute) if hour <= 23 and minute <= 59 else clock
-    hour, minute = clock if clock is not None else (0, 0)
+    if iso is not None and iso["hh"] is not None and int(iso["hh"]) <= 23 and int(iso["mm"]) <= 59:
+        clock = _Clock(int(iso["hh"]), int(iso["mm"]), best.start, best.end)
+    hour, minute = (clock.hour, clock.minute) if clock is not None else (0, 0)
     try:
-        return datetime.combine(best.day, dtime(hour, minute), tzinfo=tz)
+        moment = datetime.combine(best.day, dtime(hour, minute), tzinfo=tz)
     except (ValueError, OverflowError):
         return None
+    if clock is None:
+        return ResolvedTime(moment, best.granularity, (date_span,), best.part_of_day)
+    spans = _merge([date_span] if (clock.start, clock.end) == date_span else [date_span, (clock.start, clock.end)])
+    # "tomorrow morning": an approximate hour for sorting, while the content keeps the words (part_of_day).
+    return ResolvedTime(moment, "minute", spans, clock.part)
+
+
+def _merge(spans: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    ordered = sorted(spans)
+    merged: list[tuple[int, int]] = []
+    for start, end in ordered:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return tuple(merged)
+
+
+def resolve_event_time(text: str, reference_time: datetime) -> datetime | None:
+    """Find a date expression in `text` and return it as an absolute, timezone-aware datetime.
+
+    Args:
+        text: free text, any length, any characters ("I have a dentist appointment tomorrow at 2pm").
+        reference_time: when the text was said. Relative expressions resolve against it and the
+            result is in its time zone; a naive value is taken as UTC.
+
+    Returns:
+        The datetime the text refers to, with second and microsecond zero; midnight of the day when
+        the text names a date but no time of day. None when there is no date expression, when it is
+        too vague (a bare year), or when it falls off the calendar ("99999999 days ago"). See
+        `resolve_time` for the precision and the position of the expression.
+
+    Never raises for any string.
+    """
+    resolved = resolve_time(text, reference_time)
+    return None if resolved is None else resolved.moment
+
+
+def with_absolute_time(text: str, resolved: ResolvedTime) -> str:
+    """`text` with its time expression replaced by `resolved.phrase()`.
+
+    "User has a dentist appointment tomorrow at 2pm" → "User has a dentist appointment on 2024-08-20 at 14:00".
+    A preposition just before the expression ("on Friday", "at 2pm") goes with it. The first span becomes
+    the phrase; a later, separate span (the clock in "tomorrow, as usual, at 2pm") is removed.
+    `resolved` must come from `resolve_time` on this same `text`; when the text's length changed under
+    lowercasing (a few non-ASCII letters do that), the text is returned with the phrase appended instead.
+    """
+    if len(text.lower()) != len(text) or not resolved.spans or resolved.spans[-1][1] > len(text):
+        return f"{text} ({resolved.phrase()})"
+    pieces: list[str] = []
+    cursor = 0
+    for index, (start, end) in enumerate(resolved.spans):
+        lead = _LEAD_PREPOSITION.search(text, max(cursor, start - 8), start)
+        if lead is not None:
+            start = lead.start()
+        pieces.append(text[cursor:start].rstrip(" ,") if index else text[cursor:start])
+        if index == 0:
+            phrase = resolved.phrase()
+            if _OWN_PREPOSITION.search(text, max(0, start - 8), start):
+                phrase = phrase.split(" ", 1)[1]  # "since last year" → "since 2023", not "since in 2023"
+            pieces.append(phrase)
+        cursor = end
+    pieces.append(text[cursor:])
+    result = pieces[0]
+    for piece in pieces[1:]:
+        if result and piece and not result.endswith(" ") and piece[0].isalnum():
+            result += " "
+        result += piece
+    return _SPACES.sub(" ", result).strip()
 
 
 def parse_timestamp(value: str, default_tz: tzinfo, *, field: str = "date") -> datetime:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from fake_ollama import FakeOllama
 from mcp import Client
 
 from harmonia_mcp.config import Settings
@@ -30,3 +32,19 @@ async def client(settings: Settings) -> AsyncIterator[Client]:
 
     async with Client(create_server(settings), raise_exceptions=True) as connected:
         yield connected
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[FakeOllama]:
+    """A fake Ollama server on 127.0.0.1 (see tests/fake_ollama.py), stopped after the test."""
+    with FakeOllama() as server:
+        yield server
+
+
+@pytest.fixture
+def refused_url() -> str:
+    """The URL of a 127.0.0.1 port on which nothing listens: connecting is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

@@ -191,3 +191,14 @@ async def test_date_filters_use_utc_and_exclusive_end(db_path: Path) -> None:
         )
     assert after_total == before_total == 0
     assert around_total == 1 and around[0].content == "Alice stored this now"
+
+
+async def test_memory_path_gives_a_private_working_database() -> None:
+    async with open_store(":memory:") as store:
+        memory_id = await _insert(store, "alice", "Alice sings in a choir")
+        hits, total = await store.search("alice", '"choir"', MemoryFilter(), limit=5, offset=0)
+        memory = await store.get_memory("alice", memory_id)
+    assert total == 1 and hits[0].memory.memory_id == memory_id
+    assert memory.content == "Alice sings in a choir"
+    async with open_store(":memory:") as fresh:
+        assert (await fresh.list_memories("alice", MemoryFilter()))[1] == 0

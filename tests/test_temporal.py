@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harmonia_mcp.errors import InvalidInput
-from harmonia_mcp.temporal import parse_timestamp, resolve_event_time
+from harmonia_mcp.temporal import parse_timestamp, resolve_event_time, resolve_time, with_absolute_time
 
 NY = ZoneInfo("America/New_York")
 # Monday 2024-08-19 10:00 in New York.
@@ -48,8 +48,12 @@ def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datet
         ("on Monday", at(2024, 8, 26)),
         ("Thursday", at(2024, 8, 22)),
         ("last week", at(2024, 8, 12)),
-        ("next month", at(2024, 9, 19)),
-        ("last year", at(2023, 8, 19)),
+        ("next month", at(2024, 9, 1)),
+        ("last year", at(2023, 1, 1)),
+        ("next week", at(2024, 8, 26)),
+        ("in 3 months", at(2024, 11, 19)),
+        ("this weekend", at(2024, 8, 24)),
+        ("next weekend", at(2024, 8, 31)),
         ("next April", at(2025, 4, 1)),
         ("next September", at(2024, 9, 1)),
         ("September 5th", at(2024, 9, 5)),
@@ -221,3 +225,74 @@ def test_parse_timestamp_message_names_value_and_default_field() -> None:
 def test_parse_timestamp_rejects_non_string() -> None:
     with pytest.raises(InvalidInput, match="from_date"):
         parse_timestamp(None, NY, field="from_date")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "iso", "rewritten"),
+    [
+        (
+            "User has a dentist appointment tomorrow at 2pm",
+            "2024-08-20T14:00:00-04:00",
+            "User has a dentist appointment on 2024-08-20 at 14:00",
+        ),
+        ("User moved to Denver two weeks ago", "2024-08-05", "User moved to Denver on 2024-08-05"),
+        ("Emma turns 7 on September 5th", "2024-09-05", "Emma turns 7 on 2024-09-05"),
+        ("User will call at 3pm tomorrow", "2024-08-20T15:00:00-04:00", "User will call on 2024-08-20 at 15:00"),
+        (
+            "User has a meeting on Friday at 10am",
+            "2024-08-23T10:00:00-04:00",
+            "User has a meeting on 2024-08-23 at 10:00",
+        ),
+        ("User is in Madrid next week", "2024-08-26", "User is in Madrid in the week of 2024-08-26"),
+        ("User hikes in Sintra this weekend", "2024-08-24", "User hikes in Sintra on the weekend of 2024-08-24"),
+        ("User runs the Boston Marathon next April", "2025-04-01", "User runs the Boston Marathon in April 2025"),
+        ("User starts a new job next month", "2024-09-01", "User starts a new job in September 2024"),
+        ("User moves to Porto in 3 months", "2024-11-19", "User moves to Porto on 2024-11-19"),
+        (
+            "User has a call tomorrow morning",
+            "2024-08-20T09:00:00-04:00",
+            "User has a call on the morning of 2024-08-20",
+        ),
+        ("User goes out tonight", "2024-08-19", "User goes out on the night of 2024-08-19"),
+    ],
+)
+def test_resolved_time_keeps_its_precision_and_rewrites_the_words(text: str, iso: str, rewritten: str) -> None:
+    resolved = resolve_time(text, REF)
+    assert resolved is not None
+    assert resolved.iso() == iso
+    assert resolved.date_only == (len(iso) == 10)
+    assert with_absolute_time(text, resolved) == rewritten
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I hate scheduling calls after 4 PM.",
+        "I go to yoga every Friday at 6pm",
+        "We meet every other Tuesday",
+        "I call my mom each Sunday evening",
+        "I love hiking on weekends",
+        "I work out on Mondays",
+    ],
+)
+def test_recurring_habits_are_not_dated(text: str) -> None:
+    assert resolve_time(text, REF) is None
+
+
+def test_clock_times_keep_the_offset_in_force_on_that_day_across_dst() -> None:
+    # New York leaves daylight saving time at 02:00 on Sunday 2024-11-03.
+    saturday = datetime(2024, 11, 2, 10, 0, tzinfo=NY)
+    assert resolve_event_time("tomorrow at 2pm", saturday) == datetime(2024, 11, 3, 14, 0, tzinfo=NY)
+    resolved = resolve_time("tomorrow at 2pm", saturday)
+    assert resolved is not None and resolved.iso() == "2024-11-03T14:00:00-05:00"
+    in_months = resolve_time("in 3 months at 9am", REF)
+    assert in_months is not None and in_months.iso() == "2024-11-19T09:00:00-05:00"
+
+
+def test_elapsed_hours_across_dst_count_real_hours() -> None:
+    # 00:30 EDT plus three real hours is 02:30 EST (the 01:00-02:00 hour happens twice that night).
+    just_after_midnight = datetime(2024, 11, 3, 0, 30, tzinfo=NY)
+    later = resolve_event_time("in 3 hours", just_after_midnight)
+    assert later is not None
+    assert later.astimezone(UTC) == datetime(2024, 11, 3, 7, 30, tzinfo=UTC)
+    assert later.isoformat() == "2024-11-03T02:30:00-05:00"

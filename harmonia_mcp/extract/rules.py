@@ -37,7 +37,8 @@ Pipeline for one message:
    because they are the point of a sentence even when it mentions a person or a
    job; relationship comes before work so "My husband is a chef" is about the
    husband; the broad cues (preference "love", personal "from") come last.
-8. `event_time` from `temporal.resolve_event_time` on the clause as said;
+8. `event_time` from `temporal.resolve_time` on the clause as said, and the time words in the
+   content replaced by the absolute date ("tomorrow at 2pm" → "on 2024-08-20 at 14:00");
    entities are runs of capitalised words (names, acronyms) minus pronouns,
    function words, weekday/month names and a clause-initial common word; tags are
    the matched cue word for noun-like categories (relationship, health,
@@ -60,9 +61,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from harmonia_mcp.models import Category, ExtractedMemory
-from harmonia_mcp.temporal import resolve_event_time
+from harmonia_mcp.temporal import resolve_time, with_absolute_time
 
-__all__ = ["RulesExtractor", "extract_memories"]
+__all__ = ["RulesExtractor", "extract_memories", "third_person"]
 
 # ---------------------------------------------------------------------------
 # Word lists
@@ -595,8 +596,11 @@ def _clauses(sentence: str) -> list[_Clause]:
 # ---------------------------------------------------------------------------
 
 
-def _third_person(text: str, speaker: str) -> str:
-    """Rewrite every first-person word in `text` with `speaker`, in one pass (see the module docstring)."""
+def third_person(text: str, speaker: str) -> str:
+    """Rewrite every first-person word in `text` with `speaker`, in one pass (see the module docstring).
+
+    "I'm allergic to peanuts" with speaker "User" → "User is allergic to peanuts". Never raises.
+    """
     family = f"{speaker} and family"
 
     def replace(m: re.Match[str]) -> str:
@@ -693,13 +697,14 @@ def _clause_memory(clause: _Clause, speaker: str, reference_time: datetime) -> E
     first_person = clause.first_person or _FIRST_PERSON.search(text) is not None
     if not first_person and _YOU.search(text):
         return None
-    event_time = resolve_event_time(text, reference_time)
+    resolved = resolve_time(text, reference_time)
+    event_time = resolved.moment if resolved else None
     category, cue = _categorise(low, event_time, reference_time)
     strong = cue is not None
     needed = 1 if first_person and strong else 2
     if _content_words(text) < needed:
         return None
-    content = _finish(_third_person(text, speaker))
+    content = _finish(third_person(with_absolute_time(text, resolved) if resolved else text, speaker))
     if not content:
         return None
     if not first_person:
@@ -716,6 +721,7 @@ def _clause_memory(clause: _Clause, speaker: str, reference_time: datetime) -> E
         entities=_entities(text),
         tags=tags,
         event_time=event_time,
+        event_date_only=resolved is not None and resolved.date_only,
     )
 
 
@@ -725,14 +731,17 @@ def _reminder_memory(kind: str, what: str, speaker: str, reference_time: datetim
     if not what.strip():
         return None
     verb = "about" if kind.lower() in ("about", "of", "for") else kind.lower()
-    content = _finish(f"{speaker} wants to be reminded {verb} {_third_person(what, speaker)}")
+    resolved = resolve_time(what, reference_time)
+    said = with_absolute_time(what, resolved) if resolved else what
+    content = _finish(f"{speaker} wants to be reminded {verb} {third_person(said, speaker)}")
     return ExtractedMemory(
         content=content,
         category=Category.EVENT,
         confidence=_STRONG,
         entities=_entities(what),
         tags=["reminder"],
-        event_time=resolve_event_time(what, reference_time),
+        event_time=resolved.moment if resolved else None,
+        event_date_only=resolved is not None and resolved.date_only,
     )
 
 

@@ -1,0 +1,50 @@
+"""The `harmonia-mcp` command as a newcomer runs it: demo, doctor, bad configuration."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _run(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("HARMONIA_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "harmonia_mcp", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        check=False,
+    )
+
+
+def test_demo_stores_searches_and_exports_over_stdio(tmp_path: Path) -> None:
+    result = _run("demo", "--db", str(tmp_path / "demo.db"))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "tools: store_memory, search_memories, list_memories, delete_memory, export_memories" in out
+    assert "created: [relationship] Jason has a dog called Biggie" in out
+    assert "(nothing durable: not stored)" in out
+    assert "# Memories of demo" in out
+    assert (tmp_path / "demo.db").exists()
+
+
+def test_doctor_reports_database_sqlite_fts5_and_extractor(tmp_path: Path) -> None:
+    db = tmp_path / "doctor.db"
+    result = _run("doctor", env={"HARMONIA_DB_PATH": str(db), "OLLAMA_HOST": "http://127.0.0.1:9"})
+    assert result.returncode == 0, result.stderr
+    assert f"database:  {db}" in result.stdout
+    assert "FTS5:      available" in result.stdout
+    assert "(the file opens and migrates)" in result.stdout and db.exists()
+    assert "does not answer" in result.stdout
+    assert "extractor: rules" in result.stdout
+
+
+def test_an_invalid_setting_exits_2_and_names_it() -> None:
+    result = _run("doctor", env={"HARMONIA_TIMEZONE": "Mars/Base"})
+    assert result.returncode == 2
+    assert "timezone" in result.stderr and "Mars/Base" in result.stderr
+    assert result.stdout == ""
