@@ -15,7 +15,7 @@ import tzlocal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from harmonia_mcp.models import USER_ID_PATTERN
+from harmonia_mcp.models import USER_ID_PATTERN, ResolutionStrategy
 
 
 def default_db_path() -> str:
@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     )
     # 1 MiB: far above the largest valid call (a 32 KiB message plus 16 KiB metadata, JSON-escaped).
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest HTTP request body accepted.")
+    resolution_strategy: ResolutionStrategy = Field(
+        default="auto", description="store_memory's reconciliation strategy when a call names none."
+    )
+    user_resolution_strategies: dict[str, ResolutionStrategy] = Field(
+        default_factory=dict[str, ResolutionStrategy],
+        description='Per-user defaults as a JSON object, e.g. {"alice": "version"}; others get resolution_strategy.',
+    )
 
     @field_validator("timezone")
     @classmethod

@@ -35,6 +35,8 @@ ExportFormat = Literal["json", "csv", "markdown", "text"]
 SearchSort = Literal["relevance", "created_at", "updated_at", "event_time", "confidence"]
 ListSort = Literal["created_at", "updated_at", "event_time", "confidence"]
 SortOrder = Literal["asc", "desc"]
+ResolutionStrategy = Literal["auto", "update", "merge", "version", "keep_both", "skip"]
+ConflictKind = Literal["duplicate", "update", "complement", "unrelated"]
 
 
 class ExtractedMemory(BaseModel):
@@ -93,6 +95,10 @@ class StoredMemory(BaseModel):
     action: Action
     extractor: str
     metadata: dict[str, Any]
+    # Reconciliation (conflicts.py): how the new memory related to the one it was reconciled with, and the ids.
+    conflict: ConflictKind | None = None
+    related_memory_ids: list[str] = Field(default_factory=list[str])
+    supersedes: list[str] = Field(default_factory=list[str])
 
 
 class StoreResult(BaseModel):
@@ -123,6 +129,7 @@ class SearchHit(BaseModel):
     event_time: str | None
     metadata: dict[str, Any] | None = None
     source_message: str | None = None
+    status: Status = "active"
 
 
 class SearchResult(BaseModel):
@@ -176,3 +183,39 @@ class ExportResult(BaseModel):
     format: ExportFormat
     memory_count: int
     data: str
+
+
+class HistoryEntry(BaseModel):
+    """One change to a memory: when (UTC), what (`created`, `updated`, `merged`, `superseded`, `deleted`,
+    `restored`), the content before and after, and the message that caused it (when known)."""
+
+    changed_at: str
+    action: str
+    old_content: str | None
+    new_content: str | None
+    source_message: str | None
+
+
+class MemoryLinks(BaseModel):
+    """How a memory relates to others: the ids it `supersedes`, the ids it is `superseded_by`, `related` ids."""
+
+    supersedes: list[str] = Field(default_factory=list[str])
+    superseded_by: list[str] = Field(default_factory=list[str])
+    related: list[str] = Field(default_factory=list[str])
+
+
+class MemoryDetails(BaseModel):
+    """Result of `get_memory`: the memory in any status, its history (oldest first) and its links."""
+
+    memory: MemoryView
+    update_history: list[HistoryEntry]
+    links: MemoryLinks
+
+
+class RestoreResult(BaseModel):
+    """Result of `restore_memory`: the memory, active again, the status it had, and the still-active memories
+    that had superseded it (delete them if the change they made was wrong)."""
+
+    memory: MemoryView
+    previous_status: Status
+    active_successors: list[str] = Field(default_factory=list[str])

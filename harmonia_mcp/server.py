@@ -35,13 +35,16 @@ from harmonia_mcp.models import (
     ExportResult,
     ListResult,
     ListSort,
+    MemoryDetails,
     MemoryView,
+    ResolutionStrategy,
+    RestoreResult,
     SearchResult,
     SearchSort,
     SortOrder,
     StoreResult,
 )
-from harmonia_mcp.service import MAX_LIST_LIMIT, MAX_SEARCH_LIMIT, MemoryService, ResolutionStrategy, ServiceLimits
+from harmonia_mcp.service import MAX_LIST_LIMIT, MAX_SEARCH_LIMIT, MemoryService, ServiceLimits
 from harmonia_mcp.store import DateField, open_store
 
 logger = logging.getLogger(__name__)
@@ -130,9 +133,12 @@ async def store_memory(
         Field(description="When the message was said (ISO-8601); 'tomorrow' resolves against it. Default: now."),
     ] = None,
     resolution_strategy: Annotated[
-        ResolutionStrategy,
-        Field(description="What to do when the user already has the memory: auto, keep_both or skip."),
-    ] = "auto",
+        ResolutionStrategy | None,
+        Field(
+            description="How to reconcile with what the user already has: auto, update, merge, version, keep_both "
+            "or skip. Omit for the configured default (HARMONIA_RESOLUTION_STRATEGY, normally auto)."
+        ),
+    ] = None,
     timezone: Annotated[
         str | None,
         Field(description="The speaker's IANA time zone, e.g. 'America/New_York'. Default: HARMONIA_TIMEZONE."),
@@ -141,7 +147,10 @@ async def store_memory(
     """Extract durable facts from a message and remember them.
 
     Returns each memory found with its id, third-person content, category, confidence, event_time
-    (absolute, when the message named a time) and action (created, or skipped when already known).
+    (absolute, when the message named a time) and action: created, skipped (already known: the
+    existing memory is returned), updated or merged (an existing memory was rewritten), or
+    superseded_previous (a new version; the old one is kept as superseded). `conflict` says how it
+    related to what was known, `related_memory_ids` and `supersedes` give the ids involved.
     Small talk and questions store nothing.
     """
     with _tool_errors():
@@ -155,7 +164,7 @@ async def store_memory(
             resolution_strategy=resolution_strategy,
             timezone=timezone,
         )
-    if any(memory.action == "created" for memory in result.memories):
+    if any(memory.action != "skipped" for memory in result.memories):
         await ctx.notify_resources_changed()
     return result
 
@@ -177,6 +186,9 @@ async def search_memories(
         "relevance"
     ),
     include_metadata: Annotated[bool, Field(description="Add each memory's metadata and source message.")] = False,
+    include_superseded: Annotated[
+        bool, Field(description="Also search older versions that a newer memory superseded (status: superseded).")
+    ] = False,
 ) -> SearchResult:
     """Full-text search over the user's memories, best match first.
 
@@ -196,6 +208,7 @@ async def search_memories(
             min_confidence=min_confidence,
             sort_by=sort_by,
             include_metadata=include_metadata,
+            include_superseded=include_superseded,
         )
 
 
@@ -236,6 +249,36 @@ async def delete_memory(
     """Delete one memory. It disappears from search, lists and exports; its history is kept."""
     with _tool_errors():
         result = await _service(ctx).delete_memory(memory_id, user_id=_user(ctx, user_id))
+    await ctx.notify_resources_changed()
+    return result
+
+
+async def get_memory(
+    memory_id: Annotated[str, Field(description="The memory's id, e.g. mem_0123456789abcdef.")],
+    ctx: AppCtx,
+    user_id: UserId = None,
+) -> MemoryDetails:
+    """Show one memory, whatever its status, with its update history and its links.
+
+    update_history lists each change (changed_at in UTC, action, old_content, new_content,
+    source_message), oldest first; links give the ids it supersedes, is superseded_by, and is related to.
+    """
+    with _tool_errors():
+        return await _service(ctx).memory_details(memory_id, user_id=_user(ctx, user_id))
+
+
+async def restore_memory(
+    memory_id: Annotated[str, Field(description="The id of a deleted or superseded memory.")],
+    ctx: AppCtx,
+    user_id: UserId = None,
+) -> RestoreResult:
+    """Undo a delete, or bring a superseded (older) version back as active.
+
+    The memory that superseded it stays active; its id is in active_successors: delete it with
+    delete_memory if that change was wrong.
+    """
+    with _tool_errors():
+        result = await _service(ctx).restore_memory(memory_id, user_id=_user(ctx, user_id))
     await ctx.notify_resources_changed()
     return result
 
@@ -291,6 +334,8 @@ def make_limits(settings: Settings) -> ServiceLimits:
         default_user=settings.default_user,
         max_message_bytes=settings.max_message_bytes,
         timezone=settings.zone,
+        resolution_strategy=settings.resolution_strategy,
+        user_strategies=dict(settings.user_resolution_strategies),
     )
 
 
@@ -378,6 +423,12 @@ def create_server(settings: Settings) -> MCPServer[AppContext]:
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False),
     )
     server.add_tool(export_memories, title="Export memories", annotations=reads)
+    server.add_tool(get_memory, title="Get memory with history", annotations=reads)
+    server.add_tool(
+        restore_memory,
+        title="Restore memory",
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False),
+    )
     # "recent" first: templates are tried in registration order, and it would also match {memory_id}.
     server.resource("memory://{user_id}/recent", name="recent_memories", mime_type="text/markdown")(read_recent)
     server.resource("memory://{user_id}/{memory_id}", name="memory", mime_type="application/json")(read_memory)

@@ -7,15 +7,17 @@ of MCP; the server turns its errors into tool errors.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from harmonia_mcp import export, search
+from harmonia_mcp import conflicts, export, search
 from harmonia_mcp.errors import InvalidInput
 from harmonia_mcp.extract import Extractor, run_extractor
 from harmonia_mcp.models import (
@@ -24,11 +26,16 @@ from harmonia_mcp.models import (
     DeleteResult,
     ExportFormat,
     ExportResult,
+    HistoryEntry,
     ListResult,
     ListSort,
     Memory,
+    MemoryDetails,
+    MemoryLinks,
     MemoryView,
     Pagination,
+    ResolutionStrategy,
+    RestoreResult,
     SearchHit,
     SearchResult,
     SearchSort,
@@ -41,8 +48,7 @@ from harmonia_mcp.temporal import parse_timestamp
 
 logger = logging.getLogger(__name__)
 
-ResolutionStrategy = Literal["auto", "update", "merge", "version", "keep_both", "skip"]
-SUPPORTED_STRATEGIES: tuple[ResolutionStrategy, ...] = ("auto", "keep_both", "skip")
+SUPPORTED_STRATEGIES: tuple[ResolutionStrategy, ...] = ("auto", "update", "merge", "version", "keep_both", "skip")
 
 MAX_SEARCH_LIMIT = 100
 MAX_LIST_LIMIT = 500
@@ -62,6 +68,9 @@ class ServiceLimits:
     default_user: str
     max_message_bytes: int
     timezone: tzinfo
+    # store_memory's strategy when a call names none: per user if listed, else the default.
+    resolution_strategy: ResolutionStrategy = "auto"
+    user_strategies: Mapping[str, ResolutionStrategy] = field(default_factory=dict[str, ResolutionStrategy])
 
 
 class MemoryService:
@@ -130,6 +139,15 @@ class MemoryService:
             )
         return text
 
+    def _strategy(self, user: str, requested: str | None) -> ResolutionStrategy:
+        if requested is None:
+            return self.limits.user_strategies.get(user, self.limits.resolution_strategy)
+        if requested not in SUPPORTED_STRATEGIES:
+            raise InvalidInput(
+                f"resolution_strategy {requested!r} is unknown: use one of " + ", ".join(SUPPORTED_STRATEGIES)
+            )
+        return requested
+
     # --- operations ---
 
     async def store_memory(
@@ -141,7 +159,7 @@ class MemoryService:
         session_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         occurred_at: str | None = None,
-        resolution_strategy: str = "auto",
+        resolution_strategy: str | None = None,
         timezone: str | None = None,
     ) -> StoreResult:
         """Extract memories from `message` and store them in one transaction.
@@ -154,8 +172,9 @@ class MemoryService:
             metadata: a JSON object (at most 16 KiB) kept unchanged with each memory.
             occurred_at: when the message was said (ISO-8601; no offset means the configured time zone);
                 relative times resolve against it. Now when None.
-            resolution_strategy: what to do with a memory the user already has: `auto` and `skip` keep
-                the existing one (`action: "skipped"`), `keep_both` stores it again.
+            resolution_strategy: how to reconcile each memory with the user's active ones (`auto`,
+                `update`, `merge`, `version`, `keep_both`, `skip`; see conflicts.reconcile and
+                docs/conflicts.md). None means the user's configured default (`ServiceLimits`).
             timezone: the speaker's IANA time zone ("America/New_York"): relative times resolve in it
                 (with its DST rules) and an `occurred_at` without an offset is read in it. None: the
                 configured zone, whose DST rules are used when `occurred_at`'s offset agrees with it.
@@ -167,6 +186,7 @@ class MemoryService:
 
         Raises:
             InvalidInput: any argument is out of range; nothing is stored.
+            sqlite3.Error: a write failed; the transaction is rolled back and nothing is stored.
         """
         text = self._message(message)
         user = self.user(user_id)
@@ -174,25 +194,16 @@ class MemoryService:
         meta = _metadata(metadata)
         if session_id is not None and not 1 <= len(session_id) <= 256:
             raise InvalidInput("session_id must be 1-256 characters")
-        if resolution_strategy not in SUPPORTED_STRATEGIES:
-            raise InvalidInput(
-                f"resolution_strategy {resolution_strategy!r} is not available yet: use one of "
-                + ", ".join(SUPPORTED_STRATEGIES)
-            )
+        strategy = self._strategy(user, resolution_strategy)
         reference = self._reference_time(occurred_at, timezone)
         extraction = await run_extractor(self.extractor, text, speaker=who, reference_time=reference)
         extracted = extraction.memories
         stored: list[StoredMemory] = []
         async with self.store.transaction() as db:
             for item in extracted:
-                existing = None
-                if resolution_strategy != "keep_both":
-                    existing = await self.store.find_active_by_content(db, user, item.content)
-                if existing is not None:
-                    stored.append(_stored(existing, "skipped"))
-                    continue
                 new = NewMemory(user, item, extraction.extractor, text, who, session_id, meta)
-                stored.append(_stored(await self.store.insert_memory(db, new), "created"))
+                resolution = await conflicts.reconcile(self.store, db, new, strategy, [who])
+                stored.append(_resolved(resolution))
         warnings = list(extraction.warnings)
         if not extracted:
             warnings.append("No durable fact found in the message (small talk, a question or a request).")
@@ -237,8 +248,12 @@ class MemoryService:
         min_confidence: float | None = None,
         sort_by: SearchSort = "relevance",
         include_metadata: bool = False,
+        include_superseded: bool = False,
     ) -> SearchResult:
         """Full-text search over a user's active memories; `query="*"` admits every memory the filters admit.
+
+        With `include_superseded`, older versions that a newer memory superseded are searched too; each
+        hit's `status` says which it is.
 
         Returns:
             One page of hits (best first for `sort_by="relevance"`, else newest/highest first) and
@@ -256,6 +271,8 @@ class MemoryService:
             date_field=date_field,
             min_confidence=min_confidence,
         )
+        if include_superseded:
+            memory_filter = dataclasses.replace(memory_filter, include_superseded=True)
         if not query.strip():
             raise InvalidInput("query is empty: give words to search for, or '*' to list every memory")
         if query.strip() == "*":
@@ -314,6 +331,38 @@ class MemoryService:
             MemoryNotFound: no active memory with that id for that user.
         """
         return await self.store.get_memory(self.user(user_id), memory_id)
+
+    async def memory_details(self, memory_id: str, *, user_id: str | None = None) -> MemoryDetails:
+        """One memory in any status (active, superseded or deleted), its history oldest first, and its links.
+
+        Raises:
+            MemoryNotFound: the user has no memory with that id.
+        """
+        user = self.user(user_id)
+        memory = await self.store.get_memory(user, memory_id, include_inactive=True)
+        history = [HistoryEntry.model_validate(row) for row in await self.store.history(user, memory_id)]
+        links = MemoryLinks.model_validate(await self.store.links(user, memory_id))
+        return MemoryDetails(memory=MemoryView.of(memory), update_history=history, links=links)
+
+    async def restore_memory(self, memory_id: str, *, user_id: str | None = None) -> RestoreResult:
+        """Make a deleted or superseded memory active again (a `restored` history row records it).
+
+        A memory that superseded it stays active; its id is in `active_successors`, for the caller to
+        delete if the change it made was wrong.
+
+        Raises:
+            MemoryNotFound: the user has no such memory, or it is already active.
+        """
+        user = self.user(user_id)
+        async with self.store.transaction() as db:
+            before = await self.store.set_status(
+                db, user, memory_id, "active", expected=("deleted", "superseded"), source_message=None
+            )
+        memory = await self.store.get_memory(user, memory_id)
+        successors = (await self.store.successors(user, [memory_id])).get(memory_id, [])
+        statuses = [(await self.store.get_memory(user, other, include_inactive=True)).status for other in successors]
+        active = [other for other, status in zip(successors, statuses, strict=True) if status == "active"]
+        return RestoreResult(memory=MemoryView.of(memory), previous_status=before.status, active_successors=active)
 
     async def recent_memories(self, *, user_id: str | None = None, count: int = RECENT_COUNT) -> list[Memory]:
         """The user's `count` newest active memories, newest first."""
@@ -415,6 +464,18 @@ def _stored(memory: Memory, action: Literal["created", "skipped"]) -> StoredMemo
     )
 
 
+def _resolved(resolution: conflicts.Resolution) -> StoredMemory:
+    stored = _stored(resolution.memory, "created")
+    return stored.model_copy(
+        update={
+            "action": resolution.action,
+            "conflict": resolution.conflict,
+            "related_memory_ids": resolution.related_memory_ids,
+            "supersedes": resolution.supersedes,
+        }
+    )
+
+
 def _hit(memory: Memory, relevance: float, highlights: list[str], include_metadata: bool) -> SearchHit:
     return SearchHit(
         memory_id=memory.memory_id,
@@ -426,4 +487,5 @@ def _hit(memory: Memory, relevance: float, highlights: list[str], include_metada
         event_time=memory.event_time,
         metadata=memory.metadata if include_metadata else None,
         source_message=memory.source_message if include_metadata else None,
+        status=memory.status,
     )

@@ -114,8 +114,25 @@ _M001_INITIAL = f"""
         CREATE INDEX memory_history_memory ON memory_history (memory_id);
 """
 
+# Links between memories that reconciliation writes (conflicts.py): `supersedes` points from a newer
+# version to the memory it replaced, `related` from a new memory to one it complements.
+_M002_LINKS = """
+        CREATE TABLE memory_links (
+            link_id INTEGER PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            from_id TEXT NOT NULL REFERENCES memories (memory_id),
+            to_id TEXT NOT NULL REFERENCES memories (memory_id),
+            kind TEXT NOT NULL CHECK (kind IN ('supersedes', 'related')),
+            created_at TEXT NOT NULL,
+            UNIQUE (from_id, to_id, kind)
+        );
+        CREATE INDEX memory_links_to ON memory_links (to_id);
+"""
+
 # Append only; `PRAGMA user_version` is the number of migrations applied.
-MIGRATIONS: Sequence[str] = (_M001_INITIAL,)
+MIGRATIONS: Sequence[str] = (_M001_INITIAL, _M002_LINKS)
+
+LinkKind = Literal["supersedes", "related"]
 
 
 async def migrate(db: aiosqlite.Connection) -> int:
@@ -158,13 +175,18 @@ class MemoryFilter:
     min_confidence: float | None = None
     session_id: str | None = None
     include_inactive: bool = False
+    # Superseded memories (older versions) but not deleted ones; `include_inactive` admits both.
+    include_superseded: bool = False
 
     def where(self, user_id: str, alias: str = "m") -> tuple[str, list[Any]]:
         """The SQL condition (over table alias `alias`) and its parameters."""
         clauses = [f"{alias}.user_id = ?"]
         params: list[Any] = [user_id]
         if not self.include_inactive:
-            clauses.append(f"{alias}.status = 'active'")
+            if self.include_superseded:
+                clauses.append(f"{alias}.status IN ('active', 'superseded')")
+            else:
+                clauses.append(f"{alias}.status = 'active'")
         if self.category is not None:
             clauses.append(f"{alias}.category = ?")
             params.append(self.category.value)
@@ -380,6 +402,99 @@ class Store:
         )
         await self._record(db, memory_id, user_id, "deleted", row["content"], None, None, now)
 
+    async def rewrite_memory(
+        self,
+        db: aiosqlite.Connection,
+        user_id: str,
+        memory_id: str,
+        extracted: ExtractedMemory,
+        action: Literal["updated", "merged"],
+        source_message: str | None = None,
+    ) -> Memory:
+        """Replace an active memory's content, category, confidence, entities, tags and event_time in place.
+
+        Its id, provenance and created_at stay; history gets an `action` row with the old and new content.
+
+        Raises:
+            MemoryNotFound: no active memory `memory_id` for `user_id`.
+        """
+        old = await self._active_content(db, user_id, memory_id)
+        now = utc_now()
+        event_time = extracted.event_time.isoformat() if extracted.event_time else None
+        event_time_utc = to_utc_text(extracted.event_time) if extracted.event_time else None
+        await db.execute(
+            """
+            UPDATE memories SET content = ?, category = ?, confidence = ?, entities = ?, tags = ?, event_time = ?,
+                event_time_utc = ?, updated_at = ?
+            WHERE memory_id = ? AND user_id = ?
+            """,
+            (
+                extracted.content,
+                extracted.category.value,
+                extracted.confidence,
+                json.dumps(extracted.entities, ensure_ascii=False),
+                json.dumps(extracted.tags, ensure_ascii=False),
+                event_time,
+                event_time_utc,
+                now,
+                memory_id,
+                user_id,
+            ),
+        )
+        await self._record(db, memory_id, user_id, action, old, extracted.content, source_message, now)
+        memory = await self._get(db, user_id, memory_id)
+        assert memory is not None  # updated just above, inside the same transaction
+        return memory
+
+    async def set_status(
+        self,
+        db: aiosqlite.Connection,
+        user_id: str,
+        memory_id: str,
+        status: Literal["active", "superseded"],
+        *,
+        expected: Sequence[str],
+        source_message: str | None = None,
+    ) -> Memory:
+        """Move a memory whose status is one of `expected` to `status`, with a history row.
+
+        `superseded` records a `superseded` row; `active` (from superseded or deleted) records `restored`.
+
+        Returns:
+            The memory as it was before the change (so its `status` is the previous one).
+
+        Raises:
+            MemoryNotFound: no memory `memory_id` for `user_id`, or its status is not one of `expected`.
+        """
+        memory = await self._get(db, user_id, memory_id)
+        if memory is None:
+            raise MemoryNotFound(memory_id, user_id)
+        if memory.status not in expected:
+            raise MemoryNotFound(memory_id, user_id, f"it is {memory.status}, not {' or '.join(expected)}")
+        now = utc_now()
+        await db.execute(
+            "UPDATE memories SET status = ?, updated_at = ? WHERE memory_id = ? AND user_id = ?",
+            (status, now, memory_id, user_id),
+        )
+        action = "superseded" if status == "superseded" else "restored"
+        await self._record(db, memory_id, user_id, action, memory.content, memory.content, source_message, now)
+        return memory
+
+    async def add_link(self, db: aiosqlite.Connection, user_id: str, from_id: str, to_id: str, kind: LinkKind) -> None:
+        """Record that `from_id` supersedes (or is related to) `to_id`; a link already there is kept as is."""
+        await db.execute(
+            "INSERT OR IGNORE INTO memory_links (user_id, from_id, to_id, kind, created_at) VALUES (?, ?, ?, ?, ?)",
+            (user_id, from_id, to_id, kind, utc_now()),
+        )
+
+    async def _get(self, db: aiosqlite.Connection, user_id: str, memory_id: str) -> Memory | None:
+        async with db.execute(
+            f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.memory_id = ? AND m.user_id = ?",
+            (memory_id, user_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _row_to_memory(row) if row else None
+
     async def _active_content(self, db: aiosqlite.Connection, user_id: str, memory_id: str) -> str:
         async with db.execute(
             "SELECT content FROM memories WHERE memory_id = ? AND user_id = ? AND status = 'active'",
@@ -513,6 +628,57 @@ class Store:
         ) as cursor:
             rows = await cursor.fetchall()
         return [FullTextHit(_row_to_memory(row), float(row["score"]), row["highlight"]) for row in rows], total
+
+    async def find_candidates(
+        self, db: aiosqlite.Connection, user_id: str, match: str, *, limit: int
+    ) -> list[FullTextHit]:
+        """The user's active memories that best match the FTS5 expression `match`, best first (by `bm25()`).
+
+        Runs on `db`, the connection of an open transaction, so memories written earlier in that
+        transaction are seen. FTS5 picks the rows from its index; there is no scan of the table.
+        """
+        weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
+        async with db.execute(
+            f"SELECT {_MEMORY_COLUMNS}, bm25(memories_fts, {weights}) AS score FROM memories_fts "
+            "JOIN memories m ON m.rowid = memories_fts.rowid "
+            "WHERE memories_fts MATCH ? AND m.user_id = ? AND m.status = 'active' ORDER BY score LIMIT ?",
+            (match, user_id, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [FullTextHit(_row_to_memory(row), float(row["score"]), "") for row in rows]
+
+    async def links(self, user_id: str, memory_id: str) -> dict[str, list[str]]:
+        """The links of one memory: ids it `supersedes`, ids it is `superseded_by`, and `related` ids (both ways)."""
+        out: dict[str, list[str]] = {"supersedes": [], "superseded_by": [], "related": []}
+        async with self._reader.execute(
+            "SELECT from_id, to_id, kind FROM memory_links WHERE user_id = ? AND (from_id = ? OR to_id = ?) "
+            "ORDER BY link_id",
+            (user_id, memory_id, memory_id),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        for row in rows:
+            outgoing = row["from_id"] == memory_id
+            other = row["to_id"] if outgoing else row["from_id"]
+            key = "related" if row["kind"] == "related" else ("supersedes" if outgoing else "superseded_by")
+            if other not in out[key]:
+                out[key].append(other)
+        return out
+
+    async def successors(self, user_id: str, memory_ids: Sequence[str]) -> dict[str, list[str]]:
+        """For each of `memory_ids`, the ids of the memories that supersede it (only ids that have any)."""
+        out: dict[str, list[str]] = {}
+        if not memory_ids:
+            return out
+        marks = ", ".join("?" for _ in memory_ids)
+        async with self._reader.execute(
+            f"SELECT from_id, to_id FROM memory_links WHERE user_id = ? AND kind = 'supersedes' AND to_id IN ({marks}) "
+            "ORDER BY link_id",
+            (user_id, *memory_ids),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        for row in rows:
+            out.setdefault(row["to_id"], []).append(row["from_id"])
+        return out
 
     async def close(self) -> None:
         await self._reader.connection.close()

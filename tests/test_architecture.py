@@ -21,6 +21,7 @@ FORBIDDEN = {
     "extract/ollama.py": {"mcp", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
     "extract/select.py": {"mcp", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
     "server.py": {"sqlite3", "aiosqlite", "harmonia_mcp.cli"},
+    "conflicts.py": {"mcp", "ollama", "harmonia_mcp.service", "harmonia_mcp.server", "harmonia_mcp.extract"},
 }
 
 
@@ -51,3 +52,28 @@ def test_print_is_only_used_by_the_cli() -> None:
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"
         ]
         assert not calls, f"{path.name} prints to stdout, which belongs to the MCP protocol under stdio"
+
+
+def test_every_handler_that_takes_a_user_id_resolves_it_through_the_token_check() -> None:
+    tree = ast.parse((PACKAGE / "server.py").read_text(encoding="utf-8"))
+    handlers = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.AsyncFunctionDef) and any(arg.arg == "user_id" for arg in node.args.args)
+    ]
+    assert len(handlers) >= 7
+    for handler in handlers:
+        calls = [
+            node
+            for node in ast.walk(handler)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_user"
+        ]
+        assert calls, f"{handler.name} uses user_id without _user(ctx, user_id), so a token would not bind it"
+        passed_raw = [
+            keyword
+            for node in ast.walk(handler)
+            if isinstance(node, ast.Call)
+            for keyword in node.keywords
+            if keyword.arg == "user_id" and isinstance(keyword.value, ast.Name) and keyword.value.id == "user_id"
+        ]
+        assert not passed_raw, f"{handler.name} passes the client's user_id on unchecked"

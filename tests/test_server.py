@@ -207,7 +207,7 @@ BAD_INPUT = [
     ("store_memory", {"message": "I like tea.", "user_id": "x" * 129}, "user_id"),
     ("store_memory", {"message": "I like tea.", "occurred_at": "yesterday-ish"}, "occurred_at"),
     ("store_memory", {"message": "I like tea.", "speaker": ""}, "speaker"),
-    ("store_memory", {"message": "I like tea.", "resolution_strategy": "merge"}, "resolution_strategy"),
+    ("store_memory", {"message": "I like tea.", "resolution_strategy": "overwrite"}, "resolution_strategy"),
     ("delete_memory", {"memory_id": "mem_0000000000000000"}, "mem_0000000000000000"),
     ("delete_memory", {"memory_id": "nonsense"}, "nonsense"),
     ("export_memories", {"format": "xml"}, "format"),

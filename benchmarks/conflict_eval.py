@@ -1,0 +1,328 @@
+"""Reconciliation benchmark: scripted message sequences and the state each should end in.
+
+Starts `harmonia-mcp` as a child process (stdio, rules extractor, a fresh database in a temporary
+folder) and drives it with the official `mcp` stdio client, one `user_id` per sequence. After each
+sequence it lists the user's memories (including superseded and deleted ones) and checks them against
+the expected end state:
+
+- `active`: one phrase per memory that must be active; each phrase matches exactly one active memory
+  (case-insensitive substring) and there is no other active memory;
+- `superseded`: the same for memories that must be superseded (none by default).
+
+It prints the share of sequences that end in their expected state, overall and per kind, and counts
+"unrelated violations": sequences of kind `unrelated` where any memory was superseded, updated or
+merged (the target is none).
+
+    .venv/bin/python benchmarks/conflict_eval.py [--verbose]
+
+The sequences are this project's own, written for this benchmark (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import Client, StdioServerParameters
+
+OCCURRED_AT = "2026-03-02T10:00:00+00:00"
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """Messages sent in order (with `strategy`, or the server's default) and the expected end state."""
+
+    kind: str
+    messages: tuple[str, ...]
+    active: tuple[str, ...]
+    superseded: tuple[str, ...] = ()
+    strategy: str | None = None
+    # For complements: the last memory must be linked as related to the one matching this phrase.
+    linked_to: str | None = None
+
+
+def _s(kind: str, messages: list[str], active: list[str], superseded: list[str] | None = None, **kw: Any) -> Sequence:
+    return Sequence(kind, tuple(messages), tuple(active), tuple(superseded or ()), **kw)
+
+
+SEQUENCES: list[Sequence] = [
+    # Exact repeats.
+    _s("duplicate", ["I have a dog called Biggie", "I have a dog called Biggie"], ["dog called Biggie"]),
+    _s("duplicate", ["My name is Jason", "My name is Jason."], ["Jason"]),
+    _s("duplicate", ["I'm allergic to peanuts", "I am allergic to peanuts"], ["peanuts"]),
+    _s("duplicate", ["I live in Lisbon", "Oh, and I live in Lisbon"], ["Lisbon"]),
+    _s("duplicate", ["I'm vegetarian", "Just so you know, I'm vegetarian."], ["vegetarian"]),
+    # Rewordings of the same fact.
+    _s("rewording", ["I have a dog called Biggie", "I have a dog named Biggie"], ["Biggie"]),
+    _s("rewording", ["I love sushi", "I really love sushi"], ["sushi"]),
+    _s("rewording", ["I work at TechCorp", "I work for TechCorp"], ["TechCorp"]),
+    _s("rewording", ["My favorite color is blue", "My favourite colour is blue"], ["blue"]),
+    _s("rewording", ["I live in Lisbon", "I live in Lisbon, Portugal"], ["Lisbon"]),
+    # Job.
+    _s("update:job", ["I work at TechCorp", "I now work at NewCorp"], ["NewCorp"], ["TechCorp"]),
+    _s("update:job", ["I work at TechCorp", "I just started a new job at NewCorp"], ["NewCorp"], ["TechCorp"]),
+    _s("update:job", ["I work as a nurse", "I now work as a teacher"], ["teacher"], ["nurse"]),
+    _s("update:job", ["I work at Google", "I work at Microsoft now"], ["Microsoft"], ["Google"]),
+    _s("update:job", ["I work at TechCorp", "I don't work at TechCorp anymore"], ["anymore"], ["works at TechCorp"]),
+    # Home.
+    _s("update:home", ["I live in Lisbon", "I now live in Berlin"], ["Berlin"], ["Lisbon"]),
+    _s("update:home", ["I live in Lisbon", "I just moved to Berlin"], ["Berlin"], ["Lisbon"]),
+    _s("update:home", ["I live in Boston", "We moved to Chicago last year"], ["Chicago"], ["Boston"]),
+    _s("update:home", ["My sister Maria lives in Lisbon", "Maria now lives in Porto"], ["Porto"], ["Lisbon"]),
+    # Pets.
+    _s(
+        "update:pet",
+        ["Biggie loves his stuffed Costco chicken", "Biggie now loves his yellow ball"],
+        ["yellow ball"],
+        ["Costco chicken"],
+    ),
+    _s("update:pet", ["My dog's name is Rex", "My dog's name is now Max"], ["Max"], ["Rex"]),
+    _s("update:pet", ["My cat Luna loves tuna", "Luna now loves salmon"], ["salmon"], ["tuna"]),
+    # Partner.
+    _s("update:partner", ["My girlfriend is Anna", "My girlfriend is now Maria"], ["Maria"], ["Anna"]),
+    _s("update:partner", ["I'm dating Tom", "I'm now dating Sam"], ["Sam"], ["Tom"]),
+    _s("update:partner", ["My girlfriend is Anna", "I'm now dating Sam"], ["Sam"], ["Anna"]),
+    # Preferences.
+    _s("update:preference", ["My favorite color is blue", "My favorite color is now green"], ["green"], ["blue"]),
+    _s("update:preference", ["I prefer tea", "I now prefer coffee"], ["coffee"], ["tea"]),
+    _s("update:preference", ["I'm vegetarian", "I'm vegan now"], ["vegan"], ["vegetarian"]),
+    _s("update:preference", ["My favorite food is pizza", "My favourite food is sushi now"], ["sushi"], ["pizza"]),
+    _s("update:preference", ["I drive a Honda Civic", "I now drive a Tesla"], ["Tesla"], ["Honda"]),
+    # Dates moved.
+    _s(
+        "date_moved",
+        ["My dentist appointment is on May 3", "My dentist appointment moved to May 10"],
+        ["moved"],
+        ["is on"],
+    ),
+    _s(
+        "date_moved",
+        ["My dentist appointment is on May 3", "My dentist appointment is now on May 10"],
+        ["now on"],
+        ["is on"],
+    ),
+    _s("date_moved", ["The party is on Friday", "The party is now on Saturday"], ["now on"], ["is on"]),
+    _s("date_moved", ["My flight to Paris is on June 5", "My flight to Paris is now on June 7"], ["now on"], ["is on"]),
+    _s("date_moved", ["My exam is on April 14", "My exam was moved to April 20"], ["moved"], ["is on"]),
+    # Complements: both kept, the new one linked to the old.
+    _s("complement", ["I have a dog called Biggie", "Biggie is a beagle"], ["dog", "beagle"], linked_to="dog"),
+    _s(
+        "complement",
+        ["My sister Maria lives in Lisbon", "Maria is a nurse"],
+        ["Lisbon", "nurse"],
+        linked_to="Lisbon",
+    ),
+    _s("complement", ["I work at TechCorp", "TechCorp is based in Austin"], ["works", "Austin"], linked_to="works"),
+    _s("complement", ["I have a cat called Luna", "Luna is a Siamese"], ["cat", "Siamese"], linked_to="cat"),
+    _s(
+        "complement",
+        ["My brother Tom lives in Madrid", "Tom loves football"],
+        ["Madrid", "football"],
+        linked_to="Madrid",
+    ),
+    # Unrelated facts that share a word: both stay active, nothing superseded or merged.
+    _s("unrelated", ["I love sushi", "I love hiking"], ["sushi", "hiking"]),
+    _s("unrelated", ["I love hiking", "My sister loves hiking"], ["User loves", "sister"]),
+    _s("unrelated", ["I work at TechCorp", "My brother works at TechCorp"], ["User works", "brother"]),
+    _s("unrelated", ["My favorite color is blue", "My favorite food is pizza"], ["blue", "pizza"]),
+    _s("unrelated", ["I have a dog called Biggie", "I have a cat called Luna"], ["Biggie", "Luna"]),
+    _s("unrelated", ["I have a dog called Biggie", "I have a meeting on Monday"], ["Biggie", "meeting"]),
+    _s("unrelated", ["I play tennis", "I play the piano"], ["tennis", "piano"]),
+    _s("unrelated", ["I live in Lisbon", "My parents live in Porto"], ["User lives", "parents"]),
+    _s("unrelated", ["I prefer tea", "I prefer window seats"], ["tea", "window"]),
+    _s(
+        "unrelated",
+        ["My dentist appointment is on May 3", "My car service appointment is on May 3"],
+        ["dentist", "car service"],
+    ),
+    _s("unrelated", ["I work at TechCorp", "I work out every morning"], ["TechCorp", "morning"]),
+    _s("unrelated", ["I live in Lisbon", "I love Lisbon in spring"], ["lives", "spring"]),
+    # Each explicit strategy once.
+    _s("strategy", ["I work at TechCorp", "I now work at NewCorp"], ["NewCorp"], strategy="update"),
+    _s("strategy", ["I have a dog called Biggie", "Biggie is a beagle"], ["beagle called Biggie"], strategy="merge"),
+    _s(
+        "strategy",
+        ["My dentist appointment is on May 3", "My dentist appointment is now on May 10"],
+        ["10"],
+        ["3"],
+        strategy="version",
+    ),
+    _s(
+        "strategy",
+        ["My favorite color is blue", "My favorite color is now green"],
+        ["blue", "green"],
+        strategy="keep_both",
+    ),
+    _s("strategy", ["I'm dating Tom", "I'm now dating Sam"], ["Tom"], strategy="skip"),
+]
+
+
+# Written after the classifier was finished and run once as they stand: a check that the rules were not
+# only fitted to the sequences above (whose sentences were also used while writing conflicts.py).
+HELD_OUT: list[Sequence] = [
+    _s("update:job", ["I work for the city council", "I work for a startup now"], ["startup"], ["council"]),
+    _s(
+        "update:job",
+        ["I'm a teacher at Lincoln High", "I now teach at Roosevelt Middle School"],
+        ["Roosevelt"],
+        ["Lincoln"],
+    ),
+    _s("update:home", ["I live in Seattle", "I relocated to Denver"], ["Denver"], ["Seattle"]),
+    _s("update:home", ["My parents live in Porto", "My parents now live in Faro"], ["Faro"], ["Porto"]),
+    _s(
+        "update:pet", ["My dog Rocky loves his red frisbee", "Rocky now loves his tennis ball"], ["tennis"], ["frisbee"]
+    ),
+    _s("update:partner", ["My boyfriend is called Leo", "I'm now dating Marco"], ["Marco"], ["Leo"]),
+    _s("update:preference", ["My favorite band is Radiohead", "My favorite band is now Muse"], ["Muse"], ["Radiohead"]),
+    _s("date_moved", ["My haircut is on Tuesday", "My haircut is now on Thursday"], ["now on"], ["is on"]),
+    _s(
+        "date_moved",
+        ["The team meeting is on Monday", "The team meeting was moved to Wednesday"],
+        ["moved"],
+        ["is on"],
+    ),
+    _s("duplicate", ["I speak Spanish", "I speak Spanish"], ["Spanish"]),
+    _s("rewording", ["I'm a big fan of jazz", "I love jazz"], ["jazz"]),
+    _s("rewording", ["My hometown is Porto", "My home town is Porto"], ["Porto"]),
+    _s(
+        "complement",
+        ["I have a parrot called Kiwi", "Kiwi is very talkative"],
+        ["parrot", "talkative"],
+        linked_to="parrot",
+    ),
+    _s("unrelated", ["I love cooking Italian food", "My mom loves cooking"], ["Italian", "mom"]),
+    _s("unrelated", ["I work at the hospital", "My wife works at the hospital"], ["User works", "wife"]),
+    _s("unrelated", ["I have a meeting on Monday", "I have a dentist appointment on Monday"], ["meeting", "dentist"]),
+    _s("unrelated", ["My favorite movie is Alien", "My favorite book is Dune"], ["Alien", "Dune"]),
+]
+
+
+@dataclass
+class Outcome:
+    """How one sequence ended: whether it matched, why not, and what the server did."""
+
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+
+
+def _server_command() -> tuple[str, list[str]]:
+    script = Path(sys.executable).parent / "harmonia-mcp"
+    if script.exists():
+        return str(script), []
+    found = shutil.which("harmonia-mcp")
+    return (found, []) if found else (sys.executable, ["-m", "harmonia_mcp"])
+
+
+@asynccontextmanager
+async def _server(db_path: Path) -> AsyncIterator[Client]:
+    command, arguments = _server_command()
+    parameters = StdioServerParameters(
+        command=command,
+        args=arguments,
+        env={"HARMONIA_DB_PATH": str(db_path), "HARMONIA_EXTRACTOR": "rules", "PATH": "/usr/bin:/bin"},
+    )
+    async with Client(parameters) as client:
+        yield client
+
+
+async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments)
+    if result.is_error or result.structured_content is None:
+        raise RuntimeError(f"{tool} failed: {result.content}")
+    return result.structured_content
+
+
+def _assign(phrases: tuple[str, ...], memories: list[dict[str, Any]], label: str) -> list[str]:
+    problems: list[str] = []
+    unmatched = list(memories)
+    for phrase in phrases:
+        hits = [m for m in unmatched if phrase.lower() in m["content"].lower()]
+        if len(hits) != 1:
+            problems.append(f"{label} {phrase!r} matched {len(hits)}")
+            continue
+        unmatched.remove(hits[0])
+    problems += [f"unexpected {label} {m['content']!r}" for m in unmatched]
+    return problems
+
+
+async def run_sequence(client: Client, number: int, sequence: Sequence) -> Outcome:
+    user = f"seq{number:03d}"
+    actions: list[str] = []
+    last: dict[str, Any] = {}
+    for message in sequence.messages:
+        arguments: dict[str, Any] = {"message": message, "user_id": user, "occurred_at": OCCURRED_AT}
+        if sequence.strategy is not None:
+            arguments["resolution_strategy"] = sequence.strategy
+        stored = await _call(client, "store_memory", arguments)
+        actions += [memory["action"] for memory in stored["memories"]]
+        if stored["memories"]:
+            last = stored["memories"][-1]
+    listed = await _call(client, "list_memories", {"user_id": user, "limit": 500, "include_inactive": True})
+    memories = listed["memories"]
+    problems = _assign(sequence.active, [m for m in memories if m["status"] == "active"], "active")
+    problems += _assign(sequence.superseded, [m for m in memories if m["status"] == "superseded"], "superseded")
+    if sequence.linked_to is not None:
+        target = [m["memory_id"] for m in memories if sequence.linked_to.lower() in m["content"].lower()]
+        if not set(target) & set(last.get("related_memory_ids", [])):
+            problems.append(f"last memory not linked to {sequence.linked_to!r}")
+    return Outcome(not problems, problems, actions)
+
+
+async def evaluate(
+    client: Client, name: str, sequences: list[Sequence], first: int, verbose: bool
+) -> tuple[float, int]:
+    """Run `sequences` (users numbered from `first`), print the table; return the overall share and violations."""
+    per_kind: dict[str, Counter[str]] = defaultdict(Counter)
+    violations = 0
+    print(f"== {name}")
+    for number, sequence in enumerate(sequences, start=first):
+        outcome = await run_sequence(client, number, sequence)
+        family = sequence.kind.split(":")[0]
+        per_kind[family]["total"] += 1
+        per_kind[family]["ok"] += outcome.ok
+        bad_actions = {"superseded_previous", "updated", "merged"} & set(outcome.actions)
+        if sequence.kind == "unrelated" and bad_actions:
+            violations += 1
+        if verbose or not outcome.ok:
+            mark = "ok  " if outcome.ok else "FAIL"
+            print(f"{mark} [{sequence.kind}] {' -> '.join(sequence.messages)}: {outcome.actions}")
+            for problem in outcome.problems:
+                print(f"       {problem}")
+    total = sum(counter["total"] for counter in per_kind.values())
+    ok = sum(counter["ok"] for counter in per_kind.values())
+    print(f"{'kind':<12} {'sequences':>9} {'expected end state':>19}")
+    for kind, counter in per_kind.items():
+        print(f"{kind:<12} {counter['total']:>9} {counter['ok'] / counter['total']:>19.3f}")
+    print(f"{'overall':<12} {total:>9} {ok / total:>19.3f}")
+    print(f"unrelated memories superseded, updated or merged: {violations}")
+    print()
+    return ok / total, violations
+
+
+async def main(verbose: bool) -> int:
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        async with _server(Path(folder) / "conflicts.db") as client:
+            share, violations = await evaluate(client, "sequences", SEQUENCES, 0, verbose)
+            held_share, held_violations = await evaluate(client, "held-out sequences", HELD_OUT, 1000, verbose)
+        elapsed = time.perf_counter() - started
+    calls = sum(len(sequence.messages) for sequence in [*SEQUENCES, *HELD_OUT])
+    print(f"wall time: {elapsed:.1f} s for {calls} store_memory calls (one server process)")
+    return 0 if share >= 0.9 and violations == 0 and held_violations == 0 else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--verbose", action="store_true", help="print every sequence, not only the failures")
+    sys.exit(anyio.run(main, parser.parse_args().verbose))

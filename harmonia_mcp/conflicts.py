@@ -1,0 +1,639 @@
+"""Reconciling a new memory with the ones a user already has: find candidates, classify, resolve.
+
+1. **Candidates** (`candidate_query`, `Store.find_candidates`): an FTS5 query of the new memory's key
+   terms (its content words less the speaker's name and change markers such as "now", its entities,
+   and the cue words of its attribute slot, so "User moved to Berlin" also looks for "lives") over
+   the user's active memories, best `bm25()` first, at most `MAX_CANDIDATES`. The index chooses the
+   rows; nothing scans the table.
+2. **Classification** (`classify`, pure): each memory is read into a slot, (subject, attribute, value),
+   by a small set of patterns over the third-person sentences the extractors write ("User works at
+   TechCorp" is (user, employer, techcorp); "User's favorite color is blue" is (user, favorite color,
+   blue)). Same subject and attribute with the same value is a `duplicate`; with a different value it
+   is an `update` when the attribute holds one value at a time (employer, home, partner, an event's
+   date, "User's X is ...") or when the new sentence says it changed ("now", "no longer", "new",
+   "instead") for attributes that can hold several (likes, the car one drives, "is a ..."). Possession
+   ("has", "plays") never updates. A new memory about a named thing the old one mentions ("Biggie is a
+   beagle" after "User has a dog called Biggie") is a `complement`. Sentences no pattern reads are
+   compared by their content words (rapidfuzz similarity after normalising spelling and synonyms): a
+   `duplicate` only when they say the same words. Anything else is `unrelated`; an unrelated memory is
+   never superseded, rewritten or merged.
+3. **Resolution** (`reconcile`) by strategy, inside the caller's transaction: see docs/conflicts.md
+   for the table and an example of each.
+
+The slot patterns and word lists are this project's own, written for the rules extractor's output
+(extract/rules.py) and the LLM extractor's third-person style; they are deliberately conservative.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import aiosqlite
+from rapidfuzz import fuzz
+
+from harmonia_mcp import search
+from harmonia_mcp.models import Action, ConflictKind, ExtractedMemory, Memory, ResolutionStrategy
+from harmonia_mcp.store import NewMemory, Store
+
+MAX_CANDIDATES = 8
+# rapidfuzz `fuzz.ratio` (0-100) at or above which two words count as one spelled two ways ("organise" and
+# "organize" score 87.5; "hiking" and "biking" 83.3). Chosen on this project's own examples (tests/test_conflicts.py).
+SAME_SPELLING_RATIO = 85.0
+
+Mode = Literal["functional", "marked", "never"]
+
+# --- normalisation ------------------------------------------------------------------------------
+
+_SPELLING = {
+    "favourite": "favorite",
+    "favourites": "favorites",
+    "colour": "color",
+    "colours": "colors",
+    "named": "called",
+    "neighbour": "neighbor",
+    "organisation": "organization",
+    "centre": "center",
+}
+_DETERMINERS = frozenset("a an the his her their its my our your this that these those some".split())
+# Words that say a fact changed (or that only qualify it); dropped before values and sentences are compared.
+_MARKERS = frozenset(
+    """
+    now no longer anymore instead new newly currently nowadays recently just still also really actually
+    finally officially already absolutely totally truly these days switched changed
+    """.split()
+)
+_CHANGE_MARKER = re.compile(
+    r"\b(?:now|no\s+longer|anymore|any\s+more|instead|new|newly|switched|changed|nowadays|these\s+days|"
+    r"moved|moves|relocated|rescheduled|postponed)\b",
+    re.I,
+)
+_TRAILING_CHANGE = re.compile(r"\b(?:now|instead|anymore|any\s+more|these\s+days|nowadays)$", re.I)
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_DATEISH = (
+    r"(?:the\s+)?(?:\d|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|mon|tue|wed|thu|fri|sat|sun|"
+    r"today|tonight|tomorrow|next|this|noon|midnight|later|the\s+\d)"
+)
+
+
+def _words(text: str) -> list[str]:
+    return [_SPELLING.get(word, word) for word in _WORD.findall(text.lower())]
+
+
+def _stem(word: str) -> str:
+    """A light plural/3rd-person strip ("works" → "work", "balls" → "ball"); enough to compare values."""
+    if word.endswith("'s"):
+        word = word[:-2]
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def _content_tokens(text: str, drop: Iterable[str] = ()) -> frozenset[str]:
+    dropped = {word.lower() for word in drop}
+    return frozenset(
+        _stem(word)
+        for word in _words(text)
+        if word not in search.STOP_WORDS and word not in _MARKERS and word not in dropped and _stem(word) not in dropped
+    )
+
+
+def same_words(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Whether two sets of content words say the same thing: equal (and not empty), or every word one
+    has and the other lacks is a near-spelling of a word the other
+    has, with no number among them ("organise"/"organize" match; "stamp 3"/"stamp 4", "blue"/"green" do not).
+    Near-spelling is rapidfuzz `fuzz.ratio` >= `SAME_SPELLING_RATIO`.
+    """
+    if a == b:
+        return bool(a)
+    only_a, only_b = a - b, b - a
+    if not only_a or not only_b or any(char.isdigit() for word in only_a | only_b for char in word):
+        return False
+    return all(any(fuzz.ratio(x, y) >= SAME_SPELLING_RATIO for y in only_b) for x in only_a) and all(
+        any(fuzz.ratio(y, x) >= SAME_SPELLING_RATIO for x in only_a) for y in only_b
+    )
+
+
+def _normal_sentence(text: str) -> str:
+    return " ".join(word for word in _words(text) if word not in _MARKERS)
+
+
+# --- slots ---------------------------------------------------------------------------------------
+
+_S = r"^(?P<subj>.+?)"
+_NEG = r"(?P<neg>\s+(?:does\s+not|doesn't|do\s+not|don't|did\s+not|didn't|no\s+longer|is\s+not|isn't|never))?"
+_ADV = (
+    r"(?:\s+(?:now|also|still|just|really|currently|recently|actually|finally|officially|already|absolutely|"
+    r"totally|truly|newly))*"
+)
+_AUX = r"(?:\s+(?:is|are|was|were|has\s+been|have\s+been|will\s+be))?"
+_HEAD = _S + _NEG + _ADV + _AUX + _ADV + r"\s+"
+_COPULA = _S + _ADV + r"\s+(?:is|are|was|were|isn't|aren't)" + r"(?P<neg>\s+(?:not|no\s+longer|never))?" + _ADV + r"\s+"
+_PARTNER_NOUNS = r"(?:girlfriend|boyfriend|partner|wife|husband|spouse|fianc[eé]e?)"
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    attribute: str
+    regex: re.Pattern[str]
+    mode: Mode
+    needs_event_time: bool = False
+    cue_words: str = ""
+
+
+def _p(attribute: str, pattern: str, mode: Mode, cue_words: str = "", needs_event_time: bool = False) -> _Pattern:
+    return _Pattern(attribute, re.compile(pattern, re.I), mode, needs_event_time, cue_words)
+
+
+# First match wins; the order puts the specific readings ("is on May 3" with a date) before the broad ones.
+_PATTERNS: tuple[_Pattern, ...] = (
+    _p(
+        "when",
+        _HEAD
+        + r"(?:(?:moved|rescheduled|postponed|pushed(?:\s+back)?|changed|brought\s+forward)\s+(?:to|for|until)\s+"
+        + r"|(?:on|at|for)\s+)(?P<val>"
+        + _DATEISH
+        + r".*)$",
+        "functional",
+        needs_event_time=True,
+    ),
+    _p(
+        "partner",
+        _S + r"'s\s+" + _PARTNER_NOUNS + r"(?:'s\s+name)?" + _ADV + r"\s+is" + _ADV + r"(?:\s+(?:called|named))?"
+        r"\s+(?P<val>.+)$",
+        "functional",
+        "girlfriend boyfriend partner wife husband dating married",
+    ),
+    _p(
+        "partner",
+        _HEAD + r"(?:dating|married\s+to|engaged\s+to|seeing|going\s+out\s+with|in\s+a\s+relationship\s+with)"
+        r"\s+(?P<val>.+)$",
+        "functional",
+        "girlfriend boyfriend partner wife husband dating married",
+    ),
+    _p(
+        "occupation",
+        _HEAD + r"(?:works?|worked|working)\s+as\s+(?:an?\s+)?(?P<val>.+)$",
+        "functional",
+        "work job",
+    ),
+    _p(
+        "employer",
+        _HEAD + r"(?:works?|worked|working)\s+(?:at|for|with)\s+(?P<val>.+)$",
+        "functional",
+        "work job employer",
+    ),
+    _p(
+        "employer",
+        _HEAD + r"(?:started|starts|got|has|have|took|began|accepted|landed)\s+(?:a\s+)?(?:new\s+)?"
+        r"(?:job|position|role|gig)\s+(?:at|with|for)\s+(?P<val>.+)$",
+        "functional",
+        "work job employer",
+    ),
+    _p("employer", _HEAD + r"(?:employed\s+(?:at|by)|joined|joins)\s+(?P<val>.+)$", "functional", "work job"),
+    _p(
+        "residence",
+        _HEAD + r"(?:lives?|lived|living|resides?|resided|moved|moves|relocated|relocates|based)\s+(?:in|to)\s+"
+        r"(?P<val>.+)$",
+        "functional",
+        "live lives moved home based",
+    ),
+    _p(
+        "diet",
+        _COPULA + r"(?:an?\s+)?(?P<val>vegetarian|vegan|pescatarian|omnivore|flexitarian|carnivore)\b.*$",
+        "marked",
+        "vegetarian vegan pescatarian",
+    ),
+    _p(
+        "likes",
+        _HEAD + r"(?:loves?|loved|likes?|liked|enjoys?|enjoyed|adores?|adored|prefers?|preferred|"
+        r"is\s+into|is\s+obsessed\s+with|is\s+a\s+(?:big\s+|huge\s+)?fan\s+of)\s+(?P<val>.+)$",
+        "marked",
+        "love loves likes enjoys prefers",
+    ),
+    _p("dislikes", _HEAD + r"(?:hates?|hated|dislikes?|disliked|can't\s+stand)\s+(?P<val>.+)$", "marked", "hate"),
+    _p("vehicle", _HEAD + r"(?:drives?|drove|driving)\s+(?:an?\s+)?(?P<val>.+)$", "marked", "drive drives car"),
+    _p(
+        "possessive",
+        _S + r"'s\s+(?P<attr>[a-z][a-z ]*?)" + _ADV + r"\s+(?:is|are|was)" + _ADV + r"(?:\s+(?:called|named))?"
+        r"\s+(?P<val>.+)$",
+        "functional",
+    ),
+    _p("is_a", _COPULA + r"(?:an?\s+)(?P<val>.+)$", "marked"),
+    _p("has", _HEAD + r"(?:has|have|had|owns?|owned)\s+(?P<val>.+)$", "never"),
+    _p("plays", _HEAD + r"(?:plays?|played|playing)\s+(?P<val>.+)$", "never"),
+)
+# "User's X is Y" where one can have several X (friends, siblings, hobbies): it changes only when said so.
+_MANY = frozenset(
+    """
+    friend sibling brother sister child kid son daughter cousin colleague coworker neighbor hobby interest
+    pet uncle aunt grandparent grandchild nephew niece classmate teammate roommate parent
+    """.split()
+)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One memory read as (subject, attribute, value); `value_text` keeps the sentence's own casing."""
+
+    subject: str
+    attribute: str
+    value: frozenset[str]
+    value_text: str
+    mode: Mode
+    negated: bool
+    changed: bool = False
+    cue_words: str = ""
+
+
+def _subject(text: str) -> str:
+    words = _words(text)
+    while words and words[0] in _DETERMINERS:
+        words = words[1:]
+    joined = " ".join(words)
+    return re.sub(r" and family$", "", joined)
+
+
+def parse_slot(content: str, has_event_time: bool = False, names: Iterable[str] = ()) -> Slot | None:
+    """Read `content` (a third-person memory sentence) as a `Slot`, or None when no pattern reads it.
+
+    Args:
+        content: e.g. "User now works at NewCorp".
+        has_event_time: whether the memory has an event_time; only then is "X is on <date>" read as
+            the time of X.
+        names: the proper names the memory may be about (its entities and the speakers' names). A
+            subject must be one of them, a possessive ("User's sister"), or a noun phrase opened by
+            "the"/"a"; otherwise ("It feels like ...", "Feels like ...") there is no slot.
+    """
+    known = {name.lower() for name in names}
+    text = content.strip().rstrip(".!")
+    for pattern in _PATTERNS:
+        if pattern.needs_event_time and not has_event_time:
+            continue
+        match = pattern.regex.match(text)
+        if match is None:
+            continue
+        subject = _subject(match["subj"])
+        # A gerund ("Losing Jon's job was hard") or a long phrase is an event or an opinion, not a thing
+        # that holds one value; reading it as a slot would let an opinion supersede another.
+        if not subject or subject.split()[0].endswith("ing") or len(subject.split()) > 5:
+            continue
+        raw = match["subj"].strip()
+        if not (
+            raw.split()[0].lower() in ("the", "a", "an")
+            or "'s" in raw
+            or subject in known
+            or subject.split()[-1] in known
+        ):
+            continue
+        attribute = pattern.attribute
+        mode = pattern.mode
+        if attribute == "possessive":
+            attribute = " ".join(_words(match["attr"]))
+            if _stem(attribute.split()[-1]) in _MANY or attribute.endswith("s"):
+                mode = "marked"
+        value_text = match["val"].strip()
+        value = _content_tokens(value_text, drop=subject.split())
+        negated = match["neg"] is not None if "neg" in pattern.regex.groupindex else False
+        # A change is said before the value ("Biggie now loves ...", "User is now dating ...") or at the
+        # very end ("User is vegan now"); "new" inside the value ("something new") says nothing.
+        changed = bool(_CHANGE_MARKER.search(text, 0, match.start("val")) or _TRAILING_CHANGE.search(text))
+        return Slot(subject, attribute, value, value_text, mode, negated, changed, pattern.cue_words)
+    return None
+
+
+# --- classification ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fact:
+    """What classification needs to know of a memory, new or stored."""
+
+    content: str
+    entities: tuple[str, ...] = ()
+    event_date: str | None = None  # YYYY-MM-DD of the event_time, when there is one
+
+    @classmethod
+    def of_extracted(cls, memory: ExtractedMemory) -> Fact:
+        date = memory.event_time.date().isoformat() if memory.event_time else None
+        return cls(memory.content, tuple(memory.entities), date)
+
+    @classmethod
+    def of_memory(cls, memory: Memory) -> Fact:
+        date = memory.event_time[:10] if memory.event_time else None
+        return cls(memory.content, tuple(memory.entities), date)
+
+    def slot(self, speakers: Iterable[str]) -> Slot | None:
+        """This memory read as a `Slot` (see `parse_slot`), its entities and `speakers` as the known names."""
+        return parse_slot(self.content, self.event_date is not None, [*self.entities, *speakers])
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a new memory relates to a stored one, and a short reason (for logs and tests)."""
+
+    kind: ConflictKind
+    reason: str
+
+
+def _values_match(new: Slot, old: Slot, new_fact: Fact, old_fact: Fact) -> bool:
+    if new.attribute == "when":
+        return new_fact.event_date == old_fact.event_date
+    if new.value == old.value:
+        return True
+    if new.value and old.value and (new.value <= old.value or old.value <= new.value):
+        return True
+    return same_words(new.value, old.value)
+
+
+def _subjects_match(a: str, b: str, speakers: frozenset[str]) -> bool:
+    if a == b:
+        return True
+    # "User's sister Maria" and "Maria" are the same person; "User" is never matched this way.
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return " " not in short and short not in speakers and long.endswith(" " + short)
+
+
+def _named(subject: str, fact: Fact, speakers: frozenset[str]) -> str | None:
+    """The subject's proper name when it is one of the memory's entities (and not a speaker), else None."""
+    last = subject.split()[-1] if subject else ""
+    for entity in fact.entities:
+        name = entity.lower()
+        if name not in speakers and (name == subject or name == last):
+            return name
+    return None
+
+
+def _mentions(fact: Fact, name: str) -> bool:
+    return name in {entity.lower() for entity in fact.entities} or name in _words(fact.content)
+
+
+def classify(new: Fact, old: Fact, speakers: Iterable[str] = ("user",)) -> Verdict:
+    """Classify `new` against the stored `old`: duplicate, update, complement or unrelated.
+
+    Args:
+        new: the memory about to be stored.
+        old: an active memory of the same user.
+        speakers: the names memories use for the people speaking ("User", "Caroline"); they are
+            subjects of most memories, so sharing one is not a link between two memories.
+
+    Returns:
+        A `Verdict`. Rules, in order: the same normalised sentence is a duplicate; two memories that
+        both read as slots compare subject, attribute and value (see the module docstring); otherwise
+        the same content words are a duplicate, a named subject of one mentioned by the other is a
+        complement, and anything else is unrelated.
+    """
+    names = frozenset(speaker.lower() for speaker in speakers)
+    if new.event_date != old.event_date and new.event_date is not None and old.event_date is not None:
+        same_sentence = False
+    else:
+        same_sentence = _normal_sentence(new.content) == _normal_sentence(old.content)
+    if same_sentence:
+        return Verdict("duplicate", "same sentence")
+    new_slot, old_slot = new.slot(names), old.slot(names)
+    if new_slot is not None and old_slot is not None:
+        same_subject = _subjects_match(new_slot.subject, old_slot.subject, names)
+        if same_subject and new_slot.attribute == old_slot.attribute:
+            dates_differ = new.event_date is not None and old.event_date not in (None, new.event_date)
+            same_value = _values_match(new_slot, old_slot, new, old) and not dates_differ
+            if same_value and new_slot.negated == old_slot.negated:
+                return Verdict("duplicate", f"same {new_slot.attribute} of {new_slot.subject}")
+            if same_value:
+                return Verdict("update", f"{new_slot.attribute} of {new_slot.subject} negated")
+            if new_slot.mode == "functional":
+                return Verdict("update", f"new {new_slot.attribute} of {new_slot.subject}")
+            if new_slot.mode == "marked" and new_slot.changed:
+                return Verdict("update", f"{new_slot.attribute} of {new_slot.subject} changed")
+            return Verdict("unrelated", f"another {new_slot.attribute} of {new_slot.subject}")
+        name = _named(new_slot.subject, new, names)
+        if same_subject and name is not None:
+            return Verdict("complement", f"more about {name}")
+        if name is not None and _mentions(old, name):
+            return Verdict("complement", f"more about {name}")
+        old_name = _named(old_slot.subject, old, names)
+        if old_name is not None and _mentions(new, old_name):
+            return Verdict("complement", f"more about {old_name}")
+        return Verdict("unrelated", "different subject or attribute")
+    new_words = _content_tokens(new.content, drop=names)
+    old_words = _content_tokens(old.content, drop=names)
+    dates_differ = new.event_date is not None and old.event_date is not None and new.event_date != old.event_date
+    if not dates_differ and same_words(new_words, old_words):
+        return Verdict("duplicate", "same words")
+    for subject_fact, other in ((new, old), (old, new)):
+        slot = subject_fact.slot(names)
+        if slot is not None:
+            name = _named(slot.subject, subject_fact, names)
+            if name is not None and _mentions(other, name):
+                return Verdict("complement", f"more about {name}")
+    return Verdict("unrelated", "no shared slot")
+
+
+# --- candidates ----------------------------------------------------------------------------------
+
+
+def candidate_query(memory: ExtractedMemory, speakers: Iterable[str] = ("user",)) -> str | None:
+    """The FTS5 `MATCH` expression that finds the stored memories `memory` may duplicate or update.
+
+    Its content words without the speakers' names and change markers, its entities, and its slot's cue
+    words, quoted and OR-ed by `search.build_match_expression`; None when nothing is left.
+    """
+    names = {speaker.lower() for speaker in speakers}
+    slot = parse_slot(memory.content, memory.event_time is not None, [*memory.entities, *names])
+    words = [
+        word
+        for word in _WORD.findall(memory.content.lower())
+        if word.split("'")[0] not in names and word not in _MARKERS and word not in search.STOP_WORDS
+    ]
+    terms = [*words, *(entity for entity in memory.entities if entity.lower() not in names)]
+    if slot is not None:
+        terms += slot.cue_words.split()
+    return search.build_match_expression(" ".join(word.replace("'s", "") for word in terms))
+
+
+# --- merging -------------------------------------------------------------------------------------
+
+_CALLED = r"\b(?P<art>an?)\s+(?P<noun>[A-Za-z-]+)\s+(?:called|named)\s+{name}\b"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def merge_content(new: ExtractedMemory, old: Memory, kind: ConflictKind) -> str:
+    """One sentence that says what `old` and `new` say together.
+
+    - duplicate: the longer of the two (it carries more detail);
+    - update: the new sentence, with the old value in brackets ("User now works at NewCorp (previously:
+      TechCorp)");
+    - complement: "X is a/an N" folded into "a <noun> called X" ("User has a dog called Biggie" + "Biggie
+      is a beagle" → "User has a beagle called Biggie"); otherwise both sentences joined by "; ".
+    """
+    if kind == "duplicate":
+        return new.content if len(new.content.split()) > len(old.content.split()) else old.content
+    names = [*new.entities, *old.entities, *([old.speaker] if old.speaker else [])]
+    if kind == "update":
+        old_slot = parse_slot(old.content, old.event_time is not None, names)
+        previous = old_slot.value_text if old_slot is not None else old.content
+        return f"{new.content} (previously: {previous})"
+    for describing, described in ((new.content, old.content), (old.content, new.content)):
+        slot = parse_slot(describing, False, names)
+        if slot is None or slot.attribute != "is_a" or slot.negated or len(slot.value_text.split()) > 3:
+            continue
+        name = re.escape(slot.subject)
+        pattern = re.compile(_CALLED.format(name=name), re.I)
+        match = pattern.search(described)
+        if match:
+            noun = slot.value_text
+            return (
+                described[: match.start()]
+                + f"{_article(noun)} {noun} called "
+                + described[match.end() - len(slot.subject) :]
+            )
+    return f"{old.content}; {new.content}"
+
+
+def _merged(new: ExtractedMemory, old: Memory, kind: ConflictKind) -> ExtractedMemory:
+    content = merge_content(new, old, kind)
+    entities = list(dict.fromkeys([*old.entities, *new.entities]))
+    tags = list(dict.fromkeys([*old.tags, *new.tags]))
+    event_time = new.event_time
+    if event_time is None and old.event_time is not None:
+        event_time = datetime.fromisoformat(old.event_time)
+    category = new.category if kind == "update" else old.category
+    return ExtractedMemory(
+        content=content,
+        category=category,
+        confidence=max(new.confidence, old.confidence),
+        entities=entities,
+        tags=tags,
+        event_time=event_time,
+    )
+
+
+# --- resolution ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Resolution:
+    """What reconciliation did with one new memory: the memory to report, the action and the ids involved."""
+
+    memory: Memory
+    action: Action
+    conflict: ConflictKind | None = None
+    related_memory_ids: list[str] = field(default_factory=list[str])
+    supersedes: list[str] = field(default_factory=list[str])
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A stored memory and how the new one relates to it."""
+
+    memory: Memory
+    verdict: Verdict
+
+
+async def find_candidates(
+    store: Store, db: aiosqlite.Connection, user_id: str, memory: ExtractedMemory, speakers: Sequence[str]
+) -> list[Candidate]:
+    """The user's active memories that `memory` duplicates, updates or complements, best match first."""
+    match = candidate_query(memory, speakers)
+    if match is None:
+        return []
+    hits = await store.find_candidates(db, user_id, match, limit=MAX_CANDIDATES)
+    new = Fact.of_extracted(memory)
+    out: list[Candidate] = []
+    for hit in hits:
+        names = [*speakers, hit.memory.speaker] if hit.memory.speaker else list(speakers)
+        verdict = classify(new, Fact.of_memory(hit.memory), names)
+        if verdict.kind != "unrelated":
+            out.append(Candidate(hit.memory, verdict))
+    return out
+
+
+async def reconcile(
+    store: Store,
+    db: aiosqlite.Connection,
+    new: NewMemory,
+    strategy: ResolutionStrategy,
+    speakers: Sequence[str],
+) -> Resolution:
+    """Store `new` according to `strategy` and what the user already has, inside the open transaction `db`.
+
+    | kind \\ strategy | auto | update | merge | version | keep_both | skip |
+    | duplicate | skip | skip | merge | skip | create | skip |
+    | update | version | rewrite old | merge | version | create, linked | skip |
+    | complement | create, linked | create, linked | merge | create, linked | create, linked | create, linked |
+
+    "skip" returns the existing memory with `action="skipped"`; "version" creates the new memory, marks
+    every memory it updates `superseded` and links them to it; "rewrite old" rewrites the old memory in
+    place (history keeps the old text); "merge" rewrites the old memory with `merge_content`.
+
+    Raises:
+        sqlite3.Error / MemoryNotFound: a write failed; the caller's transaction then rolls back.
+    """
+    user = new.user_id
+    candidates = await find_candidates(store, db, user, new.extracted, speakers)
+    duplicates = [c for c in candidates if c.verdict.kind == "duplicate"]
+    updates = [c for c in candidates if c.verdict.kind == "update"]
+    complements = [c for c in candidates if c.verdict.kind == "complement"]
+    related = [c.memory.memory_id for c in complements]
+
+    if duplicates and strategy != "keep_both":
+        target = duplicates[0].memory
+        if strategy == "merge":
+            merged = _merged(new.extracted, target, "duplicate")
+            if merged.content != target.content or set(merged.entities) != set(target.entities):
+                memory = await store.rewrite_memory(db, user, target.memory_id, merged, "merged", new.source_message)
+                return Resolution(memory, "merged", "duplicate", [target.memory_id])
+        return Resolution(target, "skipped", "duplicate", [target.memory_id])
+
+    if updates and strategy != "keep_both":
+        target = updates[0].memory
+        if strategy == "skip":
+            return Resolution(target, "skipped", "update", [target.memory_id])
+        if strategy == "update":
+            memory = await store.rewrite_memory(
+                db, user, target.memory_id, new.extracted, "updated", new.source_message
+            )
+            return Resolution(memory, "updated", "update", [target.memory_id])
+        if strategy == "merge":
+            merged = _merged(new.extracted, target, "update")
+            memory = await store.rewrite_memory(db, user, target.memory_id, merged, "merged", new.source_message)
+            return Resolution(memory, "merged", "update", [target.memory_id])
+        # auto and version: a new version; every memory it updates steps aside, linked to it.
+        created = await store.insert_memory(db, new)
+        superseded: list[str] = []
+        for candidate in updates:
+            old_id = candidate.memory.memory_id
+            await store.set_status(
+                db, user, old_id, "superseded", expected=("active",), source_message=new.source_message
+            )
+            await store.add_link(db, user, created.memory_id, old_id, "supersedes")
+            superseded.append(old_id)
+        for other in related:
+            await store.add_link(db, user, created.memory_id, other, "related")
+        return Resolution(created, "superseded_previous", "update", [*superseded, *related], superseded)
+
+    if complements and strategy == "merge" and not duplicates and not updates:
+        target = complements[0].memory
+        merged = _merged(new.extracted, target, "complement")
+        memory = await store.rewrite_memory(db, user, target.memory_id, merged, "merged", new.source_message)
+        return Resolution(memory, "merged", "complement", [target.memory_id])
+
+    created = await store.insert_memory(db, new)
+    linked = [c.memory.memory_id for c in (*duplicates, *updates)] + related
+    for other in linked:
+        await store.add_link(db, user, created.memory_id, other, "related")
+    kind: ConflictKind | None = None
+    if duplicates:
+        kind = "duplicate"
+    elif updates:
+        kind = "update"
+    elif complements:
+        kind = "complement"
+    return Resolution(created, "created", kind, linked)
