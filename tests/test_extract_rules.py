@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harmonia_mcp.extract import Extractor
-from harmonia_mcp.extract.rules import RulesExtractor, extract_memories
+from harmonia_mcp.extract.rules import RulesExtractor, extract_memories, third_person
 from harmonia_mcp.models import Category, ExtractedMemory
 
 pytestmark = pytest.mark.anyio
@@ -298,6 +298,42 @@ def test_no_first_person_word_remains(speaker: str) -> None:
             assert not memory.content.endswith((".", "!", "?", ","))
             assert not any(FIRST_PERSON.fullmatch(entity) for entity in memory.entities)
     assert produced >= len(FIRST_PERSON_SENTENCES)
+
+
+@pytest.mark.parametrize(
+    ("sentence", "expected"),
+    [
+        # A negation or adverb between "I" and the verb is skipped; the verb after it is conjugated.
+        ("I no longer work at TechCorp", "User no longer works at TechCorp"),
+        ("I no longer live in Boston", "User no longer lives in Boston"),
+        ("I never eat meat", "User never eats meat"),
+        ("I hardly ever drink coffee", "User hardly ever drinks coffee"),
+        ("I barely sleep", "User barely sleeps"),
+        ("I not only cook dinner", "User not only cooks dinner"),
+        ("I seldom drive", "User seldom drives"),
+        ("I almost always walk to work", "User almost always walks to work"),
+        ("I first met her in 2010", "User first met her in 2010"),
+        ("I later moved to Rome", "User later moved to Rome"),
+        ("I both love it", "User both loves it"),
+        ("I either walk", "User either walks"),
+        ("I kinda like it", "User kinda likes it"),
+        # Auxiliaries and modals: "do" agrees, the rest stay as they are.
+        ("I don't eat pork", "User doesn't eat pork"),
+        ("I do not eat pork", "User does not eat pork"),
+        ("I didn't go", "User didn't go"),
+        ("I did not go", "User did not go"),
+        ("I can't swim", "User can't swim"),
+        ("I cannot swim", "User cannot swim"),
+        ("I won't go", "User won't go"),
+        ("I will not go", "User will not go"),
+    ],
+)
+def test_words_between_i_and_the_verb_are_not_conjugated(sentence: str, expected: str) -> None:
+    assert third_person(sentence, "User") == expected
+
+
+def test_no_longer_sentence_is_rewritten_grammatically() -> None:
+    assert summary("I no longer work at TechCorp.") == [("User no longer works at TechCorp", Category.WORK)]
 
 
 def test_speaker_name_is_not_rewritten_again() -> None:

@@ -127,9 +127,12 @@ _NOT_VERBS = frozenset(
 )
 # Verbs ending in -ly must not be skipped as adverbs.
 _LY_VERBS = "apply|reply|rely|fly|supply|comply|imply|multiply|ally|rally|bully|tally"
+# Words that sit between a subject and its verb ("I no longer work", "I seldom drive"): -ly adverbs, the
+# closed class of frequency/time/focus adverbs without -ly, and negations, which are never the verb.
 _ADVERB = (
     rf"(?:(?!(?:{_LY_VERBS})\b)[a-z]+ly|also|always|never|just|still|now|often|sometimes|even|already|ever|too|"
-    r"mostly|kind\s+of|sort\s+of|once|again|finally|recently|only|absolutely)"
+    r"mostly|kind\s+of|sort\s+of|kinda|sorta|once|again|finally|recently|only|absolutely|seldom|almost|first|"
+    r"later|soon|then|both|either|rather|somehow|no\s+longer|not(?:\s+(?:only|just|even|yet|always|really))?)\b"
 )
 _ADVERB_WORD = re.compile(rf"^{_ADVERB}$", re.I)
 
