@@ -29,6 +29,13 @@ Conventions (documented because each is a choice):
 - Past sense: when the text reads as past tense ("I went there on Friday", "we
   adopted her on May 3rd"), a weekday or a month-day without a year resolves to
   the most recent occurrence instead of the next one.
+- Except forward targets: the date a plan was moved to ("moved to May 10",
+  "rescheduled for Friday", "postponed until", "pushed [back] to", "changed to",
+  "brought forward to", "delayed until") or what was booked or planned is for
+  ("booked a flight for Friday", "signed up for the race on May 3") keeps the
+  next occurrence, and wins over any other date in the text ("moved from May 3
+  to May 10" is May 10). "on <date>" right after the booking verb ("I signed up
+  on Friday") dates the booking itself, so it stays past.
 - A month-day without a year otherwise takes the next occurrence on or after
   the reference date.
 - "last/next week|month|year" are the first day of that period (Monday, the 1st,
@@ -190,6 +197,23 @@ _PAST = re.compile(
     r"finished|moved|graduated|attended|joined|married|returned|arrived|passed|happened)\b"
     r"|\b(?:i|we|he|she|they|you|it)\s+(?:\w+ly\s+|just\s+|also\s+|already\s+|finally\s+|once\s+)?[a-z]{2,}ed\b"
 )
+# Forward-looking dates in past-tense clauses. Words between the verb and the date, inside one clause
+# (no "and"/"but"/"so"/"then"), e.g. "moved [the meeting] to", "signed up [for the race] on".
+_GAP = r"(?:\s+(?!(?:and|but|so|then|because|while)\b)[\w'-]+){%d,%d}?\s+"
+# The target of a move: "moved to May 10", "rescheduled for Friday", "pushed the deadline back to Friday".
+_MOVED_TO = re.compile(
+    r"\b(?:moved|rescheduled|re-scheduled|postponed|pushed|changed|brought|bumped|shifted|delayed|put\s+off|"
+    r"switched)" + _GAP % (0, 5) + r"(?:to|for|until|till|til)\s+(?:the\s+)?$"
+)
+# What was booked or planned: "booked a flight for Friday", "signed up for the race on May 3". "on" needs the
+# thing booked in between: in "I signed up on Friday" the date is when the booking happened.
+_PLAN_VERB = (
+    r"\b(?:booked|scheduled|planned|signed\s+up|registered|reserved|arranged|set\s+up|organi[sz]ed|enrolled|"
+    r"made\s+(?:a|an)\s+(?:reservation|appointment|booking)|(?:bought|got)\s+(?:\w+\s+)?tickets?)"
+)
+_BOOKED_FOR = re.compile(_PLAN_VERB + _GAP % (0, 6) + r"for\s+(?:the\s+)?$")
+_BOOKED_ON = re.compile(_PLAN_VERB + _GAP % (1, 6) + r"on\s+(?:the\s+)?$")
+_FORWARD_WINDOW = 80
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'"})
 # Anything longer is certainly off the calendar; keeps int() away from huge digit strings.
 _MAX_NUMBER_DIGITS = 6
@@ -206,6 +230,7 @@ class _Candidate:
     exact: datetime | None = None  # set when the expression fixes the time too ("3 hours ago")
     granularity: Granularity = "day"
     part_of_day: str | None = None  # "morning", "night", ... when the expression itself names one ("tonight")
+    forward: bool = False  # the target of a move or booking ("moved to May 10"), which wins over other dates
 
 
 @dataclass(frozen=True)
@@ -359,6 +384,14 @@ def _month_date(ref_day: date, month: int, rel: str) -> date | None:
     return _safe_date(year, month, 1)
 
 
+def _forward_target(low: str, match: re.Match[str]) -> bool:
+    """True when the date at `match` is what was moved or booked, so it lies ahead even in past tense."""
+    # "on Friday" is matched with its "on", which the booking rule needs to see before the date.
+    lead = "on " if match.group(0).startswith("on ") else ""
+    before = low[max(0, match.start() - _FORWARD_WINDOW) : match.start()] + lead
+    return any(pattern.search(before) for pattern in (_MOVED_TO, _BOOKED_FOR, _BOOKED_ON))
+
+
 def _candidates(low: str, ref: datetime, past: bool) -> list[_Candidate]:
     ref_day = ref.date()
     found: list[_Candidate] = []
@@ -373,7 +406,11 @@ def _candidates(low: str, ref: datetime, past: bool) -> list[_Candidate]:
         if _RECURRING.search(low, max(0, match.start() - 12), match.start()):
             return  # "every Friday": a habit, not a date
         if day is not None or exact is not None:
-            found.append(_Candidate(match.start(), match.end(), day, exact, granularity, part_of_day))
+            forward = _forward_target(low, match)
+            found.append(_Candidate(match.start(), match.end(), day, exact, granularity, part_of_day, forward))
+
+    def past_at(match: re.Match[str]) -> bool:
+        return past and not _forward_target(low, match)
 
     for m in _ISO_DATE.finditer(low):
         add(m, _safe_date(int(m["y"]), int(m["m"]), int(m["d"])))
@@ -383,7 +420,7 @@ def _candidates(low: str, ref: datetime, past: bool) -> list[_Candidate]:
             if m["y"]:
                 add(m, _safe_date(int(m["y"]), month, dom))
             else:
-                add(m, _year_occurrence(ref_day, month, dom, past))
+                add(m, _year_occurrence(ref_day, month, dom, past_at(m)))
     for m in _DAY_AROUND.finditer(low):
         add(m, _add_days(ref_day, 2 if m["dir"].startswith("after") else -2))
     for m in _SIMPLE_DAY.finditer(low):
@@ -408,7 +445,7 @@ def _candidates(low: str, ref: datetime, past: bool) -> list[_Candidate]:
     for m in _WEEKDAY.finditer(low):
         rel = " ".join((m["rel"] or "").split())
         rel = "next" if rel in ("coming", "this coming") else rel
-        add(m, _weekday_date(ref_day, _WEEKDAYS[m["wd"]], rel, past))
+        add(m, _weekday_date(ref_day, _WEEKDAYS[m["wd"]], rel, past_at(m)))
     for m in _REL_PERIOD.finditer(low):
         rel, period = m["rel"], m["period"]
         if period == "weekend":
@@ -489,7 +526,8 @@ def resolve_time(text: str, reference_time: datetime) -> ResolvedTime | None:
     candidates = _candidates(low, ref, past)
     if not candidates:
         return None
-    best = min(candidates, key=lambda c: (c.start, -(c.end - c.start)))
+    # The target of a move or booking wins ("moved from May 3 to May 10"); otherwise the first, then the longest.
+    best = min(candidates, key=lambda c: (not c.forward, c.start, -(c.end - c.start)))
     date_span = (best.start, best.end)
     if best.exact is not None:
         return ResolvedTime(best.exact.replace(second=0, microsecond=0), "minute", (date_span,))

@@ -211,6 +211,26 @@ def test_dated_statements(message: str, content: str, category: Category, event_
     assert (memories[0].content, memories[0].category, memories[0].event_time) == (content, category, event_time)
 
 
+@pytest.mark.parametrize(
+    ("message", "event_date"),
+    [
+        ("My dentist appointment moved to May 10.", "2026-05-10"),
+        ("My exam was moved to April 20.", "2026-04-20"),
+        ("The team meeting was moved to Wednesday.", "2026-03-04"),
+        ("I signed up for the race on May 3.", "2026-05-03"),
+    ],
+)
+def test_rescheduled_and_booked_events_are_upcoming_events(message: str, event_date: str) -> None:
+    monday = datetime(2026, 3, 2, 10, 0, tzinfo=NY)
+    memories = extract_memories(message, "User", monday)
+    assert len(memories) == 1
+    memory = memories[0]
+    assert memory.event_time is not None
+    assert (memory.event_time.date().isoformat(), memory.event_date_only) == (event_date, True)
+    assert memory.category is Category.EVENT
+    assert event_date in memory.content
+
+
 def test_third_person_sentences_are_kept_with_low_confidence() -> None:
     memories = extract("Biggie hates the vacuum cleaner. The transgender stories were so inspiring!")
     assert [m.content for m in memories] == [

@@ -117,6 +117,47 @@ def test_naive_reference_is_taken_as_utc() -> None:
     assert result == datetime(2023, 5, 7, tzinfo=UTC)
 
 
+# Monday 2026-03-02 10:00 in New York, for the forward-looking cases.
+MONDAY = datetime(2026, 3, 2, 10, 0, tzinfo=NY)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # The target of a move lies ahead although the verb is past tense.
+        ("My dentist appointment moved to May 10", at(2026, 5, 10)),
+        ("My exam was moved to April 20", at(2026, 4, 20)),
+        ("The team meeting was moved to Wednesday", at(2026, 3, 4)),
+        ("The launch was rescheduled for March 20th", at(2026, 3, 20)),
+        ("The party got postponed until Saturday", at(2026, 3, 7)),
+        ("My surgery was postponed to the 3rd of April", at(2026, 4, 3)),
+        ("They pushed the deadline back to Friday", at(2026, 3, 6)),
+        ("The meeting was pushed to Thursday", at(2026, 3, 5)),
+        ("Our flight was changed to March 5", at(2026, 3, 5)),
+        ("The review was brought forward to Thursday", at(2026, 3, 5)),
+        ("The game was delayed until Sunday", at(2026, 3, 8)),
+        # A move's target wins over the date it was moved from.
+        ("My appointment was moved from May 3 to May 10", at(2026, 5, 10)),
+        # The date of what was booked, planned or signed up for lies ahead.
+        ("I booked a flight for Friday", at(2026, 3, 6)),
+        ("I signed up for the race on May 3", at(2026, 5, 3)),
+        ("We scheduled the call for Thursday", at(2026, 3, 5)),
+        ("I made a reservation for March 14th", at(2026, 3, 14)),
+        ("I registered for the conference on April 2", at(2026, 4, 2)),
+        ("I signed up on Monday for the race on May 3", at(2026, 5, 3)),
+        # Still past: the date is not what was moved or booked.
+        ("I moved to Boston on Friday", at(2026, 2, 27)),
+        ("We moved to Lisbon on March 3rd", at(2025, 3, 3)),
+        ("I signed up on Friday", at(2026, 2, 27)),
+        ("The meeting was on Wednesday", at(2026, 2, 25)),
+        ("I went to the dentist on Friday and booked nothing", at(2026, 2, 27)),
+        ("I planned the party and we had it on Saturday", at(2026, 2, 28)),
+    ],
+)
+def test_moved_and_booked_dates_look_forward_in_past_tense(text: str, expected: datetime) -> None:
+    assert resolve_event_time(text, MONDAY) == expected
+
+
 def test_first_expression_wins() -> None:
     assert resolve_event_time("I moved here two years ago and start a new job next week", REF) == at(2022, 8, 19)
 
