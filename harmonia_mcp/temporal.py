@@ -175,7 +175,7 @@ _NOON = re.compile(r"\b(?P<w>noon|midday|midnight)\b")
 _PART_OF_DAY = re.compile(r"\b(?:in\s+the\s+)?(?P<w>morning|afternoon|evening)\b")
 _AT_BEFORE = re.compile(r"\bat\s+(?:about\s+|around\s+)?$")
 _LEAD_PREPOSITION = re.compile(r"\b(?:on|at)\s+$", re.I)
-_OWN_PREPOSITION = re.compile(r"\b(?:since|until|till|by|before|after|from|to)\s+$", re.I)
+_OWN_PREPOSITION = re.compile(r"\b(?:since|until|till|by|before|after|from|to|for)\s+$", re.I)
 _SPACES = re.compile(r"\s{2,}")
 # "every Friday", "each morning", "every other Tuesday": recurring, so never a date.
 _RECURRING = re.compile(r"\b(?:every|each)\s+(?:other\s+|single\s+)?$")

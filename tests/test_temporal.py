@@ -295,6 +295,8 @@ def test_parse_timestamp_rejects_non_string() -> None:
             "User has a call on the morning of 2024-08-20",
         ),
         ("User goes out tonight", "2024-08-19", "User goes out on the night of 2024-08-19"),
+        ("User booked a flight for Friday", "2024-08-23", "User booked a flight for 2024-08-23"),
+        ("User booked a hotel for next week", "2024-08-26", "User booked a hotel for the week of 2024-08-26"),
     ],
 )
 def test_resolved_time_keeps_its_precision_and_rewrites_the_words(text: str, iso: str, rewritten: str) -> None:
