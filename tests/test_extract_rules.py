@@ -231,6 +231,32 @@ def test_rescheduled_and_booked_events_are_upcoming_events(message: str, event_d
     assert event_date in memory.content
 
 
+@pytest.mark.parametrize(
+    ("message", "category"),
+    [
+        # A job title decides work although its workplace is also a health or education cue.
+        ("I'm a pediatric nurse at Santa Maria hospital.", Category.WORK),
+        ("I work as a nurse at the city hospital.", Category.WORK),
+        ("I'm an ER doctor at a big hospital.", Category.WORK),
+        ("I'm a teacher at Lincoln High School.", Category.WORK),
+        ("My job as a nurse at the hospital pays well.", Category.WORK),
+        ("I'm a physical therapist.", Category.WORK),
+        # Without a title, or with a health cue that is not the workplace, health and education stay.
+        ("I was in the hospital for surgery.", Category.HEALTH),
+        ("I'm a patient at the hospital.", Category.HEALTH),
+        ("I'm a nurse with asthma.", Category.HEALTH),
+        ("I'm a student at Boston University.", Category.EDUCATION),
+        ("I'm a fan of the chef at the hospital.", Category.HEALTH),
+        # Relationship still comes before work ("My husband is a chef" is about the husband).
+        ("My sister is a nurse at the hospital.", Category.RELATIONSHIP),
+    ],
+)
+def test_job_title_decides_work_over_its_workplace(message: str, category: Category) -> None:
+    memories = extract(message)
+    assert len(memories) == 1
+    assert memories[0].category is category
+
+
 def test_third_person_sentences_are_kept_with_low_confidence() -> None:
     memories = extract("Biggie hates the vacuum cleaner. The transgender stories were so inspiring!")
     assert [m.content for m in memories] == [

@@ -37,6 +37,10 @@ Pipeline for one message:
    because they are the point of a sentence even when it mentions a person or a
    job; relationship comes before work so "My husband is a chef" is about the
    husband; the broad cues (preference "love", personal "from") come last.
+   A job title ("I'm a pediatric nurse", "works as a teacher", "my job as a
+   nurse") decides work over health and education cues that are its workplace
+   (hospital, school, university) or part of the title ("physical therapist");
+   any other health cue still wins ("I'm a nurse with asthma").
 8. `event_time` from `temporal.resolve_time` on the clause as said, and the time words in the
    content replaced by the absolute date ("tomorrow at 2pm" → "on 2024-08-20 at 14:00");
    entities are runs of capitalised words (names, acronyms) minus pronouns,
@@ -361,16 +365,33 @@ _RELATIONSHIP = _cue(
     r"parrots?|rabbits?|bunn(?:y|ies)|horses?|guinea\s+pigs?|married|engaged|divorced|dating|widow(?:ed|er)?|"
     r"twins?|mentor)\b"
 )
+_JOB_NOUNS = (
+    r"manager|engineer|developer|programmer|designer|nurse|teacher|chef|doctor|lawyer|attorney|"
+    r"accountant|consultant|analyst|architect|scientist|researcher|firefighter|police\s+officer|pilot|electrician|"
+    r"plumber|mechanic|pharmacist|veterinarian|barista|cashier|waiter|waitress|realtor|freelancer|entrepreneur|"
+    r"founder|ceo|cto|cfo|intern"
+)
 _WORK = _cue(
     r"\b(?:work(?:s|ed|ing)?\s+(?:as|at|for|in(?!\s+progress)|with|from|on|remotely|part-time|full-time|freelance|"
     r"nights|shifts)|"
     r"jobs?|career|profession|occupation|employer|employed|employee|(?<!'s\s)company|startup|start-up|office|colleagues?|"
-    r"co-?workers?|boss|manager|engineer|developer|programmer|designer|nurse|teacher|chef|doctor|lawyer|attorney|"
-    r"accountant|consultant|analyst|architect|scientist|researcher|firefighter|police\s+officer|pilot|electrician|"
-    r"plumber|mechanic|pharmacist|veterinarian|barista|cashier|waiter|waitress|realtor|freelancer|entrepreneur|"
-    r"founder|ceo|cto|cfo|intern|internship|hired|promoted|promotion|fired|laid\s+off|salary|clients?|"
+    rf"co-?workers?|boss|{_JOB_NOUNS}|internship|hired|promoted|promotion|fired|laid\s+off|salary|clients?|"
     r"business|team\s+lead|tech\s+lead|retired|retirement|coworking|paycheck|workplace|interview)\b"
 )
+# A job title: "I'm a pediatric nurse", "works as a teacher", "my job as a nurse". It decides work over
+# the health or education cues of its workplace ("... at Santa Maria hospital", "... at Lincoln High School")
+# and of the title itself ("physical therapist"). The extra nouns are jobs that are also health or
+# education cues, so they are not work cues on their own ("my therapist", "my professor").
+_JOB_TITLE = _cue(
+    r"(?:\bi'm|\bi\s+am|\bi\s+was|\bis|\bwas|\bwork(?:s|ed|ing)?\s+as|\bemployed\s+as|"
+    r"\b(?:job|career|position|role)s?\s+as)\s+an?\s+"
+    r"(?:(?!(?:of|at|in|for|with|from|and|or|but|the|a|an|to|on|who|that)\b)[a-z'-]+\s+){0,3}?"
+    rf"(?:{_JOB_NOUNS}|therapist|surgeon|dentist|physician|paramedic|midwife|pediatrician|psychologist|"
+    r"psychiatrist|radiologist|professor|lecturer|tutor|librarian|receptionist|technician|caregiver|"
+    r"social\s+worker)\b"
+)
+# Places of work that are also health or education cues; with a job title they are where the job is.
+_WORKPLACE = _cue(r"hospital\w*|clinic|school|high\s+school|grad\s+school|university|college|campus|kindergarten")
 _GOAL = _cue(
     r"\b(?:goals?|plan(?:s|ning)?\s+(?:to|on)|want(?:s|ed)?\s+to|wanna|hop(?:e|es|ing)\s+to|training\s+for|"
     r"train(?:s)?\s+for|aim(?:s|ing)?\s+to|dream(?:s|ing)?\s+(?:of|is|to|about)|intend(?:s|ing)?\s+to|"
@@ -680,11 +701,25 @@ def _categorise(low: str, event_time: datetime | None, reference_time: datetime)
         m = _EVENT_NOUN.search(low)
         if m and event_time.date() >= reference_time.date():
             return Category.EVENT, m.group(0)
+    title = _JOB_TITLE.search(low)
     for category, pattern in _ORDERED_CUES:
-        m = pattern.search(low)
+        if title is None or category not in (Category.HEALTH, Category.EDUCATION, Category.WORK):
+            m = pattern.search(low)
+        elif category is Category.WORK:
+            return category, title.group(0)
+        else:
+            # Trigger: a job title and a health/education cue. Why: "nurse at the hospital" is a job.
+            # Outcome: only a cue that is neither the workplace nor part of the title counts ("nurse with asthma").
+            m = next((c for c in pattern.finditer(low) if not _is_job_context(c, title)), None)
         if m:
             return category, m.group(0)
     return (Category.EVENT, None) if event_time is not None else (Category.FACT, None)
+
+
+def _is_job_context(cue: re.Match[str], title: re.Match[str]) -> bool:
+    """True when a health/education `cue` is the job's workplace or lies inside the job `title`."""
+    inside = title.start() <= cue.start() and cue.end() <= title.end()
+    return inside or _WORKPLACE.fullmatch(cue.group(0)) is not None
 
 
 def _finish(text: str) -> str:
