@@ -63,11 +63,10 @@ class ExtractedMemory(BaseModel):
         return value
 
 
-class Memory(BaseModel):
-    """A stored memory, as the store returns it. Times are ISO-8601 strings; created/updated are UTC."""
+class MemoryView(BaseModel):
+    """A memory as `list_memories`, exports and the resources show it: every field but `user_id`."""
 
     memory_id: str
-    user_id: str
     content: str
     category: Category
     confidence: float
@@ -82,6 +81,17 @@ class Memory(BaseModel):
     status: Status
     created_at: str
     updated_at: str
+
+    @classmethod
+    def of(cls, memory: Memory) -> MemoryView:
+        return cls.model_validate(memory.model_dump(exclude={"user_id"}))
+
+
+class Memory(MemoryView):
+    """A stored memory, as the store returns it: the view plus its owner. Times are ISO-8601 strings;
+    created/updated are UTC."""
+
+    user_id: str
 
 
 class StoredMemory(BaseModel):
@@ -137,30 +147,6 @@ class SearchResult(BaseModel):
 
     results: list[SearchHit]
     pagination: Pagination
-
-
-class MemoryView(BaseModel):
-    """A memory as `list_memories` and the resources show it."""
-
-    memory_id: str
-    content: str
-    category: Category
-    confidence: float
-    entities: list[str]
-    tags: list[str]
-    event_time: str | None
-    source_message: str | None
-    speaker: str | None
-    session_id: str | None
-    metadata: dict[str, Any]
-    extractor: str
-    status: Status
-    created_at: str
-    updated_at: str
-
-    @classmethod
-    def of(cls, memory: Memory) -> MemoryView:
-        return cls.model_validate(memory.model_dump(exclude={"user_id"}))
 
 
 class ListResult(BaseModel):
