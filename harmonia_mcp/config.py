@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=32 * 1024, ge=1, description="Largest message store_memory accepts.")
     timezone: str = Field(default="UTC", description="IANA zone for timestamps given without an offset.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    recency_half_life_days: float = Field(
+        default=30.0, gt=0, description="Search: a memory's recency boost halves every this many days."
+    )
+    recency_weight: float = Field(
+        default=0.2, ge=0, le=1, description="Search: the share of relevance that recency decides (0 turns it off)."
+    )
 
     @field_validator("timezone")
     @classmethod

@@ -68,13 +68,3 @@ def build_match_expression(query: str) -> str | None:
             terms.append(term)
     terms = phrases + terms
     return " OR ".join(terms) if terms else None
-
-
-def relevance_from_bm25(score: float) -> float:
-    """Map an FTS5 `bm25()` score (negative; lower is a better match) onto 0-1, higher is better.
-
-    relevance = s / (1 + s) with s = -score: monotonic, so the order bm25 gives is kept, and a
-    score of 0 (no match) maps to 0.
-    """
-    strength = max(0.0, -score)
-    return round(strength / (1.0 + strength), 6)

@@ -38,7 +38,7 @@ from harmonia_mcp.models import (
     StoreResult,
 )
 from harmonia_mcp.service import MAX_LIST_LIMIT, MAX_SEARCH_LIMIT, MemoryService, ResolutionStrategy, ServiceLimits
-from harmonia_mcp.store import DateField, open_store
+from harmonia_mcp.store import DateField, Ranking, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -143,11 +143,17 @@ async def search_memories(
         "relevance"
     ),
     include_metadata: Annotated[bool, Field(description="Add each memory's metadata and source message.")] = False,
+    tags: Annotated[list[str] | None, Field(description="Only memories that have every one of these tags.")] = None,
+    max_confidence: Annotated[float | None, Field(ge=0.0, le=1.0)] = None,
+    session_id: Annotated[str | None, Field(description="Only memories stored with this session_id.")] = None,
+    boost_category: Annotated[
+        Category | None, Field(description="Rank memories of this category higher, without filtering the others.")
+    ] = None,
 ) -> SearchResult:
     """Full-text search over the user's memories, best match first.
 
-    Each hit has a relevance_score from 0 to 1 and highlights with matched words in [brackets];
-    pagination gives total_count and has_more.
+    Each hit has a relevance_score from 0 to 1 (bm25 with recency; see docs/search.md) and highlights with
+    matched words in [brackets]; pagination gives total_count and has_more.
     """
     with _tool_errors():
         return await _service(ctx).search_memories(
@@ -162,6 +168,10 @@ async def search_memories(
             min_confidence=min_confidence,
             sort_by=sort_by,
             include_metadata=include_metadata,
+            tags=tags,
+            max_confidence=max_confidence,
+            session_id=session_id,
+            boost_category=boost_category,
         )
 
 
@@ -270,7 +280,8 @@ def create_server(settings: Settings) -> MCPServer[AppContext]:
     async def lifespan(_: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
         async with open_store(settings.db_path) as store:
             logger.info("memories in %s", store.path)
-            yield AppContext(MemoryService(store, RulesExtractor(), make_limits(settings)))
+            ranking = Ranking(half_life_days=settings.recency_half_life_days, recency_weight=settings.recency_weight)
+            yield AppContext(MemoryService(store, RulesExtractor(), make_limits(settings), ranking))
 
     server: MCPServer[AppContext] = MCPServer(
         "harmonia-mcp",

@@ -35,7 +35,7 @@ from harmonia_mcp.models import (
     StoredMemory,
     StoreResult,
 )
-from harmonia_mcp.store import DateField, MemoryFilter, NewMemory, Store, utc_now
+from harmonia_mcp.store import DateField, MemoryFilter, NewMemory, Ranking, Store, utc_now
 from harmonia_mcp.temporal import parse_timestamp
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,11 @@ MAX_LIST_LIMIT = 500
 MAX_METADATA_BYTES = 16 * 1024
 MAX_SPEAKER_CHARS = 100
 RECENT_COUNT = 50
+MAX_FILTER_TAGS = 20
+# Conversation context indexed with each memory (docs/search.md): the messages said just before it in the
+# same user's session, if said within this window (a later session is a new conversation).
+CONTEXT_MESSAGES = 2
+CONTEXT_WINDOW_SECONDS = 6 * 3600.0
 
 _USER_ID = re.compile(USER_ID_PATTERN)
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -66,10 +71,13 @@ class ServiceLimits:
 class MemoryService:
     """Store, search, list, delete and export memories for many users over one `Store`."""
 
-    def __init__(self, store: Store, extractor: Extractor, limits: ServiceLimits) -> None:
+    def __init__(
+        self, store: Store, extractor: Extractor, limits: ServiceLimits, ranking: Ranking | None = None
+    ) -> None:
         self.store = store
         self.extractor = extractor
         self.limits = limits
+        self.ranking = ranking or Ranking()
 
     # --- argument checks ---
 
@@ -99,6 +107,9 @@ class MemoryService:
         date_field: DateField = "created_at",
         min_confidence: float | None = None,
         include_inactive: bool = False,
+        max_confidence: float | None = None,
+        tags: list[str] | None = None,
+        session_id: str | None = None,
     ) -> MemoryFilter:
         start = self._timestamp(from_date, "from_date")
         end = self._timestamp(to_date, "to_date")
@@ -108,6 +119,13 @@ class MemoryService:
             raise InvalidInput(f"from_date {from_date!r} is not before to_date {to_date!r}")
         if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
             raise InvalidInput(f"min_confidence {min_confidence} is out of range: use a number from 0 to 1")
+        if max_confidence is not None and not 0.0 <= max_confidence <= 1.0:
+            raise InvalidInput(f"max_confidence {max_confidence} is out of range: use a number from 0 to 1")
+        if min_confidence is not None and max_confidence is not None and min_confidence > max_confidence:
+            raise InvalidInput(f"min_confidence {min_confidence} is above max_confidence {max_confidence}")
+        wanted = tuple(tag.strip() for tag in tags or [])
+        if len(wanted) > MAX_FILTER_TAGS or any(not 1 <= len(tag) <= 100 for tag in wanted):
+            raise InvalidInput(f"tags must be at most {MAX_FILTER_TAGS} tags of 1-100 characters each")
         return MemoryFilter(
             category=_category(category),
             from_date=start,
@@ -115,6 +133,9 @@ class MemoryService:
             date_field=date_field,
             min_confidence=min_confidence,
             include_inactive=include_inactive,
+            tags=wanted,
+            max_confidence=max_confidence,
+            session_id=session_id,
         )
 
     def _message(self, message: str) -> str:
@@ -176,6 +197,11 @@ class MemoryService:
         extracted = await self.extractor.extract(text, speaker=who, reference_time=reference)
         stored: list[StoredMemory] = []
         async with self.store.transaction() as db:
+            context = await self.store.conversation_context(
+                db, user, session_id, reference, count=CONTEXT_MESSAGES, window_seconds=CONTEXT_WINDOW_SECONDS
+            )
+            message_id = await self.store.record_message(db, user, session_id, who, text, reference)
+            await self.store.prune_messages(db, user, session_id, keep=CONTEXT_MESSAGES)
             for item in extracted:
                 existing = None
                 if resolution_strategy != "keep_both":
@@ -183,7 +209,7 @@ class MemoryService:
                 if existing is not None:
                     stored.append(_stored(existing, "skipped"))
                     continue
-                new = NewMemory(user, item, self.extractor.name, text, who, session_id, meta)
+                new = NewMemory(user, item, self.extractor.name, text, who, session_id, meta, message_id, context)
                 stored.append(_stored(await self.store.insert_memory(db, new), "created"))
         warnings = [] if extracted else ["No durable fact found in the message (small talk, a question or a request)."]
         return StoreResult(memories=stored, warnings=warnings)
@@ -202,15 +228,24 @@ class MemoryService:
         min_confidence: float | None = None,
         sort_by: SearchSort = "relevance",
         include_metadata: bool = False,
+        tags: list[str] | None = None,
+        max_confidence: float | None = None,
+        session_id: str | None = None,
+        boost_category: Category | str | None = None,
     ) -> SearchResult:
         """Full-text search over a user's active memories; `query="*"` admits every memory the filters admit.
 
+        The query is turned into a safe FTS5 expression by `search.build_match_expression`; hits are ranked
+        by `Ranking` (bm25 with column weights, recency, an optional `boost_category`), see docs/search.md.
+        Every filter (category, tags: all of them, dates on `date_field`, confidence range, session) is applied
+        in SQL, so `total_count` and `has_more` are exact.
+
         Returns:
             One page of hits (best first for `sort_by="relevance"`, else newest/highest first) and
-            exact pagination.
+            exact pagination. With `query="*"` every hit's relevance_score is 1.0.
 
         Raises:
-            InvalidInput: an empty query, a query with no word in it, or a bad filter.
+            InvalidInput: an empty query, a query with no word in it (letters or digits), or a bad filter.
         """
         user = self.user(user_id)
         _page_bounds(limit, offset, MAX_SEARCH_LIMIT)
@@ -220,7 +255,11 @@ class MemoryService:
             to_date=to_date,
             date_field=date_field,
             min_confidence=min_confidence,
+            max_confidence=max_confidence,
+            tags=tags,
+            session_id=session_id,
         )
+        boost = _category(boost_category)
         if not query.strip():
             raise InvalidInput("query is empty: give words to search for, or '*' to list every memory")
         if query.strip() == "*":
@@ -236,10 +275,17 @@ class MemoryService:
                 f"query {query[:100]!r} has no word to search for: give words (letters or digits), "
                 "a \"quoted phrase\", or '*' to list every memory"
             )
-        found, total = await self.store.search(user, match, memory_filter, sort_by=sort_by, limit=limit, offset=offset)
-        hits = [
-            _hit(hit.memory, search.relevance_from_bm25(hit.bm25), [hit.highlight], include_metadata) for hit in found
-        ]
+        found, total = await self.store.search(
+            user,
+            match,
+            memory_filter,
+            sort_by=sort_by,
+            limit=limit,
+            offset=offset,
+            ranking=self.ranking,
+            boost_category=boost,
+        )
+        hits = [_hit(hit.memory, hit.relevance, hit.highlights, include_metadata) for hit in found]
         return SearchResult(results=hits, pagination=_pagination(total, limit, offset, len(hits)))
 
     async def list_memories(
