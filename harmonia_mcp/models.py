@@ -174,3 +174,11 @@ class ExportResult(BaseModel):
     format: ExportFormat
     memory_count: int
     data: str
+
+
+class ImportResult(BaseModel):
+    """Result of importing a JSON export: how many memories were added, and how many were already there."""
+
+    user_id: str
+    imported: int
+    skipped: int

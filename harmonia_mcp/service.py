@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
 
 from harmonia_mcp import export, search
 from harmonia_mcp.errors import InvalidInput
@@ -23,6 +26,7 @@ from harmonia_mcp.models import (
     DeleteResult,
     ExportFormat,
     ExportResult,
+    ImportResult,
     ListResult,
     ListSort,
     Memory,
@@ -369,6 +373,59 @@ class MemoryService:
         fmt: ExportFormat = format  # type: ignore[assignment]  # checked just above
         data = export.render(fmt, user, memories, utc_now())
         return ExportResult(format=fmt, memory_count=len(memories), data=data)
+
+    async def import_memories(
+        self,
+        document: str | bytes,
+        *,
+        user_id: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ImportResult:
+        """Load a JSON export (as `export_memories` writes it) in one transaction; idempotent by `memory_id`.
+
+        Args:
+            document: the export, `{"user_id": ..., "memories": [{every field of a memory}, ...]}`.
+            user_id: whose memories they become; the document's `user_id` when None.
+            progress: called with (memories done, memories in all) after each batch.
+
+        Returns:
+            How many memories were added and how many were skipped because their `memory_id` exists.
+
+        Raises:
+            InvalidInput: not JSON, not an export object, a memory missing a field or with a bad value
+                (the message names the first one); nothing is imported then.
+        """
+        try:
+            parsed = json.loads(document)
+        except ValueError as error:
+            raise InvalidInput(f"the import file is not JSON: {error}") from None
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("memories"), list):
+            raise InvalidInput('the import file must be a JSON export: an object with a "memories" list')
+        owner = self.user(user_id if user_id is not None else parsed.get("user_id"))
+        try:
+            views = _EXPORTED_MEMORIES.validate_python(parsed["memories"])
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise InvalidInput(f"memories.{where} in the import file is invalid: {first['msg']}") from None
+        memories = []
+        for view in views:
+            fields = view.model_dump()
+            if view.event_time is not None:  # always stored with an offset, so it converts to UTC exactly
+                when = parse_timestamp(view.event_time, self.limits.timezone, field=f"{view.memory_id} event_time")
+                fields["event_time"] = when.isoformat()
+            memories.append(Memory(user_id=owner, **fields))
+        imported = 0
+        async with self.store.transaction() as db:
+            for start in range(0, len(memories), IMPORT_BATCH):
+                imported += await self.store.import_memories(db, memories[start : start + IMPORT_BATCH])
+                if progress is not None:
+                    progress(min(start + IMPORT_BATCH, len(memories)), len(memories))
+        return ImportResult(user_id=owner, imported=imported, skipped=len(memories) - imported)
+
+
+IMPORT_BATCH = 5000  # memories per executemany batch of `import_memories` (one transaction for all)
+_EXPORTED_MEMORIES = TypeAdapter(list[MemoryView])
 
 
 def _category(value: Category | str | None) -> Category | None:

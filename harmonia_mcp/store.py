@@ -525,6 +525,58 @@ class Store:
             (user_id, session_id, max(1, keep)),
         )
 
+    async def import_memories(self, db: aiosqlite.Connection, memories: Sequence[Memory]) -> int:
+        """Insert `memories` as they are (ids, times, status) with a `created` history row each, skipping any
+        whose `memory_id` is already in the file; return how many were inserted. The FTS index follows by trigger.
+        """
+        ids = [memory.memory_id for memory in memories]
+        present: set[str] = set()
+        for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            async with db.execute(f"SELECT memory_id FROM memories WHERE memory_id IN ({marks})", chunk) as cursor:
+                present |= {str(row[0]) for row in await cursor.fetchall()}
+        fresh: dict[str, Memory] = {}
+        for memory in memories:
+            if memory.memory_id not in present:
+                fresh.setdefault(memory.memory_id, memory)
+        await db.executemany(
+            """
+            INSERT INTO memories (memory_id, user_id, content, category, confidence, entities, tags, event_time,
+                event_time_utc, source_message, speaker, session_id, metadata, extractor, status, created_at,
+                updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
+            [
+                (
+                    m.memory_id,
+                    m.user_id,
+                    m.content,
+                    m.category.value,
+                    m.confidence,
+                    json.dumps(m.entities, ensure_ascii=False),
+                    json.dumps(m.tags, ensure_ascii=False),
+                    m.event_time,
+                    to_utc_text(datetime.fromisoformat(m.event_time)) if m.event_time else None,
+                    m.source_message,
+                    m.speaker,
+                    m.session_id,
+                    json.dumps(m.metadata, ensure_ascii=False),
+                    m.extractor,
+                    m.status,
+                    m.created_at,
+                    m.updated_at,
+                )
+                for m in fresh.values()
+            ],
+        )
+        await db.executemany(
+            "INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message, "
+            "changed_at) VALUES (?, ?, 'created', NULL, ?, ?, ?)",
+            [(m.memory_id, m.user_id, m.content, m.source_message, m.created_at) for m in fresh.values()],
+        )
+        return len(fresh)
+
     # --- reads ---
 
     async def find_active_by_content(self, db: aiosqlite.Connection, user_id: str, content: str) -> Memory | None:
