@@ -414,7 +414,7 @@ class MemoryService:
             if view.event_time is not None:  # always stored with an offset, so it converts to UTC exactly
                 when = parse_timestamp(view.event_time, self.limits.timezone, field=f"{view.memory_id} event_time")
                 fields["event_time"] = when.isoformat()
-            memories.append(Memory(user_id=owner, **fields))
+            memories.append(Memory.model_construct(user_id=owner, **fields))  # validated just above, as MemoryView
         imported = 0
         async with self.store.transaction() as db:
             for start in range(0, len(memories), IMPORT_BATCH):
