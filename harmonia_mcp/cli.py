@@ -138,6 +138,7 @@ def _progress_bar(done: int, total: int) -> None:
 
 async def _import(settings: Settings, file: Path, user_id: str | None) -> int:
     from harmonia_mcp.errors import HarmoniaError
+    from harmonia_mcp.extract.rules import RulesExtractor
     from harmonia_mcp.server import make_limits
     from harmonia_mcp.service import MemoryService
     from harmonia_mcp.store import open_store
@@ -150,8 +151,6 @@ async def _import(settings: Settings, file: Path, user_id: str | None) -> int:
     # A bar only for a person watching; piped or logged runs get the one summary line.
     progress = _progress_bar if sys.stderr.isatty() else None
     async with open_store(settings.db_path) as store:
-        from harmonia_mcp.extract.rules import RulesExtractor
-
         service = MemoryService(store, RulesExtractor(), make_limits(settings))
         try:
             result = await service.import_memories(document, user_id=user_id, progress=progress)
