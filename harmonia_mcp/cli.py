@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--db", help="the SQLite file to use (default: a temporary file, removed afterwards)")
     doctor = commands.add_parser("doctor", help="print the database, SQLite/FTS5 and Ollama status")
     doctor.add_argument("--db", help="the SQLite file to check")
+    importer = commands.add_parser(
+        "import", help="load a JSON export (as export_memories writes it); memories already present are skipped"
+    )
+    importer.add_argument("file", type=Path, help="the JSON export to load ('-' reads standard input)")
+    importer.add_argument("--user-id", help="whose memories they become (default: the file's user_id)")
+    importer.add_argument("--db", help="the SQLite file to load into (default: HARMONIA_DB_PATH or the data directory)")
     return parser
 
 
@@ -86,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return anyio.run(_demo, arguments.db)
     if arguments.command == "doctor":
         return anyio.run(_doctor, settings)
+    if arguments.command == "import":
+        return anyio.run(_import, settings, arguments.file, arguments.user_id)
     transport: str = getattr(arguments, "transport", "stdio")
     if transport in ("sse", "streamable-http"):
         http_transport = cast(Literal["sse", "streamable-http"], transport)  # argparse choices checked it
@@ -206,6 +214,44 @@ async def _doctor(settings: Settings) -> int:
     await _ollama_report(settings)
     print(f"time zone: {settings.timezone} (HARMONIA_TIMEZONE: 'tomorrow' resolves in it)")
     return status
+
+
+# --- import --------------------------------------------------------------------------------------
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+
+
+async def _import(settings: Settings, file: Path, user_id: str | None) -> int:
+    from harmonia_mcp.errors import HarmoniaError
+    from harmonia_mcp.extract.rules import RulesExtractor
+    from harmonia_mcp.server import make_limits
+    from harmonia_mcp.service import MemoryService
+    from harmonia_mcp.store import open_store
+
+    try:
+        document = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    except OSError as error:
+        print(f"harmonia-mcp import: cannot read {file}: {error}", file=sys.stderr)
+        return 1
+    # A bar only for a person watching; piped or logged runs get the one summary line.
+    progress = _progress_bar if sys.stderr.isatty() else None
+    async with open_store(settings.db_path) as store:
+        service = MemoryService(store, RulesExtractor(), make_limits(settings))
+        try:
+            result = await service.import_memories(document, user_id=user_id, progress=progress)
+        except HarmoniaError as error:
+            if progress is not None:
+                print(file=sys.stderr)
+            print(f"harmonia-mcp import: {error}; nothing was imported", file=sys.stderr)
+            return 1
+    if progress is not None:
+        print(file=sys.stderr)
+    print(f"imported {result.imported} memories for {result.user_id}; {result.skipped} were already there")
+    return 0
 
 
 # --- demo ----------------------------------------------------------------------------------------

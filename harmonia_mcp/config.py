@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         default_factory=dict[str, ResolutionStrategy],
         description='Per-user defaults as a JSON object, e.g. {"alice": "version"}; others get resolution_strategy.',
     )
+    recency_half_life_days: float = Field(
+        default=30.0, gt=0, description="Search: a memory's recency boost halves every this many days."
+    )
+    recency_weight: float = Field(
+        default=0.2, ge=0, le=1, description="Search: the share of relevance that recency decides (0 turns it off)."
+    )
 
     @field_validator("timezone")
     @classmethod

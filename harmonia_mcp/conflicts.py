@@ -598,7 +598,7 @@ async def reconcile(
             return Resolution(target, "skipped", "update", [target.memory_id])
         if strategy == "update":
             memory = await store.rewrite_memory(
-                db, user, target.memory_id, new.extracted, "updated", new.source_message
+                db, user, target.memory_id, new.extracted, "updated", new.source_message, provenance=new
             )
             return Resolution(memory, "updated", "update", [target.memory_id])
         if strategy == "merge":

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from harmonia_mcp.models import Category, ExportFormat, Memory, MemoryView
+from harmonia_mcp.models import Category, ExportFormat, Memory
 
 CSV_COLUMNS = (
     "memory_id",
@@ -33,13 +33,18 @@ CSV_COLUMNS = (
 )
 
 
+def _view(memory: Memory) -> dict[str, Any]:
+    # The fields of MemoryView, in its order, without building one per memory (half the cost of a big export).
+    return memory.model_dump(mode="json", exclude={"user_id"})
+
+
 def to_json(user_id: str, memories: Sequence[Memory], exported_at: str) -> str:
     """`{"user_id", "exported_at", "memory_count", "memories": [...]}`, each memory with every field."""
     document = {
         "user_id": user_id,
         "exported_at": exported_at,
         "memory_count": len(memories),
-        "memories": [MemoryView.of(memory).model_dump(mode="json") for memory in memories],
+        "memories": [_view(memory) for memory in memories],
     }
     return json.dumps(document, ensure_ascii=False, indent=2)
 
@@ -50,7 +55,7 @@ def to_csv(memories: Sequence[Memory]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for memory in memories:
-        row: dict[str, Any] = MemoryView.of(memory).model_dump(mode="json")
+        row: dict[str, Any] = _view(memory)
         for key in ("entities", "tags", "metadata"):
             row[key] = json.dumps(row[key], ensure_ascii=False)
         writer.writerow({column: row[column] for column in CSV_COLUMNS})

@@ -205,3 +205,11 @@ class RestoreResult(BaseModel):
     memory: MemoryView
     previous_status: Status
     active_successors: list[str] = Field(default_factory=list[str])
+
+
+class ImportResult(BaseModel):
+    """Result of importing a JSON export: how many memories were added, and how many were already there."""
+
+    user_id: str
+    imported: int
+    skipped: int

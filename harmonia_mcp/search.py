@@ -1,7 +1,8 @@
-"""Turning user text into a safe FTS5 query, and `bm25()` scores into a 0-1 relevance.
+"""Turning user text into a safe FTS5 query. (Ranking is computed in SQL: `store.Ranking`, docs/search.md.)
 
 User text never reaches `MATCH` raw. It is split into words the way FTS5's `unicode61` tokenizer
-splits them (runs of letters and digits; everything else separates), stop words and question words
+splits them (runs of letters and digits; everything else separates; the text is not normalised, because
+the index is not either), stop words and question words
 are dropped, and each word is double-quoted, so `"`, `*`, `NEAR(`, `AND`, `OR`, `NOT`, `-` and `:` are
 plain text. Two forms are kept on purpose: a `"quoted phrase"` stays a phrase, and a word with a
 trailing `*` becomes a prefix query. The terms are joined with `OR`, so a memory that lacks one word
@@ -13,9 +14,9 @@ FTS5 query syntax: https://www.sqlite.org/fts5.html#full_text_query_syntax
 from __future__ import annotations
 
 import re
-import unicodedata
 
-# Letters, digits and marks, as unicode61 treats them as token characters; "_" is a separator there.
+# Letters and digits, as unicode61 treats them as token characters; "_" is a separator there. Characters that
+# Unicode assigned after 6.1 (the tables unicode61 uses) may differ; at worst such a word is not found.
 _WORD = re.compile(r"[^\W_]+(?:\*)?", re.UNICODE)
 _PHRASE = re.compile(r'"([^"]*)"')
 
@@ -32,7 +33,7 @@ STOP_WORDS = frozenset(
 
 
 def _words(text: str) -> list[str]:
-    return _WORD.findall(unicodedata.normalize("NFKC", text))
+    return _WORD.findall(text)
 
 
 def _quote(term: str) -> str:
@@ -68,13 +69,3 @@ def build_match_expression(query: str) -> str | None:
             terms.append(term)
     terms = phrases + terms
     return " OR ".join(terms) if terms else None
-
-
-def relevance_from_bm25(score: float) -> float:
-    """Map an FTS5 `bm25()` score (negative; lower is a better match) onto 0-1, higher is better.
-
-    relevance = s / (1 + s) with s = -score: monotonic, so the order bm25 gives is kept, and a
-    score of 0 (no match) maps to 0.
-    """
-    strength = max(0.0, -score)
-    return round(strength / (1.0 + strength), 6)

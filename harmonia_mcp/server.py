@@ -45,7 +45,7 @@ from harmonia_mcp.models import (
     StoreResult,
 )
 from harmonia_mcp.service import MAX_LIST_LIMIT, MAX_SEARCH_LIMIT, MemoryService, ServiceLimits
-from harmonia_mcp.store import DateField, open_store
+from harmonia_mcp.store import DateField, Ranking, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -189,11 +189,17 @@ async def search_memories(
     include_superseded: Annotated[
         bool, Field(description="Also search older versions that a newer memory superseded (status: superseded).")
     ] = False,
+    tags: Annotated[list[str] | None, Field(description="Only memories that have every one of these tags.")] = None,
+    max_confidence: Annotated[float | None, Field(ge=0.0, le=1.0)] = None,
+    session_id: Annotated[str | None, Field(description="Only memories stored with this session_id.")] = None,
+    boost_category: Annotated[
+        Category | None, Field(description="Rank memories of this category higher, without filtering the others.")
+    ] = None,
 ) -> SearchResult:
     """Full-text search over the user's memories, best match first.
 
-    Each hit has a relevance_score from 0 to 1 and highlights with matched words in [brackets];
-    pagination gives total_count and has_more.
+    Each hit has a relevance_score from 0 to 1 (bm25 with recency; see docs/search.md) and highlights with
+    matched words in [brackets]; pagination gives total_count and has_more.
     """
     with _tool_errors():
         return await _service(ctx).search_memories(
@@ -209,6 +215,10 @@ async def search_memories(
             sort_by=sort_by,
             include_metadata=include_metadata,
             include_superseded=include_superseded,
+            tags=tags,
+            max_confidence=max_confidence,
+            session_id=session_id,
+            boost_category=boost_category,
         )
 
 
@@ -363,7 +373,11 @@ class _SharedContext:
                 store = await stack.enter_async_context(open_store(self._settings.db_path))
                 extractor = await stack.enter_async_context(open_extractor(self._settings))
                 logger.info("memories in %s, extractor %s", store.path, self._settings.extractor)
-                service = MemoryService(store, extractor, make_limits(self._settings))
+                settings = self._settings
+                ranking = Ranking(
+                    half_life_days=settings.recency_half_life_days, recency_weight=settings.recency_weight
+                )
+                service = MemoryService(store, extractor, make_limits(settings), ranking)
                 self._stack, self._context = stack, AppContext(service, tokens_required=self._tokens_required)
             self._users += 1
             context = self._context

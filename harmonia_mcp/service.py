@@ -11,11 +11,13 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import TypeAdapter, ValidationError
 
 from harmonia_mcp import conflicts, export, search
 from harmonia_mcp.errors import InvalidInput
@@ -27,6 +29,7 @@ from harmonia_mcp.models import (
     ExportFormat,
     ExportResult,
     HistoryEntry,
+    ImportResult,
     ListResult,
     ListSort,
     Memory,
@@ -43,7 +46,7 @@ from harmonia_mcp.models import (
     StoredMemory,
     StoreResult,
 )
-from harmonia_mcp.store import DateField, MemoryFilter, NewMemory, Store, utc_now
+from harmonia_mcp.store import DateField, MemoryFilter, NewMemory, Ranking, Store, utc_now
 from harmonia_mcp.temporal import parse_timestamp
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,11 @@ MAX_LIST_LIMIT = 500
 MAX_METADATA_BYTES = 16 * 1024
 MAX_SPEAKER_CHARS = 100
 RECENT_COUNT = 50
+MAX_FILTER_TAGS = 20
+# Conversation context indexed with each memory (docs/search.md): the messages said just before it in the
+# same user's session, if said within this window (a later session is a new conversation).
+CONTEXT_MESSAGES = 2
+CONTEXT_WINDOW_SECONDS = 6 * 3600.0
 
 _USER_ID = re.compile(USER_ID_PATTERN)
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -76,10 +84,13 @@ class ServiceLimits:
 class MemoryService:
     """Store, search, list, delete and export memories for many users over one `Store`."""
 
-    def __init__(self, store: Store, extractor: Extractor, limits: ServiceLimits) -> None:
+    def __init__(
+        self, store: Store, extractor: Extractor, limits: ServiceLimits, ranking: Ranking | None = None
+    ) -> None:
         self.store = store
         self.extractor = extractor
         self.limits = limits
+        self.ranking = ranking or Ranking()
 
     # --- argument checks ---
 
@@ -109,6 +120,9 @@ class MemoryService:
         date_field: DateField = "created_at",
         min_confidence: float | None = None,
         include_inactive: bool = False,
+        max_confidence: float | None = None,
+        tags: list[str] | None = None,
+        session_id: str | None = None,
     ) -> MemoryFilter:
         start = self._timestamp(from_date, "from_date")
         end = self._timestamp(to_date, "to_date")
@@ -118,6 +132,13 @@ class MemoryService:
             raise InvalidInput(f"from_date {from_date!r} is not before to_date {to_date!r}")
         if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
             raise InvalidInput(f"min_confidence {min_confidence} is out of range: use a number from 0 to 1")
+        if max_confidence is not None and not 0.0 <= max_confidence <= 1.0:
+            raise InvalidInput(f"max_confidence {max_confidence} is out of range: use a number from 0 to 1")
+        if min_confidence is not None and max_confidence is not None and min_confidence > max_confidence:
+            raise InvalidInput(f"min_confidence {min_confidence} is above max_confidence {max_confidence}")
+        wanted = tuple(tag.strip() for tag in tags or [])
+        if len(wanted) > MAX_FILTER_TAGS or any(not 1 <= len(tag) <= 100 for tag in wanted):
+            raise InvalidInput(f"tags must be at most {MAX_FILTER_TAGS} tags of 1-100 characters each")
         return MemoryFilter(
             category=_category(category),
             from_date=start,
@@ -125,6 +146,9 @@ class MemoryService:
             date_field=date_field,
             min_confidence=min_confidence,
             include_inactive=include_inactive,
+            tags=wanted,
+            max_confidence=max_confidence,
+            session_id=session_id,
         )
 
     def _message(self, message: str) -> str:
@@ -200,8 +224,13 @@ class MemoryService:
         extracted = extraction.memories
         stored: list[StoredMemory] = []
         async with self.store.transaction() as db:
+            context = await self.store.conversation_context(
+                db, user, session_id, reference, count=CONTEXT_MESSAGES, window_seconds=CONTEXT_WINDOW_SECONDS
+            )
+            message_id = await self.store.record_message(db, user, session_id, who, text, reference)
+            await self.store.prune_messages(db, user, session_id, keep=CONTEXT_MESSAGES)
             for item in extracted:
-                new = NewMemory(user, item, extraction.extractor, text, who, session_id, meta)
+                new = NewMemory(user, item, extraction.extractor, text, who, session_id, meta, message_id, context)
                 resolution = await conflicts.reconcile(self.store, db, new, strategy, [who])
                 stored.append(_resolved(resolution))
         warnings = list(extraction.warnings)
@@ -249,18 +278,27 @@ class MemoryService:
         sort_by: SearchSort = "relevance",
         include_metadata: bool = False,
         include_superseded: bool = False,
+        tags: list[str] | None = None,
+        max_confidence: float | None = None,
+        session_id: str | None = None,
+        boost_category: Category | str | None = None,
     ) -> SearchResult:
         """Full-text search over a user's active memories; `query="*"` admits every memory the filters admit.
+
+        The query is turned into a safe FTS5 expression by `search.build_match_expression`; hits are ranked
+        by `Ranking` (bm25 with column weights, recency, an optional `boost_category`), see docs/search.md.
+        Every filter (category, tags: all of them, dates on `date_field`, confidence range, session) is applied
+        in SQL, so `total_count` and `has_more` are exact.
 
         With `include_superseded`, older versions that a newer memory superseded are searched too; each
         hit's `status` says which it is.
 
         Returns:
             One page of hits (best first for `sort_by="relevance"`, else newest/highest first) and
-            exact pagination.
+            exact pagination. With `query="*"` every hit's relevance_score is 1.0.
 
         Raises:
-            InvalidInput: an empty query, a query with no word in it, or a bad filter.
+            InvalidInput: an empty query, a query with no word in it (letters or digits), or a bad filter.
         """
         user = self.user(user_id)
         _page_bounds(limit, offset, MAX_SEARCH_LIMIT)
@@ -270,9 +308,13 @@ class MemoryService:
             to_date=to_date,
             date_field=date_field,
             min_confidence=min_confidence,
+            max_confidence=max_confidence,
+            tags=tags,
+            session_id=session_id,
         )
         if include_superseded:
             memory_filter = dataclasses.replace(memory_filter, include_superseded=True)
+        boost = _category(boost_category)
         if not query.strip():
             raise InvalidInput("query is empty: give words to search for, or '*' to list every memory")
         if query.strip() == "*":
@@ -288,10 +330,17 @@ class MemoryService:
                 f"query {query[:100]!r} has no word to search for: give words (letters or digits), "
                 "a \"quoted phrase\", or '*' to list every memory"
             )
-        found, total = await self.store.search(user, match, memory_filter, sort_by=sort_by, limit=limit, offset=offset)
-        hits = [
-            _hit(hit.memory, search.relevance_from_bm25(hit.bm25), [hit.highlight], include_metadata) for hit in found
-        ]
+        found, total = await self.store.search(
+            user,
+            match,
+            memory_filter,
+            sort_by=sort_by,
+            limit=limit,
+            offset=offset,
+            ranking=self.ranking,
+            boost_category=boost,
+        )
+        hits = [_hit(hit.memory, hit.relevance, hit.highlights, include_metadata) for hit in found]
         return SearchResult(results=hits, pagination=_pagination(total, limit, offset, len(hits)))
 
     async def list_memories(
@@ -407,6 +456,59 @@ class MemoryService:
         fmt: ExportFormat = format  # type: ignore[assignment]  # checked just above
         data = export.render(fmt, user, memories, utc_now())
         return ExportResult(format=fmt, memory_count=len(memories), data=data)
+
+    async def import_memories(
+        self,
+        document: str | bytes,
+        *,
+        user_id: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ImportResult:
+        """Load a JSON export (as `export_memories` writes it) in one transaction; idempotent by `memory_id`.
+
+        Args:
+            document: the export, `{"user_id": ..., "memories": [{every field of a memory}, ...]}`.
+            user_id: whose memories they become; the document's `user_id` when None.
+            progress: called with (memories done, memories in all) after each batch.
+
+        Returns:
+            How many memories were added and how many were skipped because their `memory_id` exists.
+
+        Raises:
+            InvalidInput: not JSON, not an export object, a memory missing a field or with a bad value
+                (the message names the first one); nothing is imported then.
+        """
+        try:
+            parsed = json.loads(document)
+        except ValueError as error:
+            raise InvalidInput(f"the import file is not JSON: {error}") from None
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("memories"), list):
+            raise InvalidInput('the import file must be a JSON export: an object with a "memories" list')
+        owner = self.user(user_id if user_id is not None else parsed.get("user_id"))
+        try:
+            views = _EXPORTED_MEMORIES.validate_python(parsed["memories"])
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise InvalidInput(f"memories.{where} in the import file is invalid: {first['msg']}") from None
+        memories = []
+        for view in views:
+            fields = view.model_dump()
+            if view.event_time is not None:  # always stored with an offset, so it converts to UTC exactly
+                when = parse_timestamp(view.event_time, self.limits.timezone, field=f"{view.memory_id} event_time")
+                fields["event_time"] = when.isoformat()
+            memories.append(Memory.model_construct(user_id=owner, **fields))  # validated just above, as MemoryView
+        imported = 0
+        async with self.store.transaction() as db:
+            for start in range(0, len(memories), IMPORT_BATCH):
+                imported += await self.store.import_memories(db, memories[start : start + IMPORT_BATCH])
+                if progress is not None:
+                    progress(min(start + IMPORT_BATCH, len(memories)), len(memories))
+        return ImportResult(user_id=owner, imported=imported, skipped=len(memories) - imported)
+
+
+IMPORT_BATCH = 5000  # memories per executemany batch of `import_memories` (one transaction for all)
+_EXPORTED_MEMORIES = TypeAdapter(list[MemoryView])
 
 
 def _category(value: Category | str | None) -> Category | None:

@@ -18,7 +18,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,8 +32,11 @@ logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
-# bm25() weights per FTS column (content, entities, tags): a word in the sentence itself counts most.
-BM25_WEIGHTS = (10.0, 3.0, 1.0)
+# The columns of the full-text index (from migration _M003_SEARCH_CONTEXT on), and their bm25() weights: a word
+# in the memory's own sentence counts most, then its entities, the message it came from, the speaker's name,
+# the conversation context and the tags. Chosen on the LoCoMo dev split by field, not by question (docs/search.md).
+FTS_COLUMNS = ("content", "entities", "tags", "source_message", "speaker", "context")
+BM25_WEIGHTS = (10.0, 3.0, 1.0, 5.0, 2.0, 1.0)
 
 DateField = Literal["created_at", "event_time"]
 
@@ -129,8 +132,55 @@ _M002_LINKS = """
         CREATE INDEX memory_links_to ON memory_links (to_id);
 """
 
+
+# Search context (issue 6): the full-text index also covers the message a memory came from, the speaker and
+# the conversation context (the messages said just before it), and a bounded log of recent messages supplies
+# that context. Indexing a passage with its surrounding text is "contextual retrieval" (Anthropic, 2024,
+# https://www.anthropic.com/news/contextual-retrieval); on LoCoMo it lifts recall@10 the most (docs/search.md).
+_M003_SEARCH_CONTEXT = f"""
+        ALTER TABLE memories ADD COLUMN message_id INTEGER;
+        ALTER TABLE memories ADD COLUMN context TEXT;
+        CREATE INDEX memories_message ON memories (message_id) WHERE message_id IS NOT NULL;
+
+        CREATE TABLE messages (
+            message_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id TEXT NOT NULL,
+            session_id TEXT,
+            speaker TEXT,
+            text TEXT NOT NULL,
+            occurred_at_utc TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX messages_conversation ON messages (user_id, session_id, message_id);
+
+        DROP TRIGGER memories_ai;
+        DROP TRIGGER memories_ad;
+        DROP TRIGGER memories_au;
+        DROP TABLE memories_fts;
+        CREATE VIRTUAL TABLE memories_fts USING fts5(
+            {", ".join(FTS_COLUMNS)},
+            content='memories', content_rowid='rowid',
+            tokenize='{FTS_TOKENIZER}'
+        );
+        CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
+            INSERT INTO memories_fts (rowid, {", ".join(FTS_COLUMNS)})
+            VALUES (new.rowid, {", ".join("new." + column for column in FTS_COLUMNS)});
+        END;
+        CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
+            INSERT INTO memories_fts (memories_fts, rowid, {", ".join(FTS_COLUMNS)})
+            VALUES ('delete', old.rowid, {", ".join("old." + column for column in FTS_COLUMNS)});
+        END;
+        CREATE TRIGGER memories_au AFTER UPDATE OF {", ".join(FTS_COLUMNS)} ON memories BEGIN
+            INSERT INTO memories_fts (memories_fts, rowid, {", ".join(FTS_COLUMNS)})
+            VALUES ('delete', old.rowid, {", ".join("old." + column for column in FTS_COLUMNS)});
+            INSERT INTO memories_fts (rowid, {", ".join(FTS_COLUMNS)})
+            VALUES (new.rowid, {", ".join("new." + column for column in FTS_COLUMNS)});
+        END;
+        INSERT INTO memories_fts (memories_fts) VALUES ('rebuild');
+"""
+
 # Append only; `PRAGMA user_version` is the number of migrations applied.
-MIGRATIONS: Sequence[str] = (_M001_INITIAL, _M002_LINKS)
+MIGRATIONS: Sequence[str] = (_M001_INITIAL, _M002_LINKS, _M003_SEARCH_CONTEXT)
 
 LinkKind = Literal["supersedes", "related"]
 
@@ -177,6 +227,9 @@ class MemoryFilter:
     include_inactive: bool = False
     # Superseded memories (older versions) but not deleted ones; `include_inactive` admits both.
     include_superseded: bool = False
+    # Every one of these tags (compared ignoring case); empty admits any.
+    tags: tuple[str, ...] = ()
+    max_confidence: float | None = None
 
     def where(self, user_id: str, alias: str = "m") -> tuple[str, list[Any]]:
         """The SQL condition (over table alias `alias`) and its parameters."""
@@ -203,6 +256,12 @@ class MemoryFilter:
         if self.session_id is not None:
             clauses.append(f"{alias}.session_id = ?")
             params.append(self.session_id)
+        if self.max_confidence is not None:
+            clauses.append(f"{alias}.confidence <= ?")
+            params.append(self.max_confidence)
+        for tag in self.tags:
+            clauses.append(f"EXISTS (SELECT 1 FROM json_each({alias}.tags) WHERE lower(json_each.value) = ?)")
+            params.append(tag.lower())
         return " AND ".join(clauses), params
 
 
@@ -251,15 +310,42 @@ class NewMemory:
     speaker: str | None = None
     session_id: str | None = None
     metadata: dict[str, Any] | None = None
+    # The `messages` row this memory came from, and the conversation just before it (indexed for search).
+    message_id: int | None = None
+    context: str | None = None
 
 
 @dataclass(frozen=True)
 class FullTextHit:
-    """A row of a full-text search: the memory, its `bm25()` score (lower is better), its highlighted content."""
+    """A row of a full-text search.
+
+    `bm25` is FTS5's weighted `bm25()` (lower is better); `relevance` is the 0-1 score of `Ranking`;
+    `highlights` are the memory's content with matched words in [brackets], then, when the message it came
+    from matched, a snippet of that message.
+    """
 
     memory: Memory
     bm25: float
-    highlight: str
+    relevance: float
+    highlights: list[str]
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How relevance is computed from bm25, recency and category (the formula is in docs/search.md).
+
+    relevance = (bm25 / best bm25 of the query) * repeat_penalty ** (n - 1)
+                * (1 - recency_weight + recency_weight * 0.5 ** (age_days / half_life_days))
+                * (1 if no boost_category or the memory is in it, else 1 - category_weight)
+
+    where n is the memory's rank among the hits that came from the same message, and age is measured from
+    the memory's `updated_at`. Every factor lies in 0-1, so relevance does too.
+    """
+
+    half_life_days: float = 30.0
+    recency_weight: float = 0.2
+    category_weight: float = 0.3
+    repeat_penalty: float = 0.5
 
 
 class _SerialReader:
@@ -323,8 +409,8 @@ class Store:
             """
             INSERT INTO memories (memory_id, user_id, content, category, confidence, entities, tags, event_time,
                 event_time_utc, source_message, speaker, session_id, metadata, extractor, status, created_at,
-                updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)
+                updated_at, message_id, context)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)
             """,
             (
                 memory_id,
@@ -343,6 +429,8 @@ class Store:
                 new.extractor,
                 now,
                 now,
+                new.message_id,
+                new.context,
             ),
         )
         await self._record(db, memory_id, new.user_id, "created", None, extracted.content, new.source_message, now)
@@ -410,10 +498,15 @@ class Store:
         extracted: ExtractedMemory,
         action: Literal["updated", "merged"],
         source_message: str | None = None,
+        *,
+        provenance: NewMemory | None = None,
     ) -> Memory:
         """Replace an active memory's content, category, confidence, entities, tags and event_time in place.
 
-        Its id, provenance and created_at stay; history gets an `action` row with the old and new content.
+        Its id and created_at stay; history gets an `action` row with the old and new content. With
+        `provenance` (the new memory whose content replaces the old), the source message, speaker, session,
+        metadata and conversation context move to it too, so search and provenance follow what the memory
+        now says; without it they stay.
 
         Raises:
             MemoryNotFound: no active memory `memory_id` for `user_id`.
@@ -422,6 +515,24 @@ class Store:
         now = utc_now()
         event_time = extracted.event_time.isoformat() if extracted.event_time else None
         event_time_utc = to_utc_text(extracted.event_time) if extracted.event_time else None
+        if provenance is not None:
+            await db.execute(
+                """
+                UPDATE memories SET source_message = ?, speaker = ?, session_id = ?, metadata = ?, message_id = ?,
+                    context = ?
+                WHERE memory_id = ? AND user_id = ?
+                """,
+                (
+                    provenance.source_message,
+                    provenance.speaker,
+                    provenance.session_id,
+                    json.dumps(provenance.metadata or {}, ensure_ascii=False),
+                    provenance.message_id,
+                    provenance.context,
+                    memory_id,
+                    user_id,
+                ),
+            )
         await db.execute(
             """
             UPDATE memories SET content = ?, category = ?, confidence = ?, entities = ?, tags = ?, event_time = ?,
@@ -525,6 +636,110 @@ class Store:
             (memory_id, user_id, action, old_content, new_content, source_message, changed_at),
         )
 
+    async def record_message(
+        self,
+        db: aiosqlite.Connection,
+        user_id: str,
+        session_id: str | None,
+        speaker: str | None,
+        text: str,
+        occurred_at: datetime,
+    ) -> int:
+        """Append one message to the user's conversation log; return its `message_id`."""
+        async with db.execute(
+            "INSERT INTO messages (user_id, session_id, speaker, text, occurred_at_utc, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (user_id, session_id, speaker, text, to_utc_text(occurred_at), utc_now()),
+        ) as cursor:
+            return int(cursor.lastrowid or 0)
+
+    async def conversation_context(
+        self,
+        db: aiosqlite.Connection,
+        user_id: str,
+        session_id: str | None,
+        occurred_at: datetime,
+        *,
+        count: int,
+        window_seconds: float,
+    ) -> str | None:
+        """The last `count` messages of the same user and session said at most `window_seconds` before
+        `occurred_at` (and not after it), oldest first, one `speaker: text` line each; None when there are none.
+        """
+        start = to_utc_text(occurred_at - timedelta(seconds=window_seconds))
+        async with db.execute(
+            "SELECT speaker, text FROM messages WHERE user_id = ? AND session_id IS ? "
+            "AND occurred_at_utc BETWEEN ? AND ? ORDER BY message_id DESC LIMIT ?",
+            (user_id, session_id, start, to_utc_text(occurred_at), count),
+        ) as cursor:
+            rows = list(await cursor.fetchall())
+        lines = [f"{row['speaker']}: {row['text']}" if row["speaker"] else str(row["text"]) for row in reversed(rows)]
+        return "\n".join(lines) or None
+
+    async def prune_messages(self, db: aiosqlite.Connection, user_id: str, session_id: str | None, keep: int) -> None:
+        """Forget the message of this user and session that just fell out of the newest `keep` (at most one).
+
+        Why: the log exists only to give the next messages their context, so it holds at most `keep` messages
+        per conversation; a memory keeps its own `source_message`, and its `message_id` stays as a group key.
+        """
+        await db.execute(
+            "DELETE FROM messages WHERE message_id = (SELECT message_id FROM messages WHERE user_id = ? "
+            "AND session_id IS ? ORDER BY message_id DESC LIMIT 1 OFFSET ?)",
+            (user_id, session_id, max(1, keep)),
+        )
+
+    async def import_memories(self, db: aiosqlite.Connection, memories: Sequence[Memory]) -> int:
+        """Insert `memories` as they are (ids, times, status) with a `created` history row each, skipping any
+        whose `memory_id` is already in the file; return how many were inserted. The FTS index follows by trigger.
+        """
+        ids = [memory.memory_id for memory in memories]
+        present: set[str] = set()
+        for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            async with db.execute(f"SELECT memory_id FROM memories WHERE memory_id IN ({marks})", chunk) as cursor:
+                present |= {str(row[0]) for row in await cursor.fetchall()}
+        fresh: dict[str, Memory] = {}
+        for memory in memories:
+            if memory.memory_id not in present:
+                fresh.setdefault(memory.memory_id, memory)
+        await db.executemany(
+            """
+            INSERT INTO memories (memory_id, user_id, content, category, confidence, entities, tags, event_time,
+                event_time_utc, source_message, speaker, session_id, metadata, extractor, status, created_at,
+                updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
+            [
+                (
+                    m.memory_id,
+                    m.user_id,
+                    m.content,
+                    m.category.value,
+                    m.confidence,
+                    json.dumps(m.entities, ensure_ascii=False),
+                    json.dumps(m.tags, ensure_ascii=False),
+                    m.event_time,
+                    to_utc_text(datetime.fromisoformat(m.event_time)) if m.event_time else None,
+                    m.source_message,
+                    m.speaker,
+                    m.session_id,
+                    json.dumps(m.metadata, ensure_ascii=False),
+                    m.extractor,
+                    m.status,
+                    m.created_at,
+                    m.updated_at,
+                )
+                for m in fresh.values()
+            ],
+        )
+        await db.executemany(
+            "INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message, "
+            "changed_at) VALUES (?, ?, 'created', NULL, ?, ?, ?)",
+            [(m.memory_id, m.user_id, m.content, m.source_message, m.created_at) for m in fresh.values()],
+        )
+        return len(fresh)
+
     # --- reads ---
 
     async def find_active_by_content(self, db: aiosqlite.Connection, user_id: str, content: str) -> Memory | None:
@@ -601,33 +816,103 @@ class Store:
         sort_by: str = "relevance",
         limit: int,
         offset: int,
+        ranking: Ranking | None = None,
+        boost_category: Category | None = None,
+        now: str | None = None,
     ) -> tuple[list[FullTextHit], int]:
         """Full-text search: one page of hits for the FTS5 `match` expression, and how many match in all.
 
-        `sort_by="relevance"` orders by weighted `bm25()` (best first); any other `_SORT_COLUMNS` key orders
-        by that column, highest or newest first. `match` must already be a safe FTS5 query (see
-        `search.build_match_expression`); it is bound as a parameter, never spliced into the SQL.
+        Relevance (see `Ranking`) is computed inside SQL over every matching row before `LIMIT`/`OFFSET`,
+        so pages are exact and `total` counts the same rows. `sort_by="relevance"` orders by it, best first;
+        any other `_SORT_COLUMNS` key orders by that column, highest or newest first, then by relevance.
+        `now` (ISO-8601, UTC; default: the current time) is what recency is measured against. `match` must
+        already be a safe FTS5 query (see `search.build_match_expression`); it is bound as a parameter,
+        never spliced into the SQL.
         """
+        rank = ranking or Ranking()
         where, params = memory_filter.where(user_id)
         weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
-        base = (
-            f"FROM memories_fts JOIN memories m ON m.rowid = memories_fts.rowid WHERE memories_fts MATCH ? AND {where}"
-        )
-        if sort_by == "relevance":
-            order = "score, m.rowid DESC"
+        sort_value = "NULL" if sort_by == "relevance" else _SORT_COLUMNS[sort_by]
+        order = "relevance DESC, rowid DESC"
+        if sort_by != "relevance":
+            order = f"sort_value IS NULL, sort_value DESC, {order}"
+        boost = boost_category.value if boost_category is not None else None
+        # CROSS JOIN keeps the FTS5 match as the outer loop: without statistics the planner may otherwise walk
+        # the user's index and probe the FTS table per row, seconds instead of milliseconds at 100k memories.
+        # bm25() may only be called where the FTS table is queried, so it is taken in `hits` and the window
+        # functions (best score, rank within a message, total) run over that result.
+        sql = f"""
+            WITH hits AS (
+                SELECT m.rowid AS rowid, -bm25(memories_fts, {weights}) AS strength,
+                    coalesce(m.message_id, -m.rowid) AS message_group, m.category AS category,
+                    m.updated_at AS updated_at, {sort_value} AS sort_value
+                FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid
+                WHERE memories_fts MATCH ? AND {where}
+            ), scored AS (
+                SELECT rowid, strength, sort_value, count(*) OVER () AS total,
+                    coalesce(strength / nullif(max(strength) OVER (), 0), 1.0)
+                    * pow(?, row_number() OVER (PARTITION BY message_group ORDER BY strength DESC, rowid DESC) - 1)
+                    * (1.0 - ? + ? * pow(0.5, max(0.0, julianday(?) - julianday(updated_at)) / ?))
+                    * (CASE WHEN ? IS NULL OR category = ? THEN 1.0 ELSE 1.0 - ? END) AS relevance
+                FROM hits
+            )
+            SELECT rowid, strength, relevance, total FROM scored ORDER BY {order} LIMIT ? OFFSET ?
+        """
+        arguments = [
+            match,
+            *params,
+            rank.repeat_penalty,
+            rank.recency_weight,
+            rank.recency_weight,
+            now or utc_now(),
+            rank.half_life_days,
+            boost,
+            boost,
+            rank.category_weight,
+            limit,
+            offset,
+        ]
+        async with self._reader.execute(sql, arguments) as cursor:
+            page = list(await cursor.fetchall())
+        if page:
+            total = int(page[0]["total"])
         else:
-            column = _SORT_COLUMNS[sort_by]
-            order = f"{column} IS NULL, {column} DESC, score"
-        async with self._reader.execute(f"SELECT count(*) {base}", [match, *params]) as cursor:
-            count_row = await cursor.fetchone()
-        total = int(count_row[0]) if count_row else 0
+            async with self._reader.execute(
+                f"SELECT count(*) FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
+                f"WHERE memories_fts MATCH ? AND {where}",
+                [match, *params],
+            ) as cursor:
+                count_row = await cursor.fetchone()
+            return [], int(count_row[0]) if count_row else 0
+        details = await self._hit_details(match, [int(row["rowid"]) for row in page])
+        hits = []
+        for row in page:
+            if int(row["rowid"]) not in details:
+                continue  # changed by a write between the two reads; the next search will see it
+            memory, highlights = details[int(row["rowid"])]
+            hits.append(FullTextHit(memory, -float(row["strength"]), round(float(row["relevance"]), 6), highlights))
+        return hits, total
+
+    async def _hit_details(self, match: str, rowids: list[int]) -> dict[int, tuple[Memory, list[str]]]:
+        """The memories `rowids` with their highlights, for one page of `search` (highlight() needs the MATCH)."""
+        marks = ", ".join("?" for _ in rowids)
+        source = FTS_COLUMNS.index("source_message")
         async with self._reader.execute(
-            f"SELECT {_MEMORY_COLUMNS}, bm25(memories_fts, {weights}) AS score, "
-            f"highlight(memories_fts, 0, '[', ']') AS highlight {base} ORDER BY {order} LIMIT ? OFFSET ?",
-            [match, *params, limit, offset],
+            f"SELECT {_MEMORY_COLUMNS}, m.rowid AS hit_rowid, highlight(memories_fts, 0, '[', ']') AS highlight, "
+            f"snippet(memories_fts, {source}, '[', ']', '...', 16) AS marked, "
+            f"snippet(memories_fts, {source}, '', '', '...', 16) AS unmarked "
+            f"FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
+            f"WHERE memories_fts MATCH ? AND memories_fts.rowid IN ({marks})",
+            [match, *rowids],
         ) as cursor:
             rows = await cursor.fetchall()
-        return [FullTextHit(_row_to_memory(row), float(row["score"]), row["highlight"]) for row in rows], total
+        details: dict[int, tuple[Memory, list[str]]] = {}
+        for row in rows:
+            highlights = [str(row["highlight"])]
+            if row["marked"] and row["marked"] != row["unmarked"]:
+                highlights.append(str(row["marked"]))
+            details[int(row["hit_rowid"])] = (_row_to_memory(row), highlights)
+        return details
 
     async def find_candidates(
         self, db: aiosqlite.Connection, user_id: str, match: str, *, limit: int
@@ -638,14 +923,17 @@ class Store:
         transaction are seen. FTS5 picks the rows from its index; there is no scan of the table.
         """
         weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
+        # Only what a memory itself says counts: its source message and conversation context would make
+        # every memory of a busy conversation a candidate.
+        own_text = f"{{content entities tags}} : ({match})"
         async with db.execute(
             f"SELECT {_MEMORY_COLUMNS}, bm25(memories_fts, {weights}) AS score FROM memories_fts "
-            "JOIN memories m ON m.rowid = memories_fts.rowid "
+            "CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
             "WHERE memories_fts MATCH ? AND m.user_id = ? AND m.status = 'active' ORDER BY score LIMIT ?",
-            (match, user_id, limit),
+            (own_text, user_id, limit),
         ) as cursor:
             rows = await cursor.fetchall()
-        return [FullTextHit(_row_to_memory(row), float(row["score"]), "") for row in rows]
+        return [FullTextHit(_row_to_memory(row), float(row["score"]), 0.0, []) for row in rows]
 
     async def links(self, user_id: str, memory_id: str) -> dict[str, list[str]]:
         """The links of one memory: ids it `supersedes`, ids it is `superseded_by`, and `related` ids (both ways)."""

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harmonia_mcp.search import build_match_expression, relevance_from_bm25
+from harmonia_mcp.search import build_match_expression
 
 FTS5_TRAPS = ['"', "*", "NEAR(", "AND OR -", 'a" OR "b', "col:term", "^start", "(((", "NOT", "-x", "\x00"]
 
@@ -63,10 +63,3 @@ def test_any_unicode_query_builds_a_valid_expression(query: str) -> None:
     expression = build_match_expression(query)
     if expression is not None:
         db.execute("SELECT rowid FROM t WHERE t MATCH ?", (expression,)).fetchall()
-
-
-def test_relevance_is_monotonic_and_in_unit_interval() -> None:
-    scores = [relevance_from_bm25(score) for score in (0.0, -0.5, -1.0, -4.0, -50.0)]
-    assert scores == sorted(scores)
-    assert scores[0] == 0.0 and all(0.0 <= score < 1.0 for score in scores)
-    assert relevance_from_bm25(-1.0) == 0.5

@@ -1,0 +1,209 @@
+"""Retrieval quality on LoCoMo (dev split): does `search_memories` return the turns that answer a question?
+
+Starts `harmonia-mcp` as a child process over stdio (the official mcp client), stores every turn of each
+conversation of `../shared/bench/locomo/turns.jsonl` with `store_memory` (user_id = the conversation id,
+speaker = the turn's speaker, occurred_at = the session date, metadata = {"dia_id": ...}), then asks every
+question of `questions.jsonl` with `search_memories` (limit=10, include_metadata=true) and maps the hits
+back to dia_ids in rank order, keeping the first occurrence of each. A turn whose memory was skipped as a
+duplicate of an existing one counts through that memory. Prints recall@5, recall@10, hit@10 and MRR@10,
+overall and per category, next to plain FTS5 BM25 over the raw turns computed here as the data's README
+describes it (each turn indexed as "speaker: text", the OR of the question's lower-cased word tokens with
+stop words removed, each double-quoted, ranked by bm25(); standard library sqlite3 only).
+
+Metrics (as in the README): recall@k = share of a question's evidence turns in the top k, averaged over
+questions; hit@10 = at least one evidence turn in the top 10; MRR@10 = 1/rank of the first evidence turn
+within the top 10, else 0.
+
+    .venv/bin/python benchmarks/locomo_retrieval.py [--data DIR] [--conversations N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import Client, StdioServerParameters
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "bench" / "locomo"
+CATEGORIES = ("single-hop", "multi-hop", "temporal", "open-domain")
+# The baseline's stop words: the same English list the server uses, so the two differ in what is indexed
+# and how it is ranked, not in which question words are searched.
+BASELINE_TOKENIZER = "porter unicode61"
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _scores(ranked: Sequence[str], evidence: Iterable[str]) -> tuple[float, float, float, float]:
+    wanted = set(evidence)
+    top5, top10 = set(ranked[:5]), set(ranked[:10])
+    first = next((1.0 / (rank + 1) for rank, dia_id in enumerate(ranked[:10]) if dia_id in wanted), 0.0)
+    return len(wanted & top5) / len(wanted), len(wanted & top10) / len(wanted), float(bool(wanted & top10)), first
+
+
+def _baseline(turns: list[dict[str, Any]], questions: list[dict[str, Any]]) -> dict[str, list[tuple[float, ...]]]:
+    from harmonia_mcp.search import STOP_WORDS
+
+    db = sqlite3.connect(":memory:")
+    db.execute(
+        f"CREATE VIRTUAL TABLE t USING fts5(body, conv UNINDEXED, dia UNINDEXED, tokenize='{BASELINE_TOKENIZER}')"
+    )
+    db.executemany(
+        "INSERT INTO t VALUES (?, ?, ?)", [(f"{t['speaker']}: {t['text']}", t["conv_id"], t["dia_id"]) for t in turns]
+    )
+    results: dict[str, list[tuple[float, ...]]] = defaultdict(list)
+    for question in questions:
+        words = [word for word in re.findall(r"\w+", question["question"].lower()) if word not in STOP_WORDS]
+        expression = " OR ".join(f'"{word}"' for word in dict.fromkeys(words))
+        ranked = (
+            [
+                row[0]
+                for row in db.execute(
+                    "SELECT dia FROM t WHERE t MATCH ? AND conv = ? ORDER BY bm25(t) LIMIT 10",
+                    (expression, question["conv_id"]),
+                )
+            ]
+            if expression
+            else []
+        )
+        score = _scores(ranked, question["evidence"])
+        results["overall"].append(score)
+        results[question["category"]].append(score)
+    return results
+
+
+def _server(db_path: Path) -> StdioServerParameters:
+    script = Path(sys.executable).parent / "harmonia-mcp"
+    command, arguments = (str(script), []) if script.exists() else (sys.executable, ["-m", "harmonia_mcp"])
+    env = {"HARMONIA_DB_PATH": str(db_path), "HARMONIA_EXTRACTOR": "rules", "PATH": os.environ.get("PATH", "")}
+    return StdioServerParameters(command=command, args=[*arguments, "serve"], env=env)
+
+
+async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments)
+    if result.is_error or result.structured_content is None:
+        raise RuntimeError(f"{tool} failed: {result.content}")
+    return result.structured_content
+
+
+async def _harmonia(
+    turns: list[dict[str, Any]], questions: list[dict[str, Any]], db_path: Path
+) -> tuple[dict[str, list[tuple[float, ...]]], dict[str, float]]:
+    stats: dict[str, float] = defaultdict(float)
+    results: dict[str, list[tuple[float, ...]]] = defaultdict(list)
+    # memory_id -> the dia_ids it stands for: its own turn, then turns whose memory was skipped as its duplicate.
+    turns_of: dict[str, list[str]] = defaultdict(list)
+    async with Client(_server(db_path)) as client:
+        started = time.perf_counter()
+        for turn in turns:
+            stored = await _call(
+                client,
+                "store_memory",
+                {
+                    "message": turn["text"],
+                    "user_id": turn["conv_id"],
+                    "speaker": turn["speaker"],
+                    "occurred_at": turn["session_date"],
+                    "metadata": {"dia_id": turn["dia_id"]},
+                },
+            )
+            stats["memories created"] += sum(m["action"] == "created" for m in stored["memories"])
+            stats["memories skipped as duplicates"] += sum(m["action"] == "skipped" for m in stored["memories"])
+            stats["turns with no memory"] += not stored["memories"]
+            for memory in stored["memories"]:
+                if turn["dia_id"] not in turns_of[memory["memory_id"]]:
+                    turns_of[memory["memory_id"]].append(turn["dia_id"])
+        stats["store seconds"] = time.perf_counter() - started
+        started = time.perf_counter()
+        for question in questions:
+            found = await _call(
+                client,
+                "search_memories",
+                {"query": question["question"], "user_id": question["conv_id"], "limit": 10, "include_metadata": True},
+            )
+            ranked: list[str] = []
+            for hit in found["results"]:
+                for dia_id in [hit["metadata"].get("dia_id"), *turns_of.get(hit["memory_id"], [])]:
+                    if dia_id and dia_id not in ranked:
+                        ranked.append(dia_id)
+            score = _scores(ranked, question["evidence"])
+            results["overall"].append(score)
+            results[question["category"]].append(score)
+        stats["search seconds"] = time.perf_counter() - started
+    return results, stats
+
+
+def _mean(rows: list[tuple[float, ...]], index: int) -> float:
+    return sum(row[index] for row in rows) / len(rows) if rows else 0.0
+
+
+def _print(ours: dict[str, list[tuple[float, ...]]], base: dict[str, list[tuple[float, ...]]]) -> list[str]:
+    lines = [
+        "| group | questions | recall@5 | recall@10 | hit@10 | MRR@10 "
+        "| plain BM25 recall@5 | recall@10 | hit@10 | MRR@10 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    worse: list[str] = []
+    for group in ("overall", *CATEGORIES):
+        if group not in ours:
+            continue
+        mine = [_mean(ours[group], i) for i in range(4)]
+        theirs = [_mean(base[group], i) for i in range(4)]
+        lines.append(
+            f"| {group} | {len(ours[group])} | "
+            + " | ".join(f"{value:.3f}" for value in mine)
+            + " | "
+            + " | ".join(f"{value:.3f}" for value in theirs)
+            + " |"
+        )
+        if mine[1] < theirs[1]:
+            worse.append(group)
+    print("\n".join(lines))
+    return worse
+
+
+async def _main(arguments: argparse.Namespace) -> int:
+    turns = _jsonl(arguments.data / "turns.jsonl")
+    questions = _jsonl(arguments.data / "questions.jsonl")
+    conversations = list(dict.fromkeys(turn["conv_id"] for turn in turns))[: arguments.conversations]
+    turns = [turn for turn in turns if turn["conv_id"] in conversations]
+    questions = [question for question in questions if question["conv_id"] in conversations]
+    print(f"LoCoMo dev: {len(conversations)} conversations, {len(turns)} turns, {len(questions)} questions")
+    base = _baseline(turns, questions)
+    with tempfile.TemporaryDirectory(prefix="harmonia-locomo-") as folder:
+        ours, stats = await _harmonia(turns, questions, Path(folder) / "locomo.db")
+    print(
+        ", ".join(
+            f"{name}: {value:.0f}" if "seconds" not in name else f"{name}: {value:.1f}" for name, value in stats.items()
+        )
+    )
+    print("\nharmonia-mcp search_memories (rules extractor) vs plain FTS5 BM25 over raw turns:\n")
+    worse = _print(ours, base)
+    target = _mean(ours["overall"], 1)
+    print(f"\nrecall@10 {target:.3f} (target >= 0.66): {'met' if target >= 0.66 else 'NOT met'}")
+    print("categories below plain BM25 on recall@10: " + (", ".join(worse) if worse else "none"))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA, help=f"the LoCoMo folder (default: {DATA})")
+    parser.add_argument("--conversations", type=int, default=None, help="only the first N conversations")
+    return anyio.run(_main, parser.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
