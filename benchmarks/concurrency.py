@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -30,6 +29,8 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from harmonia_mcp.child import server_command
+
 
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -38,9 +39,8 @@ def _free_port() -> int:
 
 
 def _command() -> list[str]:
-    script = Path(sys.executable).parent / "harmonia-mcp"
-    found = str(script) if script.exists() else shutil.which("harmonia-mcp")
-    return [found] if found else [sys.executable, "-m", "harmonia_mcp"]
+    command, arguments = server_command()
+    return [command, *arguments]
 
 
 def _wait_ready(base: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

@@ -21,19 +21,18 @@ The sequences are this project's own, written for this benchmark (see docs/bench
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp import Client, StdioServerParameters
+from mcp import Client
+
+from harmonia_mcp.child import call_tool, server_parameters
 
 OCCURRED_AT = "2026-03-02T10:00:00+00:00"
 
@@ -216,33 +215,6 @@ class Outcome:
     actions: list[str] = field(default_factory=list)
 
 
-def _server_command() -> tuple[str, list[str]]:
-    script = Path(sys.executable).parent / "harmonia-mcp"
-    if script.exists():
-        return str(script), []
-    found = shutil.which("harmonia-mcp")
-    return (found, []) if found else (sys.executable, ["-m", "harmonia_mcp"])
-
-
-@asynccontextmanager
-async def _server(db_path: Path) -> AsyncIterator[Client]:
-    command, arguments = _server_command()
-    parameters = StdioServerParameters(
-        command=command,
-        args=arguments,
-        env={"HARMONIA_DB_PATH": str(db_path), "HARMONIA_EXTRACTOR": "rules", "PATH": "/usr/bin:/bin"},
-    )
-    async with Client(parameters) as client:
-        yield client
-
-
-async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    if result.is_error or result.structured_content is None:
-        raise RuntimeError(f"{tool} failed: {result.content}")
-    return result.structured_content
-
-
 def _assign(phrases: tuple[str, ...], memories: list[dict[str, Any]], label: str) -> list[str]:
     problems: list[str] = []
     unmatched = list(memories)
@@ -264,11 +236,11 @@ async def run_sequence(client: Client, number: int, sequence: Sequence) -> Outco
         arguments: dict[str, Any] = {"message": message, "user_id": user, "occurred_at": OCCURRED_AT}
         if sequence.strategy is not None:
             arguments["resolution_strategy"] = sequence.strategy
-        stored = await _call(client, "store_memory", arguments)
+        stored = await call_tool(client, "store_memory", arguments)
         actions += [memory["action"] for memory in stored["memories"]]
         if stored["memories"]:
             last = stored["memories"][-1]
-    listed = await _call(client, "list_memories", {"user_id": user, "limit": 500, "include_inactive": True})
+    listed = await call_tool(client, "list_memories", {"user_id": user, "limit": 500, "include_inactive": True})
     memories = listed["memories"]
     problems = _assign(sequence.active, [m for m in memories if m["status"] == "active"], "active")
     problems += _assign(sequence.superseded, [m for m in memories if m["status"] == "superseded"], "superseded")
@@ -313,7 +285,7 @@ async def evaluate(
 async def main(verbose: bool) -> int:
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        async with _server(Path(folder) / "conflicts.db") as client:
+        async with Client(server_parameters(Path(folder) / "conflicts.db")) as client:
             share, violations = await evaluate(client, "sequences", SEQUENCES, 0, verbose)
             held_share, held_violations = await evaluate(client, "held-out sequences", HELD_OUT, 1000, verbose)
         elapsed = time.perf_counter() - started

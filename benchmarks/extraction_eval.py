@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import tempfile
@@ -37,7 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp import Client, StdioServerParameters
+from mcp import Client
+
+from harmonia_mcp.child import server_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = ROOT.parent / "shared" / "bench" / "extraction" / "dev.jsonl"
@@ -129,19 +130,12 @@ def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else 1.0
 
 
-def _server_command() -> tuple[str, list[str]]:
-    script = Path(sys.executable).parent / "harmonia-mcp"
-    return (str(script), []) if script.exists() else (sys.executable, ["-m", "harmonia_mcp"])
-
-
 async def run(arguments: argparse.Namespace) -> int:
     cases = [json.loads(line) for line in Path(arguments.file).read_text(encoding="utf-8").splitlines() if line.strip()]
     zone = cases[0]["timezone"]
     score = Score()
     with tempfile.TemporaryDirectory(prefix="harmonia-eval-") as folder:
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HARMONIA_DB_PATH": str(Path(folder) / "eval.db"),
             "HARMONIA_EXTRACTOR": arguments.extractor,
             "HARMONIA_TIMEZONE": zone,
         }
@@ -149,9 +143,8 @@ async def run(arguments: argparse.Namespace) -> int:
             env["OLLAMA_HOST"] = arguments.ollama_host
         if arguments.model:
             env["HARMONIA_OLLAMA_MODEL"] = arguments.model
-        command, args = _server_command()
         started = time.perf_counter()
-        async with Client(StdioServerParameters(command=command, args=args, env=env)) as client:
+        async with Client(server_parameters(Path(folder) / "eval.db", env)) as client:
             ready = time.perf_counter()
             for index, case in enumerate(cases):
                 result = await client.call_tool(

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sqlite3
 import sys
@@ -33,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp import Client, StdioServerParameters
+from mcp import Client
+
+from harmonia_mcp.child import call_tool, server_parameters
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "bench" / "locomo"
 CATEGORIES = ("single-hop", "multi-hop", "temporal", "open-domain")
@@ -85,20 +86,6 @@ def _baseline(turns: list[dict[str, Any]], questions: list[dict[str, Any]]) -> d
     return results
 
 
-def _server(db_path: Path) -> StdioServerParameters:
-    script = Path(sys.executable).parent / "harmonia-mcp"
-    command, arguments = (str(script), []) if script.exists() else (sys.executable, ["-m", "harmonia_mcp"])
-    env = {"HARMONIA_DB_PATH": str(db_path), "HARMONIA_EXTRACTOR": "rules", "PATH": os.environ.get("PATH", "")}
-    return StdioServerParameters(command=command, args=[*arguments, "serve"], env=env)
-
-
-async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    if result.is_error or result.structured_content is None:
-        raise RuntimeError(f"{tool} failed: {result.content}")
-    return result.structured_content
-
-
 async def _harmonia(
     turns: list[dict[str, Any]], questions: list[dict[str, Any]], db_path: Path
 ) -> tuple[dict[str, list[tuple[float, ...]]], dict[str, float]]:
@@ -106,10 +93,10 @@ async def _harmonia(
     results: dict[str, list[tuple[float, ...]]] = defaultdict(list)
     # memory_id -> the dia_ids it stands for: its own turn, then turns whose memory was skipped as its duplicate.
     turns_of: dict[str, list[str]] = defaultdict(list)
-    async with Client(_server(db_path)) as client:
+    async with Client(server_parameters(db_path)) as client:
         started = time.perf_counter()
         for turn in turns:
-            stored = await _call(
+            stored = await call_tool(
                 client,
                 "store_memory",
                 {
@@ -129,7 +116,7 @@ async def _harmonia(
         stats["store seconds"] = time.perf_counter() - started
         started = time.perf_counter()
         for question in questions:
-            found = await _call(
+            found = await call_tool(
                 client,
                 "search_memories",
                 {"query": question["question"], "user_id": question["conv_id"], "limit": 10, "include_metadata": True},

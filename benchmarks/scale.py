@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp import Client, StdioServerParameters
+from mcp import Client
 
+from harmonia_mcp.child import server_parameters
 from harmonia_mcp.config import Settings
 from harmonia_mcp.extract.rules import RulesExtractor
 from harmonia_mcp.server import make_limits
@@ -169,13 +170,6 @@ def _children_rss_kib() -> int:
     return peak
 
 
-def _server(db_path: Path) -> StdioServerParameters:
-    script = Path(sys.executable).parent / "harmonia-mcp"
-    command, arguments = (str(script), []) if script.exists() else (sys.executable, ["-m", "harmonia_mcp"])
-    env = {"HARMONIA_DB_PATH": str(db_path), "HARMONIA_EXTRACTOR": "rules", "PATH": os.environ.get("PATH", "")}
-    return StdioServerParameters(command=command, args=[*arguments, "serve"], env=env)
-
-
 def _row(figure: str, value: str, target: str) -> None:
     print(f"| {figure} | {value} | {target} |")
 
@@ -233,7 +227,7 @@ async def _run(arguments: argparse.Namespace, folder: Path) -> int:
 
     # 4. Over stdio: cold start, search, store_memory throughput, peak RSS.
     started = time.perf_counter()
-    async with Client(_server(db_path)) as client:
+    async with Client(server_parameters(db_path)) as client:
         cold_start = time.perf_counter() - started
 
         async def search(query: str) -> None:

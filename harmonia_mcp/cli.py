@@ -258,16 +258,21 @@ async def _import(settings: Settings, file: Path, user_id: str | None) -> int:
 
 
 async def _demo(db_path: str | None) -> int:
-    from mcp import Client, StdioServerParameters
+    from mcp import Client
+
+    from harmonia_mcp.child import server_parameters
 
     sample = json.loads(resources.files("harmonia_mcp").joinpath("data/sample_conversation.json").read_text("utf-8"))
     with tempfile.TemporaryDirectory(prefix="harmonia-demo-") as folder:
         path = db_path or str(Path(folder) / "demo.db")
-        print(f"1. Starting `harmonia-mcp serve` as a child process over stdio (database: {path})")
-        parameters = StdioServerParameters(
-            command=sys.executable, args=["-m", "harmonia_mcp", "serve", "--db", path], env=dict(os.environ)
-        )
-        async with Client(parameters) as client:
+        print(f"1. Starting `harmonia-mcp` as a child process over stdio (database: {path})")
+        # The user's own settings carry over (the extractor, the time zone), but not their database.
+        settings = {
+            key: value
+            for key, value in os.environ.items()
+            if (key.startswith("HARMONIA_") or key == "OLLAMA_HOST") and key != "HARMONIA_DB_PATH"
+        }
+        async with Client(server_parameters(path, settings)) as client:
             tools = await client.list_tools()
             print(f"   tools: {', '.join(tool.name for tool in tools.tools)}")
             user, speaker, when = sample["user_id"], sample["speaker"], sample["occurred_at"]

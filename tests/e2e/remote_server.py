@@ -4,11 +4,9 @@ wait for `/healthz`, and connect the official mcp SSE / streamable HTTP clients 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -21,6 +19,8 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from harmonia_mcp import child
+
 Transport = Literal["sse", "streamable-http"]
 TRANSPORTS: tuple[Transport, ...] = ("sse", "streamable-http")
 READY_TIMEOUT_SECONDS = 30.0
@@ -28,11 +28,8 @@ STOP_TIMEOUT_SECONDS = 15.0
 
 
 def server_command() -> list[str]:
-    script = Path(sys.executable).parent / "harmonia-mcp"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("harmonia-mcp")
-    return [found] if found else [sys.executable, "-m", "harmonia_mcp"]
+    command, arguments = child.server_command()
+    return [command, *arguments]
 
 
 def free_port() -> int:
@@ -148,12 +145,7 @@ async def connect(server: RunningServer, token: str | None) -> AsyncIterator[Cli
         yield client
 
 
-async def call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    """Call `tool`, assert it succeeded, return its structured content."""
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
+call = child.call_tool
 
 
 def tool_error(result: Any) -> str:

@@ -6,17 +6,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 import sqlite3
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client
+
+from harmonia_mcp.child import call_tool, server_parameters
 
 pytestmark = pytest.mark.anyio
 
@@ -24,39 +22,10 @@ CONVERSATION = "conv-26"
 LOCOMO = Path(__file__).resolve().parents[3] / "shared" / "bench" / "locomo"
 
 
-def _server_command() -> tuple[str, list[str]]:
-    script = Path(sys.executable).parent / "harmonia-mcp"
-    if script.exists():
-        return str(script), []
-    found = shutil.which("harmonia-mcp")
-    if found:
-        return found, []
-    return sys.executable, ["-m", "harmonia_mcp"]
-
-
-@asynccontextmanager
-async def _server(db_path: Path) -> AsyncIterator[Client]:
-    command, arguments = _server_command()
-    parameters = StdioServerParameters(
-        command=command,
-        args=arguments,
-        env={"HARMONIA_DB_PATH": str(db_path), "HARMONIA_EXTRACTOR": "rules", "PATH": "/usr/bin:/bin"},
-    )
-    async with Client(parameters) as client:
-        yield client
-
-
-async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
 async def _list_all(client: Client, user_id: str) -> tuple[list[dict[str, Any]], int]:
     memories: list[dict[str, Any]] = []
     while True:
-        page = await _call(client, "list_memories", {"user_id": user_id, "limit": 500, "offset": len(memories)})
+        page = await call_tool(client, "list_memories", {"user_id": user_id, "limit": 500, "offset": len(memories)})
         memories += page["memories"]
         if not page["pagination"]["has_more"]:
             return memories, page["pagination"]["total_count"]
@@ -82,14 +51,14 @@ async def test_a_locomo_conversation_end_to_end_over_stdio(
     turns, questions = locomo
     db_path = tmp_path / "e2e.db"
     with anyio.fail_after(300):
-        async with _server(db_path) as client:
+        async with Client(server_parameters(db_path)) as client:
             tools = {tool.name for tool in (await client.list_tools()).tools}
             assert {"store_memory", "search_memories", "list_memories", "delete_memory", "export_memories"} <= tools
 
             stored_ids: set[str] = set()
             turns_with_memories = 0
             for turn in turns:
-                result = await _call(
+                result = await call_tool(
                     client,
                     "store_memory",
                     {
@@ -113,7 +82,7 @@ async def test_a_locomo_conversation_end_to_end_over_stdio(
 
             answered = 0
             for question in questions:
-                found = await _call(
+                found = await call_tool(
                     client,
                     "search_memories",
                     {"query": question["question"], "user_id": CONVERSATION, "limit": 10, "include_metadata": True},
@@ -127,7 +96,7 @@ async def test_a_locomo_conversation_end_to_end_over_stdio(
             assert {memory["memory_id"] for memory in listed} == stored_ids
 
             exports = {
-                fmt: await _call(client, "export_memories", {"user_id": CONVERSATION, "format": fmt})
+                fmt: await call_tool(client, "export_memories", {"user_id": CONVERSATION, "format": fmt})
                 for fmt in ("json", "csv", "markdown", "text")
             }
             assert {fmt: exported["memory_count"] for fmt, exported in exports.items()} == dict.fromkeys(exports, total)
@@ -137,10 +106,10 @@ async def test_a_locomo_conversation_end_to_end_over_stdio(
             assert exports["markdown"]["data"].count("\n- ") == total
 
             victim = listed[0]["memory_id"]
-            assert (await _call(client, "delete_memory", {"user_id": CONVERSATION, "memory_id": victim}))["deleted"]
+            assert (await call_tool(client, "delete_memory", {"user_id": CONVERSATION, "memory_id": victim}))["deleted"]
 
         # A new process on the same file sees everything but the deleted memory.
-        async with _server(db_path) as client:
+        async with Client(server_parameters(db_path)) as client:
             after, after_total = await _list_all(client, CONVERSATION)
             assert after_total == total - 1
             assert {m["memory_id"] for m in after} == stored_ids - {victim}

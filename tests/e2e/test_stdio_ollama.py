@@ -9,8 +9,9 @@ from typing import Any
 import anyio
 import pytest
 from fake_ollama import FakeOllama
-from mcp import Client, StdioServerParameters
-from test_stdio import _server_command
+from mcp import Client
+
+from harmonia_mcp.child import server_parameters
 
 pytestmark = pytest.mark.anyio
 
@@ -30,13 +31,9 @@ async def _store(client: Client, message: str) -> dict[str, Any]:
 async def test_the_server_process_extracts_with_ollama_and_falls_back_to_rules(
     tmp_path: Path, fake_ollama: FakeOllama
 ) -> None:
-    command, arguments = _server_command()
-    parameters = StdioServerParameters(
-        command=command,
-        args=arguments,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "HARMONIA_DB_PATH": str(tmp_path / "e2e.db"),
+    parameters = server_parameters(
+        tmp_path / "e2e.db",
+        {
             "HARMONIA_EXTRACTOR": "ollama",
             "OLLAMA_HOST": fake_ollama.url,
             "HARMONIA_OLLAMA_MODEL": "llama3.2:3b",
