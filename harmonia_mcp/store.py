@@ -35,8 +35,14 @@ FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
 # The columns of the full-text index (from migration _M003_SEARCH_CONTEXT on), and their bm25() weights: a word
 # in the memory's own sentence counts most, then its entities, the message it came from, the speaker's name,
 # the conversation context and the tags. Chosen on the LoCoMo dev split by field, not by question (docs/search.md).
-FTS_COLUMNS = ("content", "entities", "tags", "source_message", "speaker", "context")
-BM25_WEIGHTS = (10.0, 3.0, 1.0, 5.0, 2.0, 1.0)
+# The last column, `owner_token` (from migration _M004_FTS_OWNER on), holds one token naming the memory's user
+# (`owner_token`), so a MATCH can be limited to one user inside the index; its weight 0 keeps it out of ranking.
+FTS_COLUMNS = ("content", "entities", "tags", "source_message", "speaker", "context", "owner_token")
+BM25_WEIGHTS = (10.0, 3.0, 1.0, 5.0, 2.0, 1.0, 0.0)
+# Frozen: the index columns migration 4 creates (FTS_COLUMNS may grow in a later migration).
+_M004_FTS_COLUMNS = ("content", "entities", "tags", "source_message", "speaker", "context", "owner_token")
+# SQL for `owner_token(user_id)`, the expression of the generated column `memories.owner_token`.
+OWNER_TOKEN_SQL = "'u' || hex(user_id) || '0'"
 
 DateField = Literal["created_at", "event_time"]
 
@@ -54,6 +60,26 @@ def to_utc_text(moment: datetime) -> str:
 def new_memory_id() -> str:
     """`mem_` followed by 16 random hex characters."""
     return "mem_" + secrets.token_hex(8)
+
+
+def owner_token(user_id: str) -> str:
+    """The one FTS5 token that stands for `user_id` in the index's `owner_token` column ("writer" -> "u7772697465720").
+
+    "u", the UTF-8 bytes of `user_id` in upper-case hex, then "0": only letters and digits, so unicode61 keeps any
+    user id as exactly one token, and a final digit, so the porter stemmer (whose suffixes all end in a letter)
+    never shortens it into another user's token. Must equal `OWNER_TOKEN_SQL` (SQLite's `hex()` of TEXT is its
+    UTF-8 bytes, upper case).
+    """
+    return "u" + user_id.encode("utf-8").hex().upper() + "0"
+
+
+def owned_match(user_id: str, match: str) -> str:
+    """The FTS5 expression `match` limited, inside the index, to the memories of `user_id`.
+
+    Why: FTS5 would otherwise find and bm25-score the matching rows of every user before SQL drops the other
+    users' rows; callers keep their `user_id = ?` condition too, so isolation never rests on the index alone.
+    """
+    return f'owner_token : "{owner_token(user_id)}" AND ({match})'
 
 
 # --- migrations --------------------------------------------------------------------------------
@@ -137,6 +163,8 @@ _M002_LINKS = """
 # the conversation context (the messages said just before it), and a bounded log of recent messages supplies
 # that context. Indexing a passage with its surrounding text is "contextual retrieval" (Anthropic, 2024,
 # https://www.anthropic.com/news/contextual-retrieval); on LoCoMo it lifts recall@10 the most (docs/search.md).
+# Frozen: what migration 3 indexes must not change when FTS_COLUMNS does.
+_M003_FTS_COLUMNS = ("content", "entities", "tags", "source_message", "speaker", "context")
 _M003_SEARCH_CONTEXT = f"""
         ALTER TABLE memories ADD COLUMN message_id INTEGER;
         ALTER TABLE memories ADD COLUMN context TEXT;
@@ -158,29 +186,62 @@ _M003_SEARCH_CONTEXT = f"""
         DROP TRIGGER memories_au;
         DROP TABLE memories_fts;
         CREATE VIRTUAL TABLE memories_fts USING fts5(
-            {", ".join(FTS_COLUMNS)},
+            {", ".join(_M003_FTS_COLUMNS)},
             content='memories', content_rowid='rowid',
             tokenize='{FTS_TOKENIZER}'
         );
         CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
-            INSERT INTO memories_fts (rowid, {", ".join(FTS_COLUMNS)})
-            VALUES (new.rowid, {", ".join("new." + column for column in FTS_COLUMNS)});
+            INSERT INTO memories_fts (rowid, {", ".join(_M003_FTS_COLUMNS)})
+            VALUES (new.rowid, {", ".join("new." + column for column in _M003_FTS_COLUMNS)});
         END;
         CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
-            INSERT INTO memories_fts (memories_fts, rowid, {", ".join(FTS_COLUMNS)})
-            VALUES ('delete', old.rowid, {", ".join("old." + column for column in FTS_COLUMNS)});
+            INSERT INTO memories_fts (memories_fts, rowid, {", ".join(_M003_FTS_COLUMNS)})
+            VALUES ('delete', old.rowid, {", ".join("old." + column for column in _M003_FTS_COLUMNS)});
         END;
-        CREATE TRIGGER memories_au AFTER UPDATE OF {", ".join(FTS_COLUMNS)} ON memories BEGIN
-            INSERT INTO memories_fts (memories_fts, rowid, {", ".join(FTS_COLUMNS)})
-            VALUES ('delete', old.rowid, {", ".join("old." + column for column in FTS_COLUMNS)});
-            INSERT INTO memories_fts (rowid, {", ".join(FTS_COLUMNS)})
-            VALUES (new.rowid, {", ".join("new." + column for column in FTS_COLUMNS)});
+        CREATE TRIGGER memories_au AFTER UPDATE OF {", ".join(_M003_FTS_COLUMNS)} ON memories BEGIN
+            INSERT INTO memories_fts (memories_fts, rowid, {", ".join(_M003_FTS_COLUMNS)})
+            VALUES ('delete', old.rowid, {", ".join("old." + column for column in _M003_FTS_COLUMNS)});
+            INSERT INTO memories_fts (rowid, {", ".join(_M003_FTS_COLUMNS)})
+            VALUES (new.rowid, {", ".join("new." + column for column in _M003_FTS_COLUMNS)});
+        END;
+        INSERT INTO memories_fts (memories_fts) VALUES ('rebuild');
+"""
+
+# The owner in the index (issue: scale): FTS5 knows nothing of `user_id`, so a MATCH walked and bm25-scored the
+# matching rows of every user before the join dropped the other users' (22 ms per reconciliation candidate query
+# and 15 ms per search at 191,000 memories, docs/benchmarks.md). `owner_token` is a virtual generated column
+# (computed on read, stored only in the index) that the external-content table reads like any other column.
+_M004_FTS_OWNER = f"""
+        ALTER TABLE memories ADD COLUMN owner_token TEXT GENERATED ALWAYS AS ({OWNER_TOKEN_SQL}) VIRTUAL;
+
+        DROP TRIGGER memories_ai;
+        DROP TRIGGER memories_ad;
+        DROP TRIGGER memories_au;
+        DROP TABLE memories_fts;
+        CREATE VIRTUAL TABLE memories_fts USING fts5(
+            {", ".join(_M004_FTS_COLUMNS)},
+            content='memories', content_rowid='rowid',
+            tokenize='{FTS_TOKENIZER}'
+        );
+        CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
+            INSERT INTO memories_fts (rowid, {", ".join(_M004_FTS_COLUMNS)})
+            VALUES (new.rowid, {", ".join("new." + column for column in _M004_FTS_COLUMNS)});
+        END;
+        CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
+            INSERT INTO memories_fts (memories_fts, rowid, {", ".join(_M004_FTS_COLUMNS)})
+            VALUES ('delete', old.rowid, {", ".join("old." + column for column in _M004_FTS_COLUMNS)});
+        END;
+        CREATE TRIGGER memories_au AFTER UPDATE OF {", ".join(_M003_FTS_COLUMNS)}, user_id ON memories BEGIN
+            INSERT INTO memories_fts (memories_fts, rowid, {", ".join(_M004_FTS_COLUMNS)})
+            VALUES ('delete', old.rowid, {", ".join("old." + column for column in _M004_FTS_COLUMNS)});
+            INSERT INTO memories_fts (rowid, {", ".join(_M004_FTS_COLUMNS)})
+            VALUES (new.rowid, {", ".join("new." + column for column in _M004_FTS_COLUMNS)});
         END;
         INSERT INTO memories_fts (memories_fts) VALUES ('rebuild');
 """
 
 # Append only; `PRAGMA user_version` is the number of migrations applied.
-MIGRATIONS: Sequence[str] = (_M001_INITIAL, _M002_LINKS, _M003_SEARCH_CONTEXT)
+MIGRATIONS: Sequence[str] = (_M001_INITIAL, _M002_LINKS, _M003_SEARCH_CONTEXT, _M004_FTS_OWNER)
 
 LinkKind = Literal["supersedes", "related"]
 
@@ -830,6 +891,7 @@ class Store:
         never spliced into the SQL.
         """
         rank = ranking or Ranking()
+        match = owned_match(user_id, match)
         where, params = memory_filter.where(user_id)
         weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
         sort_value = "NULL" if sort_by == "relevance" else _SORT_COLUMNS[sort_by]
@@ -925,7 +987,7 @@ class Store:
         weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
         # Only what a memory itself says counts: its source message and conversation context would make
         # every memory of a busy conversation a candidate.
-        own_text = f"{{content entities tags}} : ({match})"
+        own_text = owned_match(user_id, f"{{content entities tags}} : ({match})")
         async with db.execute(
             f"SELECT {_MEMORY_COLUMNS}, bm25(memories_fts, {weights}) AS score FROM memories_fts "
             "CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
