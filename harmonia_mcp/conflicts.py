@@ -26,6 +26,7 @@ The slot patterns and word lists are this project's own, written for the rules e
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -270,7 +271,14 @@ def parse_slot(content: str, has_event_time: bool = False, names: Iterable[str] 
             subject must be one of them, a possessive ("User's sister"), or a noun phrase opened by
             "the"/"a"; otherwise ("It feels like ...", "Feels like ...") there is no slot.
     """
-    known = {name.lower() for name in names}
+    return _parse_slot(content, has_event_time, frozenset(name.lower() for name in names))
+
+
+# Why cached: reconciliation reads the new memory against each of up to MAX_CANDIDATES stored ones, and the
+# same stored memories come back as candidates message after message; its regexes were most of a
+# store_memory call's Python time (benchmarks/scale.py). Slots are frozen, so sharing them is safe.
+@functools.lru_cache(maxsize=4096)
+def _parse_slot(content: str, has_event_time: bool, known: frozenset[str]) -> Slot | None:
     text = content.strip().rstrip(".!")
     for pattern in _PATTERNS:
         if pattern.needs_event_time and not has_event_time:
