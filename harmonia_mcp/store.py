@@ -143,6 +143,40 @@ _M001_INITIAL = f"""
         CREATE INDEX memory_history_memory ON memory_history (memory_id);
 """
 
+
+def _rebuild_fts_index(columns: Sequence[str], *, update_of: Sequence[str]) -> str:
+    """SQL that replaces `memories_fts` and its sync triggers with an index over `columns`, then fills it.
+
+    The trigger on update fires when any of `update_of` changes. A migration passes its own frozen column
+    lists, so what it does never changes when `FTS_COLUMNS` does.
+    """
+    names = ", ".join(columns)
+    new_values = ", ".join("new." + column for column in columns)
+    old_values = ", ".join("old." + column for column in columns)
+    return f"""
+        DROP TRIGGER memories_ai;
+        DROP TRIGGER memories_ad;
+        DROP TRIGGER memories_au;
+        DROP TABLE memories_fts;
+        CREATE VIRTUAL TABLE memories_fts USING fts5(
+            {names},
+            content='memories', content_rowid='rowid',
+            tokenize='{FTS_TOKENIZER}'
+        );
+        CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
+            INSERT INTO memories_fts (rowid, {names}) VALUES (new.rowid, {new_values});
+        END;
+        CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
+            INSERT INTO memories_fts (memories_fts, rowid, {names}) VALUES ('delete', old.rowid, {old_values});
+        END;
+        CREATE TRIGGER memories_au AFTER UPDATE OF {", ".join(update_of)} ON memories BEGIN
+            INSERT INTO memories_fts (memories_fts, rowid, {names}) VALUES ('delete', old.rowid, {old_values});
+            INSERT INTO memories_fts (rowid, {names}) VALUES (new.rowid, {new_values});
+        END;
+        INSERT INTO memories_fts (memories_fts) VALUES ('rebuild');
+"""
+
+
 # Links between memories that reconciliation writes (conflicts.py): `supersedes` points from a newer
 # version to the memory it replaced, `related` from a new memory to one it complements.
 _M002_LINKS = """
@@ -165,7 +199,7 @@ _M002_LINKS = """
 # https://www.anthropic.com/news/contextual-retrieval); on LoCoMo it lifts recall@10 the most (docs/search.md).
 # Frozen: what migration 3 indexes must not change when FTS_COLUMNS does.
 _M003_FTS_COLUMNS = ("content", "entities", "tags", "source_message", "speaker", "context")
-_M003_SEARCH_CONTEXT = f"""
+_M003_SEARCH_CONTEXT = """
         ALTER TABLE memories ADD COLUMN message_id INTEGER;
         ALTER TABLE memories ADD COLUMN context TEXT;
         CREATE INDEX memories_message ON memories (message_id) WHERE message_id IS NOT NULL;
@@ -181,31 +215,7 @@ _M003_SEARCH_CONTEXT = f"""
         );
         CREATE INDEX messages_conversation ON messages (user_id, session_id, message_id);
 
-        DROP TRIGGER memories_ai;
-        DROP TRIGGER memories_ad;
-        DROP TRIGGER memories_au;
-        DROP TABLE memories_fts;
-        CREATE VIRTUAL TABLE memories_fts USING fts5(
-            {", ".join(_M003_FTS_COLUMNS)},
-            content='memories', content_rowid='rowid',
-            tokenize='{FTS_TOKENIZER}'
-        );
-        CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
-            INSERT INTO memories_fts (rowid, {", ".join(_M003_FTS_COLUMNS)})
-            VALUES (new.rowid, {", ".join("new." + column for column in _M003_FTS_COLUMNS)});
-        END;
-        CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
-            INSERT INTO memories_fts (memories_fts, rowid, {", ".join(_M003_FTS_COLUMNS)})
-            VALUES ('delete', old.rowid, {", ".join("old." + column for column in _M003_FTS_COLUMNS)});
-        END;
-        CREATE TRIGGER memories_au AFTER UPDATE OF {", ".join(_M003_FTS_COLUMNS)} ON memories BEGIN
-            INSERT INTO memories_fts (memories_fts, rowid, {", ".join(_M003_FTS_COLUMNS)})
-            VALUES ('delete', old.rowid, {", ".join("old." + column for column in _M003_FTS_COLUMNS)});
-            INSERT INTO memories_fts (rowid, {", ".join(_M003_FTS_COLUMNS)})
-            VALUES (new.rowid, {", ".join("new." + column for column in _M003_FTS_COLUMNS)});
-        END;
-        INSERT INTO memories_fts (memories_fts) VALUES ('rebuild');
-"""
+""" + _rebuild_fts_index(_M003_FTS_COLUMNS, update_of=_M003_FTS_COLUMNS)
 
 # The owner in the index (issue: scale): FTS5 knows nothing of `user_id`, so a MATCH walked and bm25-scored the
 # matching rows of every user before the join dropped the other users' (22 ms per reconciliation candidate query
@@ -214,31 +224,7 @@ _M003_SEARCH_CONTEXT = f"""
 _M004_FTS_OWNER = f"""
         ALTER TABLE memories ADD COLUMN owner_token TEXT GENERATED ALWAYS AS ({OWNER_TOKEN_SQL}) VIRTUAL;
 
-        DROP TRIGGER memories_ai;
-        DROP TRIGGER memories_ad;
-        DROP TRIGGER memories_au;
-        DROP TABLE memories_fts;
-        CREATE VIRTUAL TABLE memories_fts USING fts5(
-            {", ".join(_M004_FTS_COLUMNS)},
-            content='memories', content_rowid='rowid',
-            tokenize='{FTS_TOKENIZER}'
-        );
-        CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
-            INSERT INTO memories_fts (rowid, {", ".join(_M004_FTS_COLUMNS)})
-            VALUES (new.rowid, {", ".join("new." + column for column in _M004_FTS_COLUMNS)});
-        END;
-        CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
-            INSERT INTO memories_fts (memories_fts, rowid, {", ".join(_M004_FTS_COLUMNS)})
-            VALUES ('delete', old.rowid, {", ".join("old." + column for column in _M004_FTS_COLUMNS)});
-        END;
-        CREATE TRIGGER memories_au AFTER UPDATE OF {", ".join(_M003_FTS_COLUMNS)}, user_id ON memories BEGIN
-            INSERT INTO memories_fts (memories_fts, rowid, {", ".join(_M004_FTS_COLUMNS)})
-            VALUES ('delete', old.rowid, {", ".join("old." + column for column in _M004_FTS_COLUMNS)});
-            INSERT INTO memories_fts (rowid, {", ".join(_M004_FTS_COLUMNS)})
-            VALUES (new.rowid, {", ".join("new." + column for column in _M004_FTS_COLUMNS)});
-        END;
-        INSERT INTO memories_fts (memories_fts) VALUES ('rebuild');
-"""
+""" + _rebuild_fts_index(_M004_FTS_COLUMNS, update_of=(*_M003_FTS_COLUMNS, "user_id"))
 
 # Append only; `PRAGMA user_version` is the number of migrations applied.
 MIGRATIONS: Sequence[str] = (_M001_INITIAL, _M002_LINKS, _M003_SEARCH_CONTEXT, _M004_FTS_OWNER)
