@@ -415,6 +415,26 @@ class _SerialReader:
             yield cursor
 
 
+def _fact_columns(extracted: ExtractedMemory) -> tuple[str, str, float, str, str, str | None, str | None]:
+    """The column values of what a memory says: content, category, confidence, entities and tags (JSON),
+    event_time and event_time_utc. A date-only event keeps its precision as an ISO date; event_time_utc
+    (local midnight in UTC) sorts it among timed ones."""
+    event_time = event_time_utc = None
+    if extracted.event_time is not None:
+        moment = extracted.event_time
+        event_time = moment.date().isoformat() if extracted.event_date_only else moment.isoformat()
+        event_time_utc = to_utc_text(moment)
+    return (
+        extracted.content,
+        extracted.category.value,
+        extracted.confidence,
+        json.dumps(extracted.entities, ensure_ascii=False),
+        json.dumps(extracted.tags, ensure_ascii=False),
+        event_time,
+        event_time_utc,
+    )
+
+
 class Store:
     """The SQLite store. Open it with `open_store`; all methods are coroutines and scoped by `user_id`."""
 
@@ -445,12 +465,7 @@ class Store:
         """Insert one active memory and its `created` history row; return it as stored."""
         now = utc_now()
         extracted = new.extracted
-        event_time = None
-        if extracted.event_time is not None:
-            # A date-only event keeps its precision as an ISO date; event_time_utc (local midnight) sorts it.
-            moment = extracted.event_time
-            event_time = moment.date().isoformat() if extracted.event_date_only else moment.isoformat()
-        event_time_utc = to_utc_text(extracted.event_time) if extracted.event_time else None
+        facts = _fact_columns(extracted)
         memory_id = new_memory_id()
         await db.execute(
             """
@@ -462,13 +477,7 @@ class Store:
             (
                 memory_id,
                 new.user_id,
-                extracted.content,
-                extracted.category.value,
-                extracted.confidence,
-                json.dumps(extracted.entities, ensure_ascii=False),
-                json.dumps(extracted.tags, ensure_ascii=False),
-                event_time,
-                event_time_utc,
+                *facts,
                 new.source_message,
                 new.speaker,
                 new.session_id,
@@ -489,7 +498,7 @@ class Store:
             confidence=extracted.confidence,
             entities=list(extracted.entities),
             tags=list(extracted.tags),
-            event_time=event_time,
+            event_time=facts[5],
             source_message=new.source_message,
             speaker=new.speaker,
             session_id=new.session_id,
@@ -560,8 +569,6 @@ class Store:
         """
         old = await self._active_content(db, user_id, memory_id)
         now = utc_now()
-        event_time = extracted.event_time.isoformat() if extracted.event_time else None
-        event_time_utc = to_utc_text(extracted.event_time) if extracted.event_time else None
         if provenance is not None:
             await db.execute(
                 """
@@ -586,18 +593,7 @@ class Store:
                 event_time_utc = ?, updated_at = ?
             WHERE memory_id = ? AND user_id = ?
             """,
-            (
-                extracted.content,
-                extracted.category.value,
-                extracted.confidence,
-                json.dumps(extracted.entities, ensure_ascii=False),
-                json.dumps(extracted.tags, ensure_ascii=False),
-                event_time,
-                event_time_utc,
-                now,
-                memory_id,
-                user_id,
-            ),
+            (*_fact_columns(extracted), now, memory_id, user_id),
         )
         await self._record(db, memory_id, user_id, action, old, extracted.content, source_message, now)
         memory = await self._get(db, user_id, memory_id)
