@@ -2,15 +2,18 @@
 
 `create_server(settings)` builds an `MCPServer` whose lifespan opens the store; nothing here knows SQL.
 Errors from the core (`HarmoniaError`) become `ToolError`s with the same message, because in mcp 2.x
-only a `ToolError`'s text reaches the client; anything else is a bug and arrives as a bare
+only a `ToolError`'s text reaches the client. `HarmoniaServer` does that for every tool registered with
+`add_tool`, and also says in a person's words what was wrong with arguments that fail the input schema,
+and turns any unexpected exception into a short reason (the traceback goes to the log), never a bare
 "Error executing tool".
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -19,14 +22,14 @@ import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError, UnexpectedToolError
 from mcp.types import ToolAnnotations
-from pydantic import AnyHttpUrl, Field
+from pydantic import AnyHttpUrl, Field, ValidationError
 
 from harmonia_mcp import __version__
 from harmonia_mcp.auth import TokenTable
 from harmonia_mcp.config import Settings
-from harmonia_mcp.errors import AccessDenied, HarmoniaError
+from harmonia_mcp.errors import AccessDenied, HarmoniaError, describe_validation_error
 from harmonia_mcp.extract.select import open_extractor
 from harmonia_mcp.models import (
     Category,
@@ -44,7 +47,7 @@ from harmonia_mcp.models import (
     SortOrder,
     StoreResult,
 )
-from harmonia_mcp.service import MAX_LIST_LIMIT, MAX_SEARCH_LIMIT, MemoryService, ServiceLimits
+from harmonia_mcp.service import MAX_LIST_LIMIT, MAX_OFFSET, MAX_SEARCH_LIMIT, MemoryService, ServiceLimits
 from harmonia_mcp.store import DateField, Ranking, open_store
 
 logger = logging.getLogger(__name__)
@@ -176,7 +179,7 @@ async def search_memories(
     ctx: AppCtx,
     user_id: UserId = None,
     limit: Annotated[int, Field(ge=1, le=MAX_SEARCH_LIMIT)] = 10,
-    offset: Annotated[int, Field(ge=0)] = 0,
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0,
     category: Annotated[Category | None, Field(description="Only this category.")] = None,
     from_date: FromDate = None,
     to_date: ToDate = None,
@@ -226,7 +229,7 @@ async def list_memories(
     ctx: AppCtx,
     user_id: UserId = None,
     limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT)] = 50,
-    offset: Annotated[int, Field(ge=0)] = 0,
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0,
     category: Annotated[Category | None, Field(description="Only this category.")] = None,
     from_date: FromDate = None,
     to_date: ToDate = None,
@@ -300,7 +303,9 @@ async def export_memories(
     category: Annotated[Category | None, Field(description="Only this category.")] = None,
     from_date: FromDate = None,
     to_date: ToDate = None,
-    max_memories: Annotated[int | None, Field(ge=1, description="At most this many (oldest first).")] = None,
+    max_memories: Annotated[
+        int | None, Field(ge=1, le=MAX_OFFSET, description="At most this many (oldest first).")
+    ] = None,
 ) -> ExportResult:
     """Export the user's memories, oldest first, as JSON, CSV, Markdown or plain text."""
     with _tool_errors():
@@ -396,6 +401,84 @@ class _SharedContext:
                 await closing.aclose()
 
 
+# --- the error boundary: every tool gets it by being registered with HarmoniaServer.add_tool -------
+
+MAX_REASON_CHARS = 200
+
+
+class HarmoniaServer(MCPServer[AppContext]):
+    """`MCPServer` with harmonia-mcp's error boundary and descriptions; register tools with `add_tool`.
+
+    For every tool, whoever adds it:
+
+    - arguments that fail the input schema get one sentence per argument, naming it, quoting the value
+      and saying what is allowed (`errors.describe_validation_error`), not pydantic's text and links;
+    - a `HarmoniaError` raised anywhere in the tool reaches the client with its own message;
+    - any other exception reaches the client as "unexpected <type>: <first line>" and is logged with
+      its traceback (ERROR), instead of the SDK's bare "Error executing tool <name>";
+    - the description is the docstring with its indentation removed (`inspect.cleandoc`).
+
+    The `prompts` capability is advertised only when a prompt is registered.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        lowlevel = self._lowlevel_server
+        advertise = lowlevel.get_capabilities
+
+        def capabilities(*cap_args: Any, **cap_kwargs: Any) -> Any:
+            found = advertise(*cap_args, **cap_kwargs)
+            if not self._prompt_manager.list_prompts():
+                found = found.model_copy(update={"prompts": None})
+            return found
+
+        # Evaluated at each initialize, so prompts registered after construction are advertised.
+        lowlevel.get_capabilities = capabilities  # type: ignore[method-assign]
+
+    def add_tool(  # type: ignore[override]  # same parameters, keyword-only after fn
+        self, fn: Callable[..., Any], name: str | None = None, *, description: str | None = None, **kwargs: Any
+    ) -> None:
+        """Register `fn` as a tool; its description is `description`, else its docstring, dedented."""
+        super().add_tool(fn, name, description=description or inspect.cleandoc(fn.__doc__ or ""), **kwargs)
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[AppContext, Any] | None = None
+    ) -> Any:
+        """Call tool `name`; every failure is a `ToolError` whose text says what went wrong (see the class).
+
+        Raises:
+            ToolError: the arguments are invalid, the tool raised, or it is unknown.
+        """
+        try:
+            return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError as error:
+            cause = error.__cause__
+            if isinstance(cause, HarmoniaError):
+                raise ToolError(f"Error executing tool {name}: {cause}") from cause
+            logger.error("tool %s raised an unexpected exception", name, exc_info=cause or error)
+            raise ToolError(f"Error executing tool {name}: {_unexpected_reason(cause)}") from None
+        except ToolError as error:
+            if isinstance(error.__cause__, ValidationError):
+                tool = self._tool_manager.get_tool(name)
+                reason = describe_validation_error(error.__cause__, schema=tool.parameters if tool else None)
+                # Raised from the ValidationError so that the SDK logs the argument names, not the values.
+                raise ToolError(f"Error executing tool {name}: {reason}") from error.__cause__
+            raise
+
+
+def _unexpected_reason(cause: BaseException | None) -> str:
+    if cause is None:
+        return "an unexpected error; the server's log has the details"
+    first = (str(cause).strip().splitlines() or [""])[0]
+    if len(first) > MAX_REASON_CHARS:
+        first = first[: MAX_REASON_CHARS - 3] + "..."
+    detail = f": {first}" if first else ""
+    return (
+        f"unexpected {type(cause).__name__}{detail}; nothing was changed by this call "
+        "and the server's log has the traceback"
+    )
+
+
 def create_server(settings: Settings) -> MCPServer[AppContext]:
     """An `MCPServer` with the five memory tools and the memory resources, over the store at `settings.db_path`.
 
@@ -418,7 +501,7 @@ def create_server(settings: Settings) -> MCPServer[AppContext]:
             "token_verifier": tokens,
         }
 
-    server: MCPServer[AppContext] = MCPServer(
+    server = HarmoniaServer(
         "harmonia-mcp",
         instructions=INSTRUCTIONS,
         version=__version__,

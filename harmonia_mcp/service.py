@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import TypeAdapter, ValidationError
 
 from harmonia_mcp import conflicts, export, search
-from harmonia_mcp.errors import InvalidInput
+from harmonia_mcp.errors import AlreadyActive, InvalidInput
 from harmonia_mcp.extract import Extractor, run_extractor
 from harmonia_mcp.models import (
     USER_ID_PATTERN,
@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 SUPPORTED_STRATEGIES: tuple[ResolutionStrategy, ...] = ("auto", "update", "merge", "version", "keep_both", "skip")
 
 MAX_SEARCH_LIMIT = 100
+# SQLite's largest INTEGER: offsets and counts above it cannot be bound to a query.
+MAX_OFFSET = 2**63 - 1
 MAX_LIST_LIMIT = 500
 MAX_METADATA_BYTES = 16 * 1024
 MAX_SPEAKER_CHARS = 100
@@ -400,9 +402,12 @@ class MemoryService:
         delete if the change it made was wrong.
 
         Raises:
-            MemoryNotFound: the user has no such memory, or it is already active.
+            MemoryNotFound: the user has no such memory.
+            AlreadyActive: the memory is active; nothing was changed.
         """
         user = self.user(user_id)
+        if (await self.store.get_memory(user, memory_id, include_inactive=True)).status == "active":
+            raise AlreadyActive(memory_id)
         async with self.store.transaction() as db:
             before = await self.store.set_status(
                 db, user, memory_id, "active", expected=("deleted", "superseded"), source_message=None
@@ -447,8 +452,10 @@ class MemoryService:
         user = self.user(user_id)
         if format not in ("json", "csv", "markdown", "text"):
             raise InvalidInput(f"format {format!r} is not supported: use json, csv, markdown or text")
-        if max_memories is not None and max_memories < 1:
-            raise InvalidInput("max_memories must be at least 1 (or omitted for all)")
+        if max_memories is not None and not 1 <= max_memories <= MAX_OFFSET:
+            raise InvalidInput(
+                f"max_memories {max_memories} is out of range: use 1 to {MAX_OFFSET} (or omit it for all)"
+            )
         memory_filter = self._filter(category=category, from_date=from_date, to_date=to_date)
         memories, _ = await self.store.list_memories(
             user, memory_filter, sort_by="created_at", descending=False, limit=max_memories
@@ -545,8 +552,8 @@ def _metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
 def _page_bounds(limit: int, offset: int, max_limit: int) -> None:
     if not 1 <= limit <= max_limit:
         raise InvalidInput(f"limit {limit} is out of range: use 1 to {max_limit}")
-    if offset < 0:
-        raise InvalidInput(f"offset {offset} is negative: use 0 or more")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInput(f"offset {offset} is out of range: use 0 to {MAX_OFFSET}")
 
 
 def _pagination(total: int, limit: int, offset: int, returned: int) -> Pagination:
