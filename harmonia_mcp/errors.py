@@ -110,9 +110,11 @@ def describe_error(error: Mapping[str, Any], *, name: str, schema: Mapping[str, 
         return f"{name} {_shown(value)} is not allowed: use one of {expected}"
     if kind in _BOUND:
         key, words = _BOUND[kind]
-        low, high = _schema_bounds(schema, name.split("[", 1)[0].split(".", 1)[0])
-        allowed = f"{low} to {high}" if low is not None and high is not None else f"{words} {ctx.get(key)}"
-        return f"{name} {_shown(value)} is out of range: use {allowed}"
+        loc = error.get("loc") or ("",)
+        low, high = _schema_bounds(schema, str(loc[0]))
+        if low is not None and high is not None:
+            return f"{name} {_shown(value)} is out of range: use {low} to {high}"
+        return f"{name} {_shown(value)} is out of range: it must be {words} {ctx.get(key)}"
     if kind in ("string_too_short", "string_too_long", "too_short", "too_long"):
         return f"{name} {_shown(value)} is the wrong length: {str(error.get('msg', '')).lower()}"
     if kind == "string_pattern_mismatch":

@@ -51,6 +51,8 @@ from harmonia_mcp.service import MAX_LIST_LIMIT, MAX_OFFSET, MAX_SEARCH_LIMIT, M
 from harmonia_mcp.store import DateField, Ranking, open_store
 
 logger = logging.getLogger(__name__)
+# The one line said at start-up (database, extractor, embedder); the CLI shows it at the default log level.
+STARTUP_LOGGER = "harmonia_mcp.startup"
 
 INSTRUCTIONS = """\
 harmonia-mcp is the user's long-term memory. Call store_memory with what the user tells you about \
@@ -354,6 +356,21 @@ def make_limits(settings: Settings) -> ServiceLimits:
     )
 
 
+def startup_line(db_path: str, settings: Settings, *, embedder: str) -> str:
+    """The start-up line: version, database path, extractor (and Ollama model and host), embedder.
+
+    E.g. "harmonia-mcp 0.1.0: database /home/me/.local/share/harmonia-mcp/memories.db; extractor auto
+    (Ollama llama3.2:3b at http://127.0.0.1:11434 when it answers, else rules); embedder none".
+    """
+    model = f"Ollama {settings.ollama_model} at {settings.ollama_host}"
+    extractor = {
+        "rules": "rules (Ollama is not used)",
+        "auto": f"auto ({model} when it answers, else rules)",
+        "ollama": f"ollama ({model}; rules when it fails)",
+    }[settings.extractor]
+    return f"harmonia-mcp {__version__}: database {db_path}; extractor {extractor}; embedder {embedder}"
+
+
 class _SharedContext:
     """One open store and `MemoryService` for every concurrent entry of the server lifespan.
 
@@ -377,7 +394,8 @@ class _SharedContext:
                 stack = AsyncExitStack()
                 store = await stack.enter_async_context(open_store(self._settings.db_path))
                 extractor = await stack.enter_async_context(open_extractor(self._settings))
-                logger.info("memories in %s, extractor %s", store.path, self._settings.extractor)
+                # Issue 9 (embeddings): pass the embedder's name here.
+                logging.getLogger(STARTUP_LOGGER).info("%s", startup_line(store.path, self._settings, embedder="none"))
                 settings = self._settings
                 ranking = Ranking(
                     half_life_days=settings.recency_half_life_days, recency_weight=settings.recency_weight
