@@ -23,6 +23,7 @@ from harmonia_mcp import conflicts, export, search
 from harmonia_mcp.errors import AlreadyActive, InvalidInput
 from harmonia_mcp.extract import Extractor, run_extractor
 from harmonia_mcp.models import (
+    MEMORY_ID_PATTERN,
     USER_ID_PATTERN,
     Category,
     DeleteResult,
@@ -66,7 +67,11 @@ MAX_FILTER_TAGS = 20
 CONTEXT_MESSAGES = 2
 CONTEXT_WINDOW_SECONDS = 6 * 3600.0
 
+# Ids are checked with fullmatch: with match, "$" also matches before a final newline ("alice\n").
 _USER_ID = re.compile(USER_ID_PATTERN)
+_MEMORY_ID = re.compile(MEMORY_ID_PATTERN)
+MAX_SESSION_ID_CHARS = 256
+MAX_TAG_CHARS = 100
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -104,11 +109,26 @@ class MemoryService:
         """
         if user_id is None:
             return self.limits.default_user
-        if not _USER_ID.match(user_id):
+        if not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id):
             raise InvalidInput(
-                f"user_id {user_id[:140]!r} is invalid: use 1-128 characters of letters, digits, '_', '.', '@' or '-'"
+                f"user_id {str(user_id)[:140]!r} is invalid: "
+                "use 1-128 characters of letters, digits, '_', '.', '@' or '-'"
             )
         return user_id
+
+    @staticmethod
+    def memory_id(memory_id: str) -> str:
+        """`memory_id` if it has the form of one (`mem_` and 16 lowercase hex digits, nothing more).
+
+        Raises:
+            InvalidInput: any other string, e.g. "mem_0123456789abcdef\n".
+        """
+        if not _MEMORY_ID.fullmatch(memory_id):
+            raise InvalidInput(
+                f"memory_id {memory_id[:60]!r} is not a memory id: ids are 'mem_' and 16 hex digits, e.g. "
+                "mem_0123456789abcdef (search_memories and list_memories return them)"
+            )
+        return memory_id
 
     def _timestamp(self, value: str | None, field: str) -> datetime | None:
         return None if value is None else parse_timestamp(value, self.limits.timezone, field=field)
@@ -138,9 +158,14 @@ class MemoryService:
             raise InvalidInput(f"max_confidence {max_confidence} is out of range: use a number from 0 to 1")
         if min_confidence is not None and max_confidence is not None and min_confidence > max_confidence:
             raise InvalidInput(f"min_confidence {min_confidence} is above max_confidence {max_confidence}")
-        wanted = tuple(tag.strip() for tag in tags or [])
-        if len(wanted) > MAX_FILTER_TAGS or any(not 1 <= len(tag) <= 100 for tag in wanted):
-            raise InvalidInput(f"tags must be at most {MAX_FILTER_TAGS} tags of 1-100 characters each")
+        wanted = tuple(tags or [])
+        if len(wanted) > MAX_FILTER_TAGS or any(not _is_name(tag, MAX_TAG_CHARS) for tag in wanted):
+            raise InvalidInput(
+                f"tags must be at most {MAX_FILTER_TAGS} tags of 1-{MAX_TAG_CHARS} characters each, "
+                "without surrounding spaces or control characters (newlines, tabs)"
+            )
+        if session_id is not None:
+            _session_id(session_id)
         return MemoryFilter(
             category=_category(category),
             from_date=start,
@@ -218,8 +243,8 @@ class MemoryService:
         user = self.user(user_id)
         who = _speaker(speaker)
         meta = _metadata(metadata)
-        if session_id is not None and not 1 <= len(session_id) <= 256:
-            raise InvalidInput("session_id must be 1-256 characters")
+        if session_id is not None:
+            _session_id(session_id)
         strategy = self._strategy(user, resolution_strategy)
         reference = self._reference_time(occurred_at, timezone)
         extraction = await run_extractor(self.extractor, text, speaker=who, reference_time=reference)
@@ -381,7 +406,7 @@ class MemoryService:
         Raises:
             MemoryNotFound: no active memory with that id for that user.
         """
-        return await self.store.get_memory(self.user(user_id), memory_id)
+        return await self.store.get_memory(self.user(user_id), self.memory_id(memory_id))
 
     async def memory_details(self, memory_id: str, *, user_id: str | None = None) -> MemoryDetails:
         """One memory in any status (active, superseded or deleted), its history oldest first, and its links.
@@ -390,7 +415,7 @@ class MemoryService:
             MemoryNotFound: the user has no memory with that id.
         """
         user = self.user(user_id)
-        memory = await self.store.get_memory(user, memory_id, include_inactive=True)
+        memory = await self.store.get_memory(user, self.memory_id(memory_id), include_inactive=True)
         history = [HistoryEntry.model_validate(row) for row in await self.store.history(user, memory_id)]
         links = MemoryLinks.model_validate(await self.store.links(user, memory_id))
         return MemoryDetails(memory=MemoryView.of(memory), update_history=history, links=links)
@@ -406,7 +431,7 @@ class MemoryService:
             AlreadyActive: the memory is active; nothing was changed.
         """
         user = self.user(user_id)
-        if (await self.store.get_memory(user, memory_id, include_inactive=True)).status == "active":
+        if (await self.store.get_memory(user, self.memory_id(memory_id), include_inactive=True)).status == "active":
             raise AlreadyActive(memory_id)
         async with self.store.transaction() as db:
             before = await self.store.set_status(
@@ -430,6 +455,7 @@ class MemoryService:
             MemoryNotFound: unknown id for that user, or already deleted.
         """
         user = self.user(user_id)
+        self.memory_id(memory_id)
         async with self.store.transaction() as db:
             await self.store.soft_delete(db, user, memory_id)
         return DeleteResult(memory_id=memory_id, deleted=True)
@@ -526,6 +552,19 @@ def _category(value: Category | str | None) -> Category | None:
     except ValueError:
         allowed = ", ".join(category.value for category in Category)
         raise InvalidInput(f"category {value!r} is unknown: use one of {allowed}") from None
+
+
+def _is_name(value: str, max_chars: int) -> bool:
+    """1-`max_chars` characters, no control character, no surrounding whitespace (so "x\n" is not "x")."""
+    return 1 <= len(value) <= max_chars and value == value.strip() and not _CONTROL.search(value)
+
+
+def _session_id(session_id: str) -> None:
+    if not _is_name(session_id, MAX_SESSION_ID_CHARS):
+        raise InvalidInput(
+            f"session_id {session_id[:60]!r} is invalid: use 1-{MAX_SESSION_ID_CHARS} characters on one line, "
+            "without surrounding spaces or control characters"
+        )
 
 
 def _speaker(speaker: str | None) -> str:
