@@ -173,13 +173,17 @@ class ExportResult(BaseModel):
 
 class HistoryEntry(BaseModel):
     """One change to a memory: when (UTC), what (`created`, `updated`, `merged`, `superseded`, `deleted`,
-    `restored`), the content before and after, and the message that caused it (when known)."""
+    `restored`), the content before and after, and the message that caused it (when known).
+
+    In a `superseded` entry, `new_content` is the content of the memory that replaced this one and
+    `successor_id` its id (None in every other entry)."""
 
     changed_at: str
     action: str
     old_content: str | None
     new_content: str | None
     source_message: str | None
+    successor_id: str | None = None
 
 
 class MemoryLinks(BaseModel):

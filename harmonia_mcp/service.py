@@ -418,7 +418,27 @@ class MemoryService:
         memory = await self.store.get_memory(user, self.memory_id(memory_id), include_inactive=True)
         history = [HistoryEntry.model_validate(row) for row in await self.store.history(user, memory_id)]
         links = MemoryLinks.model_validate(await self.store.links(user, memory_id))
+        history = await self._name_successors(user, history, links.superseded_by)
         return MemoryDetails(memory=MemoryView.of(memory), update_history=history, links=links)
+
+    async def _name_successors(
+        self, user: str, history: list[HistoryEntry], successors: list[str]
+    ) -> list[HistoryEntry]:
+        """`history` with each `superseded` entry naming what replaced it (the successor's content and id).
+
+        The n-th `superseded` entry belongs to the n-th `supersedes` link (both are written in the same
+        transaction, in order); extra entries (a link written twice is kept once) get the last successor.
+        """
+        named: list[HistoryEntry] = []
+        seen = 0
+        for entry in history:
+            if entry.action == "superseded" and successors:
+                successor_id = successors[min(seen, len(successors) - 1)]
+                seen += 1
+                successor = await self.store.get_memory(user, successor_id, include_inactive=True)
+                entry = entry.model_copy(update={"new_content": successor.content, "successor_id": successor_id})
+            named.append(entry)
+        return named
 
     async def restore_memory(self, memory_id: str, *, user_id: str | None = None) -> RestoreResult:
         """Make a deleted or superseded memory active again (a `restored` history row records it).
