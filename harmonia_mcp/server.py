@@ -21,9 +21,10 @@ from typing import Annotated, Any
 import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError, UnexpectedToolError
-from mcp.types import ToolAnnotations
+from mcp.types import ListResourcesResult, PaginatedRequestParams, Resource, ToolAnnotations
 from pydantic import AnyHttpUrl, Field, ValidationError
 
 from harmonia_mcp import __version__
@@ -47,7 +48,14 @@ from harmonia_mcp.models import (
     SortOrder,
     StoreResult,
 )
-from harmonia_mcp.service import MAX_LIST_LIMIT, MAX_OFFSET, MAX_SEARCH_LIMIT, MemoryService, ServiceLimits
+from harmonia_mcp.service import (
+    MAX_LIST_LIMIT,
+    MAX_OFFSET,
+    MAX_SEARCH_LIMIT,
+    RECENT_COUNT,
+    MemoryService,
+    ServiceLimits,
+)
 from harmonia_mcp.store import DateField, Ranking, open_store
 
 logger = logging.getLogger(__name__)
@@ -100,12 +108,14 @@ def _service(ctx: AppCtx) -> MemoryService:
     return ctx.request_context.lifespan_context.service
 
 
-def _user(ctx: AppCtx, user_id: str | None) -> str | None:
+def _user(ctx: AppCtx, user_id: str | None, *, resource: bool = False) -> str | None:
     """The user this request may act as: the one its bearer token is bound to, else `user_id` as given.
 
     Every tool and resource goes through here, so isolation is decided once, by the server, from the
     principal the SDK's bearer middleware authenticated (`get_access_token()`), never from the client's
     `user_id` alone. Without tokens (stdio, in-memory clients, local HTTP) `user_id` is trusted as before.
+
+    `resource` says the user came from a resource URI, so a refusal names the URIs the token may read.
 
     Raises:
         AccessDenied: the token is bound to another user than `user_id`, or tokens are configured and
@@ -117,6 +127,11 @@ def _user(ctx: AppCtx, user_id: str | None) -> str | None:
             raise AccessDenied("this request has no valid bearer token; send Authorization: Bearer <token>")
         return user_id
     bound = token.subject or token.client_id
+    if user_id is not None and user_id != bound and resource:
+        raise AccessDenied(
+            f"this token may only read user {bound}'s memories: use memory://{bound}/recent "
+            f"or memory://{bound}/{{memory_id}}, not memory://{user_id}/..."
+        )
     if user_id is not None and user_id != bound:
         raise AccessDenied(f"this token may only access user {bound}; omit user_id or pass {bound!r}")
     return bound
@@ -325,7 +340,7 @@ async def read_recent(user_id: str, ctx: AppCtx) -> str:
     """The user's 50 newest memories as Markdown."""
     service = _service(ctx)
     try:
-        memories = await service.recent_memories(user_id=_user(ctx, user_id))
+        memories = await service.recent_memories(user_id=_user(ctx, user_id, resource=True))
     except HarmoniaError as error:
         raise ResourceNotFoundError(str(error)) from error
     lines = [f"# Recent memories of {user_id}", ""]
@@ -339,7 +354,7 @@ async def read_memory(user_id: str, memory_id: str, ctx: AppCtx) -> str:
     """One memory as JSON, with every field."""
     service = _service(ctx)
     try:
-        memory = await service.get_memory(memory_id, user_id=_user(ctx, user_id))
+        memory = await service.get_memory(memory_id, user_id=_user(ctx, user_id, resource=True))
     except HarmoniaError as error:
         raise ResourceNotFoundError(str(error)) from error
     return json.dumps(MemoryView.of(memory).model_dump(mode="json"), ensure_ascii=False, indent=2)
@@ -422,6 +437,8 @@ class _SharedContext:
 # --- the error boundary: every tool gets it by being registered with HarmoniaServer.add_tool -------
 
 MAX_REASON_CHARS = 200
+# resources/list names at most this many users' `recent` resources (the templates reach every user).
+MAX_LISTED_USERS = 100
 
 
 class HarmoniaServer(MCPServer[AppContext]):
@@ -452,6 +469,32 @@ class HarmoniaServer(MCPServer[AppContext]):
 
         # Evaluated at each initialize, so prompts registered after construction are advertised.
         lowlevel.get_capabilities = capabilities  # type: ignore[method-assign]
+
+    async def _handle_list_resources(
+        self, ctx: ServerRequestContext[AppContext], params: PaginatedRequestParams | None
+    ) -> ListResourcesResult:
+        """The registered resources, plus each user's `memory://{user_id}/recent` (only the token's user
+        when tokens are configured), so that hosts that show concrete resources show something."""
+        listed = await super()._handle_list_resources(ctx, params)
+        app = ctx.lifespan_context
+        token = get_access_token()
+        if token is not None:
+            users = [token.subject or token.client_id]
+        elif app.tokens_required and ctx.request is not None:
+            users = []
+        else:
+            users = await app.service.user_ids(limit=MAX_LISTED_USERS)
+        recent = [
+            Resource(
+                uri=f"memory://{user}/recent",
+                name=f"recent_memories:{user}",
+                title=f"Recent memories of {user}",
+                description=f"The {RECENT_COUNT} newest memories of {user}, as Markdown.",
+                mime_type="text/markdown",
+            )
+            for user in users
+        ]
+        return ListResourcesResult(resources=[*listed.resources, *recent])
 
     def add_tool(  # type: ignore[override]  # same parameters, keyword-only after fn
         self, fn: Callable[..., Any], name: str | None = None, *, description: str | None = None, **kwargs: Any

@@ -468,6 +468,11 @@ class MemoryService:
         memories, _ = await self.store.list_memories(self.user(user_id), MemoryFilter(), limit=count)
         return memories
 
+    async def user_ids(self, *, limit: int) -> list[str]:
+        """The default user, then up to `limit` - 1 other users with active memories, alphabetically."""
+        others = [user for user in await self.store.user_ids(limit=limit) if user != self.limits.default_user]
+        return [self.limits.default_user, *others][:limit]
+
     async def delete_memory(self, memory_id: str, *, user_id: str | None = None) -> DeleteResult:
         """Soft-delete one memory: it leaves search, lists and exports; its row and history stay.
 
