@@ -6,7 +6,8 @@ What this module adds around the SDK's apps (`MCPServer.sse_app`, `MCPServer.str
 - DNS-rebinding protection (`Host` / `Origin` checks) through the SDK's `TransportSecuritySettings`,
   with loopback names, the bound address and `HARMONIA_ALLOWED_HOSTS` allowed;
 - the SDK's request body cap, set from `HARMONIA_MAX_REQUEST_BYTES`;
-- the start-up refusal to expose an unauthenticated server on a non-loopback address.
+- the start-up refusal to expose an unauthenticated server on a non-loopback address;
+- query strings redacted from uvicorn's access log (a client may put a token or session id there).
 
 Bearer tokens and per-user isolation live in `auth.py` and `server.py`; the SDK's bearer middleware
 answers 401 itself.
@@ -177,6 +178,24 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class RedactQueryStrings(logging.Filter):
+    """Replaces the query string of each uvicorn access-log line with `?[redacted]`.
+
+    Clients sometimes send a bearer token as `?access_token=...`, and SSE's `/messages/?session_id=...`
+    names a live session; neither may reach a log file. uvicorn logs
+    `'%s - "%s %s HTTP/%s" %d'` with the path and query as the third argument.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?[redacted]", *args[3:])
+        return True
+
+
+_REDACT_QUERY_STRINGS = RedactQueryStrings()
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, calling `on_started(host, port)` once it listens and the app's lifespan has started."""
 
@@ -221,6 +240,7 @@ async def serve_http(
         # Keep the root logging set up by the CLI (stderr, HARMONIA_LOG_LEVEL) rather than uvicorn's own.
         log_config=None,
     )
+    logging.getLogger("uvicorn.access").addFilter(_REDACT_QUERY_STRINGS)  # added once: filters are a set
     started = None if on_serving is None else (lambda: on_serving(settings.host, port))
     try:
         await _Server(config, started).serve(sockets=[sock])

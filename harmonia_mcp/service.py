@@ -74,6 +74,10 @@ MAX_SESSION_ID_CHARS = 256
 MAX_TAG_CHARS = 100
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What `clean_text` removes from message text: ANSI escape sequences whole (ECMA-48 CSI and OSC, e.g. the
+# colour code ESC[31m), then every other C0/C1 control character but newline and tab.
+_ESCAPE_SEQUENCE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x9b[0-?]*[ -/]*[@-~]")
+_STRAY_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,7 @@ class MemoryService:
         )
 
     def _message(self, message: str) -> str:
-        text = message.strip()
+        text = clean_text(message).strip()
         if not text:
             raise InvalidInput("message is empty: send the text to remember, e.g. 'I have a dog called Biggie'")
         size = len(text.encode("utf-8"))
@@ -579,6 +583,16 @@ def _category(value: Category | str | None) -> Category | None:
         raise InvalidInput(f"category {value!r} is unknown: use one of {allowed}") from None
 
 
+def clean_text(text: str) -> str:
+    """`text` without control characters other than newline and tab (docs/tools.md, store_memory).
+
+    CR LF and a lone CR become LF; ANSI escape sequences (`_ESCAPE_SEQUENCE`) go whole, so "\x1b[31mred"
+    is "red", not "[31mred"; every other C0 or C1 control character and DEL is removed.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _STRAY_CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", text))
+
+
 def _is_name(value: str, max_chars: int) -> bool:
     """1-`max_chars` characters, no control character, no surrounding whitespace (so "x\n" is not "x")."""
     return 1 <= len(value) <= max_chars and value == value.strip() and not _CONTROL.search(value)
@@ -605,8 +619,16 @@ def _metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
     if metadata is None:
         return None
     try:
-        size = len(json.dumps(metadata, ensure_ascii=False).encode("utf-8"))
-    except (TypeError, ValueError) as error:
+        # allow_nan=False: NaN and Infinity are not JSON; stored, they would come back as null.
+        size = len(json.dumps(metadata, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+    except ValueError as error:
+        if "Out of range float" in str(error):
+            raise InvalidInput(
+                "metadata contains NaN or Infinity, which JSON does not allow: send a finite number, "
+                "null or a string instead"
+            ) from None
+        raise InvalidInput(f"metadata must be a JSON object: {error}") from None
+    except TypeError as error:
         raise InvalidInput(f"metadata must be a JSON object: {error}") from None
     if size > MAX_METADATA_BYTES:
         raise InvalidInput(f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES} bytes")
