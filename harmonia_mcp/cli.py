@@ -30,6 +30,7 @@ from pydantic_settings import SettingsError
 from harmonia_mcp import __version__
 from harmonia_mcp.config import Settings
 from harmonia_mcp.errors import describe_validation_error
+from harmonia_mcp.models import count_of
 
 # Settings a flag can set, and the flag (config errors name the flag when it was given, else the variable).
 _FLAGS = {"db_path": ("db", "--db"), "host": ("host", "--host"), "port": ("port", "--port")}
@@ -255,7 +256,7 @@ async def _ollama_report(settings: Settings) -> None:
                 print(f"test:      extraction failed after {time.perf_counter() - started:.2f} s: {error.reason}")
             else:
                 elapsed = time.perf_counter() - started
-                print(f"test:      {len(memories)} memories in {elapsed:.2f} s from {DOCTOR_MESSAGE!r}")
+                print(f"test:      {count_of(len(memories))} in {elapsed:.2f} s from {DOCTOR_MESSAGE!r}")
                 for memory in memories:
                     print(f"           [{memory.category.value}] {memory.content}")
                 used = "ollama"
@@ -342,7 +343,8 @@ async def _import(settings: Settings, file: Path, user_id: str | None) -> int:
             return 1
     if progress is not None:
         print(file=sys.stderr)
-    print(f"imported {result.imported} memories for {result.user_id}; {result.skipped} were already there")
+    already = "was" if result.skipped == 1 else "were"
+    print(f"imported {count_of(result.imported)} for {result.user_id}; {result.skipped} {already} already there")
     return 0
 
 

@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from harmonia_mcp.models import Category, ExportFormat, Memory
+from harmonia_mcp.models import Category, ExportFormat, Memory, count_of
 
 CSV_COLUMNS = (
     "memory_id",
@@ -86,7 +86,7 @@ def _when(memory: Memory) -> str:
 
 def to_markdown(user_id: str, memories: Sequence[Memory], exported_at: str) -> str:
     """A Markdown document: a title, then one section per category (in the order of `Category`)."""
-    lines = [f"# Memories of {user_id}", "", f"{len(memories)} memories, exported {exported_at}."]
+    lines = [f"# Memories of {user_id}", "", f"{count_of(len(memories))}, exported {exported_at}."]
     for category in Category:
         members = [memory for memory in memories if memory.category is category]
         if not members:

@@ -12,6 +12,11 @@ USER_ID_PATTERN = r"^[A-Za-z0-9_.@-]{1,128}$"
 MEMORY_ID_PATTERN = r"^mem_[0-9a-f]{16}$"
 
 
+def count_of(count: int, noun: str = "memory", plural: str = "memories") -> str:
+    """`count` with its noun, singular for one: "1 memory", "0 memories", "2 memories"."""
+    return f"{count} {noun if count == 1 else plural}"
+
+
 class Category(StrEnum):
     """The twelve kinds of memory (see docs/tools.md for one example of each)."""
 
