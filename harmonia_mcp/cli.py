@@ -111,26 +111,25 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"harmonia-mcp {__version__}")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve MCP (the default command)", parents=[serve_flags])
-    demo = commands.add_parser(
-        "demo",
-        help="run the server as a child process and show it working over stdio",
-        argument_default=argparse.SUPPRESS,
+    # --db defaults suppressed: a top-level `harmonia-mcp --db PATH doctor` is not overwritten by None.
+    demo = commands.add_parser("demo", help="run the server as a child process and show it working over stdio")
+    demo.add_argument(
+        "--db",
+        default=argparse.SUPPRESS,
+        help="the SQLite file to use (default: a temporary file, removed afterwards)",
     )
-    demo.add_argument("--db", help="the SQLite file to use (default: a temporary file, removed afterwards)")
-    doctor = commands.add_parser(
-        "doctor",
-        help="print the database, SQLite/FTS5 and Ollama status (changes nothing)",
-        argument_default=argparse.SUPPRESS,
-    )
-    doctor.add_argument("--db", help="the SQLite file to check")
+    doctor = commands.add_parser("doctor", help="print the database, SQLite/FTS5 and Ollama status (changes nothing)")
+    doctor.add_argument("--db", default=argparse.SUPPRESS, help="the SQLite file to check")
     importer = commands.add_parser(
-        "import",
-        help="load a JSON export (as export_memories writes it); memories already present are skipped",
-        argument_default=argparse.SUPPRESS,
+        "import", help="load a JSON export (as export_memories writes it); memories already present are skipped"
     )
     importer.add_argument("file", type=Path, help="the JSON export to load ('-' reads standard input)")
     importer.add_argument("--user-id", help="whose memories they become (default: the file's user_id)")
-    importer.add_argument("--db", help="the SQLite file to load into (default: HARMONIA_DB_PATH or the data directory)")
+    importer.add_argument(
+        "--db",
+        default=argparse.SUPPRESS,
+        help="the SQLite file to load into (default: HARMONIA_DB_PATH or the data directory)",
+    )
     return parser
 
 
@@ -150,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "doctor":
         return anyio.run(_doctor, settings)
     if arguments.command == "import":
-        return anyio.run(_import, settings, arguments.file, getattr(arguments, "user_id", None))
+        return anyio.run(_import, settings, arguments.file, arguments.user_id)
     _show_startup_line(settings)
     transport: str = getattr(arguments, "transport", "stdio")
     if transport in ("sse", "streamable-http"):
