@@ -534,10 +534,7 @@ def _unexpected_reason(cause: BaseException | None) -> str:
     if len(first) > MAX_REASON_CHARS:
         first = first[: MAX_REASON_CHARS - 3] + "..."
     detail = f": {first}" if first else ""
-    return (
-        f"unexpected {type(cause).__name__}{detail}; nothing was changed by this call "
-        "and the server's log has the traceback"
-    )
+    return f"unexpected {type(cause).__name__}{detail} (the server's log has the traceback)"
 
 
 def create_server(settings: Settings) -> MCPServer[AppContext]:
