@@ -265,6 +265,11 @@ class MemoryService:
                 resolution = await conflicts.reconcile(self.store, db, new, strategy, [who])
                 stored.append(_resolved(resolution))
         warnings = list(extraction.warnings)
+        if _has_controls(message):
+            warnings.append(
+                "Control characters (other than newline and tab) and terminal escape sequences were removed "
+                "from the message before it was stored."
+            )
         if not extracted:
             warnings.append("No durable fact found in the message (small talk, a question or a request).")
         return StoreResult(memories=stored, warnings=warnings)
@@ -591,6 +596,12 @@ def clean_text(text: str) -> str:
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return _STRAY_CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", text))
+
+
+def _has_controls(text: str) -> bool:
+    """Whether `clean_text` removes anything from `text` but line-ending changes."""
+    normalised = text.replace("\r\n", "\n").replace("\r", "\n")
+    return bool(_ESCAPE_SEQUENCE.search(normalised) or _STRAY_CONTROL.search(normalised))
 
 
 def _is_name(value: str, max_chars: int) -> bool:

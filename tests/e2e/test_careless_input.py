@@ -90,6 +90,9 @@ async def test_control_characters_are_removed_from_messages_over_stdio(tmp_path:
         message = "I have a dog\x07 called \x1b[31mBiggie\x1b[0m\x00.\r\nMy sister\tis called\x7f Ana\x9b."
         stored = await call_tool(client, "store_memory", {"message": message, "user_id": "alice"})
         assert stored["memories"], stored
+        assert any("Control characters" in warning for warning in stored["warnings"]), stored["warnings"]
+        clean = await call_tool(client, "store_memory", {"message": "I like tea.\r\nI\tswim.", "user_id": "bob"})
+        assert not any("Control characters" in warning for warning in clean["warnings"]), clean["warnings"]
         listed = await call_tool(client, "list_memories", {"user_id": "alice", "limit": 10})
     for memory in listed["memories"]:
         for text in (memory["content"], memory["source_message"]):
