@@ -537,7 +537,7 @@ def _unexpected_reason(cause: BaseException | None) -> str:
     return f"unexpected {type(cause).__name__}{detail} (the server's log has the traceback)"
 
 
-def create_server(settings: Settings) -> MCPServer[AppContext]:
+def create_server(settings: Settings) -> HarmoniaServer:
     """An `MCPServer` with the five memory tools and the memory resources, over the store at `settings.db_path`.
 
     The store is opened when the server starts (its lifespan) and closed when it stops. When
