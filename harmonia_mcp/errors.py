@@ -104,7 +104,9 @@ def describe_error(error: Mapping[str, Any], *, name: str, schema: Mapping[str, 
     value = error.get("input")
     ctx: Mapping[str, Any] = error.get("ctx") or {}
     if kind == "missing":
-        return f"{name} is missing: it is required"
+        loc = error.get("loc") or ("",)
+        described = (schema or {}).get("properties", {}).get(str(loc[0]), {}).get("description")
+        return f"{name} is missing: it is required" + (f" ({described.rstrip('.')})" if described else "")
     if kind in ("enum", "literal_error"):
         expected = str(ctx.get("expected", "")).replace("'", "")
         return f"{name} {_shown(value)} is not allowed: use one of {expected}"
