@@ -33,8 +33,12 @@ from harmonia_mcp.errors import describe_validation_error
 from harmonia_mcp.models import count_of
 
 # Settings a flag can set, and the flag (config errors name the flag when it was given, else the variable).
-_FLAGS = {"db_path": ("db", "--db"), "host": ("host", "--host"), "port": ("port", "--port")}
-_FLAGS["allowed_hosts"] = ("allowed_host", "--allowed-host")
+_FLAGS = {
+    "db_path": ("db", "--db"),
+    "host": ("host", "--host"),
+    "port": ("port", "--port"),
+    "allowed_hosts": ("allowed_host", "--allowed-host"),
+}
 # Settings whose environment variable is not HARMONIA_<FIELD>.
 _VARIABLES = {"ollama_host": "OLLAMA_HOST (or HARMONIA_OLLAMA_HOST)"}
 
