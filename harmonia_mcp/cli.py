@@ -64,7 +64,10 @@ def _configuration_error(error: Exception, flagged: set[str]) -> str:
     if isinstance(error, ValidationError):
         return describe_validation_error(
             error,
-            name=lambda loc: _setting_name(str(loc[0]), flagged) if loc else "a setting",
+            # A nested value names its key or index: HARMONIA_USER_RESOLUTION_STRATEGIES['alice'].
+            name=lambda loc: (
+                _setting_name(str(loc[0]), flagged) + "".join(f"[{part!r}]" for part in loc[1:]) if loc else "a setting"
+            ),
             schema=Settings.model_json_schema(),
         )
     # pydantic-settings' SettingsError: a value that is not valid JSON, e.g. for a dict setting.

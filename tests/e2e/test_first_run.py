@@ -141,6 +141,14 @@ def test_serve_says_serving_once_it_listens(tmp_path: Path) -> None:
         ({"HARMONIA_PORT": "http"}, "HARMONIA_PORT 'http' is not a whole number"),
         ({"HARMONIA_EXTRACTOR": "gpt"}, "HARMONIA_EXTRACTOR 'gpt' is not allowed: use one of auto, ollama or rules"),
         ({"HARMONIA_USER_RESOLUTION_STRATEGIES": "{alice"}, "HARMONIA_USER_RESOLUTION_STRATEGIES is not valid JSON"),
+        (
+            {"HARMONIA_USER_RESOLUTION_STRATEGIES": '{"alice": "newest"}'},
+            "HARMONIA_USER_RESOLUTION_STRATEGIES['alice'] 'newest' is not allowed: use one of auto, update",
+        ),
+        (
+            {"HARMONIA_MAX_REQUEST_BYTES": "10"},
+            "HARMONIA_MAX_REQUEST_BYTES '10' is out of range: it must be at least 1024",
+        ),
     ],
 )
 def test_a_configuration_error_names_the_variable_in_one_sentence(
