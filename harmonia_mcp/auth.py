@@ -62,7 +62,7 @@ def _check_token(token: str, where: str) -> None:
 
 
 def _check_user(user_id: str, where: str) -> None:
-    if not _USER_ID.match(user_id):
+    if not _USER_ID.fullmatch(user_id):  # match would let "alice\n" through
         raise TokenConfigError(
             f"{where}: user_id {user_id[:140]!r} is invalid: "
             "use 1-128 characters of letters, digits, '_', '.', '@' or '-'"

@@ -10,11 +10,13 @@ import argparse
 import json
 import logging
 import os
+import re
 import sqlite3
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -23,82 +25,153 @@ from typing import Any, Literal, cast
 import anyio
 import httpx
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from harmonia_mcp import __version__
 from harmonia_mcp.config import Settings
+from harmonia_mcp.errors import describe_validation_error
+from harmonia_mcp.models import count_of
+
+# Settings a flag can set, and the flag (config errors name the flag when it was given, else the variable).
+_FLAGS = {
+    "db_path": ("db", "--db"),
+    "host": ("host", "--host"),
+    "port": ("port", "--port"),
+    "allowed_hosts": ("allowed_host", "--allowed-host"),
+}
+# Settings whose environment variable is not HARMONIA_<FIELD>.
+_VARIABLES = {"ollama_host": "OLLAMA_HOST (or HARMONIA_OLLAMA_HOST)"}
 
 
-def _settings(arguments: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {}
-    if getattr(arguments, "db", None):
-        overrides["db_path"] = arguments.db
-    for flag, field in (("host", "host"), ("port", "port"), ("allowed_host", "allowed_hosts")):
-        if getattr(arguments, flag, None) is not None:
-            overrides[field] = getattr(arguments, flag)
-    return Settings(**overrides)
+def _overrides(arguments: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags."""
+    return {
+        field: getattr(arguments, flag)
+        for field, (flag, _) in _FLAGS.items()
+        if getattr(arguments, flag, None) is not None
+    }
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="harmonia-mcp",
-        description="A local-first MCP memory server. With no command, serves MCP over stdio.",
-    )
-    parser.add_argument("--version", action="version", version=f"harmonia-mcp {__version__}")
-    commands = parser.add_subparsers(dest="command")
-    serve = commands.add_parser("serve", help="serve MCP (the default command)")
-    serve.add_argument(
+def _setting_name(field: str, flagged: set[str]) -> str:
+    """How a person set `field`: the flag when one was given, else its environment variable."""
+    if field in flagged:
+        return _FLAGS[field][1]
+    return _VARIABLES.get(field, f"HARMONIA_{field.upper()}")
+
+
+def _configuration_error(error: Exception, flagged: set[str]) -> str:
+    """A settings error in a person's words, naming the variable (`HARMONIA_TIMEZONE`) or the flag."""
+    if isinstance(error, ValidationError):
+        return describe_validation_error(
+            error,
+            # A nested value names its key or index: HARMONIA_USER_RESOLUTION_STRATEGIES['alice'].
+            name=lambda loc: (
+                _setting_name(str(loc[0]), flagged) + "".join(f"[{part!r}]" for part in loc[1:]) if loc else "a setting"
+            ),
+            schema=Settings.model_json_schema(),
+        )
+    # pydantic-settings' SettingsError: a value that is not valid JSON, e.g. for a dict setting.
+    text = str(error)
+    field = re.search(r'field "(\w+)"', text)
+    if field is None:
+        return text
+    example = '{"alice": "version"}'
+    return f"{_setting_name(field.group(1), flagged)} is not valid JSON: write an object such as {example}"
+
+
+def _serve_flags() -> argparse.ArgumentParser:
+    """`serve`'s flags; also accepted without the command (`harmonia-mcp --db PATH`), as README says.
+
+    Defaults are suppressed so that a flag given before the command and one after it both count.
+    """
+    flags = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    flags.add_argument(
         "--transport",
         choices=["stdio", "sse", "streamable-http"],
-        default="stdio",
         help="the MCP transport (default: stdio); sse serves /sse and /messages/, streamable-http serves /mcp",
     )
-    serve.add_argument("--db", help="the SQLite file (default: HARMONIA_DB_PATH or the user data directory)")
-    serve.add_argument("--host", help="HTTP transports: address to bind (default: HARMONIA_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="HTTP transports: TCP port (default: HARMONIA_PORT or 8765)")
-    serve.add_argument(
+    flags.add_argument("--db", help="the SQLite file (default: HARMONIA_DB_PATH or the user data directory)")
+    flags.add_argument("--host", help="HTTP transports: address to bind (default: HARMONIA_HOST or 127.0.0.1)")
+    flags.add_argument("--port", type=int, help="HTTP transports: TCP port (default: HARMONIA_PORT or 8765)")
+    flags.add_argument(
         "--allowed-host",
         action="append",
         metavar="HOST[:PORT|:*]",
         help="HTTP transports: a Host header to accept besides loopback (repeatable; replaces HARMONIA_ALLOWED_HOSTS)",
     )
-    serve.add_argument(
+    flags.add_argument(
         "--allow-unauthenticated",
         action="store_true",
         help="HTTP transports: serve a non-loopback address without bearer tokens (unsafe; logged as a warning)",
     )
+    return flags
+
+
+def _parser() -> argparse.ArgumentParser:
+    serve_flags = _serve_flags()
+    parser = argparse.ArgumentParser(
+        prog="harmonia-mcp",
+        description="A local-first MCP memory server. With no command, serves MCP over stdio "
+        "(and takes serve's flags, e.g. harmonia-mcp --db PATH).",
+        parents=[serve_flags],
+    )
+    parser.add_argument("--version", action="version", version=f"harmonia-mcp {__version__}")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve MCP (the default command)", parents=[serve_flags])
+    # --db defaults suppressed: a top-level `harmonia-mcp --db PATH doctor` is not overwritten by None.
     demo = commands.add_parser("demo", help="run the server as a child process and show it working over stdio")
-    demo.add_argument("--db", help="the SQLite file to use (default: a temporary file, removed afterwards)")
-    doctor = commands.add_parser("doctor", help="print the database, SQLite/FTS5 and Ollama status")
-    doctor.add_argument("--db", help="the SQLite file to check")
+    demo.add_argument(
+        "--db",
+        default=argparse.SUPPRESS,
+        help="the SQLite file to use (default: a temporary file, removed afterwards)",
+    )
+    doctor = commands.add_parser("doctor", help="print the database, SQLite/FTS5 and Ollama status (changes nothing)")
+    doctor.add_argument("--db", default=argparse.SUPPRESS, help="the SQLite file to check")
     importer = commands.add_parser(
         "import", help="load a JSON export (as export_memories writes it); memories already present are skipped"
     )
     importer.add_argument("file", type=Path, help="the JSON export to load ('-' reads standard input)")
     importer.add_argument("--user-id", help="whose memories they become (default: the file's user_id)")
-    importer.add_argument("--db", help="the SQLite file to load into (default: HARMONIA_DB_PATH or the data directory)")
+    importer.add_argument(
+        "--db",
+        default=argparse.SUPPRESS,
+        help="the SQLite file to load into (default: HARMONIA_DB_PATH or the data directory)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 2 bad configuration or arguments)."""
     arguments = _parser().parse_args(argv)
+    overrides = _overrides(arguments)
+    flagged = set(overrides)
     try:
-        settings = _settings(arguments)
-    except ValidationError as error:
-        print(f"harmonia-mcp: invalid configuration:\n{error}", file=sys.stderr)
+        settings = Settings(**overrides)
+    except (ValidationError, SettingsError) as error:
+        print(f"harmonia-mcp: invalid configuration: {_configuration_error(error, flagged)}", file=sys.stderr)
         return 2
     logging.basicConfig(stream=sys.stderr, level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     if arguments.command == "demo":
-        return anyio.run(_demo, arguments.db)
+        return anyio.run(_demo, getattr(arguments, "db", None))
     if arguments.command == "doctor":
         return anyio.run(_doctor, settings)
     if arguments.command == "import":
         return anyio.run(_import, settings, arguments.file, arguments.user_id)
+    _show_startup_line(settings)
     transport: str = getattr(arguments, "transport", "stdio")
     if transport in ("sse", "streamable-http"):
         http_transport = cast(Literal["sse", "streamable-http"], transport)  # argparse choices checked it
-        return _serve_http(settings, http_transport, allow_unauthenticated=arguments.allow_unauthenticated)
+        unauthenticated: bool = getattr(arguments, "allow_unauthenticated", False)
+        return _serve_http(settings, http_transport, allow_unauthenticated=unauthenticated)
     return _serve(settings)
+
+
+def _show_startup_line(settings: Settings) -> None:
+    # The server's one start-up line (database, extractor, embedder; server.STARTUP_LOGGER) shows at the
+    # default level too, so a host's log says what is in use; only HARMONIA_LOG_LEVEL=ERROR hides it.
+    from harmonia_mcp.server import STARTUP_LOGGER
+
+    logging.getLogger(STARTUP_LOGGER).setLevel(logging.ERROR if settings.log_level == "ERROR" else logging.INFO)
 
 
 def _serve(settings: Settings) -> int:
@@ -113,15 +186,19 @@ def _serve_http(
     settings: Settings, transport: Literal["sse", "streamable-http"], *, allow_unauthenticated: bool
 ) -> int:
     from harmonia_mcp.auth import TokenConfigError
-    from harmonia_mcp.remote import UnsafeConfiguration, serve_http
+    from harmonia_mcp.remote import PortUnavailable, UnsafeConfiguration, serve_http
 
     path = "/sse" if transport == "sse" else "/mcp"
-    print(
-        f"harmonia-mcp: serving MCP over {transport} at http://{settings.host}:{settings.port}{path}", file=sys.stderr
-    )
+
+    def serving(host: str, port: int) -> None:
+        # Only once the socket listens and the store is open: a refused start prints no "serving" line.
+        print(f"harmonia-mcp: serving MCP over {transport} at http://{host}:{port}{path}", file=sys.stderr, flush=True)
+
     try:
-        anyio.run(partial(serve_http, settings, transport, allow_unauthenticated=allow_unauthenticated))
-    except (UnsafeConfiguration, TokenConfigError) as error:
+        anyio.run(
+            partial(serve_http, settings, transport, allow_unauthenticated=allow_unauthenticated, on_serving=serving)
+        )
+    except (UnsafeConfiguration, TokenConfigError, PortUnavailable) as error:
         print(f"harmonia-mcp: {error}", file=sys.stderr)
         return 2
     return 0
@@ -185,7 +262,7 @@ async def _ollama_report(settings: Settings) -> None:
                 print(f"test:      extraction failed after {time.perf_counter() - started:.2f} s: {error.reason}")
             else:
                 elapsed = time.perf_counter() - started
-                print(f"test:      {len(memories)} memories in {elapsed:.2f} s from {DOCTOR_MESSAGE!r}")
+                print(f"test:      {count_of(len(memories))} in {elapsed:.2f} s from {DOCTOR_MESSAGE!r}")
                 for memory in memories:
                     print(f"           [{memory.category.value}] {memory.content}")
                 used = "ollama"
@@ -195,22 +272,44 @@ async def _ollama_report(settings: Settings) -> None:
         await model.aclose()
 
 
-async def _doctor(settings: Settings) -> int:
-    from harmonia_mcp.store import open_store
+def _schema_report(db_path: str) -> tuple[int, str]:
+    """(exit status, the database's line) for doctor, changing nothing: no folder, file or migration is made.
 
+    A file no process has open is read as immutable (so SQLite creates no -wal/-shm files next to it);
+    one with a live write-ahead log is read through it, read-only.
+    """
+    from urllib.parse import quote
+
+    from harmonia_mcp.store import MIGRATIONS
+
+    if db_path == ":memory:":
+        return 0, "in memory (a new, empty database each start)"
+    path = Path(db_path).expanduser()
+    if not path.exists():
+        return 0, "does not exist; would be created (with its folder) when the server first starts"
+    live = Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
+    uri = f"file:{quote(str(path.resolve()))}?{'mode=ro' if live else 'immutable=1'}"
+    try:
+        with closing(sqlite3.connect(uri, uri=True)) as db:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as error:
+        return 1, f"cannot be read as a SQLite database: {error}"
+    current = len(MIGRATIONS)
+    if version == current:
+        return 0, f"schema version {version} (current)"
+    if version < current:
+        return 0, f"schema version {version}; the server would migrate it to {current} when it starts"
+    return 1, f"schema version {version} is newer than this harmonia-mcp understands ({current}): upgrade it"
+
+
+async def _doctor(settings: Settings) -> int:
     print(f"harmonia-mcp {__version__}")
     print(f"database:  {settings.db_path}")
     print(f"SQLite:    {sqlite3.sqlite_version}")
     print(f"FTS5:      {_fts5_version()}")
-    status = 0
-    try:
-        async with open_store(settings.db_path) as store:
-            async with store.transaction() as db, db.execute("PRAGMA user_version") as cursor:
-                row = await cursor.fetchone()
-            print(f"schema:    version {row[0] if row else '?'} (the file opens and migrates)")
-    except (sqlite3.Error, OSError, RuntimeError) as error:
-        print(f"schema:    cannot open the database: {error}")
-        status = 1
+    status, schema = _schema_report(settings.db_path)
+    print(f"schema:    {schema}")
     await _ollama_report(settings)
     print(f"time zone: {settings.timezone} (HARMONIA_TIMEZONE: 'tomorrow' resolves in it)")
     return status
@@ -250,7 +349,8 @@ async def _import(settings: Settings, file: Path, user_id: str | None) -> int:
             return 1
     if progress is not None:
         print(file=sys.stderr)
-    print(f"imported {result.imported} memories for {result.user_id}; {result.skipped} were already there")
+    already = "was" if result.skipped == 1 else "were"
+    print(f"imported {count_of(result.imported)} for {result.user_id}; {result.skipped} {already} already there")
     return 0
 
 

@@ -2,6 +2,9 @@
 
 JSON and CSV carry every field, so they can be read back (JSON with `json.loads`, CSV with
 `csv.DictReader`; list and object fields are JSON inside their CSV cell). Markdown and text are for people.
+
+A CSV cell that a spreadsheet would run as a formula (it starts with `=`, `+`, `-`, `@`, tab or CR) gets a
+leading `'`, as OWASP's "CSV Injection" page recommends, so opening an export never runs `=HYPERLINK(...)`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from harmonia_mcp.models import Category, ExportFormat, Memory
+from harmonia_mcp.models import Category, ExportFormat, Memory, count_of
 
 CSV_COLUMNS = (
     "memory_id",
@@ -33,6 +36,18 @@ CSV_COLUMNS = (
 )
 
 
+# OWASP, "CSV Injection" (https://owasp.org/www-community/attacks/CSV_Injection): cells starting with these
+# are formulas to Excel, LibreOffice and Google Sheets; a leading single quote makes them text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formula(cell: object) -> object:
+    """`cell` with a `'` in front if it is a string a spreadsheet would run as a formula; else `cell`."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
 def _view(memory: Memory) -> dict[str, Any]:
     # The fields of MemoryView, in its order, without building one per memory (half the cost of a big export).
     return memory.model_dump(mode="json", exclude={"user_id"})
@@ -50,7 +65,10 @@ def to_json(user_id: str, memories: Sequence[Memory], exported_at: str) -> str:
 
 
 def to_csv(memories: Sequence[Memory]) -> str:
-    """A header row of `CSV_COLUMNS`, then one row per memory; lists and objects are JSON in their cell."""
+    """A header row of `CSV_COLUMNS`, then one row per memory; lists and objects are JSON in their cell.
+
+    Text cells that start like a formula are prefixed with `'` (`neutralise_formula`).
+    """
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -58,7 +76,7 @@ def to_csv(memories: Sequence[Memory]) -> str:
         row: dict[str, Any] = _view(memory)
         for key in ("entities", "tags", "metadata"):
             row[key] = json.dumps(row[key], ensure_ascii=False)
-        writer.writerow({column: row[column] for column in CSV_COLUMNS})
+        writer.writerow({column: neutralise_formula(row[column]) for column in CSV_COLUMNS})
     return buffer.getvalue()
 
 
@@ -68,7 +86,7 @@ def _when(memory: Memory) -> str:
 
 def to_markdown(user_id: str, memories: Sequence[Memory], exported_at: str) -> str:
     """A Markdown document: a title, then one section per category (in the order of `Category`)."""
-    lines = [f"# Memories of {user_id}", "", f"{len(memories)} memories, exported {exported_at}."]
+    lines = [f"# Memories of {user_id}", "", f"{count_of(len(memories))}, exported {exported_at}."]
     for category in Category:
         members = [memory for memory in memories if memory.category is category]
         if not members:

@@ -12,6 +12,11 @@ USER_ID_PATTERN = r"^[A-Za-z0-9_.@-]{1,128}$"
 MEMORY_ID_PATTERN = r"^mem_[0-9a-f]{16}$"
 
 
+def count_of(count: int, noun: str = "memory", plural: str = "memories") -> str:
+    """`count` with its noun, singular for one: "1 memory", "0 memories", "2 memories"."""
+    return f"{count} {noun if count == 1 else plural}"
+
+
 class Category(StrEnum):
     """The twelve kinds of memory (see docs/tools.md for one example of each)."""
 
@@ -173,13 +178,17 @@ class ExportResult(BaseModel):
 
 class HistoryEntry(BaseModel):
     """One change to a memory: when (UTC), what (`created`, `updated`, `merged`, `superseded`, `deleted`,
-    `restored`), the content before and after, and the message that caused it (when known)."""
+    `restored`), the content before and after, and the message that caused it (when known).
+
+    In a `superseded` entry, `new_content` is the content of the memory that replaced this one and
+    `successor_id` its id (None in every other entry)."""
 
     changed_at: str
     action: str
     old_content: str | None
     new_content: str | None
     source_message: str | None
+    successor_id: str | None = None
 
 
 class MemoryLinks(BaseModel):

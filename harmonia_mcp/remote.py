@@ -6,7 +6,8 @@ What this module adds around the SDK's apps (`MCPServer.sse_app`, `MCPServer.str
 - DNS-rebinding protection (`Host` / `Origin` checks) through the SDK's `TransportSecuritySettings`,
   with loopback names, the bound address and `HARMONIA_ALLOWED_HOSTS` allowed;
 - the SDK's request body cap, set from `HARMONIA_MAX_REQUEST_BYTES`;
-- the start-up refusal to expose an unauthenticated server on a non-loopback address.
+- the start-up refusal to expose an unauthenticated server on a non-loopback address;
+- query strings redacted from uvicorn's access log (a client may put a token or session id there).
 
 Bearer tokens and per-user isolation live in `auth.py` and `server.py`; the SDK's bearer middleware
 answers 401 itself.
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Literal
 
@@ -42,6 +44,10 @@ GRACEFUL_SHUTDOWN_SECONDS = 3
 
 class UnsafeConfiguration(Exception):
     """The server would be exposed unsafely; the message says what to configure instead."""
+
+
+class PortUnavailable(Exception):
+    """The address cannot be bound (the port is in use, or the address is not this machine's)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -149,24 +155,94 @@ def http_app(settings: Settings, transport: HttpTransport) -> Starlette:
     return app
 
 
-async def serve_http(settings: Settings, transport: HttpTransport, *, allow_unauthenticated: bool = False) -> None:
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to `host`:`port` (IPv4 or IPv6 by the address; names resolve), not yet listening.
+
+    Bound before anything else starts, so that a busy port fails before the database is touched.
+
+    Raises:
+        PortUnavailable: the address is in use or cannot be bound; the message says which and what to do.
+    """
+    address = host.strip("[]")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+    except OSError as error:
+        sock.close()
+        raise PortUnavailable(
+            f"cannot listen on {host}:{port}: {error.strerror or error}. Is another server running there? "
+            "Pick another port with --port (or HARMONIA_PORT), or stop the other process."
+        ) from error
+    return sock
+
+
+class RedactQueryStrings(logging.Filter):
+    """Replaces the query string of each uvicorn access-log line with `?[redacted]`.
+
+    Clients sometimes send a bearer token as `?access_token=...`, and SSE's `/messages/?session_id=...`
+    names a live session; neither may reach a log file. uvicorn logs
+    `'%s - "%s %s HTTP/%s" %d'` with the path and query as the third argument.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?[redacted]", *args[3:])
+        return True
+
+
+_REDACT_QUERY_STRINGS = RedactQueryStrings()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, calling `on_started(host, port)` once it listens and the app's lifespan has started."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit and self._on_started is not None:
+            self._on_started()
+
+
+async def serve_http(
+    settings: Settings,
+    transport: HttpTransport,
+    *,
+    allow_unauthenticated: bool = False,
+    on_serving: Callable[[str, int], None] | None = None,
+) -> None:
     """Serve MCP over `transport` on `settings.host`:`settings.port` until SIGINT or SIGTERM.
 
-    Checks the exposure before binding anything, so a refused configuration never listens.
+    Checks the exposure, then binds the port, before opening the database, so a refused configuration
+    or a busy port never listens and never creates a file. `on_serving(host, port)` is called once the
+    server listens with the store open (`port` is the bound one, also when `settings.port` is 0).
 
     Raises:
         UnsafeConfiguration: see `check_exposure`.
         TokenConfigError: the configured tokens are malformed.
+        PortUnavailable: the port is in use or the address cannot be bound.
     """
     check_exposure(settings, TokenTable.from_settings(settings), allow_unauthenticated=allow_unauthenticated)
     app = http_app(settings, transport)
+    sock = bind_socket(settings.host, settings.port)
+    port = int(sock.getsockname()[1])
     config = uvicorn.Config(
         app,
         host=settings.host,
-        port=settings.port,
+        port=port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         # Keep the root logging set up by the CLI (stderr, HARMONIA_LOG_LEVEL) rather than uvicorn's own.
         log_config=None,
     )
-    await uvicorn.Server(config).serve()
+    logging.getLogger("uvicorn.access").addFilter(_REDACT_QUERY_STRINGS)  # added once: filters are a set
+    started = None if on_serving is None else (lambda: on_serving(settings.host, port))
+    try:
+        await _Server(config, started).serve(sockets=[sock])
+    finally:
+        sock.close()

@@ -2,15 +2,18 @@
 
 `create_server(settings)` builds an `MCPServer` whose lifespan opens the store; nothing here knows SQL.
 Errors from the core (`HarmoniaError`) become `ToolError`s with the same message, because in mcp 2.x
-only a `ToolError`'s text reaches the client; anything else is a bug and arrives as a bare
+only a `ToolError`'s text reaches the client. `HarmoniaServer` does that for every tool registered with
+`add_tool`, and also says in a person's words what was wrong with arguments that fail the input schema,
+and turns any unexpected exception into a short reason (the traceback goes to the log), never a bare
 "Error executing tool".
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -18,15 +21,16 @@ from typing import Annotated, Any
 import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp.types import ToolAnnotations
-from pydantic import AnyHttpUrl, Field
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError, UnexpectedToolError
+from mcp.types import ListResourcesResult, PaginatedRequestParams, Resource, ToolAnnotations
+from pydantic import AnyHttpUrl, Field, ValidationError
 
 from harmonia_mcp import __version__
 from harmonia_mcp.auth import TokenTable
 from harmonia_mcp.config import Settings
-from harmonia_mcp.errors import AccessDenied, HarmoniaError
+from harmonia_mcp.errors import AccessDenied, HarmoniaError, describe_validation_error
 from harmonia_mcp.extract.select import open_extractor
 from harmonia_mcp.models import (
     Category,
@@ -44,10 +48,19 @@ from harmonia_mcp.models import (
     SortOrder,
     StoreResult,
 )
-from harmonia_mcp.service import MAX_LIST_LIMIT, MAX_SEARCH_LIMIT, MemoryService, ServiceLimits
+from harmonia_mcp.service import (
+    MAX_LIST_LIMIT,
+    MAX_OFFSET,
+    MAX_SEARCH_LIMIT,
+    RECENT_COUNT,
+    MemoryService,
+    ServiceLimits,
+)
 from harmonia_mcp.store import DateField, Ranking, open_store
 
 logger = logging.getLogger(__name__)
+# The one line said at start-up (database, extractor, embedder); the CLI shows it at the default log level.
+STARTUP_LOGGER = "harmonia_mcp.startup"
 
 INSTRUCTIONS = """\
 harmonia-mcp is the user's long-term memory. Call store_memory with what the user tells you about \
@@ -95,12 +108,14 @@ def _service(ctx: AppCtx) -> MemoryService:
     return ctx.request_context.lifespan_context.service
 
 
-def _user(ctx: AppCtx, user_id: str | None) -> str | None:
+def _user(ctx: AppCtx, user_id: str | None, *, resource: bool = False) -> str | None:
     """The user this request may act as: the one its bearer token is bound to, else `user_id` as given.
 
     Every tool and resource goes through here, so isolation is decided once, by the server, from the
     principal the SDK's bearer middleware authenticated (`get_access_token()`), never from the client's
     `user_id` alone. Without tokens (stdio, in-memory clients, local HTTP) `user_id` is trusted as before.
+
+    `resource` says the user came from a resource URI, so a refusal names the URIs the token may read.
 
     Raises:
         AccessDenied: the token is bound to another user than `user_id`, or tokens are configured and
@@ -112,6 +127,11 @@ def _user(ctx: AppCtx, user_id: str | None) -> str | None:
             raise AccessDenied("this request has no valid bearer token; send Authorization: Bearer <token>")
         return user_id
     bound = token.subject or token.client_id
+    if user_id is not None and user_id != bound and resource:
+        raise AccessDenied(
+            f"this token may only read user {bound}'s memories: use memory://{bound}/recent "
+            f"or memory://{bound}/{{memory_id}}, not memory://{user_id}/..."
+        )
     if user_id is not None and user_id != bound:
         raise AccessDenied(f"this token may only access user {bound}; omit user_id or pass {bound!r}")
     return bound
@@ -176,7 +196,7 @@ async def search_memories(
     ctx: AppCtx,
     user_id: UserId = None,
     limit: Annotated[int, Field(ge=1, le=MAX_SEARCH_LIMIT)] = 10,
-    offset: Annotated[int, Field(ge=0)] = 0,
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0,
     category: Annotated[Category | None, Field(description="Only this category.")] = None,
     from_date: FromDate = None,
     to_date: ToDate = None,
@@ -226,7 +246,7 @@ async def list_memories(
     ctx: AppCtx,
     user_id: UserId = None,
     limit: Annotated[int, Field(ge=1, le=MAX_LIST_LIMIT)] = 50,
-    offset: Annotated[int, Field(ge=0)] = 0,
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0,
     category: Annotated[Category | None, Field(description="Only this category.")] = None,
     from_date: FromDate = None,
     to_date: ToDate = None,
@@ -300,7 +320,9 @@ async def export_memories(
     category: Annotated[Category | None, Field(description="Only this category.")] = None,
     from_date: FromDate = None,
     to_date: ToDate = None,
-    max_memories: Annotated[int | None, Field(ge=1, description="At most this many (oldest first).")] = None,
+    max_memories: Annotated[
+        int | None, Field(ge=1, le=MAX_OFFSET, description="At most this many (oldest first).")
+    ] = None,
 ) -> ExportResult:
     """Export the user's memories, oldest first, as JSON, CSV, Markdown or plain text."""
     with _tool_errors():
@@ -318,7 +340,7 @@ async def read_recent(user_id: str, ctx: AppCtx) -> str:
     """The user's 50 newest memories as Markdown."""
     service = _service(ctx)
     try:
-        memories = await service.recent_memories(user_id=_user(ctx, user_id))
+        memories = await service.recent_memories(user_id=_user(ctx, user_id, resource=True))
     except HarmoniaError as error:
         raise ResourceNotFoundError(str(error)) from error
     lines = [f"# Recent memories of {user_id}", ""]
@@ -332,7 +354,7 @@ async def read_memory(user_id: str, memory_id: str, ctx: AppCtx) -> str:
     """One memory as JSON, with every field."""
     service = _service(ctx)
     try:
-        memory = await service.get_memory(memory_id, user_id=_user(ctx, user_id))
+        memory = await service.get_memory(memory_id, user_id=_user(ctx, user_id, resource=True))
     except HarmoniaError as error:
         raise ResourceNotFoundError(str(error)) from error
     return json.dumps(MemoryView.of(memory).model_dump(mode="json"), ensure_ascii=False, indent=2)
@@ -347,6 +369,21 @@ def make_limits(settings: Settings) -> ServiceLimits:
         resolution_strategy=settings.resolution_strategy,
         user_strategies=dict(settings.user_resolution_strategies),
     )
+
+
+def startup_line(db_path: str, settings: Settings, *, embedder: str) -> str:
+    """The start-up line: version, database path, extractor (and Ollama model and host), embedder.
+
+    E.g. "harmonia-mcp 0.1.0: database /home/me/.local/share/harmonia-mcp/memories.db; extractor auto
+    (Ollama llama3.2:3b at http://127.0.0.1:11434 when it answers, else rules); embedder none".
+    """
+    model = f"Ollama {settings.ollama_model} at {settings.ollama_host}"
+    extractor = {
+        "rules": "rules (Ollama is not used)",
+        "auto": f"auto ({model} when it answers, else rules)",
+        "ollama": f"ollama ({model}; rules when it fails)",
+    }[settings.extractor]
+    return f"harmonia-mcp {__version__}: database {db_path}; extractor {extractor}; embedder {embedder}"
 
 
 class _SharedContext:
@@ -372,7 +409,8 @@ class _SharedContext:
                 stack = AsyncExitStack()
                 store = await stack.enter_async_context(open_store(self._settings.db_path))
                 extractor = await stack.enter_async_context(open_extractor(self._settings))
-                logger.info("memories in %s, extractor %s", store.path, self._settings.extractor)
+                # Issue 9 (embeddings): pass the embedder's name here.
+                logging.getLogger(STARTUP_LOGGER).info("%s", startup_line(store.path, self._settings, embedder="none"))
                 settings = self._settings
                 ranking = Ranking(
                     half_life_days=settings.recency_half_life_days, recency_weight=settings.recency_weight
@@ -396,7 +434,110 @@ class _SharedContext:
                 await closing.aclose()
 
 
-def create_server(settings: Settings) -> MCPServer[AppContext]:
+# --- the error boundary: every tool gets it by being registered with HarmoniaServer.add_tool -------
+
+MAX_REASON_CHARS = 200
+# resources/list names at most this many users' `recent` resources (the templates reach every user).
+MAX_LISTED_USERS = 100
+
+
+class HarmoniaServer(MCPServer[AppContext]):
+    """`MCPServer` with harmonia-mcp's error boundary and descriptions; register tools with `add_tool`.
+
+    For every tool, whoever adds it:
+
+    - arguments that fail the input schema get one sentence per argument, naming it, quoting the value
+      and saying what is allowed (`errors.describe_validation_error`), not pydantic's text and links;
+    - a `HarmoniaError` raised anywhere in the tool reaches the client with its own message;
+    - any other exception reaches the client as "unexpected <type>: <first line>" and is logged with
+      its traceback (ERROR), instead of the SDK's bare "Error executing tool <name>";
+    - the description is the docstring with its indentation removed (`inspect.cleandoc`).
+
+    The `prompts` capability is advertised only when a prompt is registered.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        lowlevel = self._lowlevel_server
+        advertise = lowlevel.get_capabilities
+
+        def capabilities(*cap_args: Any, **cap_kwargs: Any) -> Any:
+            found = advertise(*cap_args, **cap_kwargs)
+            if not self._prompt_manager.list_prompts():
+                found = found.model_copy(update={"prompts": None})
+            return found
+
+        # Evaluated at each initialize, so prompts registered after construction are advertised.
+        lowlevel.get_capabilities = capabilities  # type: ignore[method-assign]
+
+    async def _handle_list_resources(
+        self, ctx: ServerRequestContext[AppContext], params: PaginatedRequestParams | None
+    ) -> ListResourcesResult:
+        """The registered resources, plus each user's `memory://{user_id}/recent` (only the token's user
+        when tokens are configured), so that hosts that show concrete resources show something."""
+        listed = await super()._handle_list_resources(ctx, params)
+        app = ctx.lifespan_context
+        token = get_access_token()
+        if token is not None:
+            users = [token.subject or token.client_id]
+        elif app.tokens_required and ctx.request is not None:
+            users = []
+        else:
+            users = await app.service.user_ids(limit=MAX_LISTED_USERS)
+        recent = [
+            Resource(
+                uri=f"memory://{user}/recent",
+                name=f"recent_memories:{user}",
+                title=f"Recent memories of {user}",
+                description=f"The {RECENT_COUNT} newest memories of {user}, as Markdown.",
+                mime_type="text/markdown",
+            )
+            for user in users
+        ]
+        return ListResourcesResult(resources=[*listed.resources, *recent])
+
+    def add_tool(  # type: ignore[override]  # same parameters, keyword-only after fn
+        self, fn: Callable[..., Any], name: str | None = None, *, description: str | None = None, **kwargs: Any
+    ) -> None:
+        """Register `fn` as a tool; its description is `description`, else its docstring, dedented."""
+        super().add_tool(fn, name, description=description or inspect.cleandoc(fn.__doc__ or ""), **kwargs)
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[AppContext, Any] | None = None
+    ) -> Any:
+        """Call tool `name`; every failure is a `ToolError` whose text says what went wrong (see the class).
+
+        Raises:
+            ToolError: the arguments are invalid, the tool raised, or it is unknown.
+        """
+        try:
+            return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError as error:
+            cause = error.__cause__
+            if isinstance(cause, HarmoniaError):
+                raise ToolError(f"Error executing tool {name}: {cause}") from cause
+            logger.error("tool %s raised an unexpected exception", name, exc_info=cause or error)
+            raise ToolError(f"Error executing tool {name}: {_unexpected_reason(cause)}") from None
+        except ToolError as error:
+            if isinstance(error.__cause__, ValidationError):
+                tool = self._tool_manager.get_tool(name)
+                reason = describe_validation_error(error.__cause__, schema=tool.parameters if tool else None)
+                # Raised from the ValidationError so that the SDK logs the argument names, not the values.
+                raise ToolError(f"Error executing tool {name}: {reason}") from error.__cause__
+            raise
+
+
+def _unexpected_reason(cause: BaseException | None) -> str:
+    if cause is None:
+        return "an unexpected error; the server's log has the details"
+    first = (str(cause).strip().splitlines() or [""])[0]
+    if len(first) > MAX_REASON_CHARS:
+        first = first[: MAX_REASON_CHARS - 3] + "..."
+    detail = f": {first}" if first else ""
+    return f"unexpected {type(cause).__name__}{detail} (the server's log has the traceback)"
+
+
+def create_server(settings: Settings) -> HarmoniaServer:
     """An `MCPServer` with the five memory tools and the memory resources, over the store at `settings.db_path`.
 
     The store is opened when the server starts (its lifespan) and closed when it stops. When
@@ -418,7 +559,7 @@ def create_server(settings: Settings) -> MCPServer[AppContext]:
             "token_verifier": tokens,
         }
 
-    server: MCPServer[AppContext] = MCPServer(
+    server = HarmoniaServer(
         "harmonia-mcp",
         instructions=INSTRUCTIONS,
         version=__version__,

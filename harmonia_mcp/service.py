@@ -20,9 +20,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import TypeAdapter, ValidationError
 
 from harmonia_mcp import conflicts, export, search
-from harmonia_mcp.errors import InvalidInput
+from harmonia_mcp.errors import AlreadyActive, InvalidInput
 from harmonia_mcp.extract import Extractor, run_extractor
 from harmonia_mcp.models import (
+    MEMORY_ID_PATTERN,
     USER_ID_PATTERN,
     Category,
     DeleteResult,
@@ -54,6 +55,8 @@ logger = logging.getLogger(__name__)
 SUPPORTED_STRATEGIES: tuple[ResolutionStrategy, ...] = ("auto", "update", "merge", "version", "keep_both", "skip")
 
 MAX_SEARCH_LIMIT = 100
+# SQLite's largest INTEGER: offsets and counts above it cannot be bound to a query.
+MAX_OFFSET = 2**63 - 1
 MAX_LIST_LIMIT = 500
 MAX_METADATA_BYTES = 16 * 1024
 MAX_SPEAKER_CHARS = 100
@@ -64,9 +67,17 @@ MAX_FILTER_TAGS = 20
 CONTEXT_MESSAGES = 2
 CONTEXT_WINDOW_SECONDS = 6 * 3600.0
 
+# Ids are checked with fullmatch: with match, "$" also matches before a final newline ("alice\n").
 _USER_ID = re.compile(USER_ID_PATTERN)
+_MEMORY_ID = re.compile(MEMORY_ID_PATTERN)
+MAX_SESSION_ID_CHARS = 256
+MAX_TAG_CHARS = 100
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What `clean_text` removes from message text: ANSI escape sequences whole (ECMA-48 CSI and OSC, e.g. the
+# colour code ESC[31m), then every other C0/C1 control character but newline and tab.
+_ESCAPE_SEQUENCE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x9b[0-?]*[ -/]*[@-~]")
+_STRAY_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -102,11 +113,26 @@ class MemoryService:
         """
         if user_id is None:
             return self.limits.default_user
-        if not _USER_ID.match(user_id):
+        if not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id):
             raise InvalidInput(
-                f"user_id {user_id[:140]!r} is invalid: use 1-128 characters of letters, digits, '_', '.', '@' or '-'"
+                f"user_id {str(user_id)[:140]!r} is invalid: "
+                "use 1-128 characters of letters, digits, '_', '.', '@' or '-'"
             )
         return user_id
+
+    @staticmethod
+    def memory_id(memory_id: str) -> str:
+        """`memory_id` if it has the form of one (`mem_` and 16 lowercase hex digits, nothing more).
+
+        Raises:
+            InvalidInput: any other string, e.g. "mem_0123456789abcdef\n".
+        """
+        if not _MEMORY_ID.fullmatch(memory_id):
+            raise InvalidInput(
+                f"memory_id {memory_id[:60]!r} is not a memory id: ids are 'mem_' and 16 hex digits, e.g. "
+                "mem_0123456789abcdef (search_memories and list_memories return them)"
+            )
+        return memory_id
 
     def _timestamp(self, value: str | None, field: str) -> datetime | None:
         return None if value is None else parse_timestamp(value, self.limits.timezone, field=field)
@@ -136,9 +162,14 @@ class MemoryService:
             raise InvalidInput(f"max_confidence {max_confidence} is out of range: use a number from 0 to 1")
         if min_confidence is not None and max_confidence is not None and min_confidence > max_confidence:
             raise InvalidInput(f"min_confidence {min_confidence} is above max_confidence {max_confidence}")
-        wanted = tuple(tag.strip() for tag in tags or [])
-        if len(wanted) > MAX_FILTER_TAGS or any(not 1 <= len(tag) <= 100 for tag in wanted):
-            raise InvalidInput(f"tags must be at most {MAX_FILTER_TAGS} tags of 1-100 characters each")
+        wanted = tuple(tags or [])
+        if len(wanted) > MAX_FILTER_TAGS or any(not _is_name(tag, MAX_TAG_CHARS) for tag in wanted):
+            raise InvalidInput(
+                f"tags must be at most {MAX_FILTER_TAGS} tags of 1-{MAX_TAG_CHARS} characters each, "
+                "without surrounding spaces or control characters (newlines, tabs)"
+            )
+        if session_id is not None:
+            _session_id(session_id)
         return MemoryFilter(
             category=_category(category),
             from_date=start,
@@ -152,7 +183,7 @@ class MemoryService:
         )
 
     def _message(self, message: str) -> str:
-        text = message.strip()
+        text = clean_text(message).strip()
         if not text:
             raise InvalidInput("message is empty: send the text to remember, e.g. 'I have a dog called Biggie'")
         size = len(text.encode("utf-8"))
@@ -216,8 +247,8 @@ class MemoryService:
         user = self.user(user_id)
         who = _speaker(speaker)
         meta = _metadata(metadata)
-        if session_id is not None and not 1 <= len(session_id) <= 256:
-            raise InvalidInput("session_id must be 1-256 characters")
+        if session_id is not None:
+            _session_id(session_id)
         strategy = self._strategy(user, resolution_strategy)
         reference = self._reference_time(occurred_at, timezone)
         extraction = await run_extractor(self.extractor, text, speaker=who, reference_time=reference)
@@ -234,6 +265,11 @@ class MemoryService:
                 resolution = await conflicts.reconcile(self.store, db, new, strategy, [who])
                 stored.append(_resolved(resolution))
         warnings = list(extraction.warnings)
+        if _has_controls(message):
+            warnings.append(
+                "Control characters (other than newline and tab) and terminal escape sequences were removed "
+                "from the message before it was stored."
+            )
         if not extracted:
             warnings.append("No durable fact found in the message (small talk, a question or a request).")
         return StoreResult(memories=stored, warnings=warnings)
@@ -379,7 +415,7 @@ class MemoryService:
         Raises:
             MemoryNotFound: no active memory with that id for that user.
         """
-        return await self.store.get_memory(self.user(user_id), memory_id)
+        return await self.store.get_memory(self.user(user_id), self.memory_id(memory_id))
 
     async def memory_details(self, memory_id: str, *, user_id: str | None = None) -> MemoryDetails:
         """One memory in any status (active, superseded or deleted), its history oldest first, and its links.
@@ -388,10 +424,30 @@ class MemoryService:
             MemoryNotFound: the user has no memory with that id.
         """
         user = self.user(user_id)
-        memory = await self.store.get_memory(user, memory_id, include_inactive=True)
+        memory = await self.store.get_memory(user, self.memory_id(memory_id), include_inactive=True)
         history = [HistoryEntry.model_validate(row) for row in await self.store.history(user, memory_id)]
         links = MemoryLinks.model_validate(await self.store.links(user, memory_id))
+        history = await self._name_successors(user, history, links.superseded_by)
         return MemoryDetails(memory=MemoryView.of(memory), update_history=history, links=links)
+
+    async def _name_successors(
+        self, user: str, history: list[HistoryEntry], successors: list[str]
+    ) -> list[HistoryEntry]:
+        """`history` with each `superseded` entry naming what replaced it (the successor's content and id).
+
+        The n-th `superseded` entry belongs to the n-th `supersedes` link (both are written in the same
+        transaction, in order); extra entries (a link written twice is kept once) get the last successor.
+        """
+        named: list[HistoryEntry] = []
+        seen = 0
+        for entry in history:
+            if entry.action == "superseded" and successors:
+                successor_id = successors[min(seen, len(successors) - 1)]
+                seen += 1
+                successor = await self.store.get_memory(user, successor_id, include_inactive=True)
+                entry = entry.model_copy(update={"new_content": successor.content, "successor_id": successor_id})
+            named.append(entry)
+        return named
 
     async def restore_memory(self, memory_id: str, *, user_id: str | None = None) -> RestoreResult:
         """Make a deleted or superseded memory active again (a `restored` history row records it).
@@ -400,9 +456,12 @@ class MemoryService:
         delete if the change it made was wrong.
 
         Raises:
-            MemoryNotFound: the user has no such memory, or it is already active.
+            MemoryNotFound: the user has no such memory.
+            AlreadyActive: the memory is active; nothing was changed.
         """
         user = self.user(user_id)
+        if (await self.store.get_memory(user, self.memory_id(memory_id), include_inactive=True)).status == "active":
+            raise AlreadyActive(memory_id)
         async with self.store.transaction() as db:
             before = await self.store.set_status(
                 db, user, memory_id, "active", expected=("deleted", "superseded"), source_message=None
@@ -418,6 +477,11 @@ class MemoryService:
         memories, _ = await self.store.list_memories(self.user(user_id), MemoryFilter(), limit=count)
         return memories
 
+    async def user_ids(self, *, limit: int) -> list[str]:
+        """The default user, then up to `limit` - 1 other users with active memories, alphabetically."""
+        others = [user for user in await self.store.user_ids(limit=limit) if user != self.limits.default_user]
+        return [self.limits.default_user, *others][:limit]
+
     async def delete_memory(self, memory_id: str, *, user_id: str | None = None) -> DeleteResult:
         """Soft-delete one memory: it leaves search, lists and exports; its row and history stay.
 
@@ -425,6 +489,7 @@ class MemoryService:
             MemoryNotFound: unknown id for that user, or already deleted.
         """
         user = self.user(user_id)
+        self.memory_id(memory_id)
         async with self.store.transaction() as db:
             await self.store.soft_delete(db, user, memory_id)
         return DeleteResult(memory_id=memory_id, deleted=True)
@@ -447,8 +512,10 @@ class MemoryService:
         user = self.user(user_id)
         if format not in ("json", "csv", "markdown", "text"):
             raise InvalidInput(f"format {format!r} is not supported: use json, csv, markdown or text")
-        if max_memories is not None and max_memories < 1:
-            raise InvalidInput("max_memories must be at least 1 (or omitted for all)")
+        if max_memories is not None and not 1 <= max_memories <= MAX_OFFSET:
+            raise InvalidInput(
+                f"max_memories {max_memories} is out of range: use 1 to {MAX_OFFSET} (or omit it for all)"
+            )
         memory_filter = self._filter(category=category, from_date=from_date, to_date=to_date)
         memories, _ = await self.store.list_memories(
             user, memory_filter, sort_by="created_at", descending=False, limit=max_memories
@@ -521,6 +588,35 @@ def _category(value: Category | str | None) -> Category | None:
         raise InvalidInput(f"category {value!r} is unknown: use one of {allowed}") from None
 
 
+def clean_text(text: str) -> str:
+    """`text` without control characters other than newline and tab (docs/tools.md, store_memory).
+
+    CR LF and a lone CR become LF; ANSI escape sequences (`_ESCAPE_SEQUENCE`) go whole, so "\x1b[31mred"
+    is "red", not "[31mred"; every other C0 or C1 control character and DEL is removed.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _STRAY_CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", text))
+
+
+def _has_controls(text: str) -> bool:
+    """Whether `clean_text` removes anything from `text` but line-ending changes."""
+    normalised = text.replace("\r\n", "\n").replace("\r", "\n")
+    return bool(_ESCAPE_SEQUENCE.search(normalised) or _STRAY_CONTROL.search(normalised))
+
+
+def _is_name(value: str, max_chars: int) -> bool:
+    """1-`max_chars` characters, no control character, no surrounding whitespace (so "x\n" is not "x")."""
+    return 1 <= len(value) <= max_chars and value == value.strip() and not _CONTROL.search(value)
+
+
+def _session_id(session_id: str) -> None:
+    if not _is_name(session_id, MAX_SESSION_ID_CHARS):
+        raise InvalidInput(
+            f"session_id {session_id[:60]!r} is invalid: use 1-{MAX_SESSION_ID_CHARS} characters on one line, "
+            "without surrounding spaces or control characters"
+        )
+
+
 def _speaker(speaker: str | None) -> str:
     if speaker is None:
         return "User"
@@ -534,8 +630,16 @@ def _metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
     if metadata is None:
         return None
     try:
-        size = len(json.dumps(metadata, ensure_ascii=False).encode("utf-8"))
-    except (TypeError, ValueError) as error:
+        # allow_nan=False: NaN and Infinity are not JSON; stored, they would come back as null.
+        size = len(json.dumps(metadata, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+    except ValueError as error:
+        if "Out of range float" in str(error):
+            raise InvalidInput(
+                "metadata contains NaN or Infinity, which JSON does not allow: send a finite number, "
+                "null or a string instead"
+            ) from None
+        raise InvalidInput(f"metadata must be a JSON object: {error}") from None
+    except TypeError as error:
         raise InvalidInput(f"metadata must be a JSON object: {error}") from None
     if size > MAX_METADATA_BYTES:
         raise InvalidInput(f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES} bytes")
@@ -545,8 +649,8 @@ def _metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
 def _page_bounds(limit: int, offset: int, max_limit: int) -> None:
     if not 1 <= limit <= max_limit:
         raise InvalidInput(f"limit {limit} is out of range: use 1 to {max_limit}")
-    if offset < 0:
-        raise InvalidInput(f"offset {offset} is negative: use 0 or more")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInput(f"offset {offset} is out of range: use 0 to {MAX_OFFSET}")
 
 
 def _pagination(total: int, limit: int, offset: int, returned: int) -> Pagination:

@@ -1012,6 +1012,14 @@ class Store:
             out.setdefault(row["to_id"], []).append(row["from_id"])
         return out
 
+    async def user_ids(self, *, limit: int) -> list[str]:
+        """Up to `limit` users that have active memories, alphabetically."""
+        async with self._reader.execute(
+            "SELECT DISTINCT user_id FROM memories WHERE status = 'active' ORDER BY user_id LIMIT ?", (limit,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [row["user_id"] for row in rows]
+
     async def close(self) -> None:
         await self._reader.connection.close()
         if self._writer is not self._reader.connection:

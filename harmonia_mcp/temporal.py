@@ -68,7 +68,15 @@ from dateutil.relativedelta import relativedelta
 
 from harmonia_mcp.errors import InvalidInput
 
-__all__ = ["ResolvedTime", "parse_timestamp", "resolve_event_time", "resolve_time", "with_absolute_time"]
+__all__ = [
+    "EARLIEST_TIMESTAMP",
+    "LATEST_TIMESTAMP",
+    "ResolvedTime",
+    "parse_timestamp",
+    "resolve_event_time",
+    "resolve_time",
+    "with_absolute_time",
+]
 
 _MONTHS: dict[str, int] = {
     "january": 1,
@@ -614,6 +622,12 @@ def with_absolute_time(text: str, resolved: ResolvedTime) -> str:
     return _SPACES.sub(" ", result).strip()
 
 
+# The range a timestamp argument may take, in UTC: a day inside what `datetime` can hold, so converting it
+# to UTC, a date-only to_date's extra day and the conversation window before an occurred_at never overflow.
+EARLIEST_TIMESTAMP = datetime(1, 1, 2, tzinfo=UTC)
+LATEST_TIMESTAMP = datetime(9999, 12, 30, 23, 59, 59, tzinfo=UTC)
+
+
 def parse_timestamp(value: str, default_tz: tzinfo, *, field: str = "date") -> datetime:
     """Parse an ISO-8601 date or timestamp given as an argument by a client.
 
@@ -627,8 +641,9 @@ def parse_timestamp(value: str, default_tz: tzinfo, *, field: str = "date") -> d
         A timezone-aware datetime.
 
     Raises:
-        InvalidInput: `value` is empty, not a string, or not ISO-8601; the message names `field`,
-            quotes the value (shortened if long) and shows the accepted forms.
+        InvalidInput: `value` is empty, not a string, not ISO-8601, or outside `EARLIEST_TIMESTAMP` to
+            `LATEST_TIMESTAMP` (0001-01-02 to 9999-12-30, UTC); the message names `field`, quotes the value
+            (shortened if long) and shows the accepted forms.
     """
     shown = value if not isinstance(value, str) or len(value) <= 60 else value[:57] + "..."
     hint = "use e.g. 2024-08-19 or 2024-08-19T10:00:00-04:00"
@@ -640,4 +655,10 @@ def parse_timestamp(value: str, default_tz: tzinfo, *, field: str = "date") -> d
         raise InvalidInput(f"{field} {shown!r} is not a valid ISO-8601 date or timestamp; {hint}") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=default_tz)
+    try:
+        in_range = EARLIEST_TIMESTAMP <= parsed.astimezone(UTC) <= LATEST_TIMESTAMP
+    except (ValueError, OverflowError):
+        in_range = False
+    if not in_range:
+        raise InvalidInput(f"{field} {shown!r} is out of range: use a time between 0001-01-02 and 9999-12-30 (UTC)")
     return parsed

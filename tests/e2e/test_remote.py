@@ -133,7 +133,8 @@ async def test_a_token_bound_to_alice_cannot_reach_bobs_memories(server: Running
         for uri in (f"memory://bob/{bobs_id}", "memory://bob/recent"):
             with pytest.raises(MCPError) as refused:
                 await alice.read_resource(uri)
-            assert refusal in str(refused.value), uri
+            # A resource refusal names the URIs the token may read, not tool arguments (issue 16.4).
+            assert "this token may only read user alice's memories: use memory://alice/recent" in str(refused.value)
 
     async with connect(server, BOB) as bob:
         hits = await call(bob, "search_memories", {"query": "Zanzibar", "user_id": "bob"})
