@@ -8,6 +8,7 @@ only a `ToolError`'s text reaches the client; anything else is a bug and arrives
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -27,8 +28,10 @@ from harmonia_mcp import __version__
 from harmonia_mcp.auth import TokenTable
 from harmonia_mcp.config import Settings
 from harmonia_mcp.errors import AccessDenied, HarmoniaError
+from harmonia_mcp.extract.caller import MAX_FACTS
 from harmonia_mcp.extract.select import open_extractor
 from harmonia_mcp.models import (
+    CallerFact,
     Category,
     DeleteResult,
     ExportFormat,
@@ -49,11 +52,30 @@ from harmonia_mcp.store import DateField, Ranking, open_store
 
 logger = logging.getLogger(__name__)
 
-INSTRUCTIONS = """\
+FACTS_GUIDE = """\
+Best: pass `facts`, the durable facts you understood, with the user's message as `message` (kept as the \
+source; no extractor reads it). One fact per item, a third-person sentence about the user ("User ..."), \
+absolute dates when known (or put the words in `when`: "next Friday at 3pm"), a change of mind said as \
+the new state ("User no longer eats meat", "User now works at Stripe"). Add `keywords` a search might use \
+that the sentence lacks. Do not store small talk, moods of the moment, questions, requests to you, or what \
+you said. Examples:
+1. "Ugh, long day. Btw my sister Ana lands tomorrow and stays three days" said 2026-03-02 -> \
+facts=[{"content": "User's sister Ana arrives on 2026-03-03 and stays for three days", "category": "event", \
+"event_time": "2026-03-03", "entities": ["Ana"], "keywords": ["sister", "visit", "family"]}]
+2. "Actually I switched jobs, I'm at Stripe now as a designer. Still have my two cats lol" -> \
+facts=[{"content": "User works as a designer at Stripe", "category": "work", "keywords": ["job", "employer"]}, \
+{"content": "User has two cats", "category": "relationship", "keywords": ["pets"]}]"""
+
+INSTRUCTIONS = (
+    """\
 harmonia-mcp is the user's long-term memory. Call store_memory with what the user tells you about \
 themselves (facts, preferences, plans, people); call search_memories before answering anything that \
 may depend on what they told you before. Memories are third-person sentences ("User has a dog called \
-Biggie"). Everything stays on the user's machine."""
+Biggie"). Everything stays on the user's machine. A newer fact replaces the one it contradicts (the old \
+one is kept as superseded); pass occurred_at when storing an old conversation.
+"""
+    + FACTS_GUIDE
+)
 
 
 @dataclass
@@ -118,8 +140,18 @@ def _user(ctx: AppCtx, user_id: str | None) -> str | None:
 
 
 async def store_memory(
-    message: Annotated[str, Field(description="What the speaker said, in natural language.")],
     ctx: AppCtx,
+    message: Annotated[
+        str | None,
+        Field(description="What the speaker said, in natural language. With facts, kept only as their source."),
+    ] = None,
+    facts: Annotated[
+        list[CallerFact] | None,
+        Field(
+            description=f"Durable facts you understood, 1-{MAX_FACTS} items: {{content (third person), category?, "
+            "event_time? (ISO-8601) or when? (words), entities?, keywords?, confidence?}. No extractor runs then.",
+        ),
+    ] = None,
     user_id: UserId = None,
     speaker: Annotated[
         str | None, Field(description="Who 'I' and 'my' are in the message (default 'User'), e.g. 'Caroline'.")
@@ -144,7 +176,7 @@ async def store_memory(
         Field(description="The speaker's IANA time zone, e.g. 'America/New_York'. Default: HARMONIA_TIMEZONE."),
     ] = None,
 ) -> StoreResult:
-    """Extract durable facts from a message and remember them.
+    """Remember durable facts: the ones you pass as `facts` (best), or those extracted from `message`.
 
     Returns each memory found with its id, third-person content, category, confidence, event_time
     (absolute, when the message named a time) and action: created, skipped (already known: the
@@ -156,6 +188,7 @@ async def store_memory(
     with _tool_errors():
         result = await _service(ctx).store_memory(
             message,
+            facts=facts,
             user_id=_user(ctx, user_id),
             speaker=speaker,
             session_id=session_id,
@@ -428,7 +461,9 @@ def create_server(settings: Settings) -> MCPServer[AppContext]:
     )
     writes = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False)
     reads = ToolAnnotations(read_only_hint=True, open_world_hint=False)
-    server.add_tool(store_memory, title="Store memory", annotations=writes)
+    # The description the host model reads: the handler's docstring, then how to write facts.
+    described = f"{inspect.cleandoc(store_memory.__doc__ or '')}\n\n{FACTS_GUIDE}"
+    server.add_tool(store_memory, title="Store memory", description=described, annotations=writes)
     server.add_tool(search_memories, title="Search memories", annotations=reads)
     server.add_tool(list_memories, title="List memories", annotations=reads)
     server.add_tool(

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Literal
@@ -21,13 +21,16 @@ from pydantic import TypeAdapter, ValidationError
 
 from harmonia_mcp import conflicts, export, search
 from harmonia_mcp.errors import InvalidInput
-from harmonia_mcp.extract import Extractor, run_extractor
+from harmonia_mcp.extract import Extraction, Extractor, run_extractor
+from harmonia_mcp.extract.caller import normalise_facts
 from harmonia_mcp.models import (
     USER_ID_PATTERN,
+    CallerFact,
     Category,
     DeleteResult,
     ExportFormat,
     ExportResult,
+    ExtractedMemory,
     HistoryEntry,
     ImportResult,
     ListResult,
@@ -46,11 +49,12 @@ from harmonia_mcp.models import (
     StoredMemory,
     StoreResult,
 )
-from harmonia_mcp.store import DateField, MemoryFilter, NewMemory, Ranking, Store, utc_now
+from harmonia_mcp.store import DateField, MemoryFilter, NewMemory, Ranking, Store, to_utc_text, utc_now
 from harmonia_mcp.temporal import parse_timestamp
 
 logger = logging.getLogger(__name__)
 
+CALLER = "caller"  # the `extractor` of memories written by the calling model (store_memory's facts)
 SUPPORTED_STRATEGIES: tuple[ResolutionStrategy, ...] = ("auto", "update", "merge", "version", "keep_both", "skip")
 
 MAX_SEARCH_LIMIT = 100
@@ -176,8 +180,9 @@ class MemoryService:
 
     async def store_memory(
         self,
-        message: str,
+        message: str | None = None,
         *,
+        facts: Sequence[CallerFact] | None = None,
         user_id: str | None = None,
         speaker: str | None = None,
         session_id: str | None = None,
@@ -186,16 +191,20 @@ class MemoryService:
         resolution_strategy: str | None = None,
         timezone: str | None = None,
     ) -> StoreResult:
-        """Extract memories from `message` and store them in one transaction.
+        """Extract memories from `message` (or take the caller's `facts`) and store them in one transaction.
 
         Args:
-            message: what `speaker` said (1 byte to `max_message_bytes`, UTF-8).
+            message: what `speaker` said (1 byte to `max_message_bytes`, UTF-8). With `facts` it is only
+                the source kept with each memory; no extractor reads it.
+            facts: durable facts written by the calling model (1 to `caller.MAX_FACTS`), validated and
+                normalised by `caller_facts`; they win over the message when the two disagree.
             user_id: whose memory this is; the default user when None.
             speaker: who "I"/"my" are in the message; "User" when None.
             session_id: an optional conversation id kept with each memory.
             metadata: a JSON object (at most 16 KiB) kept unchanged with each memory.
             occurred_at: when the message was said (ISO-8601; no offset means the configured time zone);
-                relative times resolve against it. Now when None.
+                relative times resolve against it, and of two conflicting facts the later said is the
+                current one (conflicts.reconcile). Now when None.
             resolution_strategy: how to reconcile each memory with the user's active ones (`auto`,
                 `update`, `merge`, `version`, `keep_both`, `skip`; see conflicts.reconcile and
                 docs/conflicts.md). None means the user's configured default (`ServiceLimits`).
@@ -204,15 +213,20 @@ class MemoryService:
                 configured zone, whose DST rules are used when `occurred_at`'s offset agrees with it.
 
         Returns:
-            A `StoreResult` with one entry per extracted memory, in message order. Each memory's
-            `extractor` names what produced it ("rules" when the model failed), and `warnings` says
-            why the model was not used.
+            A `StoreResult` with one entry per memory, in message (or facts) order. Each memory's
+            `extractor` names what produced it ("caller" for facts, "rules" when the model failed), and
+            `warnings` says why the model was not used.
 
         Raises:
-            InvalidInput: any argument is out of range; nothing is stored.
+            InvalidInput: neither message nor facts, or any argument or fact out of range; nothing is stored.
             sqlite3.Error: a write failed; the transaction is rolled back and nothing is stored.
         """
-        text = self._message(message)
+        if message is None and facts is None:
+            raise InvalidInput(
+                "give message (what was said) or facts (a list of durable facts, e.g. "
+                '[{"content": "User has two cats", "keywords": ["pets"]}]), or both'
+            )
+        text = self._message(message) if message is not None else None
         user = self.user(user_id)
         who = _speaker(speaker)
         meta = _metadata(metadata)
@@ -220,17 +234,52 @@ class MemoryService:
             raise InvalidInput("session_id must be 1-256 characters")
         strategy = self._strategy(user, resolution_strategy)
         reference = self._reference_time(occurred_at, timezone)
-        extraction = await run_extractor(self.extractor, text, speaker=who, reference_time=reference)
+        if facts is not None:
+            extraction = Extraction(self.caller_facts(facts, speaker=who, reference_time=reference), CALLER)
+        else:
+            assert text is not None  # one of the two was checked above
+            extraction = await run_extractor(self.extractor, text, speaker=who, reference_time=reference)
+        return await self._write(extraction, user, who, text, session_id, meta, strategy, reference)
+
+    def caller_facts(
+        self, facts: Sequence[CallerFact], *, speaker: str, reference_time: datetime
+    ) -> list[ExtractedMemory]:
+        """The caller's facts validated and normalised (extract/caller.py), ready for `_write`.
+
+        Raises:
+            InvalidInput: the first bad item, named ("facts[2]: ..."), or no/too many facts.
+        """
+        return normalise_facts(
+            facts, speaker=speaker, reference_time=reference_time, max_bytes=self.limits.max_message_bytes
+        )
+
+    async def _write(
+        self,
+        extraction: Extraction,
+        user: str,
+        who: str,
+        text: str | None,
+        session_id: str | None,
+        meta: dict[str, Any] | None,
+        strategy: ResolutionStrategy,
+        reference: datetime,
+    ) -> StoreResult:
+        """Reconcile and write one message's memories in one transaction (any failure stores nothing)."""
         extracted = extraction.memories
+        said = to_utc_text(reference)
+        # Without a message (facts only) the facts are what was said, for the next message's context.
+        logged = text if text is not None else "; ".join(item.content for item in extracted)
         stored: list[StoredMemory] = []
         async with self.store.transaction() as db:
             context = await self.store.conversation_context(
                 db, user, session_id, reference, count=CONTEXT_MESSAGES, window_seconds=CONTEXT_WINDOW_SECONDS
             )
-            message_id = await self.store.record_message(db, user, session_id, who, text, reference)
+            message_id = await self.store.record_message(db, user, session_id, who, logged, reference)
             await self.store.prune_messages(db, user, session_id, keep=CONTEXT_MESSAGES)
             for item in extracted:
-                new = NewMemory(user, item, extraction.extractor, text, who, session_id, meta, message_id, context)
+                new = NewMemory(
+                    user, item, extraction.extractor, text, who, session_id, meta, message_id, context, said
+                )
                 resolution = await conflicts.reconcile(self.store, db, new, strategy, [who])
                 stored.append(_resolved(resolution))
         warnings = list(extraction.warnings)

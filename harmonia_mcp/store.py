@@ -226,8 +226,15 @@ _M004_FTS_OWNER = f"""
 
 """ + _rebuild_fts_index(_M004_FTS_COLUMNS, update_of=(*_M003_FTS_COLUMNS, "user_id"))
 
+# Time order (issue 10): when the message a memory came from was said (UTC), so that reconciliation can let
+# the later of two conflicting facts be the current one, whatever order they were stored in (conflicts.py).
+# Memories stored before it have NULL, read as their created_at.
+_M008_OCCURRED_AT = """
+        ALTER TABLE memories ADD COLUMN occurred_at TEXT;
+"""
+
 # Append only; `PRAGMA user_version` is the number of migrations applied.
-MIGRATIONS: Sequence[str] = (_M001_INITIAL, _M002_LINKS, _M003_SEARCH_CONTEXT, _M004_FTS_OWNER)
+MIGRATIONS: Sequence[str] = (_M001_INITIAL, _M002_LINKS, _M003_SEARCH_CONTEXT, _M004_FTS_OWNER, _M008_OCCURRED_AT)
 
 LinkKind = Literal["supersedes", "related"]
 
@@ -321,7 +328,8 @@ _SORT_COLUMNS = {
 
 _MEMORY_COLUMNS = (
     "m.memory_id, m.user_id, m.content, m.category, m.confidence, m.entities, m.tags, m.event_time, "
-    "m.source_message, m.speaker, m.session_id, m.metadata, m.extractor, m.status, m.created_at, m.updated_at"
+    "m.source_message, m.speaker, m.session_id, m.metadata, m.extractor, m.status, m.created_at, m.updated_at, "
+    "m.occurred_at"
 )
 
 
@@ -343,6 +351,7 @@ def _row_to_memory(row: sqlite3.Row) -> Memory:
         status=row["status"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        occurred_at=row["occurred_at"],
     )
 
 
@@ -360,6 +369,8 @@ class NewMemory:
     # The `messages` row this memory came from, and the conversation just before it (indexed for search).
     message_id: int | None = None
     context: str | None = None
+    # When the message was said, UTC ISO-8601 (`to_utc_text`); decides which of two conflicting facts is current.
+    occurred_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -471,8 +482,8 @@ class Store:
             """
             INSERT INTO memories (memory_id, user_id, content, category, confidence, entities, tags, event_time,
                 event_time_utc, source_message, speaker, session_id, metadata, extractor, status, created_at,
-                updated_at, message_id, context)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)
+                updated_at, message_id, context, occurred_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?)
             """,
             (
                 memory_id,
@@ -487,6 +498,7 @@ class Store:
                 now,
                 new.message_id,
                 new.context,
+                new.occurred_at,
             ),
         )
         await self._record(db, memory_id, new.user_id, "created", None, extracted.content, new.source_message, now)
@@ -507,6 +519,7 @@ class Store:
             status="active",
             created_at=now,
             updated_at=now,
+            occurred_at=new.occurred_at,
         )
 
     async def update_content(
@@ -573,7 +586,7 @@ class Store:
             await db.execute(
                 """
                 UPDATE memories SET source_message = ?, speaker = ?, session_id = ?, metadata = ?, message_id = ?,
-                    context = ?
+                    context = ?, occurred_at = ?
                 WHERE memory_id = ? AND user_id = ?
                 """,
                 (
@@ -583,6 +596,7 @@ class Store:
                     json.dumps(provenance.metadata or {}, ensure_ascii=False),
                     provenance.message_id,
                     provenance.context,
+                    provenance.occurred_at,
                     memory_id,
                     user_id,
                 ),

@@ -67,7 +67,7 @@ from datetime import datetime
 from harmonia_mcp.models import Category, ExtractedMemory
 from harmonia_mcp.temporal import resolve_time, with_absolute_time
 
-__all__ = ["RulesExtractor", "extract_memories", "third_person"]
+__all__ = ["RulesExtractor", "categorise", "extract_memories", "find_entities", "third_person"]
 
 # ---------------------------------------------------------------------------
 # Word lists
@@ -714,6 +714,17 @@ def _categorise(low: str, event_time: datetime | None, reference_time: datetime)
         if m:
             return category, m.group(0)
     return (Category.EVENT, None) if event_time is not None else (Category.FACT, None)
+
+
+def categorise(content: str, event_time: datetime | None, reference_time: datetime) -> Category:
+    """The category the cue words of `content` give (step 7 of the module docstring), for a sentence that was
+    not extracted here (a fact written by the calling model)."""
+    return _categorise(content.lower(), event_time, reference_time)[0]
+
+
+def find_entities(text: str) -> list[str]:
+    """The runs of capitalised words in `text` that name something (step 8 of the module docstring)."""
+    return _entities(text)
 
 
 def _is_job_context(cue: re.Match[str], title: re.Match[str]) -> bool:
