@@ -23,6 +23,7 @@ from harmonia_mcp import conflicts, export, search
 from harmonia_mcp.errors import InvalidInput
 from harmonia_mcp.extract import Extraction, Extractor, run_extractor
 from harmonia_mcp.extract.caller import normalise_facts
+from harmonia_mcp.extract.rules import find_entities, opens_with_pronoun, resolve_pronoun
 from harmonia_mcp.models import (
     USER_ID_PATTERN,
     CallerFact,
@@ -274,6 +275,15 @@ class MemoryService:
             context = await self.store.conversation_context(
                 db, user, session_id, reference, count=CONTEXT_MESSAGES, window_seconds=CONTEXT_WINDOW_SECONDS
             )
+            if (
+                extraction.extractor != CALLER
+                and session_id is not None
+                and any(opens_with_pronoun(item.content) for item in extracted)
+            ):
+                previous = await self.store.previous_message(
+                    db, user, session_id, who, reference, window_seconds=CONTEXT_WINDOW_SECONDS
+                )
+                extracted = [_with_referent(item, previous, who) for item in extracted]
             message_id = await self.store.record_message(db, user, session_id, who, logged, reference)
             await self.store.prune_messages(db, user, session_id, keep=CONTEXT_MESSAGES)
             for item in extracted:
@@ -558,6 +568,22 @@ class MemoryService:
 
 IMPORT_BATCH = 5000  # memories per executemany batch of `import_memories` (one transaction for all)
 _EXPORTED_MEMORIES = TypeAdapter(list[MemoryView])
+
+
+# Confidence of a memory that opens with a pronoun naming no one we could find: it is kept, but least sure.
+UNRESOLVED_PRONOUN_CONFIDENCE = 0.4
+
+
+def _with_referent(item: ExtractedMemory, previous: str | None, speaker: str) -> ExtractedMemory:
+    """`item` with an opening "She"/"He" resolved to the person the speaker's previous message named
+    (rules.resolve_pronoun); when that is not unambiguous, kept as it is with a lower confidence."""
+    if not opens_with_pronoun(item.content):
+        return item
+    resolved = resolve_pronoun(item.content, previous, speaker) if previous else None
+    if resolved is None:
+        return item.model_copy(update={"confidence": min(item.confidence, UNRESOLVED_PRONOUN_CONFIDENCE)})
+    names = [word for word in find_entities(resolved) if word not in item.entities and word != speaker]
+    return item.model_copy(update={"content": resolved, "entities": [*names, *item.entities]})
 
 
 def _category(value: Category | str | None) -> Category | None:

@@ -733,6 +733,27 @@ class Store:
         lines = [f"{row['speaker']}: {row['text']}" if row["speaker"] else str(row["text"]) for row in reversed(rows)]
         return "\n".join(lines) or None
 
+    async def previous_message(
+        self,
+        db: aiosqlite.Connection,
+        user_id: str,
+        session_id: str,
+        speaker: str,
+        occurred_at: datetime,
+        *,
+        window_seconds: float,
+    ) -> str | None:
+        """The text of `speaker`'s last message in this user's session said at most `window_seconds` before
+        `occurred_at` (and not after it), or None. Read before the new message is recorded."""
+        start = to_utc_text(occurred_at - timedelta(seconds=window_seconds))
+        async with db.execute(
+            "SELECT text FROM messages WHERE user_id = ? AND session_id = ? AND speaker IS ? "
+            "AND occurred_at_utc BETWEEN ? AND ? ORDER BY message_id DESC LIMIT 1",
+            (user_id, session_id, speaker, start, to_utc_text(occurred_at)),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return str(row["text"]) if row else None
+
     async def prune_messages(self, db: aiosqlite.Connection, user_id: str, session_id: str | None, keep: int) -> None:
         """Forget the message of this user and session that just fell out of the newest `keep` (at most one).
 
