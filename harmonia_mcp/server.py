@@ -334,8 +334,19 @@ async def export_memories(
     from_date: FromDate = None,
     to_date: ToDate = None,
     max_memories: Annotated[int | None, Field(ge=1, description="At most this many (oldest first).")] = None,
+    include_inactive: Annotated[
+        bool, Field(description="Also superseded and deleted memories; each says its status.")
+    ] = False,
+    include_history: Annotated[
+        bool,
+        Field(description="JSON only: each memory's change history and the links between memories (for a backup)."),
+    ] = False,
 ) -> ExportResult:
-    """Export the user's memories, oldest first, as JSON, CSV, Markdown or plain text."""
+    """Export the user's memories, oldest first, as JSON, CSV, Markdown or plain text.
+
+    For a full backup use format json with include_inactive and include_history: `harmonia-mcp import`
+    restores it with statuses, links and history.
+    """
     with _tool_errors():
         return await _service(ctx).export_memories(
             user_id=_user(ctx, user_id),
@@ -344,6 +355,8 @@ async def export_memories(
             from_date=from_date,
             to_date=to_date,
             max_memories=max_memories,
+            include_inactive=include_inactive,
+            include_history=include_history,
         )
 
 

@@ -497,24 +497,43 @@ class MemoryService:
         from_date: str | None = None,
         to_date: str | None = None,
         max_memories: int | None = None,
+        include_inactive: bool = False,
+        include_history: bool = False,
     ) -> ExportResult:
-        """Every active memory of the user that the filters admit, oldest first, rendered in `format`.
+        """Every memory of the user that the filters admit, oldest first, rendered in `format`.
+
+        Args:
+            include_inactive: also superseded and deleted memories (each says its `status`).
+            include_history: JSON only: each memory's history rows and the links between the exported
+                memories, so that `import_memories` restores statuses, links and history.
 
         Raises:
-            InvalidInput: an unknown format, a bad filter, or `max_memories` below 1.
+            InvalidInput: an unknown format, a bad filter, `max_memories` below 1, or `include_history`
+                with a format other than json.
         """
         user = self.user(user_id)
         if format not in ("json", "csv", "markdown", "text"):
             raise InvalidInput(f"format {format!r} is not supported: use json, csv, markdown or text")
         if max_memories is not None and max_memories < 1:
             raise InvalidInput("max_memories must be at least 1 (or omitted for all)")
-        memory_filter = self._filter(category=category, from_date=from_date, to_date=to_date)
+        if include_history and format != "json":
+            raise InvalidInput("include_history needs format json (the only format that import reads back)")
+        memory_filter = self._filter(
+            category=category, from_date=from_date, to_date=to_date, include_inactive=include_inactive
+        )
         memories, _ = await self.store.list_memories(
             user, memory_filter, sort_by="created_at", descending=False, limit=max_memories
         )
         fmt: ExportFormat = format  # type: ignore[assignment]  # checked just above
-        data = export.render(fmt, user, memories, utc_now())
+        history = await self.store.all_history(user) if include_history else None
+        links = await self.store.all_links(user) if include_history else None
+        data = export.render(fmt, user, memories, utc_now(), history, links)
         return ExportResult(format=fmt, memory_count=len(memories), data=data)
+
+    async def _import_history_and_links(self, db: Any, owner: str, parsed: dict[str, Any], present: set[str]) -> None:
+        """Restore the exported history, occurred_at and links of the memories this import added."""
+        history, occurred, links = _exported_history(parsed, present)
+        await self.store.import_history_and_links(db, owner, history, occurred, links)
 
     async def import_memories(
         self,
@@ -559,12 +578,59 @@ class MemoryService:
             memories.append(Memory.model_construct(user_id=owner, **fields))  # validated just above, as MemoryView
         imported = 0
         async with self.store.transaction() as db:
+            present = await self.store.existing_memory_ids(db, [memory.memory_id for memory in memories])
             for start in range(0, len(memories), IMPORT_BATCH):
                 imported += await self.store.import_memories(db, memories[start : start + IMPORT_BATCH])
                 if progress is not None:
                     progress(min(start + IMPORT_BATCH, len(memories)), len(memories))
+            await self._import_history_and_links(db, owner, parsed, present)
         return ImportResult(user_id=owner, imported=imported, skipped=len(memories) - imported)
 
+
+_HISTORY_ACTIONS = frozenset({"created", "updated", "merged", "superseded", "deleted", "restored"})
+
+
+def _exported_history(
+    parsed: dict[str, Any], present: set[str]
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str], list[dict[str, str]]]:
+    """The history, occurred_at and links of a JSON export (`export_memories(include_history=True)`), for the
+    memories not already in the file (`present`); anything malformed is an `InvalidInput` naming it."""
+    history: dict[str, list[dict[str, Any]]] = {}
+    occurred: dict[str, str] = {}
+    for index, item in enumerate(parsed["memories"]):
+        memory_id = str(item.get("memory_id"))
+        if memory_id in present or memory_id in history:
+            continue
+        if isinstance(item.get("occurred_at"), str):
+            occurred[memory_id] = item["occurred_at"]
+        rows = item.get("history", [])
+        if not isinstance(rows, list) or not all(
+            isinstance(row, dict)
+            and row.get("action") in _HISTORY_ACTIONS
+            and isinstance(row.get("changed_at"), str)
+            and all(row.get(key) is None or isinstance(row.get(key), str) for key in _HISTORY_TEXT)
+            for row in rows
+        ):
+            raise InvalidInput(
+                f"memories.{index}.history in the import file is invalid: a list of objects with action (one of "
+                f"{', '.join(sorted(_HISTORY_ACTIONS))}), changed_at, and old_content/new_content/source_message"
+            )
+        history[memory_id] = rows
+    links = parsed.get("links", [])
+    if not isinstance(links, list) or not all(
+        isinstance(link, dict)
+        and link.get("kind") in ("supersedes", "related")
+        and isinstance(link.get("from_id"), str)
+        and isinstance(link.get("to_id"), str)
+        for link in links
+    ):
+        raise InvalidInput(
+            'links in the import file is invalid: a list of {"from_id", "to_id", "kind": "supersedes"|"related"}'
+        )
+    return history, occurred, links
+
+
+_HISTORY_TEXT = ("old_content", "new_content", "source_message")
 
 IMPORT_BATCH = 5000  # memories per executemany batch of `import_memories` (one transaction for all)
 _EXPORTED_MEMORIES = TypeAdapter(list[MemoryView])

@@ -15,7 +15,7 @@ import json
 import logging
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -1046,6 +1046,93 @@ class Store:
         for row in rows:
             out.setdefault(row["to_id"], []).append(row["from_id"])
         return out
+
+    # --- export and import of history and links (issue 10: "export is everything") ---
+
+    async def all_history(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
+        """Every history row of the user's memories, by memory id, oldest first (for a full export)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        async with self._reader.execute(
+            "SELECT memory_id, changed_at, action, old_content, new_content, source_message FROM memory_history "
+            "WHERE user_id = ? ORDER BY history_id",
+            (user_id,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        for row in rows:
+            entry = {key: row[key] for key in ("changed_at", "action", "old_content", "new_content", "source_message")}
+            out.setdefault(str(row["memory_id"]), []).append(entry)
+        return out
+
+    async def all_links(self, user_id: str) -> list[dict[str, str]]:
+        """Every link between the user's memories (`from_id`, `to_id`, `kind`, `created_at`), oldest first."""
+        async with self._reader.execute(
+            "SELECT from_id, to_id, kind, created_at FROM memory_links WHERE user_id = ? ORDER BY link_id", (user_id,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [{key: str(row[key]) for key in ("from_id", "to_id", "kind", "created_at")} for row in rows]
+
+    async def existing_memory_ids(self, db: aiosqlite.Connection, memory_ids: Sequence[str]) -> set[str]:
+        """Which of `memory_ids` are in the file already (any user, any status)."""
+        present: set[str] = set()
+        for start in range(0, len(memory_ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
+            chunk = list(memory_ids[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            async with db.execute(f"SELECT memory_id FROM memories WHERE memory_id IN ({marks})", chunk) as cursor:
+                present |= {str(row[0]) for row in await cursor.fetchall()}
+        return present
+
+    async def import_history_and_links(
+        self,
+        db: aiosqlite.Connection,
+        user_id: str,
+        history: Mapping[str, Sequence[Mapping[str, Any]]],
+        occurred: Mapping[str, str],
+        links: Sequence[Mapping[str, str]],
+    ) -> None:
+        """After `import_memories`: give the memories just imported their exported history (replacing the one
+        `created` row the import wrote) and `occurred_at`, and add the exported links whose two ends are
+        memories of `user_id` (a link already there is kept).
+
+        Args:
+            history: memory id → its history rows (`changed_at`, `action`, `old_content`, `new_content`,
+                `source_message`), oldest first; only ids imported by this call.
+            occurred: memory id → `occurred_at` (UTC ISO-8601), for ids imported by this call.
+            links: `from_id`, `to_id`, `kind` (`supersedes` or `related`), optional `created_at`.
+        """
+        for memory_id, rows in history.items():
+            if not rows:
+                continue
+            await db.execute("DELETE FROM memory_history WHERE memory_id = ? AND user_id = ?", (memory_id, user_id))
+            await db.executemany(
+                "INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message, "
+                "changed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        memory_id,
+                        user_id,
+                        row["action"],
+                        row.get("old_content"),
+                        row.get("new_content"),
+                        row.get("source_message"),
+                        row["changed_at"],
+                    )
+                    for row in rows
+                ],
+            )
+        await db.executemany(
+            "UPDATE memories SET occurred_at = ? WHERE memory_id = ? AND user_id = ? AND occurred_at IS NULL",
+            [(when, memory_id, user_id) for memory_id, when in occurred.items()],
+        )
+        now = utc_now()
+        await db.executemany(
+            "INSERT OR IGNORE INTO memory_links (user_id, from_id, to_id, kind, created_at) "
+            "SELECT ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM memories WHERE user_id = ? AND memory_id IN (?, ?)) = 2",
+            [
+                (user_id, link["from_id"], link["to_id"], link["kind"], link.get("created_at") or now, user_id)
+                + (link["from_id"], link["to_id"])
+                for link in links
+            ],
+        )
 
     async def close(self) -> None:
         await self._reader.connection.close()
