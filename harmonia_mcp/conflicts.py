@@ -342,8 +342,30 @@ _RETRACTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             r"\g<s> no longer dating \g<v>",
         ),
         (r"^(?P<s>.+?)\s+(?:is|are)\s+(?:now\s+)?single\b.*$", rf"\g<s> no longer dating {ANY}"),
+        # "Tom and User broke up": the other one is named first.
+        (
+            r"^(?P<v>[A-Z][\w-]*)\s+and\s+(?P<s>[A-Z][\w-]*)\s+(?:broke\s+up|split\s+up|separated|divorced|"
+            r"got\s+divorced)\b.*$",
+            r"\g<s> no longer dating \g<v>",
+        ),
     )
 )
+
+
+_NOT_ANYMORE = re.compile(r"\b(?:does\s+not|doesn't|do\s+not|don't)\s+(\w+)(?:\s+(.+?))?\s+any\s*more$", re.I)
+_BARE_RETRACTION = re.compile(r"^\S+(?:'s\s+\w+)?\s+no\s+longer\s+[a-z]+$", re.I)
+_RETRACTED_VERB = re.compile(rf"^(?P<s>.+?)\s+no\s+longer\s+(?P<v>[a-z]+?)(?:es|s)?\s+{re.escape(ANY)}$", re.I)
+
+
+def _retracts_verb(new: Fact, old: Fact) -> bool:
+    """Whether `new` retracts a verb with no object ("User no longer drives") that `old` states ("User drives
+    a Volvo"): the same subject, then the same verb (up to -s/-es)."""
+    retraction = _RETRACTED_VERB.match(canonical(new.content))
+    if retraction is None:
+        return False
+    verb = re.escape(retraction["v"].lower())
+    stated = re.match(rf"^{re.escape(retraction['s'])}\s+{verb}(?:s|es)?\b", canonical(old.content), re.I)
+    return stated is not None and _NEGATION.search(canonical(old.content)) is None
 
 
 def _stem_ing(match: re.Match[str]) -> str:
@@ -365,12 +387,13 @@ def canonical(content: str) -> str:
     while previous != text:
         previous, text = text, _FILLERS.sub("", text).strip()
     text = _STOPPED.sub(_stem_ing, text)
-    text = re.sub(r"\b(?:does\s+not|doesn't|do\s+not|don't)\s+(\w+)\s+(.+?)\s+any\s*more$", r"no longer \1s \2", text)
+    text = _NOT_ANYMORE.sub(lambda m: f"no longer {m[1]}s" + (f" {m[2]}" if m[2] else ""), text)
     for pattern, replacement in _RETRACTIONS:
         rewritten = pattern.sub(replacement, text)
         if rewritten != text:
             return rewritten
-    return text
+    # "User no longer drives", "User doesn't smoke anymore": the verb retracted with whatever it took.
+    return _BARE_RETRACTION.sub(rf"\g<0> {ANY}", text)
 
 
 # A job with its workplace ("works as a product designer at Farfetch") is also a slot of the employer, so a
@@ -384,6 +407,12 @@ def parse_slots(content: str, has_event_time: bool = False, names: Iterable[str]
     slot = parse_slot(content, has_event_time, names)
     if slot is None:
         return ()
+    if slot.attribute == "partner" and slot.negated and len(slot.value_text.split()) == 1 and slot.value_text != ANY:
+        # "Nina and User broke up" ends the relationship for both of them, whoever is named first.
+        mirrored = dataclasses.replace(
+            slot, subject=slot.value_text.lower(), value=frozenset([slot.subject]), value_text=slot.subject
+        )
+        return slot, mirrored
     if slot.attribute == "occupation":
         place = _AT_WORKPLACE.match(slot.value_text)
         if place is not None:
@@ -499,10 +528,17 @@ def _kind_covers(general: frozenset[str], specific: frozenset[str]) -> bool:
 
 
 def _diet_contradicts(new: Slot, old: Slot) -> bool:
-    if new.attribute != "diet" or old.attribute != "eats" or new.negated or old.negated:
+    """A new diet rules out what the user was said to eat; eating it again ("now eats fish") ends the diet."""
+    if new.negated or old.negated:
         return False
-    excluded = {kind for diet in new.value for kind in _DIET_EXCLUDES.get(diet, ())}
-    return any(_KINDS[kind] & old.value for kind in excluded)
+    if new.attribute == "diet" and old.attribute == "eats":
+        diet, eaten = new, old
+    elif new.attribute == "eats" and old.attribute == "diet" and new.changed:
+        diet, eaten = old, new
+    else:
+        return False
+    excluded = {kind for name in diet.value for kind in _DIET_EXCLUDES.get(name, ())}
+    return any(_KINDS[kind] & eaten.value or kind in eaten.value for kind in excluded)
 
 
 _NEGATION = re.compile(r"\b(?:not|no\s+longer|never|anymore|any\s+more)\b|n't\b", re.I)
@@ -616,6 +652,8 @@ def classify(new: Fact, old: Fact, speakers: Iterable[str] = ("user",)) -> Verdi
         if old_name is not None and _mentions(new, old_name):
             return Verdict("complement", f"more about {old_name}")
         return Verdict("unrelated", "different subject or attribute")
+    if _retracts_verb(new, old):
+        return Verdict("update", "the verb retracted")
     new_words = _content_tokens(canonical(new.content), drop=names)
     old_words = _content_tokens(canonical(old.content), drop=names)
     dates_differ = new.event_date is not None and old.event_date is not None and new.event_date != old.event_date
@@ -648,6 +686,9 @@ def candidate_query(memory: ExtractedMemory, speakers: Iterable[str] = ("user",)
         for word in _WORD.findall(memory.content.lower())
         if word.split("'")[0] not in names and word not in _MARKERS and word not in search.STOP_WORDS
     ]
+    # The index does not know that "colour" is "color": both spellings are looked for.
+    words += [_SPELLING[word] for word in words if word in _SPELLING]
+    words += [british for british, american in _SPELLING.items() if american in words]
     terms = [*words, *(entity for entity in memory.entities if entity.lower() not in names)]
     if slot is not None:
         terms += slot.cue_words.split()

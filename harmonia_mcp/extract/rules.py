@@ -332,7 +332,7 @@ _MOMENT = re.compile(
 )
 _WORKS = re.compile(r"\bwork(?:s|ed|ing)?\b")
 # A feeling with what it is about ("proud of my team today") says something lasting; a bare one does not.
-_FEELING_ABOUT = re.compile(r"\b(?:of|about|because|that|for|with|since|since|by)\s+\w", re.I)
+_FEELING_ABOUT = re.compile(r"\b(?:of|about|because|that|for|with|since|by)\s+\w", re.I)
 # "I'm Priya Raman", "My name's Leo": a name is personal.
 _NAME_INTRO = re.compile(
     r"^(?i:i'm|i\s+am|my\s+name's|my\s+name\s+is|call\s+me)\s+[A-Z][a-z'-]+(?:\s+[A-Z][a-z'-]+){0,2}$"
@@ -397,7 +397,8 @@ _HEALTH = _cue(
     r"back\s+pain|arthritis|adhd|autis(?:m|tic)|depression|insomnia|pregnan(?:t|cy)|vaccin\w*|covid|flu|fever|"
     r"hospital\w*|physio\w*|disorder|disease|symptoms?|prescri\w+|doctor's|(?:see|saw|seeing|visit|visited)\s+"
     r"(?:a|the|my)\s+(?:doctor|dentist|physician|specialist)|my\s+doctor|gluten|lactose|intolerant|celiac|"
-    r"coeliac|sprained|concussion|diet|blood\s+type|high\s+blood|recovering\s+from|rehab|sober|sobriety)\b"
+    r"coeliac|sprained|concussion|diet|blood\s+type|high\s+blood|recovering\s+from|rehab|sober|sobriety|"
+    r"smok(?:e|es|ed|er|ers|ing)|vap(?:e|es|ed|ing))\b"
 )
 _EDUCATION = _cue(
     r"\b(?:graduat(?:ed|e|es|ing|ion)|degree|diploma|university|college|school|studied|studying|study|studies|"
