@@ -34,7 +34,9 @@ def test_fillers_and_change_announcements_leave_the_fact(message: str, content: 
     assert _contents(message) == [content]
 
 
-@pytest.mark.parametrize("message", ["Ugh, long day", "Meh.", "I'm exhausted today", "Phew, what a week lol"])
+@pytest.mark.parametrize(
+    "message", ["Ugh, long day", "Meh.", "I'm exhausted today", "Phew, what a week lol", "Meh, rainy Monday."]
+)
 def test_small_talk_and_the_mood_of_the_moment_store_nothing(message: str) -> None:
     assert _contents(message) == []
 
@@ -100,6 +102,10 @@ def test_a_birthday_party_on_a_given_day_is_still_an_event() -> None:
         ("My partner Sam works night shifts at the hospital", Category.RELATIONSHIP),
         ("My dad is a mechanic", Category.RELATIONSHIP),
         ("My sister works as a nurse", Category.RELATIONSHIP),
+        ("My wife teaches history at a high school", Category.RELATIONSHIP),
+        ("I own a small bike repair shop", Category.WORK),
+        ("I'm Ada Lovelace, nice to meet you", Category.PERSONAL),
+        ("Our anniversary is on May 2", Category.RELATIONSHIP),
     ],
 )
 def test_category_rules(message: str, category: Category) -> None:

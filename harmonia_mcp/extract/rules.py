@@ -330,17 +330,17 @@ _MOMENT = re.compile(
     r"rough\s+day|long\s+week)\b",
     re.I,
 )
-_WORKS = re.compile(r"\bwork(?:s|ed|ing)?\b")
+_WORKS = re.compile(r"\b(?:work(?:s|ed|ing)?|teach(?:es|ing)?|taught|runs|owns|manages)\b")
 # A feeling with what it is about ("proud of my team today") says something lasting; a bare one does not.
 _FEELING_ABOUT = re.compile(r"\b(?:of|about|because|that|for|with|since|by)\s+\w", re.I)
 # "I'm Priya Raman", "My name's Leo": a name is personal.
 _NAME_INTRO = re.compile(
-    r"^(?i:i'm|i\s+am|my\s+name's|my\s+name\s+is|call\s+me)\s+[A-Z][a-z'-]+(?:\s+[A-Z][a-z'-]+){0,2}$"
+    r"^(?i:i'm|i\s+am|my\s+name's|my\s+name\s+is|call\s+me)\s+[A-Z][a-z'-]+(?:\s+[A-Z][a-z'-]+){0,2}(?:\s*[,;].*)?$"
 )
 # Running a business is work ("I run a small bakery", "We own a café"), whatever it sells.
 _BUSINESS = re.compile(
     r"\b(?:run|runs|running|ran|own|owns|opened|open|started|founded|manage|manages)\s+(?:a|an|my|our|the|his|her|"
-    r"their)\s+(?:[\w'-]+\s+){0,2}(?:business|bakery|shop|store|restaurant|caf[eé]|cafe|company|firm|agency|studio|"
+    r"their)\s+(?:[\w'-]+\s+){0,3}(?:business|bakery|shop|store|restaurant|caf[eé]|cafe|company|firm|agency|studio|"
     r"salon|clinic|practice|farm|bar|pub|startup|start-up|boutique|brewery|bookshop|bookstore|food\s+truck)\b",
     re.I,
 )
@@ -412,7 +412,7 @@ _RELATIONSHIP = _cue(
     r"parents?|son|daughter|kids?|children)|aunt|uncle|cousins?|niece|nephew|friends?|bff|roommates?|neighbou?rs?|"
     r"family|in-laws?|stepmom|stepdad|stepson|stepdaughter|dogs?|cats?|pets?|pupp(?:y|ies)|kittens?|hamsters?|"
     r"parrots?|rabbits?|bunn(?:y|ies)|horses?|guinea\s+pigs?|married|engaged|divorced|dating|widow(?:ed|er)?|"
-    r"twins?|mentor)\b"
+    r"twins?|mentor|anniversary)\b"
 )
 _JOB_NOUNS = (
     r"manager|engineer|developer|programmer|designer|nurse|teacher|chef|doctor|lawyer|attorney|"
@@ -724,7 +724,8 @@ def third_person(text: str, speaker: str) -> str:
 
 
 def _content_words(text: str) -> int:
-    return sum(1 for w in _lower_words(text) if w not in _STOP)
+    # A weekday or month alone says when, not what ("Meh, rainy Monday").
+    return sum(1 for w in _lower_words(text) if w not in _STOP and w not in _TEMPORAL_WORDS)
 
 
 def _entities(clause: str) -> list[str]:
@@ -818,7 +819,7 @@ def _clause_memory(clause: _Clause, speaker: str, reference_time: datetime) -> E
     elif category is not Category.EVENT and (business := _BUSINESS.search(text)) is not None:
         category, cue = Category.WORK, business.group(0)
     elif (
-        category in (Category.WORK, Category.HEALTH)
+        category in (Category.WORK, Category.HEALTH, Category.EDUCATION)
         and _RELATION_SUBJECT.match(text)
         and (_WORK.search(low) or _JOB_TITLE.search(low) or _WORKS.search(low))
     ):
