@@ -354,18 +354,29 @@ _RETRACTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 
 _NOT_ANYMORE = re.compile(r"\b(?:does\s+not|doesn't|do\s+not|don't)\s+(\w+)(?:\s+(.+?))?\s+any\s*more$", re.I)
 _BARE_RETRACTION = re.compile(r"^\S+(?:'s\s+\w+)?\s+no\s+longer\s+[a-z]+$", re.I)
-_RETRACTED_VERB = re.compile(rf"^(?P<s>.+?)\s+no\s+longer\s+(?P<v>[a-z]+?)(?:es|s)?\s+{re.escape(ANY)}$", re.I)
+_RETRACTED_VERB = re.compile(r"^(?P<s>.+?)\s+no\s+longer\s+(?P<v>[a-z]+?)(?:es|s)?(?:\s+(?P<o>.+))?$", re.I)
 
 
 def _retracts_verb(new: Fact, old: Fact) -> bool:
-    """Whether `new` retracts a verb with no object ("User no longer drives") that `old` states ("User drives
-    a Volvo"): the same subject, then the same verb (up to -s/-es)."""
+    """Whether `new` retracts what `old` states with the same verb: "User no longer drives" or "User no
+    longer learns German" against "User drives a Volvo" or "User is learning German on Duolingo": the same
+    subject, the same verb (any of -s, -es, -ing, after "is"), and every word of the retracted object in
+    the old sentence. Only a positive `old` is retracted."""
     retraction = _RETRACTED_VERB.match(canonical(new.content))
-    if retraction is None:
+    stated = canonical(old.content)
+    if retraction is None or _NEGATION.search(stated) is not None:
         return False
     verb = re.escape(retraction["v"].lower())
-    stated = re.match(rf"^{re.escape(retraction['s'])}\s+{verb}(?:s|es)?\b", canonical(old.content), re.I)
-    return stated is not None and _NEGATION.search(canonical(old.content)) is None
+    match = re.match(
+        rf"^{re.escape(retraction['s'])}\s+(?:is\s+|are\s+)?{verb}(?:s|es|ing)?\b(?P<rest>.*)$", stated, re.I
+    )
+    if match is None:
+        return False
+    wanted = retraction["o"]
+    if wanted is None or wanted == ANY:
+        return True
+    words = _content_tokens(wanted)
+    return bool(words) and words <= _content_tokens(match["rest"])
 
 
 def _stem_ing(match: re.Match[str]) -> str:

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.anyio
         ("User runs every morning", "User stopped running"),
         ("User is dating Tom", "Tom and User broke up"),
         ("User is a vegetarian", "User now eats fish"),
+        ("User is learning German on Duolingo", "User no longer learns German"),
         # single-valued attributes
         ("User is 34 years old", "User is 35 years old"),
         ("User is 34", "User turned 35"),
@@ -64,10 +65,24 @@ def test_a_change_of_mind_updates_the_fact_it_contradicts(old: str, new: str) ->
         ("User is vegetarian", "User eats tofu"),
         ("User is vegetarian", "User eats fish"),  # not said as a change: both kept
         ("User's brother plays chess", "User stopped playing chess"),
+        ("User is learning German", "User no longer learns Spanish"),
+        ("User doesn't drive", "User no longer drives"),
     ],
 )
 def test_other_values_and_other_facts_are_not_updates(old: str, new: str) -> None:
     assert classify(Fact(new), Fact(old)).kind != "update"
+
+
+def test_a_weekday_alone_is_not_a_fact_but_an_event_on_a_weekday_is() -> None:
+    from datetime import UTC, datetime
+
+    from harmonia_mcp.extract.rules import extract_memories
+
+    said = datetime(2026, 3, 2, 10, tzinfo=UTC)
+    assert extract_memories("Meh, rainy Monday.", "User", said) == []
+    assert [m.content for m in extract_memories("The party is on Friday", "User", said)] == [
+        "The party is on 2026-03-06"
+    ]
 
 
 def test_canonical_reads_fillers_and_retractions() -> None:

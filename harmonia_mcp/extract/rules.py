@@ -723,9 +723,8 @@ def third_person(text: str, speaker: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _content_words(text: str) -> int:
-    # A weekday or month alone says when, not what ("Meh, rainy Monday").
-    return sum(1 for w in _lower_words(text) if w not in _STOP and w not in _TEMPORAL_WORDS)
+def _content_words(text: str, *, dates_count: bool = True) -> int:
+    return sum(1 for w in _lower_words(text) if w not in _STOP and (dates_count or w not in _TEMPORAL_WORDS))
 
 
 def _entities(clause: str) -> list[str]:
@@ -828,7 +827,10 @@ def _clause_memory(clause: _Clause, speaker: str, reference_time: datetime) -> E
         return None
     strong = cue is not None
     needed = 1 if first_person and strong else 2
-    if _content_words(text) < needed:
+    # A weekday or month is what a sentence is about only for the speaker or an event ("The party is on
+    # Friday"); otherwise it says when, not what ("Meh, rainy Monday").
+    dates_count = first_person or _EVENT_NOUN.search(low) is not None
+    if _content_words(text, dates_count=dates_count) < needed:
         return None
     content = _finish(third_person(with_absolute_time(text, resolved) if resolved else text, speaker))
     if not content:
