@@ -33,6 +33,11 @@ CSV_COLUMNS = (
 )
 
 
+# A full export's extras (issue 10): memory id → its history rows, oldest first; the links between memories.
+History = Mapping[str, Sequence[Mapping[str, Any]]]
+Links = Sequence[Mapping[str, str]]
+
+
 def _view(memory: Memory) -> dict[str, Any]:
     # The fields of MemoryView, in its order, without building one per memory (half the cost of a big export).
     return memory.model_dump(mode="json", exclude={"user_id"})
@@ -42,8 +47,8 @@ def to_json(
     user_id: str,
     memories: Sequence[Memory],
     exported_at: str,
-    history: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-    links: Sequence[Mapping[str, str]] | None = None,
+    history: History | None = None,
+    links: Links | None = None,
 ) -> str:
     """`{"user_id", "exported_at", "memory_count", "memories": [...]}`, each memory with every field.
 
@@ -107,8 +112,8 @@ def render(
     user_id: str,
     memories: Sequence[Memory],
     exported_at: str,
-    history: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-    links: Sequence[Mapping[str, str]] | None = None,
+    history: History | None = None,
+    links: Links | None = None,
 ) -> str:
     """The export of `memories` in `fmt` (one of json, csv, markdown, text); `history` and `links` go into
     JSON only (see `to_json`). Markdown and text mark a memory that is not active with its status."""

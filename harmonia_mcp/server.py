@@ -63,7 +63,7 @@ you said. Examples:
 facts=[{"content": "User's sister Ana arrives on 2026-03-03 and stays for three days", "category": "event", \
 "event_time": "2026-03-03", "entities": ["Ana"], "keywords": ["sister", "visit", "family"]}]
 2. "Actually I switched jobs, I'm at Stripe now as a designer. Still have my two cats lol" -> \
-facts=[{"content": "User works as a designer at Stripe", "category": "work", "keywords": ["job", "employer"]}, \
+facts=[{"content": "User now works as a designer at Stripe", "category": "work", "keywords": ["job", "employer"]}, \
 {"content": "User has two cats", "category": "relationship", "keywords": ["pets"]}]"""
 
 INSTRUCTIONS = (
@@ -181,7 +181,8 @@ async def store_memory(
     Returns each memory found with its id, third-person content, category, confidence, event_time
     (absolute, when the message named a time) and action: created, skipped (already known: the
     existing memory is returned), updated or merged (an existing memory was rewritten), or
-    superseded_previous (a new version; the old one is kept as superseded). `conflict` says how it
+    superseded_previous (a new version; the old one is kept as superseded), or stored_as_superseded (said,
+    by occurred_at, before the active fact it conflicts with, so kept as an older version of it). `conflict` says how it
     related to what was known, `related_memory_ids` and `supersedes` give the ids involved.
     Small talk and questions store nothing.
     """

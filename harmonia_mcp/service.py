@@ -240,12 +240,12 @@ class MemoryService:
         else:
             assert text is not None  # one of the two was checked above
             extraction = await run_extractor(self.extractor, text, speaker=who, reference_time=reference)
-        return await self._write(extraction, user, who, text, session_id, meta, strategy, reference)
+        return await self.write_memories(extraction, user, who, text, session_id, meta, strategy, reference)
 
     def caller_facts(
         self, facts: Sequence[CallerFact], *, speaker: str, reference_time: datetime
     ) -> list[ExtractedMemory]:
-        """The caller's facts validated and normalised (extract/caller.py), ready for `_write`.
+        """The caller's facts validated and normalised (extract/caller.py), ready for `write_memories`.
 
         Raises:
             InvalidInput: the first bad item, named ("facts[2]: ..."), or no/too many facts.
@@ -254,7 +254,7 @@ class MemoryService:
             facts, speaker=speaker, reference_time=reference_time, max_bytes=self.limits.max_message_bytes
         )
 
-    async def _write(
+    async def write_memories(
         self,
         extraction: Extraction,
         user: str,
@@ -265,7 +265,15 @@ class MemoryService:
         strategy: ResolutionStrategy,
         reference: datetime,
     ) -> StoreResult:
-        """Reconcile and write one message's memories in one transaction (any failure stores nothing)."""
+        """Reconcile and write one message's memories in one transaction (any failure stores nothing).
+
+        The one write path of every source: `store_memory` calls it with the extractor's memories or the
+        caller's facts (`caller_facts`); a background extraction job or a batch call can call it the same
+        way. `user`, `who`, `strategy` are already checked; `text` is the message (None for facts alone),
+        kept as each memory's source; `reference` is when it was said (its `occurred_at`, time order).
+        A memory that opens with "She"/"He" is resolved against the speaker's previous message in the
+        session (not for caller facts).
+        """
         extracted = extraction.memories
         said = to_utc_text(reference)
         # Without a message (facts only) the facts are what was said, for the next message's context.

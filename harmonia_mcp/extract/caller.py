@@ -81,9 +81,7 @@ def _category(fact: CallerFact, label: str) -> Category | None:
         raise InvalidInput(f"{label}: category {fact.category[:40]!r} is unknown; use one of {_CATEGORIES}") from None
 
 
-def _normalise(
-    fact: CallerFact, speaker: str, reference_time: datetime, max_bytes: int, label: str
-) -> ExtractedMemory:
+def _normalise(fact: CallerFact, speaker: str, reference_time: datetime, max_bytes: int, label: str) -> ExtractedMemory:
     content = _content(fact, speaker, max_bytes, label)
     category = _category(fact, label)
     if fact.confidence is not None and not 0.0 <= fact.confidence <= 1.0:
@@ -148,6 +146,4 @@ def normalise_facts(
         raise InvalidInput("facts is empty: give 1 or more facts, or send message instead")
     if len(facts) > MAX_FACTS:
         raise InvalidInput(f"facts has {len(facts)} items; at most {MAX_FACTS} per call: split them over calls")
-    return [
-        _normalise(fact, speaker, reference_time, max_bytes, f"facts[{index}]") for index, fact in enumerate(facts)
-    ]
+    return [_normalise(fact, speaker, reference_time, max_bytes, f"facts[{index}]") for index, fact in enumerate(facts)]
