@@ -30,6 +30,7 @@ CSV_COLUMNS = (
     "status",
     "created_at",
     "updated_at",
+    "occurred_at",
 )
 
 
