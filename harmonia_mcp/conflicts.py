@@ -389,6 +389,7 @@ def _stem_ing(match: re.Match[str]) -> str:
     return f"no longer {plural}"
 
 
+@functools.lru_cache(maxsize=8192)  # pure, and read for the same stored memories message after message
 def canonical(content: str) -> str:
     """`content` with fillers dropped and a retraction in the negated form the slot patterns read:
     "It turns out User is not allergic to cats after all" → "User is not allergic to cats"; "User stopped
