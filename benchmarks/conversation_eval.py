@@ -33,7 +33,7 @@ from typing import Any
 import anyio
 from mcp import Client
 
-from harmonia_mcp.child import call_tool, server_parameters
+from harmonia_mcp.child import call_tool, replay_conversation, server_parameters
 
 DATA = Path(__file__).resolve().parent / "data" / "conversation_issue10.json"
 
@@ -53,26 +53,6 @@ class Score:
 def _has(content: str, phrases: list[str]) -> bool:
     low = content.lower()
     return any(phrase.lower() in low for phrase in phrases)
-
-
-async def _replay(client: Client, user: str, conversation: dict[str, Any], as_facts: bool) -> int:
-    stored = 0
-    for session in conversation["sessions"]:
-        for message in session["messages"]:
-            arguments: dict[str, Any] = {
-                "user_id": user,
-                "message": message["text"],
-                "session_id": session["session_id"],
-                "occurred_at": message["at"],
-                "timezone": conversation["timezone"],
-            }
-            if as_facts:
-                if not message["facts"]:
-                    continue  # a host model stores nothing for small talk
-                arguments["facts"] = message["facts"]
-            result = await call_tool(client, "store_memory", arguments)
-            stored += len(result["memories"])
-    return stored
 
 
 async def _ask(client: Client, user: str, questions: list[dict[str, Any]], score: Score) -> None:
@@ -100,7 +80,9 @@ async def main(verbose: bool) -> int:
     with tempfile.TemporaryDirectory() as folder:
         async with Client(server_parameters(Path(folder) / "conversation.db")) as client:
             for user, score in scores.items():
-                score.stored = await _replay(client, user, conversation, as_facts=user == "caller")
+                score.stored = await replay_conversation(
+                    client, user, conversation["sessions"], as_facts=user == "caller", timezone=conversation["timezone"]
+                )
                 await _ask(client, user, conversation["questions"], score)
     print(
         f"{messages} messages in {len(conversation['sessions'])} sessions, {len(conversation['questions'])} questions"

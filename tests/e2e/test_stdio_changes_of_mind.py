@@ -5,34 +5,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
 
-from harmonia_mcp.child import ToolCallFailed, call_tool, server_parameters
+from harmonia_mcp.child import ToolCallFailed, call_tool, replay_conversation, server_parameters
 
 pytestmark = pytest.mark.anyio
 
 DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "conversation_issue10.json"
-
-
-async def _store(client: Client, user: str, conversation: dict[str, Any], as_facts: bool) -> None:
-    # Sessions in reverse: time order, not call order, must decide which version is current.
-    for session in reversed(conversation["sessions"]):
-        for message in session["messages"]:
-            arguments: dict[str, Any] = {
-                "user_id": user,
-                "message": message["text"],
-                "session_id": session["session_id"],
-                "occurred_at": message["at"],
-            }
-            if as_facts:
-                if not message["facts"]:
-                    continue
-                arguments["facts"] = message["facts"]
-            await call_tool(client, "store_memory", arguments)
 
 
 async def _first(client: Client, user: str, query: str) -> str:
@@ -41,12 +23,13 @@ async def _first(client: Client, user: str, query: str) -> str:
     return content
 
 
+# Sessions are stored in reverse: time order, not call order, must decide which version is current.
 async def test_changes_of_mind_stored_out_of_order_leave_the_current_facts_first(tmp_path: Path) -> None:
     conversation = json.loads(DATA.read_text(encoding="utf-8"))
     with anyio.fail_after(240):
         async with Client(server_parameters(tmp_path / "e2e.db")) as client:
             for user, as_facts in (("rules", False), ("caller", True)):
-                await _store(client, user, conversation, as_facts)
+                await replay_conversation(client, user, conversation["sessions"], as_facts=as_facts, reverse=True)
                 assert "Stripe" in await _first(client, user, "where does the user work employer job")
                 assert "Berlin" in await _first(client, user, "where does the user live city")
                 assert "meat" in await _first(client, user, "does the user eat meat")
