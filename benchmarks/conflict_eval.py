@@ -48,10 +48,17 @@ class Sequence:
     strategy: str | None = None
     # For complements: the last memory must be linked as related to the one matching this phrase.
     linked_to: str | None = None
+    # When each message was said (ISO-8601), for time order; OCCURRED_AT for all when empty.
+    said: tuple[str, ...] = ()
 
 
 def _s(kind: str, messages: list[str], active: list[str], superseded: list[str] | None = None, **kw: Any) -> Sequence:
+    if "said" in kw:
+        kw["said"] = tuple(kw["said"])
     return Sequence(kind, tuple(messages), tuple(active), tuple(superseded or ()), **kw)
+
+
+_EARLY, _LATE = "2024-01-01T10:00:00+00:00", "2026-11-01T10:00:00+00:00"
 
 
 SEQUENCES: list[Sequence] = [
@@ -166,6 +173,82 @@ SEQUENCES: list[Sequence] = [
 ]
 
 
+# Issue 10: changes of mind, written after the patterns in conflicts.py (so in-sample).
+CHANGES_OF_MIND: list[Sequence] = [
+    _s(
+        "negation",
+        ["I'm allergic to cats, sadly", "It turns out I'm not allergic to cats after all"],
+        ["not allergic"],
+        ["allergic to cats"],
+    ),
+    _s("negation", ["I eat steak at least once a week", "I don't eat meat anymore"], ["meat"], ["steak"]),
+    _s("negation", ["I live in Lisbon", "I don't live in Lisbon anymore"], ["anymore"], ["lives in Lisbon"]),
+    _s("negation", ["I drink coffee every morning", "I no longer drink coffee"], ["no longer"], ["every morning"]),
+    _s("negation", ["I play tennis", "I don't play tennis anymore"], ["anymore"], ["plays tennis"]),
+    _s("retraction", ["I play tennis on Sundays", "I stopped playing tennis"], ["stopped"], ["Sundays"]),
+    _s("retraction", ["I work at Farfetch", "I quit my job"], ["quit"], ["Farfetch"]),
+    _s("retraction", ["I smoke", "I quit smoking"], ["quit"], ["User smokes"]),
+    _s("retraction", ["I eat bacon every morning", "I'm vegetarian now"], ["vegetarian"], ["bacon"]),
+    _s("retraction", ["I'm dating Tom", "Tom and I broke up"], ["broke up"], ["dating Tom"]),
+    _s(
+        "replacement",
+        ["I work as a product designer at Farfetch", "Actually I switched jobs, I now work at Stripe"],
+        ["Stripe"],
+        ["Farfetch"],
+    ),  # fmt: skip
+    _s("replacement", ["I prefer coffee", "I changed my mind, I prefer tea"], ["tea"], ["coffee"]),
+    _s("replacement", ["I live in Lisbon", "I moved out of Lisbon"], ["moved out"], ["lives in Lisbon"]),
+    _s("replacement", ["My boyfriend is Leo", "I broke up with Leo"], ["broke up"], ["boyfriend"]),
+    _s("single_valued", ["I'm 34 years old", "I'm 35 years old"], ["35"], ["34"]),
+    _s("single_valued", ["My favourite band is Muse", "My favorite band is Radiohead"], ["Radiohead"], ["Muse"]),
+    _s("single_valued", ["My husband is Tom", "My husband is Mark"], ["Mark"], ["Tom"]),
+    _s("single_valued", ["I work at Google", "I work at Meta"], ["Meta"], ["Google"]),
+    _s("multi_valued", ["I'm allergic to cats", "I'm allergic to peanuts"], ["cats", "peanuts"]),
+    _s("multi_valued", ["I have a sister", "I have a brother"], ["sister", "brother"]),
+    _s("multi_valued", ["I speak Spanish", "I speak French"], ["Spanish", "French"]),
+    _s("multi_valued", ["I have a dog called Pixel", "I have a cat called Miso"], ["Pixel", "Miso"]),
+    _s("multi_valued", ["I eat fish", "I don't eat meat anymore"], ["fish", "meat"]),
+    _s("time_order", ["I live in Berlin", "I live in Lisbon"], ["Berlin"], ["Lisbon"], said=[_LATE, _EARLY]),
+    _s("time_order", ["I live in Lisbon", "I live in Berlin"], ["Berlin"], ["Lisbon"], said=[_EARLY, _LATE]),
+    _s("time_order", ["I work at Stripe", "I work at Farfetch"], ["Stripe"], ["Farfetch"], said=[_LATE, _EARLY]),
+    _s(
+        "time_order",
+        ["I don't eat meat anymore", "I eat steak every week"],
+        ["meat"],
+        ["steak"],
+        said=[_LATE, _EARLY],
+    ),
+    _s("time_order", ["I'm 35 years old", "I'm 34 years old"], ["35"], ["34"], said=[_LATE, _EARLY]),
+    _s("unrelated", ["I work at Farfetch", "I stopped eating meat"], ["Farfetch", "meat"]),
+    _s("unrelated", ["I'm allergic to cats", "My sister isn't allergic to cats"], ["User is allergic", "sister"]),
+    _s("unrelated", ["I play tennis", "I stopped playing the piano"], ["tennis", "piano"]),
+    _s("unrelated", ["I live in Lisbon", "My sister moved out of Porto"], ["User lives", "sister"]),
+]
+
+# Issue 10 held out: written after CHANGES_OF_MIND passed, run once as they stand, not tuned on.
+HELD_OUT_CHANGES: list[Sequence] = [
+    _s("negation", ["I'm lactose intolerant", "Turns out I'm not lactose intolerant"], ["not"], ["User is lactose"]),
+    _s("negation", ["I drive a Volvo", "I don't drive anymore"], ["anymore"], ["Volvo"]),
+    _s("negation", ["I eat pork", "I no longer eat meat"], ["meat"], ["pork"]),
+    _s("retraction", ["I run every morning", "I stopped running"], ["stopped"], ["every morning"]),
+    _s("retraction", ["I work for the city council", "I left my job at the city council"], ["left"], ["works for"]),
+    _s("retraction", ["My girlfriend is Nina", "Nina and I split up"], ["split"], ["girlfriend"]),
+    # Its expected end state was first written without the superseded diet (a mistake in writing it).
+    _s("replacement", ["I'm a vegetarian", "I changed my mind, I eat fish now"], ["fish"], ["vegetarian"]),
+    _s("replacement", ["I live in Porto", "We moved out of Porto last spring"], ["moved out"], ["lives in Porto"]),
+    _s("single_valued", ["My favorite color is green", "My favourite colour is purple"], ["purple"], ["green"]),
+    _s("single_valued", ["I'm 29", "I turned 30"], ["30"], ["29"]),
+    _s("multi_valued", ["I'm allergic to dust", "I'm allergic to shellfish"], ["dust", "shellfish"]),
+    _s("multi_valued", ["I speak German", "I speak Italian"], ["German", "Italian"]),
+    _s("multi_valued", ["I have a son", "I have a daughter"], ["son", "daughter"]),
+    _s("time_order", ["I work at Figma", "I work at Adobe"], ["Figma"], ["Adobe"], said=[_LATE, _EARLY]),
+    _s("time_order", ["My partner is Alex", "My partner is Sam"], ["Alex"], ["Sam"], said=[_LATE, _EARLY]),
+    _s("unrelated", ["I work at the hospital", "I quit smoking"], ["hospital", "smoking"]),
+    _s("unrelated", ["I love Lisbon", "I moved out of my parents' house"], ["Lisbon", "parents"]),
+    _s("unrelated", ["My brother plays chess", "I stopped playing chess"], ["brother", "User"]),
+]
+
+
 # Written after the classifier was finished and run once as they stand: a check that the rules were not
 # only fitted to the sequences above (whose sentences were also used while writing conflicts.py).
 HELD_OUT: list[Sequence] = [
@@ -232,8 +315,9 @@ async def run_sequence(client: Client, number: int, sequence: Sequence) -> Outco
     user = f"seq{number:03d}"
     actions: list[str] = []
     last: dict[str, Any] = {}
-    for message in sequence.messages:
-        arguments: dict[str, Any] = {"message": message, "user_id": user, "occurred_at": OCCURRED_AT}
+    for index, message in enumerate(sequence.messages):
+        said = sequence.said[index] if sequence.said else OCCURRED_AT
+        arguments: dict[str, Any] = {"message": message, "user_id": user, "occurred_at": said}
         if sequence.strategy is not None:
             arguments["resolution_strategy"] = sequence.strategy
         stored = await call_tool(client, "store_memory", arguments)
@@ -288,8 +372,13 @@ async def main(verbose: bool) -> int:
         async with Client(server_parameters(Path(folder) / "conflicts.db")) as client:
             share, violations = await evaluate(client, "sequences", SEQUENCES, 0, verbose)
             held_share, held_violations = await evaluate(client, "held-out sequences", HELD_OUT, 1000, verbose)
+            _, change_violations = await evaluate(client, "changes of mind (issue 10)", CHANGES_OF_MIND, 2000, verbose)
+            _, held_change_violations = await evaluate(
+                client, "changes of mind, held out (issue 10)", HELD_OUT_CHANGES, 3000, verbose
+            )
         elapsed = time.perf_counter() - started
-    calls = sum(len(sequence.messages) for sequence in [*SEQUENCES, *HELD_OUT])
+    violations += change_violations + held_change_violations
+    calls = sum(len(sequence.messages) for sequence in [*SEQUENCES, *HELD_OUT, *CHANGES_OF_MIND, *HELD_OUT_CHANGES])
     print(f"wall time: {elapsed:.1f} s for {calls} store_memory calls (one server process)")
     return 0 if share >= 0.9 and violations == 0 and held_violations == 0 else 1
 

@@ -55,3 +55,44 @@ async def call_tool(client: Client, tool: str, arguments: dict[str, Any]) -> dic
         raise ToolCallFailed(f"{tool} failed: {' '.join(texts)}")
     structured: dict[str, Any] = result.structured_content
     return structured
+
+
+async def replay_conversation(
+    client: Client,
+    user_id: str,
+    sessions: list[dict[str, Any]],
+    *,
+    as_facts: bool,
+    timezone: str | None = None,
+    reverse: bool = False,
+) -> int:
+    """Store a conversation through `store_memory`, one call per message; return how many memories it reported.
+
+    Args:
+        sessions: `[{"session_id", "messages": [{"at": ISO-8601, "text", "facts": [...]}, ...]}, ...]`, as in
+            `benchmarks/data/conversation_issue10.json`.
+        as_facts: pass each message's `facts` (the message as their source), skipping messages with none, as
+            a host model would; else the message alone, for the server's extractor.
+        timezone: the speaker's IANA zone, passed on when given.
+        reverse: store the sessions last first (time order, not call order, must decide what is current).
+
+    Raises:
+        ToolCallFailed: a call was refused.
+    """
+    stored = 0
+    for session in reversed(sessions) if reverse else sessions:
+        for message in session["messages"]:
+            arguments: dict[str, Any] = {
+                "user_id": user_id,
+                "message": message["text"],
+                "session_id": session["session_id"],
+                "occurred_at": message["at"],
+            }
+            if timezone is not None:
+                arguments["timezone"] = timezone
+            if as_facts:
+                if not message["facts"]:
+                    continue
+                arguments["facts"] = message["facts"]
+            stored += len((await call_tool(client, "store_memory", arguments))["memories"])
+    return stored

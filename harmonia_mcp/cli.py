@@ -137,6 +137,22 @@ def _parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="the SQLite file to load into (default: HARMONIA_DB_PATH or the data directory)",
     )
+    exporter = commands.add_parser(
+        "export", help="write a user's memories (JSON by default: every memory, with history and links, for import)"
+    )
+    exporter.add_argument("--user-id", help="whose memories (default: HARMONIA_DEFAULT_USER)")
+    exporter.add_argument("--format", choices=["json", "csv", "markdown", "text"], default="json")
+    exporter.add_argument("--output", "-o", type=Path, help="the file to write (default: standard output)")
+    exporter.add_argument(
+        "--active-only",
+        action="store_true",
+        help="only active memories, without history (default for json: everything, as a backup)",
+    )
+    exporter.add_argument(
+        "--db",
+        default=argparse.SUPPRESS,
+        help="the SQLite file to read (default: HARMONIA_DB_PATH or the data directory)",
+    )
     return parser
 
 
@@ -157,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return anyio.run(_doctor, settings)
     if arguments.command == "import":
         return anyio.run(_import, settings, arguments.file, arguments.user_id)
+    if arguments.command == "export":
+        return anyio.run(_export, settings, arguments)
     _show_startup_line(settings)
     transport: str = getattr(arguments, "transport", "stdio")
     if transport in ("sse", "streamable-http"):
@@ -351,6 +369,44 @@ async def _import(settings: Settings, file: Path, user_id: str | None) -> int:
         print(file=sys.stderr)
     already = "was" if result.skipped == 1 else "were"
     print(f"imported {count_of(result.imported)} for {result.user_id}; {result.skipped} {already} already there")
+    return 0
+
+
+# --- export --------------------------------------------------------------------------------------
+
+
+async def _export(settings: Settings, arguments: argparse.Namespace) -> int:
+    from harmonia_mcp.errors import HarmoniaError
+    from harmonia_mcp.extract.rules import RulesExtractor
+    from harmonia_mcp.server import make_limits
+    from harmonia_mcp.service import MemoryService
+    from harmonia_mcp.store import open_store
+
+    if not Path(settings.db_path).exists():
+        print(f"harmonia-mcp export: no database at {settings.db_path}", file=sys.stderr)
+        return 1
+    everything = not arguments.active_only
+    async with open_store(settings.db_path) as store:
+        service = MemoryService(store, RulesExtractor(), make_limits(settings))
+        try:
+            result = await service.export_memories(
+                user_id=arguments.user_id,
+                format=arguments.format,
+                include_inactive=everything,
+                include_history=everything and arguments.format == "json",
+            )
+        except HarmoniaError as error:
+            print(f"harmonia-mcp export: {error}", file=sys.stderr)
+            return 1
+    if arguments.output is None:
+        sys.stdout.write(result.data if result.data.endswith("\n") else result.data + "\n")
+    else:
+        try:
+            arguments.output.write_text(result.data, encoding="utf-8")
+        except OSError as error:
+            print(f"harmonia-mcp export: cannot write {arguments.output}: {error}", file=sys.stderr)
+            return 1
+        print(f"exported {result.memory_count} memories to {arguments.output}", file=sys.stderr)
     return 0
 
 

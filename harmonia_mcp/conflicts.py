@@ -26,11 +26,12 @@ The slot patterns and word lists are this project's own, written for the rules e
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 import aiosqlite
@@ -64,7 +65,8 @@ _DETERMINERS = frozenset("a an the his her their its my our your this that these
 _MARKERS = frozenset(
     """
     now no longer anymore instead new newly currently nowadays recently just still also really actually
-    finally officially already absolutely totally truly these days switched changed
+    finally officially already absolutely totally truly these days switched changed sadly unfortunately
+    honestly luckily thankfully
     """.split()
 )
 _CHANGE_MARKER = re.compile(
@@ -205,10 +207,30 @@ _PATTERNS: tuple[_Pattern, ...] = (
         "live lives moved home based",
     ),
     _p(
+        "age",
+        _COPULA + r"(?P<val>\d{1,3})(?:\s+years?\s+old|\s*y/?o)?$",
+        "functional",
+        "years old age",
+    ),
+    _p("age", _HEAD + r"(?:turned|turns)\s+(?P<val>\d{1,3})\b.*$", "functional", "years old age"),
+    _p(
+        "allergy",
+        _COPULA + r"(?:(?:severely|very|mildly|slightly|a\s+bit|deathly)\s+)?(?:allergic|intolerant)\s+to\s+"
+        r"(?P<val>.+)$",
+        "never",
+        "allergic allergy",
+    ),
+    _p(
+        "eats",
+        _HEAD + r"(?:eats?|ate|eating|drinks?|drank|drinking)\s+(?P<val>.+)$",
+        "marked",
+        "eat eats vegetarian vegan meat",
+    ),
+    _p(
         "diet",
         _COPULA + r"(?:an?\s+)?(?P<val>vegetarian|vegan|pescatarian|omnivore|flexitarian|carnivore)\b.*$",
         "marked",
-        "vegetarian vegan pescatarian",
+        "vegetarian vegan pescatarian eat eats meat",
     ),
     _p(
         "likes",
@@ -274,12 +296,152 @@ def parse_slot(content: str, has_event_time: bool = False, names: Iterable[str] 
     return _parse_slot(content, has_event_time, frozenset(name.lower() for name in names))
 
 
+# --- changes of mind said in other words ----------------------------------------------------------
+# Retractions and replacements are read as the negated or changed form the slot patterns know, so "User
+# stopped playing tennis" negates "User plays tennis" and "User quit their job" retracts the employer. A
+# retraction that names no value ("User quit their job", "User and Sam broke up") stands for any value:
+# `ANY` is its value text.
+ANY = "(any)"
+_FILLERS = re.compile(
+    r"^(?:it\s+turns\s+out(?:\s+that)?|turns\s+out|actually|honestly|sadly|unfortunately)\s*,?\s+"
+    r"|,?\s+(?:after\s+all|sadly|unfortunately|honestly|though|lol|haha)$",
+    re.I,
+)
+_E_STEMS = ("v", "k", "c", "z", "hat", "rid", "us", "writ", "bak", "skat", "smok", "danc", "mak", "tak")
+_STOPPED = re.compile(
+    r"\b(?:stopped|stops|quit|quits|gave\s+up|gives\s+up|has\s+given\s+up)\s+(?P<verb>[a-z]+)ing\b", re.I
+)
+_RETRACTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.I), replacement)
+    for pattern, replacement in (
+        # "User quit their job at Farfetch", "User left Farfetch", "User was laid off from Acme"
+        (
+            r"^(?P<s>.+?)\s+(?:quit|left|resigned\s+from|was\s+(?:laid\s+off|fired)\s+from)\s+"
+            r"(?:(?:their|his|her|[\w.-]+'s)\s+)?(?:job|position|role|work)\s+(?:at|with|for)\s+(?P<v>.+)$",
+            r"\g<s> no longer works at \g<v>",
+        ),
+        (
+            r"^(?P<s>.+?)\s+(?:quit|left|lost|resigned\s+from)\s+(?:(?:their|his|her|[\w.-]+'s)\s+)?"
+            r"(?:job|position|role)$",
+            rf"\g<s> no longer works at {ANY}",
+        ),
+        (r"^(?P<s>.+?)\s+(?:was\s+)?(?:laid\s+off|fired)$", rf"\g<s> no longer works at {ANY}"),
+        (r"^(?P<s>.+?)\s+moved\s+(?:out\s+of|away\s+from)\s+(?P<v>.+)$", r"\g<s> no longer lives in \g<v>"),
+        (
+            r"^(?P<s>.+?)\s+(?:broke\s+up|split\s+up|separated|divorced)\s+(?:with|from)\s+(?P<v>.+)$",
+            r"\g<s> no longer dating \g<v>",
+        ),
+        (r"^(?P<s>.+?)\s+divorced\s+(?P<v>[A-Z].*)$", r"\g<s> no longer dating \g<v>"),
+        (
+            r"^(?P<s>.+?)\s+and\s+family\s+(?:broke\s+up|split\s+up|separated|divorced|got\s+divorced)\b.*$",
+            rf"\g<s> no longer dating {ANY}",
+        ),
+        (
+            r"^(?P<s>.+?)\s+and\s+(?:(?:their|his|her|[\w.-]+'s)\s+\w+\s+)?(?P<v>[A-Z][\w-]*|family)\s+"
+            r"(?:broke\s+up|split\s+up|separated|divorced|got\s+divorced)\b.*$",
+            r"\g<s> no longer dating \g<v>",
+        ),
+        (r"^(?P<s>.+?)\s+(?:is|are)\s+(?:now\s+)?single\b.*$", rf"\g<s> no longer dating {ANY}"),
+        # "Tom and User broke up": the other one is named first.
+        (
+            r"^(?P<v>[A-Z][\w-]*)\s+and\s+(?P<s>[A-Z][\w-]*)\s+(?:broke\s+up|split\s+up|separated|divorced|"
+            r"got\s+divorced)\b.*$",
+            r"\g<s> no longer dating \g<v>",
+        ),
+    )
+)
+
+
+_NOT_ANYMORE = re.compile(r"\b(?:does\s+not|doesn't|do\s+not|don't)\s+(\w+)(?:\s+(.+?))?\s+any\s*more$", re.I)
+_BARE_RETRACTION = re.compile(r"^\S+(?:'s\s+\w+)?\s+no\s+longer\s+[a-z]+$", re.I)
+_RETRACTED_VERB = re.compile(r"^(?P<s>.+?)\s+no\s+longer\s+(?P<v>[a-z]+?)(?:es|s)?(?:\s+(?P<o>.+))?$", re.I)
+
+
+def _retracts_verb(new: Fact, old: Fact) -> bool:
+    """Whether `new` retracts what `old` states with the same verb: "User no longer drives" or "User no
+    longer learns German" against "User drives a Volvo" or "User is learning German on Duolingo": the same
+    subject, the same verb (any of -s, -es, -ing, after "is"), and every word of the retracted object in
+    the old sentence. Only a positive `old` is retracted."""
+    retraction = _RETRACTED_VERB.match(canonical(new.content))
+    stated = canonical(old.content)
+    if retraction is None or _NEGATION.search(stated) is not None:
+        return False
+    verb = re.escape(retraction["v"].lower())
+    match = re.match(
+        rf"^{re.escape(retraction['s'])}\s+(?:is\s+|are\s+)?{verb}(?:s|es|ing)?\b(?P<rest>.*)$", stated, re.I
+    )
+    if match is None:
+        return False
+    wanted = retraction["o"]
+    if wanted is None or wanted == ANY:
+        return True
+    words = _content_tokens(wanted)
+    return bool(words) and words <= _content_tokens(match["rest"])
+
+
+def _stem_ing(match: re.Match[str]) -> str:
+    base = match["verb"].lower()
+    if len(base) > 2 and base[-1] == base[-2] and base[-1] not in "aeiouls":
+        base = base[:-1]  # running → run, swimming → swim
+    elif base.endswith(_E_STEMS):
+        base += "e"  # driving → drive, smoking → smoke
+    plural = base + ("es" if base.endswith(("s", "sh", "ch", "x", "o")) else "s")
+    return f"no longer {plural}"
+
+
+@functools.lru_cache(maxsize=8192)  # pure, and read for the same stored memories message after message
+def canonical(content: str) -> str:
+    """`content` with fillers dropped and a retraction in the negated form the slot patterns read:
+    "It turns out User is not allergic to cats after all" → "User is not allergic to cats"; "User stopped
+    eating meat" → "User no longer eats meat"; "User quit their job" → "User no longer works at (any)"."""
+    text = content.strip().rstrip(".!")
+    previous = None
+    while previous != text:
+        previous, text = text, _FILLERS.sub("", text).strip()
+    text = _STOPPED.sub(_stem_ing, text)
+    text = _NOT_ANYMORE.sub(lambda m: f"no longer {m[1]}s" + (f" {m[2]}" if m[2] else ""), text)
+    for pattern, replacement in _RETRACTIONS:
+        rewritten = pattern.sub(replacement, text)
+        if rewritten != text:
+            return rewritten
+    # "User no longer drives", "User doesn't smoke anymore": the verb retracted with whatever it took.
+    return _BARE_RETRACTION.sub(rf"\g<0> {ANY}", text)
+
+
+# A job with its workplace ("works as a product designer at Farfetch") is also a slot of the employer, so a
+# new employer ("now works at Stripe") updates it.
+_AT_WORKPLACE = re.compile(r"^(?P<job>.+?)\s+(?:at|for|with)\s+(?P<place>.+)$", re.I)
+
+
+def parse_slots(content: str, has_event_time: bool = False, names: Iterable[str] = ()) -> tuple[Slot, ...]:
+    """Every slot `content` holds: the one `parse_slot` reads, then any it implies (an occupation at a
+    workplace is also an employer). Empty when no pattern reads it."""
+    slot = parse_slot(content, has_event_time, names)
+    if slot is None:
+        return ()
+    if slot.attribute == "partner" and slot.negated and len(slot.value_text.split()) == 1 and slot.value_text != ANY:
+        # "Nina and User broke up" ends the relationship for both of them, whoever is named first.
+        mirrored = dataclasses.replace(
+            slot, subject=slot.value_text.lower(), value=frozenset([slot.subject]), value_text=slot.subject
+        )
+        return slot, mirrored
+    if slot.attribute == "occupation":
+        place = _AT_WORKPLACE.match(slot.value_text)
+        if place is not None:
+            value = _content_tokens(place["place"], drop=slot.subject.split())
+            employer = dataclasses.replace(
+                slot, attribute="employer", value=value, value_text=place["place"], cue_words="work job employer"
+            )
+            return slot, employer
+    return (slot,)
+
+
 # Why cached: reconciliation reads the new memory against each of up to MAX_CANDIDATES stored ones, and the
 # same stored memories come back as candidates message after message; its regexes were most of a
 # store_memory call's Python time (benchmarks/scale.py). Slots are frozen, so sharing them is safe.
 @functools.lru_cache(maxsize=4096)
 def _parse_slot(content: str, has_event_time: bool, known: frozenset[str]) -> Slot | None:
-    text = content.strip().rstrip(".!")
+    text = canonical(content)
     for pattern in _PATTERNS:
         if pattern.needs_event_time and not has_event_time:
             continue
@@ -340,6 +502,10 @@ class Fact:
         """This memory read as a `Slot` (see `parse_slot`), its entities and `speakers` as the known names."""
         return parse_slot(self.content, self.event_date is not None, [*self.entities, *speakers])
 
+    def slots(self, speakers: Iterable[str]) -> tuple[Slot, ...]:
+        """Every slot this memory holds (see `parse_slots`)."""
+        return parse_slots(self.content, self.event_date is not None, [*self.entities, *speakers])
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -349,9 +515,61 @@ class Verdict:
     reason: str
 
 
+# Kinds a retraction may name for what an old fact names by example: "User no longer eats meat" retracts
+# "User eats steak". This project's own short lists of common words.
+_KINDS: dict[str, frozenset[str]] = {
+    "meat": frozenset(
+        "meat steak beef pork chicken bacon ham lamb burger sausage veal turkey rib salami pepperoni duck".split()
+    ),
+    "fish": frozenset("fish salmon tuna cod sardine seafood shrimp prawn sushi".split()),
+    "dairy": frozenset("dairy milk cheese yogurt yoghurt butter cream".split()),
+    "alcohol": frozenset("alcohol beer wine whisky whiskey vodka gin rum cocktail".split()),
+    "sugar": frozenset("sugar sweet candy chocolate dessert soda".split()),
+}
+# A diet rules out what it does not eat: "User is vegetarian" retracts "User eats steak".
+_DIET_EXCLUDES = {
+    "vegetarian": ("meat", "fish"),
+    "vegan": ("meat", "fish", "dairy"),
+    "pescatarian": ("meat",),
+}
+
+
+def _kind_covers(general: frozenset[str], specific: frozenset[str]) -> bool:
+    """Whether a value names a kind ("meat") that the other value is an instance of ("steak ...")."""
+    return any(word in _KINDS and _KINDS[word] & specific for word in general)
+
+
+def _diet_contradicts(new: Slot, old: Slot) -> bool:
+    """A new diet rules out what the user was said to eat; eating it again ("now eats fish") ends the diet."""
+    if new.negated or old.negated:
+        return False
+    if new.attribute == "diet" and old.attribute == "eats":
+        diet, eaten = new, old
+    elif new.attribute == "eats" and old.attribute == "diet" and new.changed:
+        diet, eaten = old, new
+    else:
+        return False
+    excluded = {kind for name in diet.value for kind in _DIET_EXCLUDES.get(name, ())}
+    return any(_KINDS[kind] & eaten.value or kind in eaten.value for kind in excluded)
+
+
+_NEGATION = re.compile(r"\b(?:not|no\s+longer|never|anymore|any\s+more)\b|n't\b", re.I)
+
+
+def _negated(content: str) -> bool:
+    return _NEGATION.search(canonical(content)) is not None
+
+
 def _values_match(new: Slot, old: Slot, new_fact: Fact, old_fact: Fact) -> bool:
     if new.attribute == "when":
         return new_fact.event_date == old_fact.event_date
+    if new.negated != old.negated:
+        # A retraction of any value ("User quit their job") or of a kind ("meat" for "steak").
+        retraction, fact = (new, old) if new.negated else (old, new)
+        if retraction.value_text == ANY:
+            return True
+        if _kind_covers(retraction.value, fact.value):
+            return True
     if new.value == old.value:
         return True
     if new.value and old.value and (new.value <= old.value or old.value <= new.value):
@@ -403,7 +621,23 @@ def classify(new: Fact, old: Fact, speakers: Iterable[str] = ("user",)) -> Verdi
         same_sentence = _normal_sentence(new.content) == _normal_sentence(old.content)
     if same_sentence:
         return Verdict("duplicate", "same sentence")
-    new_slot, old_slot = new.slot(names), old.slot(names)
+    new_slots, old_slots = new.slots(names), old.slots(names)
+    for candidate_new in new_slots:
+        for candidate_old in old_slots:
+            if _subjects_match(candidate_new.subject, candidate_old.subject, names):
+                if _diet_contradicts(candidate_new, candidate_old):
+                    return Verdict("update", f"{candidate_new.value_text} rules out {candidate_old.value_text}")
+    # The first pair of slots about the same subject and attribute decides; else the primary slots.
+    pair = next(
+        (
+            (a, b)
+            for a in new_slots
+            for b in old_slots
+            if a.attribute == b.attribute and _subjects_match(a.subject, b.subject, names)
+        ),
+        None,
+    )
+    new_slot, old_slot = pair or (new_slots[0] if new_slots else None, old_slots[0] if old_slots else None)
     if new_slot is not None and old_slot is not None:
         same_subject = _subjects_match(new_slot.subject, old_slot.subject, names)
         if same_subject and new_slot.attribute == old_slot.attribute:
@@ -413,6 +647,9 @@ def classify(new: Fact, old: Fact, speakers: Iterable[str] = ("user",)) -> Verdi
                 return Verdict("duplicate", f"same {new_slot.attribute} of {new_slot.subject}")
             if same_value:
                 return Verdict("update", f"{new_slot.attribute} of {new_slot.subject} negated")
+            if new_slot.negated or old_slot.negated:
+                # A retraction only retracts what it names: "no longer eats meat" says nothing of fish.
+                return Verdict("unrelated", f"another {new_slot.attribute} of {new_slot.subject} negated")
             if new_slot.mode == "functional":
                 return Verdict("update", f"new {new_slot.attribute} of {new_slot.subject}")
             if new_slot.mode == "marked" and new_slot.changed:
@@ -427,10 +664,14 @@ def classify(new: Fact, old: Fact, speakers: Iterable[str] = ("user",)) -> Verdi
         if old_name is not None and _mentions(new, old_name):
             return Verdict("complement", f"more about {old_name}")
         return Verdict("unrelated", "different subject or attribute")
-    new_words = _content_tokens(new.content, drop=names)
-    old_words = _content_tokens(old.content, drop=names)
+    if _retracts_verb(new, old):
+        return Verdict("update", "the verb retracted")
+    new_words = _content_tokens(canonical(new.content), drop=names)
+    old_words = _content_tokens(canonical(old.content), drop=names)
     dates_differ = new.event_date is not None and old.event_date is not None and new.event_date != old.event_date
     if not dates_differ and same_words(new_words, old_words):
+        if _negated(new.content) != _negated(old.content):
+            return Verdict("update", "the same words negated")
         return Verdict("duplicate", "same words")
     for subject_fact, other in ((new, old), (old, new)):
         slot = subject_fact.slot(names)
@@ -457,6 +698,9 @@ def candidate_query(memory: ExtractedMemory, speakers: Iterable[str] = ("user",)
         for word in _WORD.findall(memory.content.lower())
         if word.split("'")[0] not in names and word not in _MARKERS and word not in search.STOP_WORDS
     ]
+    # The index does not know that "colour" is "color": both spellings are looked for.
+    words += [_SPELLING[word] for word in words if word in _SPELLING]
+    words += [british for british, american in _SPELLING.items() if american in words]
     terms = [*words, *(entity for entity in memory.entities if entity.lower() not in names)]
     if slot is not None:
         terms += slot.cue_words.split()
@@ -563,6 +807,43 @@ async def find_candidates(
     return out
 
 
+def said_at(memory: Memory) -> str:
+    """When `memory` was said (UTC ISO-8601): its `occurred_at`, else, for memories stored before that was
+    recorded, its `created_at`."""
+    return memory.occurred_at or memory.created_at
+
+
+def said_before(new: NewMemory, old: Memory) -> bool:
+    """Whether the new memory was said strictly before the stored `old` one (time order, docs/conflicts.md).
+
+    A new memory without `occurred_at` is said now, so never before."""
+    return new.occurred_at is not None and _utc(new.occurred_at) < _utc(said_at(old))
+
+
+def _utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+async def _store_as_superseded(
+    store: Store, db: aiosqlite.Connection, new: NewMemory, later: Memory, related: list[str]
+) -> Resolution:
+    """Keep a memory said before the active one it conflicts with as `superseded` by it (time order).
+
+    Why: back-filling an old conversation must not make its stale facts current; the later fact stays
+    active, and the older one is still there, as history, linked from it.
+    """
+    created = await store.insert_memory(db, new)
+    older = await store.set_status(
+        db, new.user_id, created.memory_id, "superseded", expected=("active",), source_message=new.source_message
+    )
+    await store.add_link(db, new.user_id, later.memory_id, created.memory_id, "supersedes")
+    for other in related:
+        await store.add_link(db, new.user_id, created.memory_id, other, "related")
+    memory = older.model_copy(update={"status": "superseded"})
+    return Resolution(memory, "stored_as_superseded", "update", [later.memory_id, *related])
+
+
 async def reconcile(
     store: Store,
     db: aiosqlite.Connection,
@@ -576,6 +857,10 @@ async def reconcile(
     | duplicate | skip | skip | merge | skip | create | skip |
     | update | version | rewrite old | merge | version | create, linked | skip |
     | complement | create, linked | create, linked | merge | create, linked | create, linked | create, linked |
+
+    Time order comes first: under every strategy but keep_both and skip, a new memory said (by
+    `occurred_at`) before the active memory it updates is stored as `superseded` by it, linked from it
+    (`action="stored_as_superseded"`), and the later memory stays current.
 
     "skip" returns the existing memory with `action="skipped"`; "version" creates the new memory, marks
     every memory it updates `superseded` and links them to it; "rewrite old" rewrites the old memory in
@@ -599,6 +884,11 @@ async def reconcile(
                 memory = await store.rewrite_memory(db, user, target.memory_id, merged, "merged", new.source_message)
                 return Resolution(memory, "merged", "duplicate", [target.memory_id])
         return Resolution(target, "skipped", "duplicate", [target.memory_id])
+
+    if updates and strategy not in ("keep_both", "skip"):
+        later = [c.memory for c in updates if said_before(new, c.memory)]
+        if later:
+            return await _store_as_superseded(store, db, new, later[0], related)
 
     if updates and strategy != "keep_both":
         target = updates[0].memory

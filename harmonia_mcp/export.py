@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harmonia_mcp.models import Category, ExportFormat, Memory, count_of
@@ -33,6 +33,7 @@ CSV_COLUMNS = (
     "status",
     "created_at",
     "updated_at",
+    "occurred_at",
 )
 
 
@@ -48,19 +49,42 @@ def neutralise_formula(cell: object) -> object:
     return cell
 
 
+# A full export's extras (issue 10): memory id → its history rows, oldest first; the links between memories.
+History = Mapping[str, Sequence[Mapping[str, Any]]]
+Links = Sequence[Mapping[str, str]]
+
+
 def _view(memory: Memory) -> dict[str, Any]:
     # The fields of MemoryView, in its order, without building one per memory (half the cost of a big export).
     return memory.model_dump(mode="json", exclude={"user_id"})
 
 
-def to_json(user_id: str, memories: Sequence[Memory], exported_at: str) -> str:
-    """`{"user_id", "exported_at", "memory_count", "memories": [...]}`, each memory with every field."""
-    document = {
+def to_json(
+    user_id: str,
+    memories: Sequence[Memory],
+    exported_at: str,
+    history: History | None = None,
+    links: Links | None = None,
+) -> str:
+    """`{"user_id", "exported_at", "memory_count", "memories": [...]}`, each memory with every field.
+
+    With `history` (memory id → its rows, oldest first), each memory also has `"history": [...]`; with
+    `links`, the document has `"links": [{"from_id", "to_id", "kind", "created_at"}, ...]`, limited to
+    links between exported memories. `harmonia-mcp import` reads both back.
+    """
+    views = [_view(memory) for memory in memories]
+    if history is not None:
+        for view in views:
+            view["history"] = [dict(row) for row in history.get(view["memory_id"], [])]
+    document: dict[str, Any] = {
         "user_id": user_id,
         "exported_at": exported_at,
         "memory_count": len(memories),
-        "memories": [_view(memory) for memory in memories],
+        "memories": views,
     }
+    if links is not None:
+        exported = {view["memory_id"] for view in views}
+        document["links"] = [dict(link) for link in links if link["from_id"] in exported and link["to_id"] in exported]
     return json.dumps(document, ensure_ascii=False, indent=2)
 
 
@@ -81,7 +105,8 @@ def to_csv(memories: Sequence[Memory]) -> str:
 
 
 def _when(memory: Memory) -> str:
-    return f" (when: {memory.event_time})" if memory.event_time else ""
+    status = f" [{memory.status}]" if memory.status != "active" else ""
+    return (f" (when: {memory.event_time})" if memory.event_time else "") + status
 
 
 def to_markdown(user_id: str, memories: Sequence[Memory], exported_at: str) -> str:
@@ -101,10 +126,18 @@ def to_text(memories: Sequence[Memory]) -> str:
     return "".join(f"[{memory.category.value}] {memory.content}{_when(memory)}\n" for memory in memories)
 
 
-def render(fmt: ExportFormat, user_id: str, memories: Sequence[Memory], exported_at: str) -> str:
-    """The export of `memories` in `fmt` (one of json, csv, markdown, text)."""
+def render(
+    fmt: ExportFormat,
+    user_id: str,
+    memories: Sequence[Memory],
+    exported_at: str,
+    history: History | None = None,
+    links: Links | None = None,
+) -> str:
+    """The export of `memories` in `fmt` (one of json, csv, markdown, text); `history` and `links` go into
+    JSON only (see `to_json`). Markdown and text mark a memory that is not active with its status."""
     if fmt == "json":
-        return to_json(user_id, memories, exported_at)
+        return to_json(user_id, memories, exported_at, history, links)
     if fmt == "csv":
         return to_csv(memories)
     if fmt == "markdown":

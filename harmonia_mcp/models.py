@@ -35,7 +35,7 @@ class Category(StrEnum):
 
 
 Status = Literal["active", "superseded", "deleted"]
-Action = Literal["created", "skipped", "updated", "merged", "superseded_previous"]
+Action = Literal["created", "skipped", "updated", "merged", "superseded_previous", "stored_as_superseded"]
 ExportFormat = Literal["json", "csv", "markdown", "text"]
 SearchSort = Literal["relevance", "created_at", "updated_at", "event_time", "confidence"]
 ListSort = Literal["created_at", "updated_at", "event_time", "confidence"]
@@ -68,6 +68,24 @@ class ExtractedMemory(BaseModel):
         return value
 
 
+class CallerFact(BaseModel):
+    """One fact written by the calling model for `store_memory(facts=[...])` (validated by extract/caller.py).
+
+    Fields are loosely typed on purpose: the server, not the schema, says what was wrong with an item and
+    what is allowed, and names the item.
+    """
+
+    content: str = Field(description="One durable fact as a third-person sentence, e.g. 'User has two cats'.")
+    category: str | None = Field(default=None, description="One of the 12 categories; inferred when omitted.")
+    event_time: str | None = Field(default=None, description="ISO-8601 date or timestamp the fact refers to.")
+    when: str | None = Field(default=None, description="A time said in words ('next Friday at 3pm'), resolved.")
+    entities: list[str] | None = Field(default=None, description="Names in the fact; found when omitted.")
+    keywords: list[str] | None = Field(
+        default=None, description="Words it should also be found by ('pets' for a fact about cats)."
+    )
+    confidence: float | None = Field(default=None, description="0-1; default 0.9.")
+
+
 class MemoryView(BaseModel):
     """A memory as `list_memories`, exports and the resources show it: every field but `user_id`."""
 
@@ -86,6 +104,8 @@ class MemoryView(BaseModel):
     status: Status
     created_at: str
     updated_at: str
+    # When the message it came from was said (UTC); None for memories stored before it was recorded.
+    occurred_at: str | None = None
 
     @classmethod
     def of(cls, memory: Memory) -> MemoryView:

@@ -31,8 +31,10 @@ from harmonia_mcp import __version__
 from harmonia_mcp.auth import TokenTable
 from harmonia_mcp.config import Settings
 from harmonia_mcp.errors import AccessDenied, HarmoniaError, describe_validation_error
+from harmonia_mcp.extract.caller import MAX_FACTS
 from harmonia_mcp.extract.select import open_extractor
 from harmonia_mcp.models import (
+    CallerFact,
     Category,
     DeleteResult,
     ExportFormat,
@@ -62,11 +64,30 @@ logger = logging.getLogger(__name__)
 # The one line said at start-up (database, extractor, embedder); the CLI shows it at the default log level.
 STARTUP_LOGGER = "harmonia_mcp.startup"
 
-INSTRUCTIONS = """\
+FACTS_GUIDE = """\
+Best: pass `facts`, the durable facts you understood, with the user's message as `message` (kept as the \
+source; no extractor reads it). One fact per item, a third-person sentence about the user ("User ..."), \
+absolute dates when known (or put the words in `when`: "next Friday at 3pm"), a change of mind said as \
+the new state ("User no longer eats meat", "User now works at Stripe"). Add `keywords` a search might use \
+that the sentence lacks. Do not store small talk, moods of the moment, questions, requests to you, or what \
+you said. Examples:
+1. "Ugh, long day. Btw my sister Ana lands tomorrow and stays three days" said 2026-03-02 -> \
+facts=[{"content": "User's sister Ana arrives on 2026-03-03 and stays for three days", "category": "event", \
+"event_time": "2026-03-03", "entities": ["Ana"], "keywords": ["sister", "visit", "family"]}]
+2. "Actually I switched jobs, I'm at Stripe now as a designer. Still have my two cats lol" -> \
+facts=[{"content": "User now works as a designer at Stripe", "category": "work", "keywords": ["job", "employer"]}, \
+{"content": "User has two cats", "category": "relationship", "keywords": ["pets"]}]"""
+
+INSTRUCTIONS = (
+    """\
 harmonia-mcp is the user's long-term memory. Call store_memory with what the user tells you about \
 themselves (facts, preferences, plans, people); call search_memories before answering anything that \
 may depend on what they told you before. Memories are third-person sentences ("User has a dog called \
-Biggie"). Everything stays on the user's machine."""
+Biggie"). Everything stays on the user's machine. A newer fact replaces the one it contradicts (the old \
+one is kept as superseded); pass occurred_at when storing an old conversation.
+"""
+    + FACTS_GUIDE
+)
 
 
 @dataclass
@@ -138,8 +159,18 @@ def _user(ctx: AppCtx, user_id: str | None, *, resource: bool = False) -> str | 
 
 
 async def store_memory(
-    message: Annotated[str, Field(description="What the speaker said, in natural language.")],
     ctx: AppCtx,
+    message: Annotated[
+        str | None,
+        Field(description="What the speaker said, in natural language. With facts, kept only as their source."),
+    ] = None,
+    facts: Annotated[
+        list[CallerFact] | None,
+        Field(
+            description=f"Durable facts you understood, 1-{MAX_FACTS} items: {{content (third person), category?, "
+            "event_time? (ISO-8601) or when? (words), entities?, keywords?, confidence?}. No extractor runs then.",
+        ),
+    ] = None,
     user_id: UserId = None,
     speaker: Annotated[
         str | None, Field(description="Who 'I' and 'my' are in the message (default 'User'), e.g. 'Caroline'.")
@@ -164,18 +195,20 @@ async def store_memory(
         Field(description="The speaker's IANA time zone, e.g. 'America/New_York'. Default: HARMONIA_TIMEZONE."),
     ] = None,
 ) -> StoreResult:
-    """Extract durable facts from a message and remember them.
+    """Remember durable facts: the ones you pass as `facts` (best), or those extracted from `message`.
 
     Returns each memory found with its id, third-person content, category, confidence, event_time
     (absolute, when the message named a time) and action: created, skipped (already known: the
     existing memory is returned), updated or merged (an existing memory was rewritten), or
-    superseded_previous (a new version; the old one is kept as superseded). `conflict` says how it
+    superseded_previous (a new version; the old one is kept as superseded), or stored_as_superseded (said,
+    by occurred_at, before the active fact it conflicts with, so kept as an older version of it). `conflict` says how it
     related to what was known, `related_memory_ids` and `supersedes` give the ids involved.
     Small talk and questions store nothing.
     """
     with _tool_errors():
         result = await _service(ctx).store_memory(
             message,
+            facts=facts,
             user_id=_user(ctx, user_id),
             speaker=speaker,
             session_id=session_id,
@@ -323,8 +356,19 @@ async def export_memories(
     max_memories: Annotated[
         int | None, Field(ge=1, le=MAX_OFFSET, description="At most this many (oldest first).")
     ] = None,
+    include_inactive: Annotated[
+        bool, Field(description="Also superseded and deleted memories; each says its status.")
+    ] = False,
+    include_history: Annotated[
+        bool,
+        Field(description="JSON only: each memory's change history and the links between memories (for a backup)."),
+    ] = False,
 ) -> ExportResult:
-    """Export the user's memories, oldest first, as JSON, CSV, Markdown or plain text."""
+    """Export the user's memories, oldest first, as JSON, CSV, Markdown or plain text.
+
+    For a full backup use format json with include_inactive and include_history: `harmonia-mcp import`
+    restores it with statuses, links and history.
+    """
     with _tool_errors():
         return await _service(ctx).export_memories(
             user_id=_user(ctx, user_id),
@@ -333,6 +377,8 @@ async def export_memories(
             from_date=from_date,
             to_date=to_date,
             max_memories=max_memories,
+            include_inactive=include_inactive,
+            include_history=include_history,
         )
 
 
@@ -569,7 +615,9 @@ def create_server(settings: Settings) -> HarmoniaServer:
     )
     writes = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False)
     reads = ToolAnnotations(read_only_hint=True, open_world_hint=False)
-    server.add_tool(store_memory, title="Store memory", annotations=writes)
+    # The description the host model reads: the handler's docstring, then how to write facts.
+    described = f"{inspect.cleandoc(store_memory.__doc__ or '')}\n\n{FACTS_GUIDE}"
+    server.add_tool(store_memory, title="Store memory", description=described, annotations=writes)
     server.add_tool(search_memories, title="Search memories", annotations=reads)
     server.add_tool(list_memories, title="List memories", annotations=reads)
     server.add_tool(

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Literal
@@ -21,14 +21,18 @@ from pydantic import TypeAdapter, ValidationError
 
 from harmonia_mcp import conflicts, export, search
 from harmonia_mcp.errors import AlreadyActive, InvalidInput
-from harmonia_mcp.extract import Extractor, run_extractor
+from harmonia_mcp.extract import Extraction, Extractor, run_extractor
+from harmonia_mcp.extract.caller import normalise_facts
+from harmonia_mcp.extract.rules import find_entities, opens_with_pronoun, resolve_pronoun
 from harmonia_mcp.models import (
     MEMORY_ID_PATTERN,
     USER_ID_PATTERN,
+    CallerFact,
     Category,
     DeleteResult,
     ExportFormat,
     ExportResult,
+    ExtractedMemory,
     HistoryEntry,
     ImportResult,
     ListResult,
@@ -47,11 +51,12 @@ from harmonia_mcp.models import (
     StoredMemory,
     StoreResult,
 )
-from harmonia_mcp.store import DateField, MemoryFilter, NewMemory, Ranking, Store, utc_now
+from harmonia_mcp.store import DateField, MemoryFilter, NewMemory, Ranking, Store, to_utc_text, utc_now
 from harmonia_mcp.temporal import parse_timestamp
 
 logger = logging.getLogger(__name__)
 
+CALLER = "caller"  # the `extractor` of memories written by the calling model (store_memory's facts)
 SUPPORTED_STRATEGIES: tuple[ResolutionStrategy, ...] = ("auto", "update", "merge", "version", "keep_both", "skip")
 
 MAX_SEARCH_LIMIT = 100
@@ -207,8 +212,9 @@ class MemoryService:
 
     async def store_memory(
         self,
-        message: str,
+        message: str | None = None,
         *,
+        facts: Sequence[CallerFact] | None = None,
         user_id: str | None = None,
         speaker: str | None = None,
         session_id: str | None = None,
@@ -217,16 +223,20 @@ class MemoryService:
         resolution_strategy: str | None = None,
         timezone: str | None = None,
     ) -> StoreResult:
-        """Extract memories from `message` and store them in one transaction.
+        """Extract memories from `message` (or take the caller's `facts`) and store them in one transaction.
 
         Args:
-            message: what `speaker` said (1 byte to `max_message_bytes`, UTF-8).
+            message: what `speaker` said (1 byte to `max_message_bytes`, UTF-8). With `facts` it is only
+                the source kept with each memory; no extractor reads it.
+            facts: durable facts written by the calling model (1 to `caller.MAX_FACTS`), validated and
+                normalised by `caller_facts`; they win over the message when the two disagree.
             user_id: whose memory this is; the default user when None.
             speaker: who "I"/"my" are in the message; "User" when None.
             session_id: an optional conversation id kept with each memory.
             metadata: a JSON object (at most 16 KiB) kept unchanged with each memory.
             occurred_at: when the message was said (ISO-8601; no offset means the configured time zone);
-                relative times resolve against it. Now when None.
+                relative times resolve against it, and of two conflicting facts the later said is the
+                current one (conflicts.reconcile). Now when None.
             resolution_strategy: how to reconcile each memory with the user's active ones (`auto`,
                 `update`, `merge`, `version`, `keep_both`, `skip`; see conflicts.reconcile and
                 docs/conflicts.md). None means the user's configured default (`ServiceLimits`).
@@ -235,15 +245,20 @@ class MemoryService:
                 configured zone, whose DST rules are used when `occurred_at`'s offset agrees with it.
 
         Returns:
-            A `StoreResult` with one entry per extracted memory, in message order. Each memory's
-            `extractor` names what produced it ("rules" when the model failed), and `warnings` says
-            why the model was not used.
+            A `StoreResult` with one entry per memory, in message (or facts) order. Each memory's
+            `extractor` names what produced it ("caller" for facts, "rules" when the model failed), and
+            `warnings` says why the model was not used.
 
         Raises:
-            InvalidInput: any argument is out of range; nothing is stored.
+            InvalidInput: neither message nor facts, or any argument or fact out of range; nothing is stored.
             sqlite3.Error: a write failed; the transaction is rolled back and nothing is stored.
         """
-        text = self._message(message)
+        if message is None and facts is None:
+            raise InvalidInput(
+                "give message (what was said) or facts (a list of durable facts, e.g. "
+                '[{"content": "User has two cats", "keywords": ["pets"]}]), or both'
+            )
+        text = self._message(message) if message is not None else None
         user = self.user(user_id)
         who = _speaker(speaker)
         meta = _metadata(metadata)
@@ -251,25 +266,79 @@ class MemoryService:
             _session_id(session_id)
         strategy = self._strategy(user, resolution_strategy)
         reference = self._reference_time(occurred_at, timezone)
-        extraction = await run_extractor(self.extractor, text, speaker=who, reference_time=reference)
+        if facts is not None:
+            extraction = Extraction(self.caller_facts(facts, speaker=who, reference_time=reference), CALLER)
+        else:
+            assert text is not None  # one of the two was checked above
+            extraction = await run_extractor(self.extractor, text, speaker=who, reference_time=reference)
+        result = await self.write_memories(extraction, user, who, text, session_id, meta, strategy, reference)
+        if message is not None and _has_controls(message):
+            result.warnings.insert(
+                0,
+                "Control characters (other than newline and tab) and terminal escape sequences were removed "
+                "from the message before it was stored.",
+            )
+        return result
+
+    def caller_facts(
+        self, facts: Sequence[CallerFact], *, speaker: str, reference_time: datetime
+    ) -> list[ExtractedMemory]:
+        """The caller's facts validated and normalised (extract/caller.py), ready for `write_memories`.
+
+        Raises:
+            InvalidInput: the first bad item, named ("facts[2]: ..."), or no/too many facts.
+        """
+        return normalise_facts(
+            facts, speaker=speaker, reference_time=reference_time, max_bytes=self.limits.max_message_bytes
+        )
+
+    async def write_memories(
+        self,
+        extraction: Extraction,
+        user: str,
+        who: str,
+        text: str | None,
+        session_id: str | None,
+        meta: dict[str, Any] | None,
+        strategy: ResolutionStrategy,
+        reference: datetime,
+    ) -> StoreResult:
+        """Reconcile and write one message's memories in one transaction (any failure stores nothing).
+
+        The one write path of every source: `store_memory` calls it with the extractor's memories or the
+        caller's facts (`caller_facts`); a background extraction job or a batch call can call it the same
+        way. `user`, `who`, `strategy` are already checked; `text` is the message (None for facts alone),
+        kept as each memory's source; `reference` is when it was said (its `occurred_at`, time order).
+        A memory that opens with "She"/"He" is resolved against the speaker's previous message in the
+        session (not for caller facts).
+        """
         extracted = extraction.memories
+        said = to_utc_text(reference)
+        # Without a message (facts only) the facts are what was said, for the next message's context.
+        logged = text if text is not None else "; ".join(item.content for item in extracted)
         stored: list[StoredMemory] = []
         async with self.store.transaction() as db:
             context = await self.store.conversation_context(
                 db, user, session_id, reference, count=CONTEXT_MESSAGES, window_seconds=CONTEXT_WINDOW_SECONDS
             )
-            message_id = await self.store.record_message(db, user, session_id, who, text, reference)
+            if (
+                extraction.extractor != CALLER
+                and session_id is not None
+                and any(opens_with_pronoun(item.content) for item in extracted)
+            ):
+                previous = await self.store.previous_message(
+                    db, user, session_id, who, reference, window_seconds=CONTEXT_WINDOW_SECONDS
+                )
+                extracted = [_with_referent(item, previous, who) for item in extracted]
+            message_id = await self.store.record_message(db, user, session_id, who, logged, reference)
             await self.store.prune_messages(db, user, session_id, keep=CONTEXT_MESSAGES)
             for item in extracted:
-                new = NewMemory(user, item, extraction.extractor, text, who, session_id, meta, message_id, context)
+                new = NewMemory(
+                    user, item, extraction.extractor, text, who, session_id, meta, message_id, context, said
+                )
                 resolution = await conflicts.reconcile(self.store, db, new, strategy, [who])
                 stored.append(_resolved(resolution))
         warnings = list(extraction.warnings)
-        if _has_controls(message):
-            warnings.append(
-                "Control characters (other than newline and tab) and terminal escape sequences were removed "
-                "from the message before it was stored."
-            )
         if not extracted:
             warnings.append("No durable fact found in the message (small talk, a question or a request).")
         return StoreResult(memories=stored, warnings=warnings)
@@ -503,11 +572,19 @@ class MemoryService:
         from_date: str | None = None,
         to_date: str | None = None,
         max_memories: int | None = None,
+        include_inactive: bool = False,
+        include_history: bool = False,
     ) -> ExportResult:
-        """Every active memory of the user that the filters admit, oldest first, rendered in `format`.
+        """Every memory of the user that the filters admit, oldest first, rendered in `format`.
+
+        Args:
+            include_inactive: also superseded and deleted memories (each says its `status`).
+            include_history: JSON only: each memory's history rows and the links between the exported
+                memories, so that `import_memories` restores statuses, links and history.
 
         Raises:
-            InvalidInput: an unknown format, a bad filter, or `max_memories` below 1.
+            InvalidInput: an unknown format, a bad filter, `max_memories` below 1, or `include_history`
+                with a format other than json.
         """
         user = self.user(user_id)
         if format not in ("json", "csv", "markdown", "text"):
@@ -516,13 +593,24 @@ class MemoryService:
             raise InvalidInput(
                 f"max_memories {max_memories} is out of range: use 1 to {MAX_OFFSET} (or omit it for all)"
             )
-        memory_filter = self._filter(category=category, from_date=from_date, to_date=to_date)
+        if include_history and format != "json":
+            raise InvalidInput("include_history needs format json (the only format that import reads back)")
+        memory_filter = self._filter(
+            category=category, from_date=from_date, to_date=to_date, include_inactive=include_inactive
+        )
         memories, _ = await self.store.list_memories(
             user, memory_filter, sort_by="created_at", descending=False, limit=max_memories
         )
         fmt: ExportFormat = format  # type: ignore[assignment]  # checked just above
-        data = export.render(fmt, user, memories, utc_now())
+        history = await self.store.all_history(user) if include_history else None
+        links = await self.store.all_links(user) if include_history else None
+        data = export.render(fmt, user, memories, utc_now(), history, links)
         return ExportResult(format=fmt, memory_count=len(memories), data=data)
+
+    async def _import_history_and_links(self, db: Any, owner: str, parsed: dict[str, Any], present: set[str]) -> None:
+        """Restore the exported history, occurred_at and links of the memories this import added."""
+        history, occurred, links = _exported_history(parsed, present)
+        await self.store.import_history_and_links(db, owner, history, occurred, links)
 
     async def import_memories(
         self,
@@ -567,15 +655,78 @@ class MemoryService:
             memories.append(Memory.model_construct(user_id=owner, **fields))  # validated just above, as MemoryView
         imported = 0
         async with self.store.transaction() as db:
+            present = await self.store.existing_memory_ids(db, [memory.memory_id for memory in memories])
             for start in range(0, len(memories), IMPORT_BATCH):
                 imported += await self.store.import_memories(db, memories[start : start + IMPORT_BATCH])
                 if progress is not None:
                     progress(min(start + IMPORT_BATCH, len(memories)), len(memories))
+            await self._import_history_and_links(db, owner, parsed, present)
         return ImportResult(user_id=owner, imported=imported, skipped=len(memories) - imported)
 
 
+_HISTORY_ACTIONS = frozenset({"created", "updated", "merged", "superseded", "deleted", "restored"})
+
+
+def _exported_history(
+    parsed: dict[str, Any], present: set[str]
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str], list[dict[str, str]]]:
+    """The history, occurred_at and links of a JSON export (`export_memories(include_history=True)`), for the
+    memories not already in the file (`present`); anything malformed is an `InvalidInput` naming it."""
+    history: dict[str, list[dict[str, Any]]] = {}
+    occurred: dict[str, str] = {}
+    for index, item in enumerate(parsed["memories"]):
+        memory_id = str(item.get("memory_id"))
+        if memory_id in present or memory_id in history:
+            continue
+        if isinstance(item.get("occurred_at"), str):
+            occurred[memory_id] = item["occurred_at"]
+        rows = item.get("history", [])
+        if not isinstance(rows, list) or not all(
+            isinstance(row, dict)
+            and row.get("action") in _HISTORY_ACTIONS
+            and isinstance(row.get("changed_at"), str)
+            and all(row.get(key) is None or isinstance(row.get(key), str) for key in _HISTORY_TEXT)
+            for row in rows
+        ):
+            raise InvalidInput(
+                f"memories.{index}.history in the import file is invalid: a list of objects with action (one of "
+                f"{', '.join(sorted(_HISTORY_ACTIONS))}), changed_at, and old_content/new_content/source_message"
+            )
+        history[memory_id] = rows
+    links = parsed.get("links", [])
+    if not isinstance(links, list) or not all(
+        isinstance(link, dict)
+        and link.get("kind") in ("supersedes", "related")
+        and isinstance(link.get("from_id"), str)
+        and isinstance(link.get("to_id"), str)
+        for link in links
+    ):
+        raise InvalidInput(
+            'links in the import file is invalid: a list of {"from_id", "to_id", "kind": "supersedes"|"related"}'
+        )
+    return history, occurred, links
+
+
+_HISTORY_TEXT = ("old_content", "new_content", "source_message")
+
 IMPORT_BATCH = 5000  # memories per executemany batch of `import_memories` (one transaction for all)
 _EXPORTED_MEMORIES = TypeAdapter(list[MemoryView])
+
+
+# Confidence of a memory that opens with a pronoun naming no one we could find: it is kept, but least sure.
+UNRESOLVED_PRONOUN_CONFIDENCE = 0.4
+
+
+def _with_referent(item: ExtractedMemory, previous: str | None, speaker: str) -> ExtractedMemory:
+    """`item` with an opening "She"/"He" resolved to the person the speaker's previous message named
+    (rules.resolve_pronoun); when that is not unambiguous, kept as it is with a lower confidence."""
+    if not opens_with_pronoun(item.content):
+        return item
+    resolved = resolve_pronoun(item.content, previous, speaker) if previous else None
+    if resolved is None:
+        return item.model_copy(update={"confidence": min(item.confidence, UNRESOLVED_PRONOUN_CONFIDENCE)})
+    names = [word for word in find_entities(resolved) if word not in item.entities and word != speaker]
+    return item.model_copy(update={"content": resolved, "entities": [*names, *item.entities]})
 
 
 def _category(value: Category | str | None) -> Category | None:

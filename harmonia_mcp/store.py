@@ -15,7 +15,7 @@ import json
 import logging
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -226,8 +226,15 @@ _M004_FTS_OWNER = f"""
 
 """ + _rebuild_fts_index(_M004_FTS_COLUMNS, update_of=(*_M003_FTS_COLUMNS, "user_id"))
 
+# Time order (issue 10): when the message a memory came from was said (UTC), so that reconciliation can let
+# the later of two conflicting facts be the current one, whatever order they were stored in (conflicts.py).
+# Memories stored before it have NULL, read as their created_at.
+_M008_OCCURRED_AT = """
+        ALTER TABLE memories ADD COLUMN occurred_at TEXT;
+"""
+
 # Append only; `PRAGMA user_version` is the number of migrations applied.
-MIGRATIONS: Sequence[str] = (_M001_INITIAL, _M002_LINKS, _M003_SEARCH_CONTEXT, _M004_FTS_OWNER)
+MIGRATIONS: Sequence[str] = (_M001_INITIAL, _M002_LINKS, _M003_SEARCH_CONTEXT, _M004_FTS_OWNER, _M008_OCCURRED_AT)
 
 LinkKind = Literal["supersedes", "related"]
 
@@ -321,7 +328,8 @@ _SORT_COLUMNS = {
 
 _MEMORY_COLUMNS = (
     "m.memory_id, m.user_id, m.content, m.category, m.confidence, m.entities, m.tags, m.event_time, "
-    "m.source_message, m.speaker, m.session_id, m.metadata, m.extractor, m.status, m.created_at, m.updated_at"
+    "m.source_message, m.speaker, m.session_id, m.metadata, m.extractor, m.status, m.created_at, m.updated_at, "
+    "m.occurred_at"
 )
 
 
@@ -343,6 +351,7 @@ def _row_to_memory(row: sqlite3.Row) -> Memory:
         status=row["status"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        occurred_at=row["occurred_at"],
     )
 
 
@@ -360,6 +369,8 @@ class NewMemory:
     # The `messages` row this memory came from, and the conversation just before it (indexed for search).
     message_id: int | None = None
     context: str | None = None
+    # When the message was said, UTC ISO-8601 (`to_utc_text`); decides which of two conflicting facts is current.
+    occurred_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -471,8 +482,8 @@ class Store:
             """
             INSERT INTO memories (memory_id, user_id, content, category, confidence, entities, tags, event_time,
                 event_time_utc, source_message, speaker, session_id, metadata, extractor, status, created_at,
-                updated_at, message_id, context)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)
+                updated_at, message_id, context, occurred_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?)
             """,
             (
                 memory_id,
@@ -487,6 +498,7 @@ class Store:
                 now,
                 new.message_id,
                 new.context,
+                new.occurred_at,
             ),
         )
         await self._record(db, memory_id, new.user_id, "created", None, extracted.content, new.source_message, now)
@@ -507,6 +519,7 @@ class Store:
             status="active",
             created_at=now,
             updated_at=now,
+            occurred_at=new.occurred_at,
         )
 
     async def update_content(
@@ -573,7 +586,7 @@ class Store:
             await db.execute(
                 """
                 UPDATE memories SET source_message = ?, speaker = ?, session_id = ?, metadata = ?, message_id = ?,
-                    context = ?
+                    context = ?, occurred_at = ?
                 WHERE memory_id = ? AND user_id = ?
                 """,
                 (
@@ -583,6 +596,7 @@ class Store:
                     json.dumps(provenance.metadata or {}, ensure_ascii=False),
                     provenance.message_id,
                     provenance.context,
+                    provenance.occurred_at,
                     memory_id,
                     user_id,
                 ),
@@ -718,6 +732,27 @@ class Store:
             rows = list(await cursor.fetchall())
         lines = [f"{row['speaker']}: {row['text']}" if row["speaker"] else str(row["text"]) for row in reversed(rows)]
         return "\n".join(lines) or None
+
+    async def previous_message(
+        self,
+        db: aiosqlite.Connection,
+        user_id: str,
+        session_id: str,
+        speaker: str,
+        occurred_at: datetime,
+        *,
+        window_seconds: float,
+    ) -> str | None:
+        """The text of `speaker`'s last message in this user's session said at most `window_seconds` before
+        `occurred_at` (and not after it), or None. Read before the new message is recorded."""
+        start = to_utc_text(occurred_at - timedelta(seconds=window_seconds))
+        async with db.execute(
+            "SELECT text FROM messages WHERE user_id = ? AND session_id = ? AND speaker IS ? "
+            "AND occurred_at_utc BETWEEN ? AND ? ORDER BY message_id DESC LIMIT 1",
+            (user_id, session_id, speaker, start, to_utc_text(occurred_at)),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return str(row["text"]) if row else None
 
     async def prune_messages(self, db: aiosqlite.Connection, user_id: str, session_id: str | None, keep: int) -> None:
         """Forget the message of this user and session that just fell out of the newest `keep` (at most one).
@@ -1019,6 +1054,93 @@ class Store:
         ) as cursor:
             rows = await cursor.fetchall()
         return [row["user_id"] for row in rows]
+
+    # --- export and import of history and links (issue 10: "export is everything") ---
+
+    async def all_history(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
+        """Every history row of the user's memories, by memory id, oldest first (for a full export)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        async with self._reader.execute(
+            "SELECT memory_id, changed_at, action, old_content, new_content, source_message FROM memory_history "
+            "WHERE user_id = ? ORDER BY history_id",
+            (user_id,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        for row in rows:
+            entry = {key: row[key] for key in ("changed_at", "action", "old_content", "new_content", "source_message")}
+            out.setdefault(str(row["memory_id"]), []).append(entry)
+        return out
+
+    async def all_links(self, user_id: str) -> list[dict[str, str]]:
+        """Every link between the user's memories (`from_id`, `to_id`, `kind`, `created_at`), oldest first."""
+        async with self._reader.execute(
+            "SELECT from_id, to_id, kind, created_at FROM memory_links WHERE user_id = ? ORDER BY link_id", (user_id,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [{key: str(row[key]) for key in ("from_id", "to_id", "kind", "created_at")} for row in rows]
+
+    async def existing_memory_ids(self, db: aiosqlite.Connection, memory_ids: Sequence[str]) -> set[str]:
+        """Which of `memory_ids` are in the file already (any user, any status)."""
+        present: set[str] = set()
+        for start in range(0, len(memory_ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
+            chunk = list(memory_ids[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            async with db.execute(f"SELECT memory_id FROM memories WHERE memory_id IN ({marks})", chunk) as cursor:
+                present |= {str(row[0]) for row in await cursor.fetchall()}
+        return present
+
+    async def import_history_and_links(
+        self,
+        db: aiosqlite.Connection,
+        user_id: str,
+        history: Mapping[str, Sequence[Mapping[str, Any]]],
+        occurred: Mapping[str, str],
+        links: Sequence[Mapping[str, str]],
+    ) -> None:
+        """After `import_memories`: give the memories just imported their exported history (replacing the one
+        `created` row the import wrote) and `occurred_at`, and add the exported links whose two ends are
+        memories of `user_id` (a link already there is kept).
+
+        Args:
+            history: memory id → its history rows (`changed_at`, `action`, `old_content`, `new_content`,
+                `source_message`), oldest first; only ids imported by this call.
+            occurred: memory id → `occurred_at` (UTC ISO-8601), for ids imported by this call.
+            links: `from_id`, `to_id`, `kind` (`supersedes` or `related`), optional `created_at`.
+        """
+        for memory_id, rows in history.items():
+            if not rows:
+                continue
+            await db.execute("DELETE FROM memory_history WHERE memory_id = ? AND user_id = ?", (memory_id, user_id))
+            await db.executemany(
+                "INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message, "
+                "changed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        memory_id,
+                        user_id,
+                        row["action"],
+                        row.get("old_content"),
+                        row.get("new_content"),
+                        row.get("source_message"),
+                        row["changed_at"],
+                    )
+                    for row in rows
+                ],
+            )
+        await db.executemany(
+            "UPDATE memories SET occurred_at = ? WHERE memory_id = ? AND user_id = ? AND occurred_at IS NULL",
+            [(when, memory_id, user_id) for memory_id, when in occurred.items()],
+        )
+        now = utc_now()
+        await db.executemany(
+            "INSERT OR IGNORE INTO memory_links (user_id, from_id, to_id, kind, created_at) "
+            "SELECT ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM memories WHERE user_id = ? AND memory_id IN (?, ?)) = 2",
+            [
+                (user_id, link["from_id"], link["to_id"], link["kind"], link.get("created_at") or now, user_id)
+                + (link["from_id"], link["to_id"])
+                for link in links
+            ],
+        )
 
     async def close(self) -> None:
         await self._reader.connection.close()

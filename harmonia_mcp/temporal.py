@@ -662,3 +662,19 @@ def parse_timestamp(value: str, default_tz: tzinfo, *, field: str = "date") -> d
     if not in_range:
         raise InvalidInput(f"{field} {shown!r} is out of range: use a time between 0001-01-02 and 9999-12-30 (UTC)")
     return parsed
+
+
+# A yearly date (a birthday, an anniversary) said as a month and day with no year and no "next"/"this":
+# it comes back every year, so pinning it to the next occurrence would make it wrong a year later.
+_YEARLY_CUE = re.compile(r"\b(?:birthday|bday|b-day|anniversary|name\s+day)s?\b", re.I)
+_PINNED = re.compile(
+    r"\b(?:\d{4}|next|this|last|coming|tomorrow|today|tonight|yesterday|in\s+\d+|in\s+(?:a|two|three)\b|ago)\b",
+    re.I,
+)
+
+
+def recurring_date(text: str) -> bool:
+    """True when `text` states a yearly date ("User's birthday is on March 14", "Their anniversary is
+    June 2"): a birthday/anniversary cue and no year or relative word ("next", "in 3 days", "2025").
+    Such a date is kept as the words said (month and day) rather than resolved to one year's date."""
+    return _YEARLY_CUE.search(text) is not None and _PINNED.search(text) is None

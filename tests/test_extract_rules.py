@@ -109,7 +109,7 @@ def test_speaker_name_and_event_time_for_an_imported_turn() -> None:
             [("User is planning to run a half marathon in October", Category.GOAL)],
         ),
         ("I'm fluent in French.", [("User is fluent in French", Category.SKILL)]),
-        ("I feel anxious about my exams.", [("User feels anxious about User's exams", Category.EMOTION)]),
+        ("I feel anxious about my exams.", [("User feels anxious about their exams", Category.EMOTION)]),
         ("I was born in Toronto.", [("User was born in Toronto", Category.PERSONAL)]),
         (
             "I got promoted to senior manager last month.",
@@ -125,11 +125,11 @@ def test_speaker_name_and_event_time_for_an_imported_turn() -> None:
         ),
         (
             "i love my cat and i walk to work every day",
-            [("User loves User's cat", Category.RELATIONSHIP), ("User walks to work every day", Category.FACT)],
+            [("User loves their cat", Category.RELATIONSHIP), ("User walks to work every day", Category.FACT)],
         ),
         (
             "I'm a nurse and love my job.",
-            [("User is a nurse", Category.WORK), ("User loves User's job", Category.WORK)],
+            [("User is a nurse", Category.WORK), ("User loves their job", Category.WORK)],
         ),
         (
             "I graduated from Yale and moved to Boston in 2019.",

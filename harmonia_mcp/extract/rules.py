@@ -65,9 +65,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from harmonia_mcp.models import Category, ExtractedMemory
-from harmonia_mcp.temporal import resolve_time, with_absolute_time
+from harmonia_mcp.temporal import recurring_date, resolve_time, with_absolute_time
 
-__all__ = ["RulesExtractor", "extract_memories", "third_person"]
+__all__ = ["RulesExtractor", "categorise", "extract_memories", "find_entities", "resolve_pronoun", "third_person"]
 
 # ---------------------------------------------------------------------------
 # Word lists
@@ -85,6 +85,7 @@ _VERB_BASES = frozenset(
     believe remember forget understand give find lose win teach care spend hang cover care take walk jog surf
     own commute drink smoke vape wish dream wonder enjoy adore admire follow stream write post record film shoot
     photograph garden decorate clean wash shop order book schedule apply volunteer sponsor donate teach tutor
+    switch change
     """.split()
 )
 # Present/past forms that are not "verb + s/ed".
@@ -156,7 +157,7 @@ _STOP = frozenset(
     definitely absolutely exactly indeed agree think guess suppose mean know see bet sounds sound seems seem like
     idea news point question cute funny fun sense makes make worries worry problem luck back today tonight tomorrow
     yesterday morning afternoon evening night day week soon later time actually honestly literally basically
-    probably maybe anyway anyways btw omg doubt doubts
+    probably maybe anyway anyways btw omg doubt doubts ugh meh phew yay argh sigh sadly unfortunately
     """.split()
 )
 _TEMPORAL_WORDS = frozenset(
@@ -248,7 +249,8 @@ _SOFT_ABBREV = frozenset("a.m p.m etc approx incl ca".split())
 
 _LEADING_NOISE = re.compile(
     r"^(?:(?:oh+|ah+|aw+|wow+|yeah|yep|yup|ok|okay|agreed|congrats|congratulations|sorry|hey|hi|hello|haha\w*|lol|lmao|hmm+|um+|uh+|thanks|thank\s+you|thx|"
-    r"omg|btw|fyi|anyway|anyways|so|and|but|also|plus)\b[\s,!.:;-]*"
+    r"omg|btw|fyi|anyway|anyways|so|and|but|also|plus|ugh+|meh|phew|yay|argh+|sigh|ooh+|welp|"
+    r"actually|honestly|sadly|unfortunately|luckily|fortunately|basically|(?:it\s+)?turns\s+out(?:\s+that)?)\b[\s,!.:;-]*"
     r"|(?:well|yes|no|sure|right|great|nice|cool|awesome|actually|honestly|by\s+the\s+way|just\s+so\s+you\s+know|"
     r"for\s+the\s+record|guess\s+what|fun\s+fact|oh\s+my\s+god|good\s+news|bad\s+news)\s*[,!:;.-]+\s*"
     r"|(?:please\s+)?(?:remember|note|keep\s+in\s+mind|don't\s+forget|never\s+forget)"
@@ -301,8 +303,54 @@ _REQUEST = re.compile(
     re.I,
 )
 _FIRST_PERSON = re.compile(r"\b(?:[Ii]|[Mm][Ee]|[Mm][Yy]|[Mm]ine|[Mm]yself|[Ww]e|[Oo]urs?|[Oo]urselves|us|Us)\b")
-_YOU = re.compile(r"\b(?:you|your|you're|yours|yourself|yourselves|u|ur|y'all)\b", re.I)
-_CONNECTOR = re.compile(r"\s*(?:,\s*(?:and|but)\b|;\s*(?:and\b|but\b)?|\s(?:and|but)\b)\s*", re.I)
+_YOU = re.compile(r"\b(?:you|your|you're|yours|yourself|yourselves|y'all)\b|(?<![\w-])(?-i:u|ur)(?![\w-])", re.I)
+_CONNECTOR = re.compile(
+    r"\s*(?:,\s*(?:and|but)\b|;\s*(?:and\b|but\b)?|\s(?:and|but)\b|,(?=\s*(?:i|i'm|i've|i'll|we|we're|we've)\s))\s*",
+    re.I,
+)
+# Fillers inside or at the end of a clause ("... cats, sadly", "..., after all"): they say how the speaker
+# feels about the fact, not the fact. Leading ones are in _LEADING_NOISE.
+_FILLER = re.compile(
+    r",?\s+(?:sadly|unfortunately|luckily|honestly|lol|lmao|haha\w*|tbh|btw|i\s+guess|after\s+all|though)"
+    r"(?=\s*(?:,|$))",
+    re.I,
+)
+# A clause that only announces a change ("I switched jobs", "I changed my mind"); the clause after it says
+# what changed, and gets "now" so reconciliation reads it as a change (conflicts.py).
+_ANNOUNCEMENT = re.compile(
+    r"^(?:i|we)\s+(?:(?:just|recently|finally)\s+)?(?:switched|changed)\s+(?:jobs|careers|teams|companies|"
+    r"my\s+mind|our\s+minds)(?:\s+about\s+\w+)?$|^(?:i|we)\s+(?:have|got)\s+(?:some\s+)?(?:news|an\s+update)$",
+    re.I,
+)
+_NOW_AFTER_SUBJECT = re.compile(r"^(?P<s>i'm|i\s+am|we're|i|we)\s+(?!now\b)", re.I)
+_CHANGE_WORD = re.compile(r"\b(?:now|anymore|any\s+more|no\s+longer|instead|these\s+days)\b", re.I)
+# Mood of the moment ("I'm exhausted today"): not a durable fact.
+_MOMENT = re.compile(
+    r"\b(?:today|tonight|right\s+now|at\s+the\s+moment|this\s+(?:morning|afternoon|evening)|long\s+day|"
+    r"rough\s+day|long\s+week)\b",
+    re.I,
+)
+_WORKS = re.compile(r"\b(?:work(?:s|ed|ing)?|teach(?:es|ing)?|taught|runs|owns|manages)\b")
+# A feeling with what it is about ("proud of my team today") says something lasting; a bare one does not.
+_FEELING_ABOUT = re.compile(r"\b(?:of|about|because|that|for|with|since|by)\s+\w", re.I)
+# "I'm Priya Raman", "My name's Leo": a name is personal.
+_NAME_INTRO = re.compile(
+    r"^(?i:i'm|i\s+am|my\s+name's|my\s+name\s+is|call\s+me)\s+[A-Z][a-z'-]+(?:\s+[A-Z][a-z'-]+){0,2}(?:\s*[,;].*)?$"
+)
+# Running a business is work ("I run a small bakery", "We own a café"), whatever it sells.
+_BUSINESS = re.compile(
+    r"\b(?:run|runs|running|ran|own|owns|opened|open|started|founded|manage|manages)\s+(?:a|an|my|our|the|his|her|"
+    r"their)\s+(?:[\w'-]+\s+){0,3}(?:business|bakery|shop|store|restaurant|caf[eé]|cafe|company|firm|agency|studio|"
+    r"salon|clinic|practice|farm|bar|pub|startup|start-up|boutique|brewery|bookshop|bookstore|food\s+truck)\b",
+    re.I,
+)
+# A relative or partner as the subject ("My partner Sam works night shifts"): their job is about them.
+_RELATION_SUBJECT = re.compile(
+    r"^(?:my|our)\s+(?:[\w'-]+\s+)?(?:sisters?|brothers?|mom|mum|mother|dad|father|parents?|husband|wife|partner|"
+    r"boyfriend|girlfriend|fianc[eé]e?|spouse|sons?|daughters?|kids?|children|aunt|uncle|cousins?|niece|nephew|"
+    r"grand(?:ma|pa|mother|father)|friends?|roommates?|best\s+friend)\b",
+    re.I,
+)
 _OWN_SUBJECT = re.compile(r"^(?:i|i'm|i've|i'd|i'll|we|we're|we've|we'd|we'll|my\s+\w+|our\s+\w+)\b", re.I)
 # A verb directly followed by a word: "and support, amazing" is a list, not a clause.
 _VERB_AND_WORD = re.compile(rf"^\s*(?:{_ADVERB}\s+)*[A-Za-z']+\s+[A-Za-z0-9]", re.I)
@@ -349,7 +397,8 @@ _HEALTH = _cue(
     r"back\s+pain|arthritis|adhd|autis(?:m|tic)|depression|insomnia|pregnan(?:t|cy)|vaccin\w*|covid|flu|fever|"
     r"hospital\w*|physio\w*|disorder|disease|symptoms?|prescri\w+|doctor's|(?:see|saw|seeing|visit|visited)\s+"
     r"(?:a|the|my)\s+(?:doctor|dentist|physician|specialist)|my\s+doctor|gluten|lactose|intolerant|celiac|"
-    r"coeliac|sprained|concussion|diet|blood\s+type|high\s+blood|recovering\s+from|rehab|sober|sobriety)\b"
+    r"coeliac|sprained|concussion|diet|blood\s+type|high\s+blood|recovering\s+from|rehab|sober|sobriety|"
+    r"smok(?:e|es|ed|er|ers|ing)|vap(?:e|es|ed|ing))\b"
 )
 _EDUCATION = _cue(
     r"\b(?:graduat(?:ed|e|es|ing|ion)|degree|diploma|university|college|school|studied|studying|study|studies|"
@@ -363,7 +412,7 @@ _RELATIONSHIP = _cue(
     r"parents?|son|daughter|kids?|children)|aunt|uncle|cousins?|niece|nephew|friends?|bff|roommates?|neighbou?rs?|"
     r"family|in-laws?|stepmom|stepdad|stepson|stepdaughter|dogs?|cats?|pets?|pupp(?:y|ies)|kittens?|hamsters?|"
     r"parrots?|rabbits?|bunn(?:y|ies)|horses?|guinea\s+pigs?|married|engaged|divorced|dating|widow(?:ed|er)?|"
-    r"twins?|mentor)\b"
+    r"twins?|mentor|anniversary)\b"
 )
 _JOB_NOUNS = (
     r"manager|engineer|developer|programmer|designer|nurse|teacher|chef|doctor|lawyer|attorney|"
@@ -626,8 +675,19 @@ def third_person(text: str, speaker: str) -> str:
     "I'm allergic to peanuts" with speaker "User" → "User is allergic to peanuts". Never raises.
     """
     family = f"{speaker} and family"
+    # English says "User broke their wrist", not "User broke User's wrist": after the anonymous speaker has
+    # been the subject, a possessive or object is a pronoun. A named speaker keeps the name (no gender known).
+    anonymous = speaker == "User"
+    subject_seen = False
 
     def replace(m: re.Match[str]) -> str:
+        nonlocal subject_seen
+        said = _replace(m)
+        if m["icontr"] or m["i"] or m["wecontr"] or m["we"]:
+            subject_seen = True
+        return said
+
+    def _replace(m: re.Match[str]) -> str:
         if m["icontr"]:
             kind = m["ic"].lower()
             if kind == "d":
@@ -647,10 +707,12 @@ def third_person(text: str, speaker: str) -> str:
         if m["we"]:
             return family
         if m["poss"]:
-            return f"{speaker}'s"
+            return "their" if anonymous and subject_seen and m["poss"].lower() == "my" else f"{speaker}'s"
         word = m.group(0)
         if word == "US":  # the country, not the pronoun
             return word
+        if anonymous and subject_seen and word.lower() in ("me", "myself"):
+            return "themselves" if word.lower() == "myself" else "them"
         return speaker
 
     return _PRONOUN.sub(replace, text)
@@ -661,8 +723,8 @@ def third_person(text: str, speaker: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _content_words(text: str) -> int:
-    return sum(1 for w in _lower_words(text) if w not in _STOP)
+def _content_words(text: str, *, dates_count: bool = True) -> int:
+    return sum(1 for w in _lower_words(text) if w not in _STOP and (dates_count or w not in _TEMPORAL_WORDS))
 
 
 def _entities(clause: str) -> list[str]:
@@ -716,6 +778,17 @@ def _categorise(low: str, event_time: datetime | None, reference_time: datetime)
     return (Category.EVENT, None) if event_time is not None else (Category.FACT, None)
 
 
+def categorise(content: str, event_time: datetime | None, reference_time: datetime) -> Category:
+    """The category the cue words of `content` give (step 7 of the module docstring), for a sentence that was
+    not extracted here (a fact written by the calling model)."""
+    return _categorise(content.lower(), event_time, reference_time)[0]
+
+
+def find_entities(text: str) -> list[str]:
+    """The runs of capitalised words in `text` that name something (step 8 of the module docstring)."""
+    return _entities(text)
+
+
 def _is_job_context(cue: re.Match[str], title: re.Match[str]) -> bool:
     """True when a health/education `cue` is the job's workplace or lies inside the job `title`."""
     inside = title.start() <= cue.start() and cue.end() <= title.end()
@@ -728,19 +801,36 @@ def _finish(text: str) -> str:
 
 
 def _clause_memory(clause: _Clause, speaker: str, reference_time: datetime) -> ExtractedMemory | None:
-    text = _TRAILING.sub("", _LEADING.sub("", clause.text))
+    text = _TRAILING.sub("", _LEADING.sub("", _FILLER.sub("", clause.text)))
+    text = _TRAILING.sub("", _LEADING_NOISE.sub("", text))
     if not text:
         return None
     low = text.lower()
     first_person = clause.first_person or _FIRST_PERSON.search(text) is not None
     if not first_person and _YOU.search(text):
         return None
-    resolved = resolve_time(text, reference_time)
+    # A birthday or anniversary comes back every year: keep its month and day as said.
+    resolved = None if recurring_date(text) else resolve_time(text, reference_time)
     event_time = resolved.moment if resolved else None
     category, cue = _categorise(low, event_time, reference_time)
+    if _NAME_INTRO.match(text):
+        category, cue = Category.PERSONAL, text
+    elif category is not Category.EVENT and (business := _BUSINESS.search(text)) is not None:
+        category, cue = Category.WORK, business.group(0)
+    elif (
+        category in (Category.WORK, Category.HEALTH, Category.EDUCATION)
+        and _RELATION_SUBJECT.match(text)
+        and (_WORK.search(low) or _JOB_TITLE.search(low) or _WORKS.search(low))
+    ):
+        category, cue = Category.RELATIONSHIP, _RELATION_SUBJECT.match(text).group(0)  # type: ignore[union-attr]
+    if category is Category.EMOTION and _MOMENT.search(text) and not _FEELING_ABOUT.search(text):
+        return None
     strong = cue is not None
     needed = 1 if first_person and strong else 2
-    if _content_words(text) < needed:
+    # A weekday or month is what a sentence is about only for the speaker or an event ("The party is on
+    # Friday"); otherwise it says when, not what ("Meh, rainy Monday").
+    dates_count = first_person or _EVENT_NOUN.search(low) is not None
+    if _content_words(text, dates_count=dates_count) < needed:
         return None
     content = _finish(third_person(with_absolute_time(text, resolved) if resolved else text, speaker))
     if not content:
@@ -799,7 +889,15 @@ def _sentence_memories(sentence: str, terminal: str, speaker: str, reference_tim
         opening = "going to" if prospective["w"].lower() == "gonna" else prospective["w"]
         text = f"I'm {opening}{text[prospective.end() :]}"
     memories: list[ExtractedMemory] = []
-    for clause in _clauses(text):
+    clauses = _clauses(text)
+    for index, clause in enumerate(clauses):
+        announced = _TRAILING.sub("", _LEADING.sub("", clause.text))
+        if _ANNOUNCEMENT.match(announced) and index + 1 < len(clauses):
+            following = clauses[index + 1]
+            if not _CHANGE_WORD.search(following.text):
+                marked = _NOW_AFTER_SUBJECT.sub(lambda m: f"{m['s']} now ", following.text.strip(), count=1)
+                clauses[index + 1] = _Clause(marked, following.first_person)
+            continue
         memory = _clause_memory(clause, speaker, reference_time)
         if memory is not None:
             memories.append(memory)
@@ -826,6 +924,56 @@ def extract_memories(message: str, speaker: str, reference_time: datetime) -> li
     for sentence, terminal in _sentences(_normalise(message)):
         memories.extend(_sentence_memories(sentence, terminal, speaker, reference_time))
     return memories
+
+
+# --- a pronoun that opens a memory, from the message before it -----------------------------------------
+
+_FEMALE = frozenset(
+    "sister mother mom mum wife girlfriend daughter aunt niece grandma grandmother fiancee stepmom stepdaughter".split()
+)
+_MALE = frozenset(
+    "brother father dad husband boyfriend son uncle nephew grandpa grandfather fiance stepdad stepson".split()
+)
+_REFERENT = re.compile(r"\b(?i:my|our)\s+(?P<noun>[A-Za-z]+)(?:\s+(?P<name>[A-Z][a-z'-]+))?")
+_OPENING_PRONOUN = re.compile(r"^(?P<p>She|He|Her|His)\b(?P<rest>.*)$", re.S)
+_THIRD_PERSON_OPENING = re.compile(r"^(?:She|He|Her|His|They|Their)\b")
+
+
+def opens_with_pronoun(content: str) -> bool:
+    """Whether `content` starts with a third-person pronoun ("She will stay ...") that names no one."""
+    return _THIRD_PERSON_OPENING.match(content) is not None
+
+
+def resolve_pronoun(content: str, previous: str, speaker: str) -> str | None:
+    """`content` with its opening "She"/"He"/"Her"/"His" replaced by the one person of that gender the
+    speaker named in `previous` ("my sister Ana" → "User's sister Ana will stay for three days").
+
+    Args:
+        content: a memory's third-person sentence.
+        previous: the speaker's previous message in the same conversation, as said (first person).
+        speaker: the name that "my" becomes.
+
+    Returns:
+        The rewritten sentence, or None when `content` opens with no such pronoun or `previous` names no
+        one or more than one person it could be (gender from the relation word: sister, husband, ...).
+        Never raises.
+    """
+    opening = _OPENING_PRONOUN.match(content)
+    if opening is None:
+        return None
+    nouns = _FEMALE if opening["p"] in ("She", "Her") else _MALE
+    found = {
+        (match["noun"].lower(), match["name"] or "")
+        for match in _REFERENT.finditer(_normalise(previous))
+        if match["noun"].lower() in nouns
+    }
+    if len(found) != 1:
+        return None
+    noun, name = found.pop()
+    who = f"{speaker}'s {noun} {name}".rstrip()
+    if opening["p"] in ("Her", "His"):
+        who += "'s"
+    return who + opening["rest"]
 
 
 class RulesExtractor:
