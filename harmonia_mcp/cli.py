@@ -170,6 +170,9 @@ async def _ollama_report(settings: Settings) -> None:
         settings.ollama_model,
         timeout_seconds=settings.ollama_timeout_seconds,
         max_retries=settings.ollama_max_retries,
+        max_tokens=settings.llm_max_tokens,
+        keep_alive=settings.ollama_keep_alive,
+        repeat_penalty=settings.llm_repeat_penalty,
     )
     try:
         availability = await model.probe() if answers else None

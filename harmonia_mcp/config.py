@@ -57,6 +57,24 @@ class Settings(BaseSettings):
     ollama_model: str = "llama3.2:3b"
     ollama_timeout_seconds: float = Field(default=30.0, gt=0)
     ollama_max_retries: int = Field(default=2, ge=0, le=5, description="Asks after a reply that does not validate.")
+    # --- the local model's generation bounds and the background extraction queue (issue 13) ---
+    llm_max_tokens: int = Field(
+        default=512, ge=16, le=8192, description="Most output tokens per model reply (num_predict / max_tokens)."
+    )
+    llm_repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0, description="Repeat penalty sent to the model.")
+    ollama_keep_alive: str = Field(default="30m", description="How long Ollama keeps the model loaded after a call.")
+    extraction: Literal["auto", "async", "sync"] = Field(
+        default="auto",
+        description="async: store_memory answers with the rules' memories at once and the model runs in a "
+        "background queue; sync: store_memory waits for the model; auto: async whenever a model is configured.",
+    )
+    extraction_max_attempts: int = Field(default=3, ge=1, le=10, description="Model attempts per queued message.")
+    extraction_retry_seconds: float = Field(
+        default=10.0, gt=0, description="Backoff before a failed job's first retry; doubles with each attempt."
+    )
+    extraction_queue_limit: int = Field(
+        default=1000, ge=1, description="Most jobs waiting; beyond it messages are stored by rules only."
+    )
     max_message_bytes: int = Field(default=32 * 1024, ge=1, description="Largest message store_memory accepts.")
     timezone: str = Field(
         default_factory=system_timezone,

@@ -9,9 +9,13 @@ It runs in a thread on 127.0.0.1 (a free port) and answers:
 - `POST /api/embed` → one deterministic 8-number vector per input (for later issues)
 
 `fail(mode, times)` makes the next `times` chat requests (all of them when None) fail one way:
-`http500`, `timeout` (the reply is held until the client gives up), `invalid_json` (prose around
-JSON, as small models write), `schema` (valid JSON of the wrong shape). `models` can be emptied to
-play "model not pulled"; stopping the server (or never starting one on a port) is "connection refused".
+`http500`, `timeout` (the reply is held until the client gives up; `cancelled` counts the requests
+whose client closed the connection while waiting, which is what makes Ollama stop generating),
+`invalid_json` (prose around JSON, as small models write), `schema` (valid JSON of the wrong shape),
+`runaway` (the model repeats one word until `options.num_predict` tokens, counted as words, and
+answers `done_reason: "length"`, as Ollama does at the cap; with no cap it holds like `timeout`).
+`models` can be emptied to play "model not pulled"; stopping the server (or never starting one on a
+port) is "connection refused".
 
 The recordings were written by hand in the shape Ollama returns for a structured-output request
 (`message.content` is the JSON text); no real Ollama runs on these machines.
@@ -21,13 +25,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import select
+import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 RECORDINGS = Path(__file__).parent / "data" / "ollama_recordings.json"
-FAILURES = ("http500", "timeout", "invalid_json", "schema")
+FAILURES = ("http500", "timeout", "invalid_json", "schema", "runaway")
 
 
 class FakeOllama:
@@ -40,6 +47,7 @@ class FakeOllama:
             for entry in json.loads(RECORDINGS.read_text(encoding="utf-8"))
         }
         self.requests: list[tuple[str, str, Any]] = []
+        self.cancelled = 0
         self._mode: str | None = None
         self._failures_left: int | None = None
         self._lock = threading.Lock()
@@ -90,7 +98,15 @@ class FakeOllama:
 
     # --- request handling (in the server's threads) ---
 
-    def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+    def _hold(self, gone: Callable[[], bool]) -> None:
+        """Wait like a generation that never ends, until the client disconnects or the server stops."""
+        while not self._release.wait(0.02):
+            if gone():
+                with self._lock:
+                    self.cancelled += 1
+                return
+
+    def handle(self, method: str, path: str, body: Any, gone: Callable[[], bool] = lambda: False) -> tuple[int, Any]:
         self.requests.append((method, path, body))
         if (method, path) == ("GET", "/api/version"):
             return 200, {"version": "0.6.0-fake"}
@@ -101,10 +117,10 @@ class FakeOllama:
             texts = [inputs] if isinstance(inputs, str) else list(inputs)
             return 200, {"model": body.get("model"), "embeddings": [_vector(text) for text in texts]}
         if (method, path) == ("POST", "/api/chat"):
-            return self._chat(body)
+            return self._chat(body, gone)
         return 404, {"error": f"no route {method} {path}"}
 
-    def _chat(self, body: dict[str, Any]) -> tuple[int, Any]:
+    def _chat(self, body: dict[str, Any], gone: Callable[[], bool]) -> tuple[int, Any]:
         model = body.get("model", "")
         if model not in self.models:
             return 404, {"error": f'model "{model}" not found, try pulling it first'}
@@ -112,8 +128,16 @@ class FakeOllama:
         if mode == "http500":
             return 500, {"error": "llama runner process has terminated: signal: killed"}
         if mode == "timeout":
-            self._release.wait(30)
+            self._hold(gone)
             return 200, _chat_reply(model, "{}")
+        if mode == "runaway":
+            cap = (body.get("options") or {}).get("num_predict")
+            if not isinstance(cap, int) or cap <= 0:
+                self._hold(gone)
+                return 200, _chat_reply(model, "{}")
+            words = " ".join(["fluffy,"] * max(0, cap - 6))
+            reply = _chat_reply(model, '{"memories": [{"content": "User has a ' + words)
+            return 200, reply | {"done_reason": "length", "eval_count": cap}
         if mode == "invalid_json":
             return 200, _chat_reply(model, 'Sure! Here are the memories: {"memories": [{"content": "User')
         if mode == "schema":
@@ -178,7 +202,7 @@ def _handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
             except json.JSONDecodeError:
                 status, payload = 400, {"error": "invalid JSON body"}
             else:
-                status, payload = fake.handle(method, self.path, body)
+                status, payload = fake.handle(method, self.path, body, self._client_gone)
             data = json.dumps(payload).encode("utf-8")
             try:
                 self.send_response(status)
@@ -188,6 +212,16 @@ def _handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (the timeout case)
+
+        def _client_gone(self) -> bool:
+            # Readable with nothing to read means the client closed its end (an aborted request).
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            try:
+                return self.connection.recv(1, socket.MSG_PEEK) == b""
+            except OSError:
+                return True
 
         def do_GET(self) -> None:
             self._respond("GET")

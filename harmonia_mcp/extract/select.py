@@ -12,6 +12,10 @@
   probes Ollama (`GET /api/tags`) at start-up and every `recheck_seconds` after, so the model is
   used again once it is pulled or started. Start-up never waits for the probe, and a call never
   waits longer than the model's timeout.
+
+"Slow" is separate from "down": a model that timed out `SLOW_AFTER` times in a row answers probes
+but cannot keep up, so in `auto` mode it is tried again only every `slow_retry_seconds` (a probe does
+not clear it; a reply in time does). `state` says which of unknown / ok / down / slow holds.
 """
 
 from __future__ import annotations
@@ -31,12 +35,18 @@ from harmonia_mcp.extract.ollama import Availability, OllamaExtractor
 from harmonia_mcp.extract.rules import RulesExtractor
 from harmonia_mcp.models import ExtractedMemory
 
-__all__ = ["RECHECK_SECONDS", "FallbackExtractor", "open_extractor"]
+__all__ = ["RECHECK_SECONDS", "SLOW_AFTER", "FallbackExtractor", "ModelState", "open_extractor"]
 
 logger = logging.getLogger(__name__)
 
 # How often auto mode asks Ollama again; short enough that `ollama pull` is noticed within a minute.
 RECHECK_SECONDS = 30.0
+# Timeouts in a row after which the model counts as slow, and how long a slow model is left alone: twice
+# rules out one cold load (10-15 s on a small CPU); five minutes is ten times the probe interval.
+SLOW_AFTER = 2
+SLOW_RETRY_SECONDS = 300.0
+
+ModelState = Literal["unknown", "ok", "down", "slow"]
 
 
 class FallbackExtractor:
@@ -47,6 +57,7 @@ class FallbackExtractor:
         fallback: the extractor that never fails (the rules extractor).
         mode: "auto" skips the model while it is known to be unavailable; "ollama" always tries it.
         recheck_seconds: how often `watch` probes Ollama.
+        slow_retry_seconds: how long auto mode leaves a slow model alone.
     """
 
     name: str = "ollama"
@@ -58,13 +69,65 @@ class FallbackExtractor:
         *,
         mode: Literal["auto", "ollama"] = "auto",
         recheck_seconds: float = RECHECK_SECONDS,
+        slow_retry_seconds: float = SLOW_RETRY_SECONDS,
     ) -> None:
         self.model = model
         self.fallback = fallback
         self.mode = mode
         self.recheck_seconds = recheck_seconds
+        self.slow_retry_seconds = slow_retry_seconds
         self.availability: Availability | None = None  # None until the first probe or call says
         self.checked_at: float | None = None  # time.monotonic() of that
+        self.timeouts_in_a_row = 0
+        self.slow_since: float | None = None  # time.monotonic() when it was last found slow
+
+    @property
+    def state(self) -> ModelState:
+        """unknown (not asked yet), ok, down (unreachable, HTTP error, not pulled) or slow (see the module)."""
+        if self.slow_since is not None:
+            return "slow"
+        if self.availability is None:
+            return "unknown"
+        return "ok" if self.availability.ok else "down"
+
+    def skip_reason(self) -> str | None:
+        """Why auto mode would not ask the model now (down, or slow and not yet due), or None to ask it."""
+        if self.mode != "auto":
+            return None
+        if self.slow_since is not None:
+            if time.monotonic() - self.slow_since < self.slow_retry_seconds:
+                return (
+                    f"the model {self.model.model} timed out {SLOW_AFTER} times in a row and is left alone for "
+                    f"{self.slow_retry_seconds:g} s"
+                )
+            return None
+        known = self.availability
+        return known.detail if known is not None and not known.ok else None
+
+    async def extract_model(self, message: str, *, speaker: str, reference_time: datetime) -> list[ExtractedMemory]:
+        """Ask the model only (no fallback), keeping `state` up to date; for the background queue.
+
+        Raises:
+            ExtractionError: as `OllamaExtractor.extract`.
+        """
+        try:
+            memories = await self.model.extract(message, speaker=speaker, reference_time=reference_time)
+        except ExtractionError as error:
+            logger.warning("Ollama extractor failed: %s", error.reason)
+            if error.timed_out:
+                self.timeouts_in_a_row += 1
+                if self.timeouts_in_a_row >= SLOW_AFTER:
+                    if self.slow_since is None:
+                        logger.warning("Ollama model %s is slow: %d timeouts in a row", self.model.model, SLOW_AFTER)
+                    self.slow_since = time.monotonic()
+            elif error.unavailable:
+                self._record(Availability(False, error.reason))
+            raise
+        self.timeouts_in_a_row = 0
+        self.slow_since = None
+        if self.availability is None or not self.availability.ok:
+            self._record(Availability(True, f"{self.model.model} answered"))
+        return memories
 
     async def extract(self, message: str, *, speaker: str, reference_time: datetime) -> list[ExtractedMemory]:
         """The memories of `extract_with_report`, for callers that only want those."""
@@ -77,18 +140,13 @@ class FallbackExtractor:
             The memories, the name of the extractor that produced them ("ollama" or "rules"), and a
             warning naming the reason whenever the model was not used. Never raises `ExtractionError`.
         """
-        known = self.availability
-        if self.mode == "auto" and known is not None and not known.ok:
-            return await self._fall_back(message, speaker, reference_time, known.detail)
+        skip = self.skip_reason()
+        if skip is not None:
+            return await self._fall_back(message, speaker, reference_time, skip)
         try:
-            memories = await self.model.extract(message, speaker=speaker, reference_time=reference_time)
+            memories = await self.extract_model(message, speaker=speaker, reference_time=reference_time)
         except ExtractionError as error:
-            logger.warning("Ollama extractor failed, using %s: %s", self.fallback.name, error.reason)
-            if error.unavailable:
-                self._record(Availability(False, error.reason))
             return await self._fall_back(message, speaker, reference_time, error.reason)
-        if known is None or not known.ok:
-            self._record(Availability(True, f"{self.model.model} answered"))
         return Extraction(memories, self.model.name)
 
     async def _fall_back(self, message: str, speaker: str, reference_time: datetime, reason: str) -> Extraction:
@@ -131,6 +189,9 @@ async def open_extractor(settings: Settings, *, recheck_seconds: float = RECHECK
         settings.ollama_model,
         timeout_seconds=settings.ollama_timeout_seconds,
         max_retries=settings.ollama_max_retries,
+        max_tokens=settings.llm_max_tokens,
+        keep_alive=settings.ollama_keep_alive,
+        repeat_penalty=settings.llm_repeat_penalty,
     )
     extractor = FallbackExtractor(model, RulesExtractor(), mode=settings.extractor, recheck_seconds=recheck_seconds)
     try:
