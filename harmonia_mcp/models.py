@@ -116,6 +116,10 @@ class StoreResult(BaseModel):
 
     memories: list[StoredMemory]
     warnings: list[str] = Field(default_factory=list[str])
+    # Background extraction (issue 13): the memories above are the rules' provisional ones, and the local
+    # model is still to read the message; `extraction_status(job_id)` says when its memories have landed.
+    pending_extraction: bool = False
+    job_id: int | None = None
 
 
 class Pagination(BaseModel):
@@ -213,3 +217,33 @@ class ImportResult(BaseModel):
     user_id: str
     imported: int
     skipped: int
+
+
+class ExtractionJobView(BaseModel):
+    """One background extraction job: `pending`, `running`, `done` (with `memory_ids`) or `failed` (with `error`)."""
+
+    job_id: int
+    status: Literal["pending", "running", "done", "failed"]
+    attempts: int
+    provisional_memory_ids: list[str]
+    memory_ids: list[str]
+    extractor: str | None
+    error: str | None
+    created_at: str
+    finished_at: str | None
+
+
+class ExtractionStatus(BaseModel):
+    """The background extraction queue: the model's state, job counts, latency (seconds from store_memory to
+    the model's memories landing, over recent jobs) and, when asked for, one job."""
+
+    mode: Literal["sync", "async"]
+    model_state: Literal["unknown", "ok", "down", "slow", "none"]
+    pending: int
+    running: int
+    done: int
+    failed: int
+    latency_p50_seconds: float | None
+    latency_p95_seconds: float | None
+    last_error: str | None
+    job: ExtractionJobView | None = None

@@ -226,8 +226,38 @@ _M004_FTS_OWNER = f"""
 
 """ + _rebuild_fts_index(_M004_FTS_COLUMNS, update_of=(*_M003_FTS_COLUMNS, "user_id"))
 
+# The durable background extraction queue (issue 13, harmonia_mcp/jobs.py): one row per message waiting for, or
+# done with, the local model. `provisional` and `result` are JSON lists of memory ids (the rules' memories stored
+# at once, and what the model's memories became).
+_M007_JOBS = """
+        CREATE TABLE extraction_jobs (
+            job_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'done', 'failed')),
+            message TEXT NOT NULL,
+            speaker TEXT NOT NULL,
+            session_id TEXT,
+            metadata TEXT,
+            reference_time TEXT NOT NULL,
+            zone TEXT,
+            strategy TEXT NOT NULL,
+            message_id INTEGER,
+            context TEXT,
+            provisional TEXT NOT NULL DEFAULT '[]',
+            result TEXT NOT NULL DEFAULT '[]',
+            extractor TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            not_before TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            finished_at TEXT
+        );
+        CREATE INDEX extraction_jobs_due ON extraction_jobs (status, not_before);
+"""
+
 # Append only; `PRAGMA user_version` is the number of migrations applied.
-MIGRATIONS: Sequence[str] = (_M001_INITIAL, _M002_LINKS, _M003_SEARCH_CONTEXT, _M004_FTS_OWNER)
+MIGRATIONS: Sequence[str] = (_M001_INITIAL, _M002_LINKS, _M003_SEARCH_CONTEXT, _M004_FTS_OWNER, _M007_JOBS)
 
 LinkKind = Literal["supersedes", "related"]
 

@@ -48,6 +48,9 @@ class FakeOllama:
         }
         self.requests: list[tuple[str, str, Any]] = []
         self.cancelled = 0
+        self.in_flight = 0
+        self.most_in_flight = 0  # the most chat requests it was answering at once
+        self.delay = 0.0  # seconds each recorded chat reply takes, like a model generating
         self._mode: str | None = None
         self._failures_left: int | None = None
         self._lock = threading.Lock()
@@ -121,6 +124,16 @@ class FakeOllama:
         return 404, {"error": f"no route {method} {path}"}
 
     def _chat(self, body: dict[str, Any], gone: Callable[[], bool]) -> tuple[int, Any]:
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return self._answer_chat(body, gone)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _answer_chat(self, body: dict[str, Any], gone: Callable[[], bool]) -> tuple[int, Any]:
         model = body.get("model", "")
         if model not in self.models:
             return 404, {"error": f'model "{model}" not found, try pulling it first'}
@@ -142,6 +155,8 @@ class FakeOllama:
             return 200, _chat_reply(model, 'Sure! Here are the memories: {"memories": [{"content": "User')
         if mode == "schema":
             return 200, _chat_reply(model, '{"facts": ["User likes tea"], "memories": "none"}')
+        if self.delay:
+            self._release.wait(self.delay)
         user_turns = [message for message in body.get("messages", []) if message.get("role") == "user"]
         said = user_turns[-1]["content"] if user_turns else ""
         reply = self.recordings.get((model, said))

@@ -72,6 +72,7 @@ class FallbackExtractor:
         slow_retry_seconds: float = SLOW_RETRY_SECONDS,
     ) -> None:
         self.model = model
+        self.name = model.name
         self.fallback = fallback
         self.mode = mode
         self.recheck_seconds = recheck_seconds
