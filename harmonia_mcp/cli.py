@@ -198,6 +198,28 @@ async def _ollama_report(settings: Settings) -> None:
         await model.aclose()
 
 
+async def _queue_report(store: Any, settings: Settings) -> None:
+    """Print the background extraction queue's figures (issue 13): depth, failures, latency, newest error."""
+    from harmonia_mcp.jobs import queue_stats
+
+    async with store.transaction() as db:
+        stats = await queue_stats(db)
+    mode = settings.extraction
+    if mode == "auto":
+        mode = "sync (no model)" if settings.extractor == "rules" else "async"
+    latency = (
+        f"{stats.latency_p50_seconds:g} s median, {stats.latency_p95_seconds:g} s p95 until the model's memories land"
+        if stats.latency_p50_seconds is not None and stats.latency_p95_seconds is not None
+        else "no job done yet"
+    )
+    print(
+        f"queue:     {mode} (HARMONIA_EXTRACTION); {stats.pending} pending, {stats.running} running, "
+        f"{stats.done} done, {stats.failed} failed; {latency}"
+    )
+    if stats.last_error:
+        print(f"           newest error: {stats.last_error}")
+
+
 async def _doctor(settings: Settings) -> int:
     from harmonia_mcp.store import open_store
 
@@ -211,6 +233,7 @@ async def _doctor(settings: Settings) -> int:
             async with store.transaction() as db, db.execute("PRAGMA user_version") as cursor:
                 row = await cursor.fetchone()
             print(f"schema:    version {row[0] if row else '?'} (the file opens and migrates)")
+            await _queue_report(store, settings)
     except (sqlite3.Error, OSError, RuntimeError) as error:
         print(f"schema:    cannot open the database: {error}")
         status = 1
