@@ -204,7 +204,7 @@ async def _queue_report(store: Any, settings: Settings) -> None:
 
     async with store.transaction() as db:
         stats = await queue_stats(db)
-    mode = settings.extraction
+    mode: str = settings.extraction
     if mode == "auto":
         mode = "sync (no model)" if settings.extractor == "rules" else "async"
     latency = (
