@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
 import tzlocal
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from harmonia_mcp.models import USER_ID_PATTERN, ResolutionStrategy
@@ -49,7 +49,7 @@ class Settings(BaseSettings):
 
     db_path: str = Field(default_factory=default_db_path, description="SQLite file, or ':memory:' for tests.")
     default_user: str = Field(default="default", pattern=USER_ID_PATTERN)
-    extractor: Literal["auto", "ollama", "rules"] = "auto"
+    extractor: Literal["auto", "ollama", "openai", "rules"] = "auto"
     ollama_host: str = Field(
         default="http://127.0.0.1:11434",
         validation_alias=AliasChoices("HARMONIA_OLLAMA_HOST", "OLLAMA_HOST", "ollama_host"),
@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     ollama_model: str = "llama3.2:3b"
     ollama_timeout_seconds: float = Field(default=30.0, gt=0)
     ollama_max_retries: int = Field(default=2, ge=0, le=5, description="Asks after a reply that does not validate.")
+    # --- an OpenAI-compatible server (llama-server, LM Studio, vLLM, LocalAI, Jan), issue 13 ---
+    llm_base_url: str | None = Field(
+        default=None,
+        description="The server's API root with /v1, e.g. http://127.0.0.1:8080/v1. Set, it is used instead of "
+        "Ollama (HARMONIA_EXTRACTOR=auto or openai).",
+    )
+    llm_model: str = Field(default="", description="The model name the OpenAI-compatible server serves.")
+    llm_api_key: SecretStr | None = Field(default=None, description="Sent as a bearer token; never logged.")
     # --- the local model's generation bounds and the background extraction queue (issue 13) ---
     llm_max_tokens: int = Field(
         default=512, ge=16, le=8192, description="Most output tokens per model reply (num_predict / max_tokens)."
@@ -105,6 +113,15 @@ class Settings(BaseSettings):
     recency_weight: float = Field(
         default=0.2, ge=0, le=1, description="Search: the share of relevance that recency decides (0 turns it off)."
     )
+
+    @model_validator(mode="after")
+    def _openai_needs_a_server(self) -> Settings:
+        if self.extractor == "openai" and (not self.llm_base_url or not self.llm_model):
+            raise ValueError(
+                "HARMONIA_EXTRACTOR=openai needs HARMONIA_LLM_BASE_URL (e.g. http://127.0.0.1:8080/v1) and "
+                "HARMONIA_LLM_MODEL (the name the server serves)"
+            )
+        return self
 
     @field_validator("timezone")
     @classmethod

@@ -7,6 +7,9 @@ It runs in a thread on 127.0.0.1 (a free port) and answers:
 - `POST /api/chat` (stream false) → the recorded reply for (model, last user message), from
   `tests/data/ollama_recordings.json`; 404 for a model it does not have, as Ollama does
 - `POST /api/embed` → one deterministic 8-number vector per input (for later issues)
+- `GET /v1/models`, `POST /v1/chat/completions` → the same recordings in the OpenAI chat completions shape
+  (`openai_schema = False` answers 400 to `response_format` json_schema, as servers without structured
+  outputs do; `api_key`, when set, must come as `Authorization: Bearer <key>` or the answer is 401)
 
 `fail(mode, times)` makes the next `times` chat requests (all of them when None) fail one way:
 `http500`, `timeout` (the reply is held until the client gives up; `cancelled` counts the requests
@@ -48,6 +51,9 @@ class FakeOllama:
         }
         self.requests: list[tuple[str, str, Any]] = []
         self.cancelled = 0
+        self.openai_schema = True
+        self.api_key: str | None = None
+        self.headers: list[dict[str, str]] = []  # the headers of each request, in order
         self.in_flight = 0
         self.most_in_flight = 0  # the most chat requests it was answering at once
         self.delay = 0.0  # seconds each recorded chat reply takes, like a model generating
@@ -121,7 +127,40 @@ class FakeOllama:
             return 200, {"model": body.get("model"), "embeddings": [_vector(text) for text in texts]}
         if (method, path) == ("POST", "/api/chat"):
             return self._chat(body, gone)
+        if (
+            path.startswith("/v1/")
+            and self.api_key
+            and self.headers[-1].get("authorization") != f"Bearer {self.api_key}"
+        ):
+            return 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
+        if (method, path) == ("GET", "/v1/models"):
+            return 200, {"object": "list", "data": [{"id": name, "object": "model"} for name in self.models]}
+        if (method, path) == ("POST", "/v1/chat/completions"):
+            return self._openai_chat(body, gone)
         return 404, {"error": f"no route {method} {path}"}
+
+    def _openai_chat(self, body: dict[str, Any], gone: Callable[[], bool]) -> tuple[int, Any]:
+        format = body.get("response_format") or {}
+        if format.get("type") == "json_schema" and not self.openai_schema:
+            return 400, {"error": {"message": "response_format json_schema is not supported"}}
+        if body.get("model") not in self.models:
+            return 404, {"error": {"message": f"The model '{body.get('model')}' does not exist"}}
+        # The Ollama path does the work; max_tokens stands in for num_predict.
+        ollama_body = {
+            "model": body.get("model"),
+            "messages": body.get("messages", []),
+            "options": {"num_predict": body.get("max_tokens")},
+        }
+        status, payload = self._chat(ollama_body, gone)
+        if status != 200:
+            return status, {"error": {"message": payload.get("error", "")}}
+        finish = "length" if payload.get("done_reason") == "length" else "stop"
+        message = payload["message"]
+        return 200, {
+            "object": "chat.completion",
+            "model": body.get("model"),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        }
 
     def _chat(self, body: dict[str, Any], gone: Callable[[], bool]) -> tuple[int, Any]:
         with self._lock:
@@ -159,6 +198,9 @@ class FakeOllama:
             self._release.wait(self.delay)
         user_turns = [message for message in body.get("messages", []) if message.get("role") == "user"]
         said = user_turns[-1]["content"] if user_turns else ""
+        # After a repair turn the message is an earlier user turn: answer the latest one with a recording.
+        recorded = [turn["content"] for turn in user_turns if (model, turn["content"]) in self.recordings]
+        said = recorded[-1] if recorded else said
         reply = self.recordings.get((model, said))
         if reply is None:
             return 500, {"error": f"fake ollama has no recording for {said!r}"}
@@ -210,6 +252,7 @@ def _handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _respond(self, method: str) -> None:
+            fake.headers.append({key.lower(): value for key, value in self.headers.items()})
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             try:

@@ -40,7 +40,17 @@ from harmonia_mcp.extract.rules import third_person
 from harmonia_mcp.models import Category, ExtractedMemory
 from harmonia_mcp.temporal import resolve_time, with_absolute_time
 
-__all__ = ["TEMPERATURE", "Availability", "ExtractionReply", "OllamaExtractor", "ReplyMemory"]
+__all__ = [
+    "MAX_TOKENS",
+    "REPEAT_PENALTY",
+    "TEMPERATURE",
+    "Availability",
+    "ExtractionReply",
+    "OllamaExtractor",
+    "ReplyMemory",
+    "clean_reply",
+    "describe_invalid",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +190,7 @@ class OllamaExtractor:
                 unavailable=True,
                 timed_out=True,
             ) from None
-        memories = [memory for item in reply.memories if (memory := _clean(item, speaker, reference_time))]
+        memories = clean_reply(reply, speaker, reference_time)
         logger.info("ollama %s (prompt %s): %d memories", self.model, PROMPT_VERSION, len(memories))
         return memories
 
@@ -191,7 +201,7 @@ class OllamaExtractor:
             try:
                 return ExtractionReply.model_validate_json(content)
             except ValidationError as error:
-                problem = _describe(error, content)
+                problem = describe_invalid(error, content)
                 logger.warning("ollama reply %d did not validate: %s", attempt + 1, problem)
         raise ExtractionError(
             f"the model {self.model} gave no valid reply in {1 + self.max_retries} attempts (last: {problem})"
@@ -268,7 +278,13 @@ def _response_error(error: ResponseError, model: str, host: str) -> ExtractionEr
     return ExtractionError(f"Ollama at {host} answered HTTP {error.status_code}: {error.error}", unavailable=True)
 
 
-def _describe(error: ValidationError, content: str) -> str:
+def clean_reply(reply: ExtractionReply, speaker: str, reference_time: datetime) -> list[ExtractedMemory]:
+    """The memories of a validated reply, cleaned (see the module docstring, step 4); shared by every model backend."""
+    return [memory for item in reply.memories if (memory := _clean(item, speaker, reference_time))]
+
+
+def describe_invalid(error: ValidationError, content: str) -> str:
+    """What was wrong with a reply that did not validate, with its start, for logs and errors."""
     shown = content if len(content) <= 80 else content[:77] + "..."
     first = error.errors()[0]
     if first["type"] == "json_invalid":

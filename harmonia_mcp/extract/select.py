@@ -25,13 +25,14 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 import anyio
 
 from harmonia_mcp.config import Settings
 from harmonia_mcp.extract import Extraction, ExtractionError, Extractor
 from harmonia_mcp.extract.ollama import Availability, OllamaExtractor
+from harmonia_mcp.extract.openai import OpenAIExtractor
 from harmonia_mcp.extract.rules import RulesExtractor
 from harmonia_mcp.models import ExtractedMemory
 
@@ -49,13 +50,33 @@ SLOW_RETRY_SECONDS = 300.0
 ModelState = Literal["unknown", "ok", "down", "slow"]
 
 
+class ModelExtractor(Protocol):
+    """A model backend (`OllamaExtractor`, `OpenAIExtractor`): extract, probe, close."""
+
+    name: str
+    model: str
+    host: str
+
+    async def extract(self, message: str, *, speaker: str, reference_time: datetime) -> list[ExtractedMemory]:
+        """The model's memories; raises `ExtractionError`."""
+        ...
+
+    async def probe(self) -> Availability:
+        """Whether the server answers and has the model; never raises."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the backend's HTTP client."""
+        ...
+
+
 class FallbackExtractor:
     """The model first, the rules extractor whenever the model fails (see the module docstring).
 
     Args:
-        model: the Ollama extractor.
+        model: the model backend (Ollama or OpenAI-compatible).
         fallback: the extractor that never fails (the rules extractor).
-        mode: "auto" skips the model while it is known to be unavailable; "ollama" always tries it.
+        mode: "auto" skips the model while it is known to be unavailable; "ollama" or "openai" always tries it.
         recheck_seconds: how often `watch` probes Ollama.
         slow_retry_seconds: how long auto mode leaves a slow model alone.
     """
@@ -64,10 +85,10 @@ class FallbackExtractor:
 
     def __init__(
         self,
-        model: OllamaExtractor,
+        model: ModelExtractor,
         fallback: Extractor,
         *,
-        mode: Literal["auto", "ollama"] = "auto",
+        mode: Literal["auto", "ollama", "openai"] = "auto",
         recheck_seconds: float = RECHECK_SECONDS,
         slow_retry_seconds: float = SLOW_RETRY_SECONDS,
     ) -> None:
@@ -152,7 +173,8 @@ class FallbackExtractor:
 
     async def _fall_back(self, message: str, speaker: str, reference_time: datetime, reason: str) -> Extraction:
         memories = await self.fallback.extract(message, speaker=speaker, reference_time=reference_time)
-        warning = f"The Ollama extractor was not used: {reason}. The {self.fallback.name} extractor read the message."
+        label = "Ollama" if self.model.name == "ollama" else "OpenAI-compatible"
+        warning = f"The {label} extractor was not used: {reason}. The {self.fallback.name} extractor read the message."
         return Extraction(memories, self.fallback.name, [warning])
 
     def _record(self, availability: Availability) -> None:
@@ -174,6 +196,41 @@ class FallbackExtractor:
             await anyio.sleep(self.recheck_seconds)
 
 
+def model_backend(settings: Settings) -> ModelExtractor:
+    """The model backend the settings name: OpenAI-compatible when `extractor` is `openai`, or `auto` with
+    `llm_base_url` set; otherwise Ollama at `ollama_host`. The caller closes it (`aclose`).
+
+    Raises:
+        ValueError: `extractor=openai` without `llm_base_url` or `llm_model`.
+    """
+    wants_openai = settings.extractor == "openai" or (settings.extractor == "auto" and settings.llm_base_url)
+    if wants_openai:
+        if not settings.llm_base_url or not settings.llm_model:
+            raise ValueError(
+                "HARMONIA_EXTRACTOR=openai needs HARMONIA_LLM_BASE_URL (e.g. http://127.0.0.1:8080/v1) "
+                "and HARMONIA_LLM_MODEL"
+            )
+        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key is not None else None
+        return OpenAIExtractor(
+            settings.llm_base_url,
+            settings.llm_model,
+            api_key=key,
+            timeout_seconds=settings.ollama_timeout_seconds,
+            max_retries=max(1, settings.ollama_max_retries),
+            max_tokens=settings.llm_max_tokens,
+            repeat_penalty=settings.llm_repeat_penalty,
+        )
+    return OllamaExtractor(
+        settings.ollama_host,
+        settings.ollama_model,
+        timeout_seconds=settings.ollama_timeout_seconds,
+        max_retries=settings.ollama_max_retries,
+        max_tokens=settings.llm_max_tokens,
+        keep_alive=settings.ollama_keep_alive,
+        repeat_penalty=settings.llm_repeat_penalty,
+    )
+
+
 @asynccontextmanager
 async def open_extractor(settings: Settings, *, recheck_seconds: float = RECHECK_SECONDS) -> AsyncIterator[Extractor]:
     """The extractor `settings.extractor` asks for, with its background probe running while in use.
@@ -185,18 +242,10 @@ async def open_extractor(settings: Settings, *, recheck_seconds: float = RECHECK
     if settings.extractor == "rules":
         yield RulesExtractor()
         return
-    model = OllamaExtractor(
-        settings.ollama_host,
-        settings.ollama_model,
-        timeout_seconds=settings.ollama_timeout_seconds,
-        max_retries=settings.ollama_max_retries,
-        max_tokens=settings.llm_max_tokens,
-        keep_alive=settings.ollama_keep_alive,
-        repeat_penalty=settings.llm_repeat_penalty,
-    )
+    model = model_backend(settings)
     extractor = FallbackExtractor(model, RulesExtractor(), mode=settings.extractor, recheck_seconds=recheck_seconds)
     try:
-        if settings.extractor == "ollama":
+        if settings.extractor != "auto":
             yield extractor
             return
         try:
