@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     extraction_retry_seconds: float = Field(
         default=10.0, gt=0, description="Backoff before a failed job's first retry; doubles with each attempt."
     )
+    llm_reconcile: bool = Field(
+        default=True,
+        description="In the background queue, ask the model about candidate pairs the rules cannot classify.",
+    )
     extraction_queue_limit: int = Field(
         default=1000, ge=1, description="Most jobs waiting; beyond it messages are stored by rules only."
     )

@@ -72,6 +72,8 @@ class ExtractionQueue:
         retry_seconds: the backoff before the first retry; it doubles with each attempt.
         limit: the most jobs pending or running; beyond it `enqueue` refuses (the message keeps its rules memories).
         on_landed: awaited with the user id after a job's memories are stored (e.g. to notify MCP clients).
+        judge: asks the model about candidate pairs the rules cannot classify (LLM-assisted reconciliation);
+            None: the rules decide alone.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class ExtractionQueue:
         retry_seconds: float = 10.0,
         limit: int = 1000,
         on_landed: Callable[[str], Awaitable[None]] | None = None,
+        judge: conflicts.PairJudge | None = None,
     ) -> None:
         self.store = store
         self.model = model
@@ -90,6 +93,7 @@ class ExtractionQueue:
         self.retry_seconds = retry_seconds
         self.limit = limit
         self.on_landed = on_landed
+        self.judge = judge
         self._wake = anyio.Event()
 
     def refusal(self) -> str | None:
@@ -164,6 +168,15 @@ class ExtractionQueue:
 
     async def _land(self, job: jobs.Job, memories: list[ExtractedMemory]) -> None:
         store, user = self.store, job.user_id
+        # Model judgments first, outside the write transaction (each is a model call).
+        judged: list[dict[str, conflicts.Verdict]] = []
+        for item in memories:
+            verdicts: dict[str, conflicts.Verdict] = {}
+            if self.judge is not None:
+                verdicts = await conflicts.judge_unreadable_pairs(
+                    store, user, item, [job.speaker], self.judge, exclude=job.provisional
+                )
+            judged.append(verdicts)
         async with store.transaction() as db:
             if not memories:
                 note = "the model found no durable fact; the rules' memories stay"
@@ -181,7 +194,7 @@ class ExtractionQueue:
                     continue  # deleted, or superseded by a later message, since: leave it as it is
             landed: list[Memory] = []
             strategy: ResolutionStrategy = job.strategy  # type: ignore[assignment]  # checked when queued
-            for item in memories:
+            for item, verdicts in zip(memories, judged, strict=True):
                 new = NewMemory(
                     user,
                     item,
@@ -193,8 +206,19 @@ class ExtractionQueue:
                     job.message_id,
                     job.context,
                 )
-                resolution = await conflicts.reconcile(store, db, new, strategy, [job.speaker])
+                resolution = await conflicts.reconcile(store, db, new, strategy, [job.speaker], verdicts)
                 landed.append(resolution.memory)
+                for other_id, verdict in verdicts.items():
+                    await jobs.add_judgment(
+                        db,
+                        job.job_id,
+                        user,
+                        resolution.memory.memory_id,
+                        other_id,
+                        verdict.kind,
+                        verdict.reason.removeprefix("model: "),
+                        self.judge.name if self.judge is not None else "",
+                    )
             for old in replaced:
                 successor = max(landed, key=lambda memory: fuzz.token_set_ratio(memory.content, old.content))
                 await store.add_link(db, user, successor.memory_id, old.memory_id, "supersedes")

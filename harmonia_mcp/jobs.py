@@ -250,3 +250,34 @@ async def queue_stats(db: aiosqlite.Connection) -> QueueStats:
         latency_p95_seconds=_percentile(spans, 0.95),
         last_error=row[0] if row else None,
     )
+
+
+async def add_judgment(
+    db: aiosqlite.Connection,
+    job_id: int,
+    user_id: str,
+    memory_id: str,
+    other_memory_id: str,
+    relation: str,
+    reason: str,
+    judge: str,
+) -> None:
+    """Record what the model said about a pair (LLM-assisted reconciliation), inside the landing transaction."""
+    await db.execute(
+        "INSERT INTO reconciliation_judgments (job_id, user_id, memory_id, other_memory_id, relation, reason, judge, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (job_id, user_id, memory_id, other_memory_id, relation, reason, judge, utc_now()),
+    )
+
+
+async def judgments(store: Store, user_id: str, job_id: int) -> list[dict[str, str]]:
+    """The judgments recorded while landing the user's job `job_id`, in order."""
+    async with (
+        store.transaction() as db,
+        db.execute(
+            "SELECT memory_id, other_memory_id, relation, reason, judge FROM reconciliation_judgments "
+            "WHERE job_id = ? AND user_id = ? ORDER BY judgment_id",
+            (job_id, user_id),
+        ) as cursor,
+    ):
+        return [dict(row) for row in await cursor.fetchall()]

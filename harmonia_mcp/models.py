@@ -219,6 +219,16 @@ class ImportResult(BaseModel):
     skipped: int
 
 
+class JudgmentView(BaseModel):
+    """What the model said about a pair the rules could not classify (LLM-assisted reconciliation)."""
+
+    memory_id: str
+    other_memory_id: str
+    relation: Literal["duplicate", "update", "complement", "unrelated"]
+    reason: str
+    judge: str
+
+
 class ExtractionJobView(BaseModel):
     """One background extraction job: `pending`, `running`, `done` (with `memory_ids`) or `failed` (with `error`)."""
 
@@ -231,6 +241,7 @@ class ExtractionJobView(BaseModel):
     error: str | None
     created_at: str
     finished_at: str | None
+    judgments: list[JudgmentView] = Field(default_factory=list[JudgmentView])
 
 
 class ExtractionStatus(BaseModel):

@@ -28,6 +28,7 @@ from harmonia_mcp import __version__
 from harmonia_mcp.auth import TokenTable
 from harmonia_mcp.config import Settings
 from harmonia_mcp.errors import AccessDenied, HarmoniaError
+from harmonia_mcp.extract.judge import ModelJudge
 from harmonia_mcp.extract.select import FallbackExtractor, open_extractor
 from harmonia_mcp.extraction_queue import ExtractionQueue, running_queue
 from harmonia_mcp.models import (
@@ -433,6 +434,7 @@ class _SharedContext:
             retry_seconds=settings.extraction_retry_seconds,
             limit=settings.extraction_queue_limit,
             on_landed=landed,
+            judge=ModelJudge(extractor.model) if settings.llm_reconcile else None,
         )
         return await stack.enter_async_context(running_queue(queue))
 

@@ -34,6 +34,7 @@ from harmonia_mcp.models import (
     ExtractionStatus,
     HistoryEntry,
     ImportResult,
+    JudgmentView,
     ListResult,
     ListSort,
     Memory,
@@ -330,6 +331,7 @@ class MemoryService:
                 error=job.last_error,
                 created_at=job.created_at,
                 finished_at=job.finished_at,
+                judgments=[JudgmentView.model_validate(row) for row in await jobs.judgments(self.store, user, job_id)],
             )
         # After the job: a job seen done is then counted as done.
         async with self.store.transaction() as db:

@@ -254,6 +254,20 @@ _M007_JOBS = """
             finished_at TEXT
         );
         CREATE INDEX extraction_jobs_due ON extraction_jobs (status, not_before);
+
+        -- LLM-assisted reconciliation: what the model said about a pair the rules could not classify.
+        CREATE TABLE reconciliation_judgments (
+            judgment_id INTEGER PRIMARY KEY,
+            job_id INTEGER REFERENCES extraction_jobs (job_id),
+            user_id TEXT NOT NULL,
+            memory_id TEXT NOT NULL,
+            other_memory_id TEXT NOT NULL,
+            relation TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            judge TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX reconciliation_judgments_job ON reconciliation_judgments (job_id);
 """
 
 # Append only; `PRAGMA user_version` is the number of migrations applied.

@@ -6,6 +6,8 @@ It runs in a thread on 127.0.0.1 (a free port) and answers:
 - `GET /api/tags` → the models it "has pulled"
 - `POST /api/chat` (stream false) → the recorded reply for (model, last user message), from
   `tests/data/ollama_recordings.json`; 404 for a model it does not have, as Ollama does
+- `POST /api/chat` with a `format` schema that has a `relation` property (a reconciliation judgment)
+  → `judgment` as JSON
 - `POST /api/embed` → one deterministic 8-number vector per input (for later issues)
 - `GET /v1/models`, `POST /v1/chat/completions` → the same recordings in the OpenAI chat completions shape
   (`openai_schema = False` answers 400 to `response_format` json_schema, as servers without structured
@@ -52,6 +54,8 @@ class FakeOllama:
         self.requests: list[tuple[str, str, Any]] = []
         self.cancelled = 0
         self.openai_schema = True
+        # The answer to a reconciliation judgment (a chat whose format schema has a "relation" property).
+        self.judgment: dict[str, str] = {"relation": "unrelated", "reason": "different facts"}
         self.api_key: str | None = None
         self.headers: list[dict[str, str]] = []  # the headers of each request, in order
         self.in_flight = 0
@@ -194,6 +198,8 @@ class FakeOllama:
             return 200, _chat_reply(model, 'Sure! Here are the memories: {"memories": [{"content": "User')
         if mode == "schema":
             return 200, _chat_reply(model, '{"facts": ["User likes tea"], "memories": "none"}')
+        if "relation" in ((body.get("format") or {}).get("properties") or {}):
+            return 200, _chat_reply(model, json.dumps(self.judgment))
         if self.delay:
             self._release.wait(self.delay)
         user_turns = [message for message in body.get("messages", []) if message.get("role") == "user"]

@@ -207,15 +207,33 @@ class OllamaExtractor:
             f"the model {self.model} gave no valid reply in {1 + self.max_retries} attempts (last: {problem})"
         )
 
-    async def _chat(self, messages: list[dict[str, str]]) -> str:
+    async def complete_json(self, messages: list[dict[str, str]], schema: dict[str, Any], max_tokens: int) -> str:
+        """One schema-constrained chat (e.g. a reconciliation judgment) within `timeout_seconds`; the reply's text.
+
+        Raises:
+            ExtractionError: as `extract`, for the HTTP call (no validation here).
+        """
+        try:
+            with anyio.fail_after(self.timeout_seconds):
+                return await self._chat(messages, schema, max_tokens)
+        except TimeoutError:
+            raise ExtractionError(
+                f"Ollama at {self.host} did not reply within {self.timeout_seconds:g} s",
+                unavailable=True,
+                timed_out=True,
+            ) from None
+
+    async def _chat(
+        self, messages: list[dict[str, str]], schema: dict[str, Any] = REPLY_SCHEMA, max_tokens: int | None = None
+    ) -> str:
         try:
             response = await self._client.chat(
                 model=self.model,
                 messages=messages,
-                format=REPLY_SCHEMA,
+                format=schema,
                 options={
                     "temperature": TEMPERATURE,
-                    "num_predict": self.max_tokens,
+                    "num_predict": max_tokens or self.max_tokens,
                     "repeat_penalty": self.repeat_penalty,
                 },
                 keep_alive=self.keep_alive,

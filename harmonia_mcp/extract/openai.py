@@ -137,20 +137,40 @@ class OpenAIExtractor:
             f"the model {self.model} gave no valid reply in {1 + self.max_retries} attempts (last: {problem})"
         )
 
-    async def _chat(self, messages: list[dict[str, str]]) -> str:
+    async def complete_json(self, messages: list[dict[str, str]], schema: dict[str, Any], max_tokens: int) -> str:
+        """One schema-constrained chat (e.g. a reconciliation judgment) within `timeout_seconds`; the reply's text.
+
+        Raises:
+            ExtractionError: as `extract`, for the HTTP call (no validation here).
+        """
+        try:
+            with anyio.fail_after(self.timeout_seconds):
+                return await self._chat(messages, schema, max_tokens, name="judgment")
+        except TimeoutError:
+            raise ExtractionError(
+                f"the OpenAI-compatible server at {self.host} did not reply within {self.timeout_seconds:g} s",
+                unavailable=True,
+                timed_out=True,
+            ) from None
+
+    async def _chat(
+        self,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any] = REPLY_SCHEMA,
+        max_tokens: int | None = None,
+        *,
+        name: str = "extraction_reply",
+    ) -> str:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "temperature": TEMPERATURE,
-            "max_tokens": self.max_tokens,
+            "max_tokens": max_tokens or self.max_tokens,
             "repeat_penalty": self.repeat_penalty,
             "stream": False,
         }
         if self.schema_supported is not False:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "extraction_reply", "schema": REPLY_SCHEMA},
-            }
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
         response = await self._post(body)
         if response.status_code in (400, 422) and "response_format" in body:
             # Trigger: a server without structured outputs. Outcome: ask without it, from now on.

@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import anyio
 
@@ -63,6 +63,10 @@ class ModelExtractor(Protocol):
 
     async def probe(self) -> Availability:
         """Whether the server answers and has the model; never raises."""
+        ...
+
+    async def complete_json(self, messages: list[dict[str, str]], schema: dict[str, Any], max_tokens: int) -> str:
+        """One schema-constrained chat; raises `ExtractionError`."""
         ...
 
     async def aclose(self) -> None:
