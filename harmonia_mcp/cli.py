@@ -157,7 +157,7 @@ async def _ollama_report(settings: Settings) -> None:
     from datetime import datetime
 
     from harmonia_mcp.extract import ExtractionError
-    from harmonia_mcp.extract.ollama import OllamaExtractor
+    from harmonia_mcp.extract.select import model_backend
 
     host = settings.ollama_host if "://" in settings.ollama_host else f"http://{settings.ollama_host}"
     answers, detail = await _ollama_status(host)
@@ -165,15 +165,9 @@ async def _ollama_report(settings: Settings) -> None:
     if settings.extractor == "rules":
         print("extractor: rules (HARMONIA_EXTRACTOR=rules; Ollama is not used)")
         return
-    model = OllamaExtractor(
-        host,
-        settings.ollama_model,
-        timeout_seconds=settings.ollama_timeout_seconds,
-        max_retries=settings.ollama_max_retries,
-        max_tokens=settings.llm_max_tokens,
-        keep_alive=settings.ollama_keep_alive,
-        repeat_penalty=settings.llm_repeat_penalty,
-    )
+    model = model_backend(settings.model_copy(update={"ollama_host": host}))
+    if model.name == "openai":  # an OpenAI-compatible server instead of Ollama: probe it directly
+        answers = True
     try:
         availability = await model.probe() if answers else None
         print(f"model:     {availability.detail if availability else settings.ollama_model + ' (not checked)'}")

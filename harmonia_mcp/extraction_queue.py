@@ -33,7 +33,7 @@ from rapidfuzz import fuzz
 from harmonia_mcp import conflicts, jobs
 from harmonia_mcp.errors import MemoryNotFound
 from harmonia_mcp.extract import ExtractionError
-from harmonia_mcp.extract.select import ModelState
+from harmonia_mcp.extract.select import ModelState, running_in_background
 from harmonia_mcp.models import ExtractedMemory, Memory, ResolutionStrategy
 from harmonia_mcp.store import NewMemory, Store
 
@@ -235,13 +235,5 @@ def _reference_time(job: jobs.Job) -> datetime:
 @asynccontextmanager
 async def running_queue(queue: ExtractionQueue) -> AsyncIterator[ExtractionQueue]:
     """Run `queue`'s worker in a task while the context is open; cancel it on exit (jobs stay in SQLite)."""
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(queue.run)
-            yield queue
-            group.cancel_scope.cancel()
-    except BaseExceptionGroup as errors:
-        # The task group wraps an error of the body in a group; hand the caller its own error back.
-        if len(errors.exceptions) == 1:
-            raise errors.exceptions[0] from None
-        raise
+    async with running_in_background(queue.run):
+        yield queue

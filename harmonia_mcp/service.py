@@ -339,14 +339,8 @@ class MemoryService:
         return ExtractionStatus(
             mode="async" if queue is not None else "sync",
             model_state=queue.model.state if queue is not None else "none",
-            pending=stats.pending,
-            running=stats.running,
-            done=stats.done,
-            failed=stats.failed,
-            latency_p50_seconds=stats.latency_p50_seconds,
-            latency_p95_seconds=stats.latency_p95_seconds,
-            last_error=stats.last_error,
             job=view,
+            **dataclasses.asdict(stats),
         )
 
     def _reference_time(self, occurred_at: str | None, timezone: str | None) -> datetime:

@@ -25,9 +25,10 @@ the next request does not queue behind a runaway one. Every failure raises
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx
@@ -50,9 +51,12 @@ __all__ = [
     "ReplyMemory",
     "clean_reply",
     "describe_invalid",
+    "validated_reply",
+    "within",
 ]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Low but not zero: extraction wants the most likely reading; Ollama's default is 0.8.
 TEMPERATURE = 0.1
@@ -180,32 +184,14 @@ class OllamaExtractor:
                 `1 + max_retries` attempts. `unavailable` is set for the first three kinds.
         """
         messages = chat_messages(message, speaker, reference_time)
-        try:
-            with anyio.fail_after(self.timeout_seconds):
-                reply = await self._ask(messages)
-        except TimeoutError:
-            raise ExtractionError(
-                f"Ollama at {self.host} did not reply within {self.timeout_seconds:g} s "
-                "(HARMONIA_OLLAMA_TIMEOUT_SECONDS); a smaller model or a longer timeout may help",
-                unavailable=True,
-                timed_out=True,
-            ) from None
+        reply = await within(
+            self.timeout_seconds,
+            f"Ollama at {self.host}",
+            validated_reply(self._chat, messages, attempts=1 + self.max_retries, model=self.model),
+        )
         memories = clean_reply(reply, speaker, reference_time)
         logger.info("ollama %s (prompt %s): %d memories", self.model, PROMPT_VERSION, len(memories))
         return memories
-
-    async def _ask(self, messages: list[dict[str, str]]) -> ExtractionReply:
-        problem = ""
-        for attempt in range(1 + self.max_retries):
-            content = await self._chat(messages)
-            try:
-                return ExtractionReply.model_validate_json(content)
-            except ValidationError as error:
-                problem = describe_invalid(error, content)
-                logger.warning("ollama reply %d did not validate: %s", attempt + 1, problem)
-        raise ExtractionError(
-            f"the model {self.model} gave no valid reply in {1 + self.max_retries} attempts (last: {problem})"
-        )
 
     async def complete_json(self, messages: list[dict[str, str]], schema: dict[str, Any], max_tokens: int) -> str:
         """One schema-constrained chat (e.g. a reconciliation judgment) within `timeout_seconds`; the reply's text.
@@ -213,15 +199,7 @@ class OllamaExtractor:
         Raises:
             ExtractionError: as `extract`, for the HTTP call (no validation here).
         """
-        try:
-            with anyio.fail_after(self.timeout_seconds):
-                return await self._chat(messages, schema, max_tokens)
-        except TimeoutError:
-            raise ExtractionError(
-                f"Ollama at {self.host} did not reply within {self.timeout_seconds:g} s",
-                unavailable=True,
-                timed_out=True,
-            ) from None
+        return await within(self.timeout_seconds, f"Ollama at {self.host}", self._chat(messages, schema, max_tokens))
 
     async def _chat(
         self, messages: list[dict[str, str]], schema: dict[str, Any] = REPLY_SCHEMA, max_tokens: int | None = None
@@ -294,6 +272,57 @@ def _response_error(error: ResponseError, model: str, host: str) -> ExtractionEr
             unavailable=True,
         )
     return ExtractionError(f"Ollama at {host} answered HTTP {error.status_code}: {error.error}", unavailable=True)
+
+
+async def within(seconds: float, who: str, call: Awaitable[T]) -> T:
+    """Await `call`, cancelled after `seconds` (its HTTP request closed, so the server stops generating).
+
+    Raises:
+        ExtractionError: `timed_out` and `unavailable`, saying that `who` did not reply in time.
+    """
+    try:
+        with anyio.fail_after(seconds):
+            return await call
+    except TimeoutError:
+        raise ExtractionError(
+            f"{who} did not reply within {seconds:g} s (HARMONIA_OLLAMA_TIMEOUT_SECONDS); a smaller model or a "
+            "longer timeout may help",
+            unavailable=True,
+            timed_out=True,
+        ) from None
+
+
+async def validated_reply(
+    chat: Callable[[list[dict[str, str]]], Awaitable[str]],
+    messages: list[dict[str, str]],
+    *,
+    attempts: int,
+    model: str,
+    repair_prompt: str | None = None,
+) -> ExtractionReply:
+    """Ask `chat` until a reply validates as `ExtractionReply`, at most `attempts` times.
+
+    With `repair_prompt` (a format string with `{problem}`), each new ask shows the model its invalid reply
+    and what was wrong; without it the same messages are sent again.
+
+    Raises:
+        ExtractionError: no reply validated; the reason quotes the last problem.
+    """
+    problem = ""
+    for attempt in range(attempts):
+        content = await chat(messages)
+        try:
+            return ExtractionReply.model_validate_json(content)
+        except ValidationError as error:
+            problem = describe_invalid(error, content)
+            logger.warning("%s reply %d did not validate: %s", model, attempt + 1, problem)
+        if repair_prompt is not None:
+            messages = [
+                *messages,
+                {"role": "assistant", "content": content[:2000]},
+                {"role": "user", "content": repair_prompt.format(problem=problem)},
+            ]
+    raise ExtractionError(f"the model {model} gave no valid reply in {attempts} attempts (last: {problem})")
 
 
 def clean_reply(reply: ExtractionReply, speaker: str, reference_time: datetime) -> list[ExtractedMemory]:

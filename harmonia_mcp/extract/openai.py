@@ -26,7 +26,6 @@ from typing import Any
 
 import anyio
 import httpx
-from pydantic import ValidationError
 
 from harmonia_mcp.extract import ExtractionError
 from harmonia_mcp.extract.ollama import (
@@ -35,9 +34,9 @@ from harmonia_mcp.extract.ollama import (
     REPLY_SCHEMA,
     TEMPERATURE,
     Availability,
-    ExtractionReply,
     clean_reply,
-    describe_invalid,
+    validated_reply,
+    within,
 )
 from harmonia_mcp.extract.prompts import PROMPT_VERSION, chat_messages
 from harmonia_mcp.models import ExtractedMemory
@@ -105,37 +104,16 @@ class OpenAIExtractor:
                 reply after `max_retries` repair turns. `unavailable` is set for all but the last kind.
         """
         messages: list[dict[str, str]] = list(chat_messages(message, speaker, reference_time))
-        try:
-            with anyio.fail_after(self.timeout_seconds):
-                reply = await self._ask(messages)
-        except TimeoutError:
-            raise ExtractionError(
-                f"the OpenAI-compatible server at {self.host} did not reply within {self.timeout_seconds:g} s "
-                "(HARMONIA_OLLAMA_TIMEOUT_SECONDS); a smaller model or a longer timeout may help",
-                unavailable=True,
-                timed_out=True,
-            ) from None
+        reply = await within(
+            self.timeout_seconds,
+            f"the OpenAI-compatible server at {self.host}",
+            validated_reply(
+                self._chat, messages, attempts=1 + self.max_retries, model=self.model, repair_prompt=REPAIR_PROMPT
+            ),
+        )
         memories = clean_reply(reply, speaker, reference_time)
         logger.info("openai %s (prompt %s): %d memories", self.model, PROMPT_VERSION, len(memories))
         return memories
-
-    async def _ask(self, messages: list[dict[str, str]]) -> ExtractionReply:
-        problem = ""
-        for attempt in range(1 + self.max_retries):
-            content = await self._chat(messages)
-            try:
-                return ExtractionReply.model_validate_json(content)
-            except ValidationError as error:
-                problem = describe_invalid(error, content)
-                logger.warning("openai reply %d did not validate: %s", attempt + 1, problem)
-            messages = [
-                *messages,
-                {"role": "assistant", "content": content[:2000]},
-                {"role": "user", "content": REPAIR_PROMPT.format(problem=problem)},
-            ]
-        raise ExtractionError(
-            f"the model {self.model} gave no valid reply in {1 + self.max_retries} attempts (last: {problem})"
-        )
 
     async def complete_json(self, messages: list[dict[str, str]], schema: dict[str, Any], max_tokens: int) -> str:
         """One schema-constrained chat (e.g. a reconciliation judgment) within `timeout_seconds`; the reply's text.
@@ -143,15 +121,11 @@ class OpenAIExtractor:
         Raises:
             ExtractionError: as `extract`, for the HTTP call (no validation here).
         """
-        try:
-            with anyio.fail_after(self.timeout_seconds):
-                return await self._chat(messages, schema, max_tokens, name="judgment")
-        except TimeoutError:
-            raise ExtractionError(
-                f"the OpenAI-compatible server at {self.host} did not reply within {self.timeout_seconds:g} s",
-                unavailable=True,
-                timed_out=True,
-            ) from None
+        return await within(
+            self.timeout_seconds,
+            f"the OpenAI-compatible server at {self.host}",
+            self._chat(messages, schema, max_tokens, name="judgment"),
+        )
 
     async def _chat(
         self,
