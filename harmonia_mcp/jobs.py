@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import aiosqlite
 
+from harmonia_mcp.models import QueueFigures
 from harmonia_mcp.store import Store, utc_now
 
 JobStatus = Literal["pending", "running", "done", "failed"]
@@ -59,19 +60,6 @@ class Job(NewJob):
     extractor: str | None = None
     created_at: str = ""
     finished_at: str | None = None
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    """Counts by status, and how long finished jobs took from `store_memory` to landing (seconds)."""
-
-    pending: int
-    running: int
-    done: int
-    failed: int
-    latency_p50_seconds: float | None
-    latency_p95_seconds: float | None
-    last_error: str | None
 
 
 def _later(seconds: float) -> str:
@@ -224,7 +212,7 @@ def _percentile(values: list[float], share: float) -> float | None:
     return round(ordered[int(rank) - 1], 3)
 
 
-async def queue_stats(db: aiosqlite.Connection) -> QueueStats:
+async def queue_stats(db: aiosqlite.Connection) -> QueueFigures:
     """Counts by status over every user, latency over the last `LATENCY_WINDOW` done jobs, the newest error."""
     async with db.execute("SELECT status, count(*) FROM extraction_jobs GROUP BY status") as cursor:
         counts = {row[0]: int(row[1]) for row in await cursor.fetchall()}
@@ -241,7 +229,7 @@ async def queue_stats(db: aiosqlite.Connection) -> QueueStats:
         "ORDER BY updated_at DESC LIMIT 1"
     ) as cursor:
         row = await cursor.fetchone()
-    return QueueStats(
+    return QueueFigures(
         pending=counts.get("pending", 0),
         running=counts.get("running", 0),
         done=counts.get("done", 0),

@@ -244,12 +244,10 @@ class ExtractionJobView(BaseModel):
     judgments: list[JudgmentView] = Field(default_factory=list[JudgmentView])
 
 
-class ExtractionStatus(BaseModel):
-    """The background extraction queue: the model's state, job counts, latency (seconds from store_memory to
-    the model's memories landing, over recent jobs) and, when asked for, one job."""
+class QueueFigures(BaseModel):
+    """Background extraction jobs by status (over every user), the latency in seconds from store_memory to the
+    model's memories landing (over recent jobs; None before any), and the newest error of a job not done."""
 
-    mode: Literal["sync", "async"]
-    model_state: Literal["unknown", "ok", "down", "slow", "none"]
     pending: int
     running: int
     done: int
@@ -257,4 +255,11 @@ class ExtractionStatus(BaseModel):
     latency_p50_seconds: float | None
     latency_p95_seconds: float | None
     last_error: str | None
+
+
+class ExtractionStatus(QueueFigures):
+    """The background extraction queue: the model's state, the queue's figures and, when asked for, one job."""
+
+    mode: Literal["sync", "async"]
+    model_state: Literal["unknown", "ok", "down", "slow", "none"]
     job: ExtractionJobView | None = None

@@ -340,7 +340,7 @@ class MemoryService:
             mode="async" if queue is not None else "sync",
             model_state=queue.model.state if queue is not None else "none",
             job=view,
-            **dataclasses.asdict(stats),
+            **stats.model_dump(),
         )
 
     def _reference_time(self, occurred_at: str | None, timezone: str | None) -> datetime:
