@@ -338,7 +338,7 @@ class MemoryService:
             stats = await jobs.queue_stats(db)
         return ExtractionStatus(
             mode="async" if queue is not None else "sync",
-            model_state=queue.model.state if queue is not None else "none",
+            model_state=queue.model.state if queue is not None else getattr(self.extractor, "state", "none"),
             job=view,
             **stats.model_dump(),
         )
