@@ -119,16 +119,23 @@ class ExtractionQueue:
         if resumed:
             logger.info("extraction queue: resumed %d interrupted jobs", resumed)
         while True:
-            # A fresh event before looking: a job queued after the look still wakes the wait below.
-            self._wake = anyio.Event()
-            if self.model.skip_reason() is not None:
-                await self._sleep(IDLE_SECONDS)
-                continue
-            job = await jobs.claim_next(self.store)
-            if job is None:
-                await self._sleep(await jobs.seconds_until_due(self.store))
-                continue
-            await self.run_job(job)
+            try:
+                await self._step()
+            except Exception:  # the worker's top level: a failed read (say, the disk is full) must not stop it
+                logger.exception("extraction queue: the worker failed; trying again in %g s", IDLE_SECONDS)
+                await anyio.sleep(IDLE_SECONDS)
+
+    async def _step(self) -> None:
+        # A fresh event before looking: a job queued after the look still wakes the wait below.
+        self._wake = anyio.Event()
+        if self.model.skip_reason() is not None:
+            await self._sleep(IDLE_SECONDS)
+            return
+        job = await jobs.claim_next(self.store)
+        if job is None:
+            await self._sleep(await jobs.seconds_until_due(self.store))
+            return
+        await self.run_job(job)
 
     async def _sleep(self, seconds: float | None) -> None:
         with anyio.move_on_after(seconds if seconds is not None else float("inf")):
