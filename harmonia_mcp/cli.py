@@ -252,7 +252,7 @@ async def _ollama_report(settings: Settings) -> None:
     from datetime import datetime
 
     from harmonia_mcp.extract import ExtractionError
-    from harmonia_mcp.extract.ollama import OllamaExtractor
+    from harmonia_mcp.extract.select import model_backend
 
     host = settings.ollama_host if "://" in settings.ollama_host else f"http://{settings.ollama_host}"
     answers, detail = await _ollama_status(host)
@@ -260,12 +260,9 @@ async def _ollama_report(settings: Settings) -> None:
     if settings.extractor == "rules":
         print("extractor: rules (HARMONIA_EXTRACTOR=rules; Ollama is not used)")
         return
-    model = OllamaExtractor(
-        host,
-        settings.ollama_model,
-        timeout_seconds=settings.ollama_timeout_seconds,
-        max_retries=settings.ollama_max_retries,
-    )
+    model = model_backend(settings.model_copy(update={"ollama_host": host}))
+    if model.name == "openai":  # an OpenAI-compatible server instead of Ollama: probe it directly
+        answers = True
     try:
         availability = await model.probe() if answers else None
         print(f"model:     {availability.detail if availability else settings.ollama_model + ' (not checked)'}")
@@ -290,23 +287,67 @@ async def _ollama_report(settings: Settings) -> None:
         await model.aclose()
 
 
-def _schema_report(db_path: str) -> tuple[int, str]:
-    """(exit status, the database's line) for doctor, changing nothing: no folder, file or migration is made.
+async def _queue_report(settings: Settings) -> None:
+    """Print the background extraction queue's figures (issue 13): depth, failures, latency, newest error.
+
+    Read through the same read-only URI as the schema line, so doctor still changes nothing.
+    """
+    import aiosqlite
+
+    from harmonia_mcp.jobs import queue_stats
+
+    mode: str = settings.extraction
+    if mode == "auto":
+        mode = "sync (no model)" if settings.extractor == "rules" else "async"
+    uri = _read_only_uri(settings.db_path)
+    if uri is None:
+        print(f"queue:     {mode} (HARMONIA_EXTRACTION); no database yet")
+        return
+    try:
+        async with aiosqlite.connect(uri, uri=True) as db:
+            stats = await queue_stats(db)
+    except sqlite3.Error:
+        print(f"queue:     {mode} (HARMONIA_EXTRACTION); no queue in this file yet (the server would add it)")
+        return
+    latency = (
+        f"{stats.latency_p50_seconds:g} s median, {stats.latency_p95_seconds:g} s p95 until the model's memories land"
+        if stats.latency_p50_seconds is not None and stats.latency_p95_seconds is not None
+        else "no job done yet"
+    )
+    print(
+        f"queue:     {mode} (HARMONIA_EXTRACTION); {stats.pending} pending, {stats.running} running, "
+        f"{stats.done} done, {stats.failed} failed; {latency}"
+    )
+    if stats.last_error:
+        print(f"           newest error: {stats.last_error}")
+
+
+def _read_only_uri(db_path: str) -> str | None:
+    """A SQLite URI that reads `db_path` without changing it, or None when there is no file to read.
 
     A file no process has open is read as immutable (so SQLite creates no -wal/-shm files next to it);
     one with a live write-ahead log is read through it, read-only.
     """
     from urllib.parse import quote
 
+    if db_path == ":memory:":
+        return None
+    path = Path(db_path).expanduser()
+    if not path.exists():
+        return None
+    live = Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
+    return f"file:{quote(str(path.resolve()))}?{'mode=ro' if live else 'immutable=1'}"
+
+
+def _schema_report(db_path: str) -> tuple[int, str]:
+    """(exit status, the database's line) for doctor, changing nothing: no folder, file or migration is made."""
     from harmonia_mcp.store import MIGRATIONS
 
     if db_path == ":memory:":
         return 0, "in memory (a new, empty database each start)"
-    path = Path(db_path).expanduser()
-    if not path.exists():
+    uri = _read_only_uri(db_path)
+    if uri is None:
         return 0, "does not exist; would be created (with its folder) when the server first starts"
-    live = Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
-    uri = f"file:{quote(str(path.resolve()))}?{'mode=ro' if live else 'immutable=1'}"
     try:
         with closing(sqlite3.connect(uri, uri=True)) as db:
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
@@ -328,6 +369,7 @@ async def _doctor(settings: Settings) -> int:
     print(f"FTS5:      {_fts5_version()}")
     status, schema = _schema_report(settings.db_path)
     print(f"schema:    {schema}")
+    await _queue_report(settings)
     await _ollama_report(settings)
     print(f"time zone: {settings.timezone} (HARMONIA_TIMEZONE: 'tomorrow' resolves in it)")
     return status

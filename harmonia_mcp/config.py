@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
 import tzlocal
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from harmonia_mcp.models import USER_ID_PATTERN, ResolutionStrategy
@@ -49,7 +49,7 @@ class Settings(BaseSettings):
 
     db_path: str = Field(default_factory=default_db_path, description="SQLite file, or ':memory:' for tests.")
     default_user: str = Field(default="default", pattern=USER_ID_PATTERN)
-    extractor: Literal["auto", "ollama", "rules"] = "auto"
+    extractor: Literal["auto", "ollama", "openai", "rules"] = "auto"
     ollama_host: str = Field(
         default="http://127.0.0.1:11434",
         validation_alias=AliasChoices("HARMONIA_OLLAMA_HOST", "OLLAMA_HOST", "ollama_host"),
@@ -57,6 +57,36 @@ class Settings(BaseSettings):
     ollama_model: str = "llama3.2:3b"
     ollama_timeout_seconds: float = Field(default=30.0, gt=0)
     ollama_max_retries: int = Field(default=2, ge=0, le=5, description="Asks after a reply that does not validate.")
+    # --- an OpenAI-compatible server (llama-server, LM Studio, vLLM, LocalAI, Jan), issue 13 ---
+    llm_base_url: str | None = Field(
+        default=None,
+        description="The server's API root with /v1, e.g. http://127.0.0.1:8080/v1. Set, it is used instead of "
+        "Ollama (HARMONIA_EXTRACTOR=auto or openai).",
+    )
+    llm_model: str = Field(default="", description="The model name the OpenAI-compatible server serves.")
+    llm_api_key: SecretStr | None = Field(default=None, description="Sent as a bearer token; never logged.")
+    # --- the local model's generation bounds and the background extraction queue (issue 13) ---
+    llm_max_tokens: int = Field(
+        default=512, ge=16, le=8192, description="Most output tokens per model reply (num_predict / max_tokens)."
+    )
+    llm_repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0, description="Repeat penalty sent to the model.")
+    ollama_keep_alive: str = Field(default="30m", description="How long Ollama keeps the model loaded after a call.")
+    extraction: Literal["auto", "async", "sync"] = Field(
+        default="auto",
+        description="async: store_memory answers with the rules' memories at once and the model runs in a "
+        "background queue; sync: store_memory waits for the model; auto: async whenever a model is configured.",
+    )
+    extraction_max_attempts: int = Field(default=3, ge=1, le=10, description="Model attempts per queued message.")
+    extraction_retry_seconds: float = Field(
+        default=10.0, gt=0, description="Backoff before a failed job's first retry; doubles with each attempt."
+    )
+    llm_reconcile: bool = Field(
+        default=True,
+        description="In the background queue, ask the model about candidate pairs the rules cannot classify.",
+    )
+    extraction_queue_limit: int = Field(
+        default=1000, ge=1, description="Most jobs waiting; beyond it messages are stored by rules only."
+    )
     max_message_bytes: int = Field(default=32 * 1024, ge=1, description="Largest message store_memory accepts.")
     timezone: str = Field(
         default_factory=system_timezone,
@@ -87,6 +117,15 @@ class Settings(BaseSettings):
     recency_weight: float = Field(
         default=0.2, ge=0, le=1, description="Search: the share of relevance that recency decides (0 turns it off)."
     )
+
+    @model_validator(mode="after")
+    def _openai_needs_a_server(self) -> Settings:
+        if self.extractor == "openai" and (not self.llm_base_url or not self.llm_model):
+            raise ValueError(
+                "HARMONIA_EXTRACTOR=openai needs HARMONIA_LLM_BASE_URL (e.g. http://127.0.0.1:8080/v1) and "
+                "HARMONIA_LLM_MODEL (the name the server serves)"
+            )
+        return self
 
     @field_validator("timezone")
     @classmethod

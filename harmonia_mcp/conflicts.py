@@ -29,10 +29,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 import aiosqlite
 from rapidfuzz import fuzz
@@ -790,9 +790,18 @@ class Candidate:
 
 
 async def find_candidates(
-    store: Store, db: aiosqlite.Connection, user_id: str, memory: ExtractedMemory, speakers: Sequence[str]
+    store: Store,
+    db: aiosqlite.Connection,
+    user_id: str,
+    memory: ExtractedMemory,
+    speakers: Sequence[str],
+    judged: Mapping[str, Verdict] | None = None,
 ) -> list[Candidate]:
-    """The user's active memories that `memory` duplicates, updates or complements, best match first."""
+    """The user's active memories that `memory` duplicates, updates or complements, best match first.
+
+    `judged` maps a stored memory's id to a verdict decided beforehand (by `judge_unreadable_pairs`); it
+    replaces the rules' verdict for that memory.
+    """
     match = candidate_query(memory, speakers)
     if match is None:
         return []
@@ -801,7 +810,7 @@ async def find_candidates(
     out: list[Candidate] = []
     for hit in hits:
         names = [*speakers, hit.memory.speaker] if hit.memory.speaker else list(speakers)
-        verdict = classify(new, Fact.of_memory(hit.memory), names)
+        verdict = (judged or {}).get(hit.memory.memory_id) or classify(new, Fact.of_memory(hit.memory), names)
         if verdict.kind != "unrelated":
             out.append(Candidate(hit.memory, verdict))
     return out
@@ -850,6 +859,7 @@ async def reconcile(
     new: NewMemory,
     strategy: ResolutionStrategy,
     speakers: Sequence[str],
+    judged: Mapping[str, Verdict] | None = None,
 ) -> Resolution:
     """Store `new` according to `strategy` and what the user already has, inside the open transaction `db`.
 
@@ -864,13 +874,14 @@ async def reconcile(
 
     "skip" returns the existing memory with `action="skipped"`; "version" creates the new memory, marks
     every memory it updates `superseded` and links them to it; "rewrite old" rewrites the old memory in
-    place (history keeps the old text); "merge" rewrites the old memory with `merge_content`.
+    place (history keeps the old text); "merge" rewrites the old memory with `merge_content`. `judged`: see
+    `find_candidates`.
 
     Raises:
         sqlite3.Error / MemoryNotFound: a write failed; the caller's transaction then rolls back.
     """
     user = new.user_id
-    candidates = await find_candidates(store, db, user, new.extracted, speakers)
+    candidates = await find_candidates(store, db, user, new.extracted, speakers, judged)
     duplicates = [c for c in candidates if c.verdict.kind == "duplicate"]
     updates = [c for c in candidates if c.verdict.kind == "update"]
     complements = [c for c in candidates if c.verdict.kind == "complement"]
@@ -935,3 +946,69 @@ async def reconcile(
     elif complements:
         kind = "complement"
     return Resolution(created, "created", kind, linked)
+
+
+# --- model-assisted classification (issue 13) ------------------------------------------------------
+
+# A pair the rules cannot read is sent to the model only when the two share at least this many content words
+# (the FTS candidate query already found them by shared words; one shared word is mostly the topic), and at most
+# MAX_JUDGED pairs per new memory, best candidates first: each judgment is a model call of about a second.
+JUDGE_MIN_SHARED_WORDS = 2
+MAX_JUDGED = 2
+
+
+class PairJudge(Protocol):
+    """Something that says how a new memory relates to a stored one (extract/judge.ModelJudge)."""
+
+    name: str
+
+    async def judge(self, new: str, old: str) -> tuple[ConflictKind | Literal["unrelated"], str] | None:
+        """The relation and a reason, or None when it cannot say (the rules' answer then stands)."""
+        ...
+
+
+def needs_judgment(new: Fact, old: Fact, verdict: Verdict, speakers: Iterable[str]) -> bool:
+    """Whether the rules could not classify the pair (no slot reads both) though they share content words."""
+    if verdict.kind != "unrelated" or verdict.reason != "no shared slot":
+        return False
+    names = [speaker.lower() for speaker in speakers]
+    shared = _content_tokens(new.content, drop=names) & _content_tokens(old.content, drop=names)
+    return len(shared) >= JUDGE_MIN_SHARED_WORDS
+
+
+async def judge_unreadable_pairs(
+    store: Store,
+    user_id: str,
+    memory: ExtractedMemory,
+    speakers: Sequence[str],
+    judge: PairJudge,
+    exclude: Iterable[str] = (),
+) -> dict[str, Verdict]:
+    """Ask `judge` about the candidate pairs of `memory` the rules cannot classify (see `needs_judgment`).
+
+    Reads the candidates in a short transaction, then asks the model outside it (a model call must never
+    hold the write lock). Returns the stored memory id -> the model's verdict (reason prefixed "model: "),
+    for `reconcile(judged=...)`; pairs the model could not judge are left out, so the rules' answer stands.
+    """
+    match = candidate_query(memory, speakers)
+    if match is None:
+        return {}
+    skipped = set(exclude)
+    async with store.transaction() as db:
+        hits = await store.find_candidates(db, user_id, match, limit=MAX_CANDIDATES)
+    new = Fact.of_extracted(memory)
+    pairs: list[Memory] = []
+    for hit in hits:
+        if hit.memory.memory_id in skipped:
+            continue
+        names = [*speakers, hit.memory.speaker] if hit.memory.speaker else list(speakers)
+        old = Fact.of_memory(hit.memory)
+        if needs_judgment(new, old, classify(new, old, names), names):
+            pairs.append(hit.memory)
+    verdicts: dict[str, Verdict] = {}
+    for old_memory in pairs[:MAX_JUDGED]:
+        answer = await judge.judge(memory.content, old_memory.content)
+        if answer is not None:
+            kind, reason = answer
+            verdicts[old_memory.memory_id] = Verdict(kind, f"model: {reason}")
+    return verdicts

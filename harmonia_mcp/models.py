@@ -141,6 +141,10 @@ class StoreResult(BaseModel):
 
     memories: list[StoredMemory]
     warnings: list[str] = Field(default_factory=list[str])
+    # Background extraction (issue 13): the memories above are the rules' provisional ones, and the local
+    # model is still to read the message; `extraction_status(job_id)` says when its memories have landed.
+    pending_extraction: bool = False
+    job_id: int | None = None
 
 
 class Pagination(BaseModel):
@@ -242,3 +246,49 @@ class ImportResult(BaseModel):
     user_id: str
     imported: int
     skipped: int
+
+
+class JudgmentView(BaseModel):
+    """What the model said about a pair the rules could not classify (LLM-assisted reconciliation)."""
+
+    memory_id: str
+    other_memory_id: str
+    relation: Literal["duplicate", "update", "complement", "unrelated"]
+    reason: str
+    judge: str
+
+
+class ExtractionJobView(BaseModel):
+    """One background extraction job: `pending`, `running`, `done` (with `memory_ids`) or `failed` (with `error`)."""
+
+    job_id: int
+    status: Literal["pending", "running", "done", "failed"]
+    attempts: int
+    provisional_memory_ids: list[str]
+    memory_ids: list[str]
+    extractor: str | None
+    error: str | None
+    created_at: str
+    finished_at: str | None
+    judgments: list[JudgmentView] = Field(default_factory=list[JudgmentView])
+
+
+class QueueFigures(BaseModel):
+    """Background extraction jobs by status (over every user), the latency in seconds from store_memory to the
+    model's memories landing (over recent jobs; None before any), and the newest error of a job not done."""
+
+    pending: int
+    running: int
+    done: int
+    failed: int
+    latency_p50_seconds: float | None
+    latency_p95_seconds: float | None
+    last_error: str | None
+
+
+class ExtractionStatus(QueueFigures):
+    """The background extraction queue: the model's state, the queue's figures and, when asked for, one job."""
+
+    mode: Literal["sync", "async"]
+    model_state: Literal["unknown", "ok", "down", "slow", "none"]
+    job: ExtractionJobView | None = None

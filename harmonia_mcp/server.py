@@ -24,6 +24,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError, UnexpectedToolError
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourcesListChanged, SubscriptionBus
 from mcp.types import ListResourcesResult, PaginatedRequestParams, Resource, ToolAnnotations
 from pydantic import AnyHttpUrl, Field, ValidationError
 
@@ -32,13 +33,16 @@ from harmonia_mcp.auth import TokenTable
 from harmonia_mcp.config import Settings
 from harmonia_mcp.errors import AccessDenied, HarmoniaError, describe_validation_error
 from harmonia_mcp.extract.caller import MAX_FACTS
-from harmonia_mcp.extract.select import open_extractor
+from harmonia_mcp.extract.judge import ModelJudge
+from harmonia_mcp.extract.select import FallbackExtractor, open_extractor
+from harmonia_mcp.extraction_queue import ExtractionQueue, running_queue
 from harmonia_mcp.models import (
     CallerFact,
     Category,
     DeleteResult,
     ExportFormat,
     ExportResult,
+    ExtractionStatus,
     ListResult,
     ListSort,
     MemoryDetails,
@@ -382,6 +386,21 @@ async def export_memories(
         )
 
 
+async def extraction_status(
+    ctx: AppCtx,
+    user_id: UserId = None,
+    job_id: Annotated[
+        int | None, Field(ge=1, description="A job_id that store_memory returned, to see whether it has landed.")
+    ] = None,
+) -> ExtractionStatus:
+    """Show the background extraction queue: whether the local model is ok, down or slow, how many messages
+    wait for it, how many failed, how long the model's memories take to land, and (with job_id) one job:
+    pending, running, done (memory_ids are what the model stored; the provisional rules memories are then
+    superseded) or failed (error says why; the rules memories stay)."""
+    with _tool_errors():
+        return await _service(ctx).extraction_status(user_id=_user(ctx, user_id), job_id=job_id)
+
+
 async def read_recent(user_id: str, ctx: AppCtx) -> str:
     """The user's 50 newest memories as Markdown."""
     service = _service(ctx)
@@ -424,10 +443,13 @@ def startup_line(db_path: str, settings: Settings, *, embedder: str) -> str:
     (Ollama llama3.2:3b at http://127.0.0.1:11434 when it answers, else rules); embedder none".
     """
     model = f"Ollama {settings.ollama_model} at {settings.ollama_host}"
+    if settings.llm_base_url and settings.extractor in ("auto", "openai"):
+        model = f"OpenAI-compatible {settings.llm_model or '(no model)'} at {settings.llm_base_url}"
     extractor = {
-        "rules": "rules (Ollama is not used)",
+        "rules": "rules (no model is used)",
         "auto": f"auto ({model} when it answers, else rules)",
         "ollama": f"ollama ({model}; rules when it fails)",
+        "openai": f"openai ({model}; rules when it fails)",
     }[settings.extractor]
     return f"harmonia-mcp {__version__}: database {db_path}; extractor {extractor}; embedder {embedder}"
 
@@ -440,8 +462,9 @@ class _SharedContext:
     first entry opens the store, the last exit closes it.
     """
 
-    def __init__(self, settings: Settings, *, tokens_required: bool) -> None:
+    def __init__(self, settings: Settings, *, tokens_required: bool, events: SubscriptionBus | None = None) -> None:
         self._settings = settings
+        self._events = events
         self._tokens_required = tokens_required
         self._lock = anyio.Lock()
         self._users = 0
@@ -461,7 +484,8 @@ class _SharedContext:
                 ranking = Ranking(
                     half_life_days=settings.recency_half_life_days, recency_weight=settings.recency_weight
                 )
-                service = MemoryService(store, extractor, make_limits(settings), ranking)
+                queue = await self._start_queue(stack, store, extractor)
+                service = MemoryService(store, extractor, make_limits(settings), ranking, queue)
                 self._stack, self._context = stack, AppContext(service, tokens_required=self._tokens_required)
             self._users += 1
             context = self._context
@@ -478,6 +502,28 @@ class _SharedContext:
             # of the task that entered it; open_store shields its own close.
             if closing is not None:
                 await closing.aclose()
+
+    async def _start_queue(self, stack: AsyncExitStack, store: Any, extractor: Any) -> ExtractionQueue | None:
+        """The background extraction queue, running, when a model is configured and extraction is not sync."""
+        settings = self._settings
+        if settings.extraction == "sync" or not isinstance(extractor, FallbackExtractor):
+            return None
+        events = self._events
+
+        async def landed(_user: str) -> None:
+            if events is not None:
+                await events.publish(ResourcesListChanged())
+
+        queue = ExtractionQueue(
+            store,
+            extractor,
+            max_attempts=settings.extraction_max_attempts,
+            retry_seconds=settings.extraction_retry_seconds,
+            limit=settings.extraction_queue_limit,
+            on_landed=landed,
+            judge=ModelJudge(extractor.model) if settings.llm_reconcile else None,
+        )
+        return await stack.enter_async_context(running_queue(queue))
 
 
 # --- the error boundary: every tool gets it by being registered with HarmoniaServer.add_tool -------
@@ -595,7 +641,10 @@ def create_server(settings: Settings) -> HarmoniaServer:
     """
 
     tokens = TokenTable.from_settings(settings)
-    shared = _SharedContext(settings, tokens_required=tokens is not None)
+    # Our own bus (the SDK's default kind) so that the background queue can announce memories that land
+    # outside any request.
+    events = InMemorySubscriptionBus()
+    shared = _SharedContext(settings, tokens_required=tokens is not None, events=events)
     auth: dict[str, Any] = {}
     if tokens is not None:
         # The SDK requires an issuer URL, but with no OAuth provider and no resource_server_url it never
@@ -611,6 +660,7 @@ def create_server(settings: Settings) -> HarmoniaServer:
         version=__version__,
         lifespan=lambda _: shared.enter(),
         log_level=settings.log_level,
+        subscriptions=events,
         **auth,
     )
     writes = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False)
@@ -632,6 +682,7 @@ def create_server(settings: Settings) -> HarmoniaServer:
         title="Restore memory",
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False),
     )
+    server.add_tool(extraction_status, title="Extraction queue status", annotations=reads)
     # "recent" first: templates are tried in registration order, and it would also match {memory_id}.
     server.resource("memory://{user_id}/recent", name="recent_memories", mime_type="text/markdown")(read_recent)
     server.resource("memory://{user_id}/{memory_id}", name="memory", mime_type="application/json")(read_memory)

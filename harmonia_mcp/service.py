@@ -19,11 +19,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import TypeAdapter, ValidationError
 
-from harmonia_mcp import conflicts, export, search
+from harmonia_mcp import conflicts, export, jobs, search
 from harmonia_mcp.errors import AlreadyActive, InvalidInput
 from harmonia_mcp.extract import Extraction, Extractor, run_extractor
 from harmonia_mcp.extract.caller import normalise_facts
-from harmonia_mcp.extract.rules import find_entities, opens_with_pronoun, resolve_pronoun
+from harmonia_mcp.extract.rules import RulesExtractor, find_entities, opens_with_pronoun, resolve_pronoun
+from harmonia_mcp.extraction_queue import ExtractionQueue
 from harmonia_mcp.models import (
     MEMORY_ID_PATTERN,
     USER_ID_PATTERN,
@@ -33,8 +34,11 @@ from harmonia_mcp.models import (
     ExportFormat,
     ExportResult,
     ExtractedMemory,
+    ExtractionJobView,
+    ExtractionStatus,
     HistoryEntry,
     ImportResult,
+    JudgmentView,
     ListResult,
     ListSort,
     Memory,
@@ -101,12 +105,21 @@ class MemoryService:
     """Store, search, list, delete and export memories for many users over one `Store`."""
 
     def __init__(
-        self, store: Store, extractor: Extractor, limits: ServiceLimits, ranking: Ranking | None = None
+        self,
+        store: Store,
+        extractor: Extractor,
+        limits: ServiceLimits,
+        ranking: Ranking | None = None,
+        queue: ExtractionQueue | None = None,
     ) -> None:
         self.store = store
         self.extractor = extractor
         self.limits = limits
         self.ranking = ranking or Ranking()
+        # With a queue (HARMONIA_EXTRACTION=async), store_memory stores the rules' memories at once and the
+        # queue's worker runs the model later (extraction_queue.py); without one, the extractor runs inline.
+        self.queue = queue
+        self._rules = RulesExtractor()
 
     # --- argument checks ---
 
@@ -266,12 +279,25 @@ class MemoryService:
             _session_id(session_id)
         strategy = self._strategy(user, resolution_strategy)
         reference = self._reference_time(occurred_at, timezone)
+        queue = self.queue
         if facts is not None:
+            # The caller's model already understood the message: no extractor reads it, no job is queued.
             extraction = Extraction(self.caller_facts(facts, speaker=who, reference_time=reference), CALLER)
+            queue = None
         else:
             assert text is not None  # one of the two was checked above
-            extraction = await run_extractor(self.extractor, text, speaker=who, reference_time=reference)
-        result = await self.write_memories(extraction, user, who, text, session_id, meta, strategy, reference)
+            refusal = queue.refusal() if queue is not None else None
+            if queue is not None:
+                extraction = await run_extractor(self._rules, text, speaker=who, reference_time=reference)
+                if refusal is not None:
+                    warning = f"The local model was not used: {refusal}. The rules extractor read the message."
+                    extraction = Extraction(extraction.memories, extraction.extractor, [warning])
+                    queue = None
+            else:
+                extraction = await run_extractor(self.extractor, text, speaker=who, reference_time=reference)
+        result = await self.write_memories(
+            extraction, user, who, text, session_id, meta, strategy, reference, queue=queue
+        )
         if message is not None and _has_controls(message):
             result.warnings.insert(
                 0,
@@ -302,6 +328,8 @@ class MemoryService:
         meta: dict[str, Any] | None,
         strategy: ResolutionStrategy,
         reference: datetime,
+        *,
+        queue: ExtractionQueue | None = None,
     ) -> StoreResult:
         """Reconcile and write one message's memories in one transaction (any failure stores nothing).
 
@@ -310,13 +338,15 @@ class MemoryService:
         way. `user`, `who`, `strategy` are already checked; `text` is the message (None for facts alone),
         kept as each memory's source; `reference` is when it was said (its `occurred_at`, time order).
         A memory that opens with "She"/"He" is resolved against the speaker's previous message in the
-        session (not for caller facts).
+        session (not for caller facts). With `queue`, the message is also queued, in the same transaction,
+        for the background model extraction (issue 13), whose memories later replace these provisional ones.
         """
         extracted = extraction.memories
         said = to_utc_text(reference)
         # Without a message (facts only) the facts are what was said, for the next message's context.
         logged = text if text is not None else "; ".join(item.content for item in extracted)
         stored: list[StoredMemory] = []
+        job_id: int | None = None
         async with self.store.transaction() as db:
             context = await self.store.conversation_context(
                 db, user, session_id, reference, count=CONTEXT_MESSAGES, window_seconds=CONTEXT_WINDOW_SECONDS
@@ -338,10 +368,90 @@ class MemoryService:
                 )
                 resolution = await conflicts.reconcile(self.store, db, new, strategy, [who])
                 stored.append(_resolved(resolution))
+            if queue is not None and text is not None:
+                job_id = await self._queue_job(
+                    queue, db, user, who, session_id, meta, text, reference, strategy, message_id, context, stored
+                )
+        if queue is not None and job_id is not None:
+            queue.wake()
         warnings = list(extraction.warnings)
-        if not extracted:
+        if queue is not None and job_id is None:
+            warnings.append(
+                "The extraction queue is full: the rules extractor read the message and the model will not."
+            )
+        if not extracted and job_id is None:
             warnings.append("No durable fact found in the message (small talk, a question or a request).")
-        return StoreResult(memories=stored, warnings=warnings)
+        return StoreResult(memories=stored, warnings=warnings, pending_extraction=job_id is not None, job_id=job_id)
+
+    async def _queue_job(
+        self,
+        queue: ExtractionQueue,
+        db: Any,
+        user: str,
+        speaker: str,
+        session_id: str | None,
+        metadata: dict[str, Any] | None,
+        text: str,
+        reference: datetime,
+        strategy: ResolutionStrategy,
+        message_id: int,
+        context: str | None,
+        stored: list[StoredMemory],
+    ) -> int | None:
+        # Only what this message created is provisional; a memory it skipped or rewrote was there before.
+        provisional = [memory.memory_id for memory in stored if memory.action in ("created", "superseded_previous")]
+        zone = getattr(reference.tzinfo, "key", None)
+        job = jobs.NewJob(
+            user,
+            text,
+            speaker,
+            session_id,
+            metadata,
+            reference.isoformat(),
+            zone,
+            strategy,
+            message_id,
+            context,
+            provisional,
+        )
+        return await queue.enqueue(db, job)
+
+    async def extraction_status(self, *, user_id: str | None = None, job_id: int | None = None) -> ExtractionStatus:
+        """The background queue's figures (over every user) and, with `job_id`, that job of the user.
+
+        Raises:
+            InvalidInput: `job_id` is not one of the user's jobs.
+        """
+        user = self.user(user_id)
+        queue = self.queue
+        view: ExtractionJobView | None = None
+        if job_id is not None:
+            job = await jobs.get_job(self.store, user, job_id)
+            if job is None:
+                raise InvalidInput(
+                    f"job_id {job_id} is not an extraction job of user {user}: use the job_id store_memory returned"
+                )
+            view = ExtractionJobView(
+                job_id=job.job_id,
+                status=job.status,
+                attempts=job.attempts,
+                provisional_memory_ids=list(job.provisional),
+                memory_ids=list(job.result),
+                extractor=job.extractor,
+                error=job.last_error,
+                created_at=job.created_at,
+                finished_at=job.finished_at,
+                judgments=[JudgmentView.model_validate(row) for row in await jobs.judgments(self.store, user, job_id)],
+            )
+        # After the job: a job seen done is then counted as done.
+        async with self.store.transaction() as db:
+            stats = await jobs.queue_stats(db)
+        return ExtractionStatus(
+            mode="async" if queue is not None else "sync",
+            model_state=queue.model.state if queue is not None else getattr(self.extractor, "state", "none"),
+            job=view,
+            **stats.model_dump(),
+        )
 
     def _reference_time(self, occurred_at: str | None, timezone: str | None) -> datetime:
         """When the message was said, in the zone whose rules should resolve "tomorrow" and "in 3 months".

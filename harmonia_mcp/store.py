@@ -226,6 +226,50 @@ _M004_FTS_OWNER = f"""
 
 """ + _rebuild_fts_index(_M004_FTS_COLUMNS, update_of=(*_M003_FTS_COLUMNS, "user_id"))
 
+# The durable background extraction queue (issue 13, harmonia_mcp/jobs.py): one row per message waiting for, or
+# done with, the local model. `provisional` and `result` are JSON lists of memory ids (the rules' memories stored
+# at once, and what the model's memories became).
+_M007_JOBS = """
+        CREATE TABLE extraction_jobs (
+            job_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'done', 'failed')),
+            message TEXT NOT NULL,
+            speaker TEXT NOT NULL,
+            session_id TEXT,
+            metadata TEXT,
+            reference_time TEXT NOT NULL,
+            zone TEXT,
+            strategy TEXT NOT NULL,
+            message_id INTEGER,
+            context TEXT,
+            provisional TEXT NOT NULL DEFAULT '[]',
+            result TEXT NOT NULL DEFAULT '[]',
+            extractor TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            not_before TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            finished_at TEXT
+        );
+        CREATE INDEX extraction_jobs_due ON extraction_jobs (status, not_before);
+
+        -- LLM-assisted reconciliation: what the model said about a pair the rules could not classify.
+        CREATE TABLE reconciliation_judgments (
+            judgment_id INTEGER PRIMARY KEY,
+            job_id INTEGER REFERENCES extraction_jobs (job_id),
+            user_id TEXT NOT NULL,
+            memory_id TEXT NOT NULL,
+            other_memory_id TEXT NOT NULL,
+            relation TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            judge TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX reconciliation_judgments_job ON reconciliation_judgments (job_id);
+"""
+
 # Time order (issue 10): when the message a memory came from was said (UTC), so that reconciliation can let
 # the later of two conflicting facts be the current one, whatever order they were stored in (conflicts.py).
 # Memories stored before it have NULL, read as their created_at.
@@ -234,7 +278,14 @@ _M008_OCCURRED_AT = """
 """
 
 # Append only; `PRAGMA user_version` is the number of migrations applied.
-MIGRATIONS: Sequence[str] = (_M001_INITIAL, _M002_LINKS, _M003_SEARCH_CONTEXT, _M004_FTS_OWNER, _M008_OCCURRED_AT)
+MIGRATIONS: Sequence[str] = (
+    _M001_INITIAL,
+    _M002_LINKS,
+    _M003_SEARCH_CONTEXT,
+    _M004_FTS_OWNER,
+    _M007_JOBS,
+    _M008_OCCURRED_AT,
+)
 
 LinkKind = Literal["supersedes", "related"]
 

@@ -48,3 +48,18 @@ def refused_url() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def real_model_server() -> Iterator[str]:
+    """The URL of tests/model_server/server.mjs with SmolLM2-135M-Instruct (skips, saying why, when absent)."""
+    from real_model import ModelServer, missing
+
+    reason = missing()
+    if reason is not None:
+        pytest.skip(reason)
+    server = ModelServer()
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -19,10 +19,13 @@ FORBIDDEN = {
     "extract/rules.py": {"mcp", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
     "extract/prompts.py": {"mcp", "ollama", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
     "extract/ollama.py": {"mcp", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
+    "extract/openai.py": {"mcp", "ollama", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
     "extract/select.py": {"mcp", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
     "extract/caller.py": {"mcp", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
     "server.py": {"sqlite3", "aiosqlite", "harmonia_mcp.cli"},
     "conflicts.py": {"mcp", "ollama", "harmonia_mcp.service", "harmonia_mcp.server", "harmonia_mcp.extract"},
+    "jobs.py": {"mcp", "ollama", "harmonia_mcp.service", "harmonia_mcp.server", "harmonia_mcp.extract"},
+    "extraction_queue.py": {"mcp", "harmonia_mcp.service", "harmonia_mcp.server", "harmonia_mcp.cli"},
 }
 
 

@@ -45,3 +45,44 @@ def test_doctor_reports_an_ollama_that_does_not_answer(
     out = _doctor(monkeypatch, capsys, tmp_path / "d.db", refused_url)
     assert f"Ollama:    {refused_url} does not answer" in out
     assert "extractor: rules" in out
+
+
+def test_doctor_shows_the_extraction_queue_depth_failures_and_latency(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, fake_ollama: FakeOllama
+) -> None:
+    import anyio
+    from mcp import Client
+
+    from harmonia_mcp.config import Settings
+    from harmonia_mcp.server import create_server
+
+    db = tmp_path / "d.db"
+    settings = Settings.model_validate(
+        {
+            "db_path": str(db),
+            "extractor": "ollama",
+            "extraction": "async",
+            "ollama_host": fake_ollama.url,
+            "ollama_max_retries": 0,
+            "extraction_max_attempts": 1,
+        }
+    )
+
+    async def fill() -> None:
+        async with Client(create_server(settings)) as client:
+            for message in ("I have a dentist appointment tomorrow at 2pm.", "ok thanks! I like tea."):
+                stored = (await client.call_tool("store_memory", {"message": message})).structured_content
+                assert stored is not None
+                with anyio.fail_after(60):
+                    while True:
+                        status = await client.call_tool("extraction_status", {"job_id": stored["job_id"]})
+                        assert status.structured_content is not None
+                        if status.structured_content["job"]["status"] in ("done", "failed"):
+                            break
+                        await anyio.sleep(0.02)
+
+    anyio.run(fill)  # the second message has no recording: the fake answers HTTP 500
+    out = _doctor(monkeypatch, capsys, db, fake_ollama.url)
+    assert "queue:     async (HARMONIA_EXTRACTION); 0 pending, 0 running, 1 done, 1 failed;" in out
+    assert " s p95 until the model's memories land" in out
+    assert "newest error: Ollama at" in out and "HTTP 500" in out

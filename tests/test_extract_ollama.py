@@ -33,11 +33,15 @@ JASON = "My name is Jason Thompson. I work as a software engineer at AWS and I h
 MODEL = "llama3.2:3b"
 
 
-def ollama_settings(db_path: Path, host: str, extractor: str = "ollama", timeout: float = 5.0) -> Settings:
+def ollama_settings(
+    db_path: Path, host: str, extractor: str = "ollama", timeout: float = 5.0, extraction: str = "sync"
+) -> Settings:
+    # sync: these tests read the model's memories in store_memory's answer (test_extraction_queue.py: async).
     return Settings.model_validate(
         {
             "db_path": str(db_path),
             "extractor": extractor,
+            "extraction": extraction,
             "ollama_host": host,
             "ollama_model": MODEL,
             "ollama_timeout_seconds": timeout,

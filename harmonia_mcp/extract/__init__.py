@@ -39,13 +39,16 @@ class ExtractionError(Exception):
 
     `reason` is a sentence for a person: what failed and, where there is one, what to do about it.
     `unavailable` is True when the model cannot be reached or is not installed (as opposed to a
-    reply that did not validate), so callers can stop trying it until it is back.
+    reply that did not validate), so callers can stop trying it until it is back. `timed_out` is True when
+    the model did not finish within its timeout (the request was cancelled), which `FallbackExtractor`
+    counts towards marking the model "slow".
     """
 
-    def __init__(self, reason: str, *, unavailable: bool = False) -> None:
+    def __init__(self, reason: str, *, unavailable: bool = False, timed_out: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.unavailable = unavailable
+        self.timed_out = timed_out
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,10 @@ def test_serve_says_serving_once_it_listens(tmp_path: Path) -> None:
     [
         ({"HARMONIA_TIMEZONE": "Mars/Base"}, "HARMONIA_TIMEZONE 'Mars/Base' is invalid: unknown IANA time zone"),
         ({"HARMONIA_PORT": "http"}, "HARMONIA_PORT 'http' is not a whole number"),
-        ({"HARMONIA_EXTRACTOR": "gpt"}, "HARMONIA_EXTRACTOR 'gpt' is not allowed: use one of auto, ollama or rules"),
+        (
+            {"HARMONIA_EXTRACTOR": "gpt"},
+            "HARMONIA_EXTRACTOR 'gpt' is not allowed: use one of auto, ollama, openai or rules",
+        ),
         ({"HARMONIA_USER_RESOLUTION_STRATEGIES": "{alice"}, "HARMONIA_USER_RESOLUTION_STRATEGIES is not valid JSON"),
         (
             {"HARMONIA_USER_RESOLUTION_STRATEGIES": '{"alice": "newest"}'},

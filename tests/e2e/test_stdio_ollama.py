@@ -35,6 +35,7 @@ async def test_the_server_process_extracts_with_ollama_and_falls_back_to_rules(
         tmp_path / "e2e.db",
         {
             "HARMONIA_EXTRACTOR": "ollama",
+            "HARMONIA_EXTRACTION": "sync",  # the model inside the call; the queue: the test below
             "OLLAMA_HOST": fake_ollama.url,
             "HARMONIA_OLLAMA_MODEL": "llama3.2:3b",
             "HARMONIA_OLLAMA_TIMEOUT_SECONDS": "10",
@@ -59,3 +60,34 @@ async def test_the_server_process_extracts_with_ollama_and_falls_back_to_rules(
     assert extractors == sorted(["ollama"] * 4 + ["rules"] * len(by_rules["memories"]))
     chat = fake_ollama.chat_requests()
     assert chat and all(request["model"] == "llama3.2:3b" and request["stream"] is False for request in chat)
+
+
+async def test_the_server_process_queues_the_model_and_a_restart_resumes_what_was_left(
+    tmp_path: Path, fake_ollama: FakeOllama
+) -> None:
+    env = {
+        "HARMONIA_EXTRACTOR": "ollama",
+        "HARMONIA_EXTRACTION": "async",
+        "OLLAMA_HOST": fake_ollama.url,
+        "HARMONIA_OLLAMA_MODEL": "llama3.2:3b",
+        "HARMONIA_OLLAMA_TIMEOUT_SECONDS": "60",
+    }
+    fake_ollama.fail("timeout")  # the first process stops while its job waits on the model
+    with anyio.fail_after(60):
+        async with Client(server_parameters(tmp_path / "e2e.db", env)) as client:
+            queued = await _store(client, JASON)
+            while fake_ollama.in_flight == 0:
+                await anyio.sleep(0.02)
+    assert queued["pending_extraction"] and [m["extractor"] for m in queued["memories"]] == ["rules"] * 3
+    fake_ollama.fail(None)
+    with anyio.fail_after(60):
+        async with Client(server_parameters(tmp_path / "e2e.db", env)) as client:
+            while True:
+                status = await client.call_tool("extraction_status", {"job_id": queued["job_id"]})
+                assert status.structured_content is not None
+                if status.structured_content["job"]["status"] == "done":
+                    break
+                await anyio.sleep(0.05)
+            listed = await client.call_tool("list_memories", {"limit": 50})
+    assert listed.structured_content is not None
+    assert [m["extractor"] for m in listed.structured_content["memories"]] == ["ollama"] * 3
