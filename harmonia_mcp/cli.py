@@ -14,11 +14,12 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import anyio
 import httpx
@@ -26,6 +27,9 @@ from pydantic import ValidationError
 
 from harmonia_mcp import __version__
 from harmonia_mcp.config import Settings
+
+if TYPE_CHECKING:
+    from harmonia_mcp.service import MemoryService
 
 
 def _settings(arguments: argparse.Namespace) -> Settings:
@@ -76,6 +80,17 @@ def _parser() -> argparse.ArgumentParser:
     importer.add_argument("file", type=Path, help="the JSON export to load ('-' reads standard input)")
     importer.add_argument("--user-id", help="whose memories they become (default: the file's user_id)")
     importer.add_argument("--db", help="the SQLite file to load into (default: HARMONIA_DB_PATH or the data directory)")
+    forget = commands.add_parser(
+        "forget-user", help="erase every memory of a user from the database file (cannot be undone)"
+    )
+    forget.add_argument("user", help="the user id to erase")
+    forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    forget.add_argument("--db", help="the SQLite file (default: HARMONIA_DB_PATH or the data directory)")
+    delete = commands.add_parser("delete", help="delete one memory (--purge: remove it from the file for good)")
+    delete.add_argument("memory_id", help="the memory's id, e.g. mem_0123456789abcdef")
+    delete.add_argument("--user-id", help="whose memory it is (default: HARMONIA_DEFAULT_USER)")
+    delete.add_argument("--purge", action="store_true", help="remove it, its history and its text from the file")
+    delete.add_argument("--db", help="the SQLite file (default: HARMONIA_DB_PATH or the data directory)")
     return parser
 
 
@@ -94,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return anyio.run(_doctor, settings)
     if arguments.command == "import":
         return anyio.run(_import, settings, arguments.file, arguments.user_id)
+    if arguments.command == "forget-user":
+        return anyio.run(_forget_user, settings, arguments.user, arguments.yes)
+    if arguments.command == "delete":
+        return anyio.run(_delete, settings, arguments.memory_id, arguments.user_id, arguments.purge)
     transport: str = getattr(arguments, "transport", "stdio")
     if transport in ("sse", "streamable-http"):
         http_transport = cast(Literal["sse", "streamable-http"], transport)  # argparse choices checked it
@@ -251,6 +270,58 @@ async def _import(settings: Settings, file: Path, user_id: str | None) -> int:
     if progress is not None:
         print(file=sys.stderr)
     print(f"imported {result.imported} memories for {result.user_id}; {result.skipped} were already there")
+    return 0
+
+
+# --- forgetting ---------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _offline_service(settings: Settings) -> AsyncIterator[MemoryService]:
+    """A `MemoryService` over the configured file with the rules extractor, for commands run from a shell."""
+    from harmonia_mcp.extract.rules import RulesExtractor
+    from harmonia_mcp.server import make_limits
+    from harmonia_mcp.service import MemoryService
+    from harmonia_mcp.store import open_store
+
+    async with open_store(settings.db_path) as store:
+        yield MemoryService(store, RulesExtractor(), make_limits(settings))
+
+
+async def _forget_user(settings: Settings, user: str, yes: bool) -> int:
+    from harmonia_mcp.errors import HarmoniaError
+
+    if not yes:
+        if not sys.stdin.isatty():
+            print(f"harmonia-mcp forget-user: pass --yes to erase {user!r} (this cannot be undone)", file=sys.stderr)
+            return 2
+        typed = input(f"Erase every memory of {user!r} from {settings.db_path}? Type the user id to confirm: ")
+        if typed.strip() != user:
+            print("harmonia-mcp forget-user: not confirmed; nothing was erased", file=sys.stderr)
+            return 1
+    async with _offline_service(settings) as service:
+        try:
+            result = await service.delete_user_memories(user, confirm=user)
+        except HarmoniaError as error:
+            print(f"harmonia-mcp forget-user: {error}", file=sys.stderr)
+            return 1
+    print(
+        f"erased {result.user_id}: {result.memories} memories, {result.history_rows} history rows, "
+        f"{result.links} links, {result.messages} logged messages"
+    )
+    return 0
+
+
+async def _delete(settings: Settings, memory_id: str, user_id: str | None, purge: bool) -> int:
+    from harmonia_mcp.errors import HarmoniaError
+
+    async with _offline_service(settings) as service:
+        try:
+            result = await service.delete_memory(memory_id, user_id=user_id, purge=purge)
+        except HarmoniaError as error:
+            print(f"harmonia-mcp delete: {error}", file=sys.stderr)
+            return 1
+    print(f"{'purged' if result.purged else 'deleted'} {result.memory_id}")
     return 0
 
 

@@ -31,6 +31,7 @@ from harmonia_mcp.extract.select import open_extractor
 from harmonia_mcp.models import (
     Category,
     DeleteResult,
+    EraseResult,
     ExportFormat,
     ExportResult,
     ListResult,
@@ -255,10 +256,33 @@ async def delete_memory(
     memory_id: Annotated[str, Field(description="The memory's id, e.g. mem_0123456789abcdef.")],
     ctx: AppCtx,
     user_id: UserId = None,
+    purge: Annotated[
+        bool,
+        Field(description="Remove it from the database file for good (no restore), also if already deleted."),
+    ] = False,
 ) -> DeleteResult:
-    """Delete one memory. It disappears from search, lists and exports; its history is kept."""
+    """Delete one memory. It disappears from search, lists, resources and exports, and so does its part of
+    the message it came from, for the other memories of that message; restore_memory undoes it.
+    With purge=true it is removed from the database file with its history and cannot be restored.
+    """
     with _tool_errors():
-        result = await _service(ctx).delete_memory(memory_id, user_id=_user(ctx, user_id))
+        result = await _service(ctx).delete_memory(memory_id, user_id=_user(ctx, user_id), purge=purge)
+    await ctx.notify_resources_changed()
+    return result
+
+
+async def delete_user_memories(
+    confirm: Annotated[str, Field(description="The user id again, to confirm: erasing cannot be undone.")],
+    ctx: AppCtx,
+    user_id: UserId = None,
+) -> EraseResult:
+    """Erase every memory of a user from the database file, with history, links and logged messages.
+
+    Cannot be undone. confirm must repeat the user id (with a bearer token: the token's own user).
+    Returns how many memories, history rows, links and messages were removed.
+    """
+    with _tool_errors():
+        result = await _service(ctx).delete_user_memories(_user(ctx, user_id), confirm=confirm)
     await ctx.notify_resources_changed()
     return result
 
@@ -442,6 +466,11 @@ def create_server(settings: Settings) -> MCPServer[AppContext]:
         restore_memory,
         title="Restore memory",
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False),
+    )
+    server.add_tool(
+        delete_user_memories,
+        title="Erase a user's memories",
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True),
     )
     # "recent" first: templates are tried in registration order, and it would also match {memory_id}.
     server.resource("memory://{user_id}/recent", name="recent_memories", mime_type="text/markdown")(read_recent)

@@ -26,6 +26,7 @@ from harmonia_mcp.models import (
     USER_ID_PATTERN,
     Category,
     DeleteResult,
+    EraseResult,
     ExportFormat,
     ExportResult,
     HistoryEntry,
@@ -418,16 +419,45 @@ class MemoryService:
         memories, _ = await self.store.list_memories(self.user(user_id), MemoryFilter(), limit=count)
         return memories
 
-    async def delete_memory(self, memory_id: str, *, user_id: str | None = None) -> DeleteResult:
-        """Soft-delete one memory: it leaves search, lists and exports; its row and history stay.
+    async def delete_memory(self, memory_id: str, *, user_id: str | None = None, purge: bool = False) -> DeleteResult:
+        """Delete one memory: it leaves search, lists and exports, and so does its part of the message it came
+        from, for every other memory that shows or indexes that message (docs/forgetting.md).
+
+        Without `purge` the row and history stay (restore_memory undoes it). With `purge` (also for a memory
+        already deleted) the memory, its history, links and index entries and its part of other memories'
+        source messages and context are removed from the database file, and the file is compacted.
 
         Raises:
-            MemoryNotFound: unknown id for that user, or already deleted.
+            MemoryNotFound: unknown id for that user, or (without `purge`) already deleted.
         """
         user = self.user(user_id)
+        if purge:
+            async with self.store.transaction() as db:
+                await self.store.purge(db, user, [memory_id])
+            await self.store.compact()
+            return DeleteResult(memory_id=memory_id, deleted=True, purged=True)
         async with self.store.transaction() as db:
             await self.store.soft_delete(db, user, memory_id)
         return DeleteResult(memory_id=memory_id, deleted=True)
+
+    async def delete_user_memories(self, user_id: str | None = None, *, confirm: str | None = None) -> EraseResult:
+        """Erase a user: purge every memory, history row, link and logged message of `user_id`, in one
+        transaction, then compact the file. `confirm` must repeat the user id (the default user's when
+        `user_id` is None), so a slip cannot erase anyone.
+
+        Raises:
+            InvalidInput: `confirm` is missing or is not the user id; nothing is removed.
+        """
+        user = self.user(user_id)
+        if confirm != user:
+            raise InvalidInput(
+                f"erasing every memory of {user!r} cannot be undone: pass confirm={user!r} to go ahead"
+                + ("" if confirm is None else f" (confirm was {confirm[:140]!r})")
+            )
+        async with self.store.transaction() as db:
+            counts = await self.store.erase_user(db, user)
+        await self.store.compact()
+        return EraseResult(user_id=user, **counts)
 
     async def export_memories(
         self,

@@ -15,7 +15,7 @@ import json
 import logging
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +25,7 @@ from typing import Any, Literal
 import aiosqlite
 import anyio
 
+from harmonia_mcp import spans
 from harmonia_mcp.errors import MemoryNotFound
 from harmonia_mcp.models import Category, ExtractedMemory, Memory
 
@@ -144,15 +145,24 @@ _M001_INITIAL = f"""
 """
 
 
-def _rebuild_fts_index(columns: Sequence[str], *, update_of: Sequence[str]) -> str:
+def _rebuild_fts_index(
+    columns: Sequence[str],
+    *,
+    update_of: Sequence[str],
+    content: str = "memories",
+    values: Mapping[str, str] | None = None,
+) -> str:
     """SQL that replaces `memories_fts` and its sync triggers with an index over `columns`, then fills it.
 
     The trigger on update fires when any of `update_of` changes. A migration passes its own frozen column
-    lists, so what it does never changes when `FTS_COLUMNS` does.
+    lists, so what it does never changes when `FTS_COLUMNS` does. `content` is the table (or view) FTS5 reads
+    the indexed text back from (for highlight(), snippet() and 'rebuild'); `values` maps a column to the SQL
+    expression over the row (`{row}.x`) that the triggers index for it, which must agree with `content`.
     """
     names = ", ".join(columns)
-    new_values = ", ".join("new." + column for column in columns)
-    old_values = ", ".join("old." + column for column in columns)
+    expressions = {column: (values or {}).get(column, "{row}." + column) for column in columns}
+    new_values = ", ".join(expressions[column].format(row="new") for column in columns)
+    old_values = ", ".join(expressions[column].format(row="old") for column in columns)
     return f"""
         DROP TRIGGER memories_ai;
         DROP TRIGGER memories_ad;
@@ -160,7 +170,7 @@ def _rebuild_fts_index(columns: Sequence[str], *, update_of: Sequence[str]) -> s
         DROP TABLE memories_fts;
         CREATE VIRTUAL TABLE memories_fts USING fts5(
             {names},
-            content='memories', content_rowid='rowid',
+            content='{content}', content_rowid='rowid',
             tokenize='{FTS_TOKENIZER}'
         );
         CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
@@ -226,8 +236,40 @@ _M004_FTS_OWNER = f"""
 
 """ + _rebuild_fts_index(_M004_FTS_COLUMNS, update_of=(*_M003_FTS_COLUMNS, "user_id"))
 
+# Forgetting (issue 11, docs/forgetting.md). A deleted memory's part of its source message (`hidden_span`) is
+# hidden from the other memories that show or index that message: `source_redacted` and `context_redacted` are
+# the source message and conversation context with the deleted memories' spans cut out (NULL: nothing hidden),
+# and the index reads them through the view `memories_indexed`, so search, highlights and snippets never see
+# the hidden text, while the raw columns keep it for restore_memory. Also: pin, importance (0-1, NULL is
+# neutral), archive, an expiry time (UTC) and the access counter of search hits.
+_M006_FORGETTING_COLUMNS = (*_M004_FTS_COLUMNS,)
+_M006_FORGETTING = """
+        ALTER TABLE memories ADD COLUMN hidden_span TEXT;
+        ALTER TABLE memories ADD COLUMN source_redacted TEXT;
+        ALTER TABLE memories ADD COLUMN context_redacted TEXT;
+        ALTER TABLE memories ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE memories ADD COLUMN importance REAL;
+        ALTER TABLE memories ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE memories ADD COLUMN expires_at TEXT;
+        ALTER TABLE memories ADD COLUMN access_count INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE memories ADD COLUMN last_accessed_at TEXT;
+        CREATE INDEX memories_expiry ON memories (expires_at) WHERE expires_at IS NOT NULL;
+        CREATE VIEW memories_indexed AS
+            SELECT rowid, content, entities, tags, coalesce(source_redacted, source_message) AS source_message,
+                speaker, coalesce(context_redacted, context) AS context, owner_token
+            FROM memories;
+""" + _rebuild_fts_index(
+    _M006_FORGETTING_COLUMNS,
+    update_of=(*_M003_FTS_COLUMNS, "user_id", "source_redacted", "context_redacted"),
+    content="memories_indexed",
+    values={
+        "source_message": "coalesce({row}.source_redacted, {row}.source_message)",
+        "context": "coalesce({row}.context_redacted, {row}.context)",
+    },
+)
+
 # Append only; `PRAGMA user_version` is the number of migrations applied.
-MIGRATIONS: Sequence[str] = (_M001_INITIAL, _M002_LINKS, _M003_SEARCH_CONTEXT, _M004_FTS_OWNER)
+MIGRATIONS: Sequence[str] = (_M001_INITIAL, _M002_LINKS, _M003_SEARCH_CONTEXT, _M004_FTS_OWNER, _M006_FORGETTING)
 
 LinkKind = Literal["supersedes", "related"]
 
@@ -277,6 +319,8 @@ class MemoryFilter:
     # Every one of these tags (compared ignoring case); empty admits any.
     tags: tuple[str, ...] = ()
     max_confidence: float | None = None
+    # Archived memories (kept, but out of search, lists and exports by default).
+    include_archived: bool = False
 
     def where(self, user_id: str, alias: str = "m") -> tuple[str, list[Any]]:
         """The SQL condition (over table alias `alias`) and its parameters."""
@@ -287,6 +331,8 @@ class MemoryFilter:
                 clauses.append(f"{alias}.status IN ('active', 'superseded')")
             else:
                 clauses.append(f"{alias}.status = 'active'")
+        if not self.include_archived and not self.include_inactive:
+            clauses.append(f"{alias}.archived = 0")
         if self.category is not None:
             clauses.append(f"{alias}.category = ?")
             params.append(self.category.value)
@@ -321,7 +367,9 @@ _SORT_COLUMNS = {
 
 _MEMORY_COLUMNS = (
     "m.memory_id, m.user_id, m.content, m.category, m.confidence, m.entities, m.tags, m.event_time, "
-    "m.source_message, m.speaker, m.session_id, m.metadata, m.extractor, m.status, m.created_at, m.updated_at"
+    "coalesce(m.source_redacted, m.source_message) AS source_message, m.speaker, m.session_id, m.metadata, "
+    "m.extractor, m.status, m.created_at, m.updated_at, m.pinned, m.importance, m.archived, m.expires_at, "
+    "m.access_count, m.last_accessed_at"
 )
 
 
@@ -343,6 +391,12 @@ def _row_to_memory(row: sqlite3.Row) -> Memory:
         status=row["status"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        pinned=bool(row["pinned"]),
+        importance=row["importance"],
+        archived=bool(row["archived"]),
+        expires_at=row["expires_at"],
+        access_count=row["access_count"],
+        last_accessed_at=row["last_accessed_at"],
     )
 
 
@@ -435,6 +489,35 @@ def _fact_columns(extracted: ExtractedMemory) -> tuple[str, str, float, str, str
     )
 
 
+def _span_of(row: sqlite3.Row) -> str | None:
+    """The part of the memory's source message it came from; the whole message when no part is found."""
+    source = row["source_message"]
+    if not source:
+        return None
+    return spans.source_span(source, str(row["content"]), json.loads(row["entities"])) or str(source)
+
+
+def _same_message(message_a: int | None, source_a: str | None, message_b: int | None, source_b: str | None) -> bool:
+    """Whether two memories came from one message: the same `message_id`, or (imported, without one) the same text."""
+    if message_a is not None or message_b is not None:
+        return message_a == message_b
+    return source_a is not None and source_a == source_b
+
+
+def _near(message_id: int | None, source_message: str | None, span: str | None) -> tuple[str, list[Any]]:
+    """SQL (over `m`) for the memories that a span of this message can show through: the same message, or a
+    conversation context that holds the span."""
+    params: list[Any]
+    if message_id is not None:
+        clauses, params = ["m.message_id = ?"], [message_id]
+    else:
+        clauses, params = ["(m.message_id IS NULL AND m.source_message = ?)"], [source_message]
+    if span:
+        clauses.append("instr(coalesce(m.context, ''), ?) > 0")
+        params.append(span)
+    return " OR ".join(clauses), params
+
+
 class Store:
     """The SQLite store. Open it with `open_store`; all methods are coroutines and scoped by `user_id`."""
 
@@ -490,6 +573,8 @@ class Store:
             ),
         )
         await self._record(db, memory_id, new.user_id, "created", None, extracted.content, new.source_message, now)
+        if new.context:
+            await self._refresh_redactions(db, new.user_id, "m.memory_id = ?", [memory_id])
         return Memory(
             memory_id=memory_id,
             user_id=new.user_id,
@@ -525,14 +610,21 @@ class Store:
         )
         await self._record(db, memory_id, user_id, "updated", old, content, source_message, now)
 
-    async def soft_delete(self, db: aiosqlite.Connection, user_id: str, memory_id: str) -> None:
-        """Mark an active memory `deleted`; it stays in the file, with a `deleted` history row.
+    async def soft_delete(
+        self, db: aiosqlite.Connection, user_id: str, memory_id: str, *, reason: str | None = None
+    ) -> None:
+        """Mark a memory `deleted`; it stays in the file, with a `deleted` history row (`reason` as its source).
+
+        Its part of the source message (`spans.source_span`, or the whole message when none is found) becomes
+        its `hidden_span`, which the memories sharing that message or carrying it as context stop showing and
+        indexing (docs/forgetting.md).
 
         Raises:
             MemoryNotFound: no memory with that id for that user, or it is already deleted.
         """
         async with db.execute(
-            "SELECT status, content FROM memories WHERE memory_id = ? AND user_id = ?", (memory_id, user_id)
+            "SELECT status, content, entities, source_message FROM memories WHERE memory_id = ? AND user_id = ?",
+            (memory_id, user_id),
         ) as cursor:
             row = await cursor.fetchone()
         if row is None:
@@ -540,11 +632,14 @@ class Store:
         if row["status"] == "deleted":
             raise MemoryNotFound(memory_id, user_id, "it was already deleted")
         now = utc_now()
+        span = _span_of(row)
         await db.execute(
-            "UPDATE memories SET status = 'deleted', updated_at = ? WHERE memory_id = ? AND user_id = ?",
-            (now, memory_id, user_id),
+            "UPDATE memories SET status = 'deleted', hidden_span = ?, updated_at = ? "
+            "WHERE memory_id = ? AND user_id = ?",
+            (span, now, memory_id, user_id),
         )
-        await self._record(db, memory_id, user_id, "deleted", row["content"], None, None, now)
+        await self._record(db, memory_id, user_id, "deleted", row["content"], None, None, now, reason)
+        await self._refresh_around(db, user_id, memory_id, span)
 
     async def rewrite_memory(
         self,
@@ -587,6 +682,7 @@ class Store:
                     user_id,
                 ),
             )
+            await self._refresh_redactions(db, user_id, "m.memory_id = ?", [memory_id])
         await db.execute(
             """
             UPDATE memories SET content = ?, category = ?, confidence = ?, entities = ?, tags = ?, event_time = ?,
@@ -632,7 +728,202 @@ class Store:
         )
         action = "superseded" if status == "superseded" else "restored"
         await self._record(db, memory_id, user_id, action, memory.content, memory.content, source_message, now)
+        if memory.status == "deleted":
+            await self._unhide(db, user_id, memory_id)
         return memory
+
+    # --- forgetting: hidden spans, purge, erasure (docs/forgetting.md) ---
+
+    async def _refresh_around(self, db: aiosqlite.Connection, user_id: str, memory_id: str, span: str | None) -> None:
+        """Recompute what the memories near `memory_id` show: those of the same message and any whose
+        conversation context holds `span`."""
+        async with db.execute(
+            "SELECT message_id, source_message FROM memories WHERE memory_id = ? AND user_id = ?", (memory_id, user_id)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return
+        where, params = _near(row["message_id"], row["source_message"], span)
+        await self._refresh_redactions(db, user_id, where, params)
+
+    async def _unhide(self, db: aiosqlite.Connection, user_id: str, memory_id: str) -> None:
+        async with db.execute(
+            "SELECT hidden_span FROM memories WHERE memory_id = ? AND user_id = ?", (memory_id, user_id)
+        ) as cursor:
+            row = await cursor.fetchone()
+        span = row["hidden_span"] if row else None
+        await db.execute(
+            "UPDATE memories SET hidden_span = NULL WHERE memory_id = ? AND user_id = ?", (memory_id, user_id)
+        )
+        await self._refresh_around(db, user_id, memory_id, span)
+
+    async def _hidden(self, db: aiosqlite.Connection, user_id: str) -> list[sqlite3.Row]:
+        """The user's deleted memories that hide a span: memory_id, hidden_span, message_id, source_message."""
+        async with db.execute(
+            "SELECT memory_id, hidden_span, message_id, source_message FROM memories "
+            "WHERE user_id = ? AND status = 'deleted' AND hidden_span IS NOT NULL",
+            (user_id,),
+        ) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _refresh_redactions(
+        self, db: aiosqlite.Connection, user_id: str, where: str, params: Sequence[Any]
+    ) -> None:
+        """Recompute `source_redacted` and `context_redacted` of the user's memories that match `where` (over `m`).
+
+        A memory's source message loses the spans of the deleted memories of the same message (the same
+        `message_id`, or for imported memories the same text); its context loses every deleted memory's span
+        found in it. Its own span never counts. The index follows by trigger.
+        """
+        hidden = await self._hidden(db, user_id)
+        async with db.execute(
+            "SELECT m.rowid, m.memory_id, m.message_id, m.source_message, m.context, m.source_redacted, "
+            f"m.context_redacted FROM memories m WHERE m.user_id = ? AND ({where})",
+            [user_id, *params],
+        ) as cursor:
+            rows = list(await cursor.fetchall())
+        for row in rows:
+            others = [item for item in hidden if item["memory_id"] != row["memory_id"]]
+            siblings = [
+                str(item["hidden_span"])
+                for item in others
+                if _same_message(item["message_id"], item["source_message"], row["message_id"], row["source_message"])
+            ]
+            source = spans.redact(row["source_message"], siblings)
+            context = spans.redact(row["context"], [str(item["hidden_span"]) for item in others])
+            source_redacted = None if source == row["source_message"] else source
+            context_redacted = None if context == row["context"] else context
+            if (source_redacted, context_redacted) != (row["source_redacted"], row["context_redacted"]):
+                await db.execute(
+                    "UPDATE memories SET source_redacted = ?, context_redacted = ? WHERE rowid = ?",
+                    (source_redacted, context_redacted, row["rowid"]),
+                )
+
+    async def purge(self, db: aiosqlite.Connection, user_id: str, memory_ids: Sequence[str]) -> int:
+        """Remove the memories `memory_ids` of `user_id` from the file: rows, history, links, index entries,
+        and their part of every source message, context and message log entry of the user's other memories.
+
+        The one place that deletes memory rows (purge and erasure share it); the caller runs `compact()` after
+        the transaction so the FTS5 index and the WAL keep no copy. Returns how many memories were removed.
+
+        Raises:
+            MemoryNotFound: one of `memory_ids` is not a memory of `user_id` (nothing is removed).
+        """
+        wanted = list(dict.fromkeys(memory_ids))
+        if not wanted:
+            return 0
+        await db.execute("CREATE TEMP TABLE IF NOT EXISTS purge_ids (rowid INTEGER PRIMARY KEY, memory_id TEXT)")
+        await db.execute("DELETE FROM temp.purge_ids")
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            await db.execute(
+                f"INSERT INTO temp.purge_ids (rowid, memory_id) SELECT rowid, memory_id FROM memories "
+                f"WHERE user_id = ? AND memory_id IN ({marks})",
+                [user_id, *chunk],
+            )
+        async with db.execute("SELECT count(*) FROM temp.purge_ids") as cursor:
+            found = await cursor.fetchone()
+        if found is None or int(found[0]) != len(wanted):
+            async with db.execute("SELECT memory_id FROM temp.purge_ids") as cursor:
+                present = {str(row[0]) for row in await cursor.fetchall()}
+            missing = next(memory_id for memory_id in wanted if memory_id not in present)
+            raise MemoryNotFound(missing, user_id)
+        async with db.execute(
+            "SELECT count(*) FROM memories WHERE user_id = ? AND rowid NOT IN (SELECT rowid FROM temp.purge_ids)",
+            (user_id,),
+        ) as cursor:
+            remaining = await cursor.fetchone()
+        if remaining is not None and int(remaining[0]) > 0:
+            await self._scrub_others(db, user_id)
+        # Issue 9's memory_vectors rows go with their memory rows here (one DELETE keyed by rowid).
+        await db.execute(
+            "DELETE FROM memory_links WHERE user_id = ? AND (from_id IN (SELECT memory_id FROM temp.purge_ids) "
+            "OR to_id IN (SELECT memory_id FROM temp.purge_ids))",
+            (user_id,),
+        )
+        await db.execute(
+            "DELETE FROM memory_history WHERE user_id = ? AND memory_id IN (SELECT memory_id FROM temp.purge_ids)",
+            (user_id,),
+        )
+        await db.execute("DELETE FROM memories WHERE rowid IN (SELECT rowid FROM temp.purge_ids)")
+        await db.execute("DELETE FROM temp.purge_ids")
+        return len(wanted)
+
+    async def _scrub_others(self, db: aiosqlite.Connection, user_id: str) -> None:
+        """Cut the spans of the memories in `temp.purge_ids` out of the raw text of what the user keeps."""
+        async with db.execute(
+            "SELECT m.memory_id, m.content, m.entities, m.source_message, m.message_id, m.hidden_span "
+            "FROM memories m JOIN temp.purge_ids p ON p.rowid = m.rowid"
+        ) as cursor:
+            doomed = list(await cursor.fetchall())
+        for row in doomed:
+            span = row["hidden_span"] or _span_of(row)
+            if span is None:
+                continue
+            where, params = _near(row["message_id"], row["source_message"], span)
+            async with db.execute(
+                "SELECT m.rowid, m.source_message, m.context, m.hidden_span, m.message_id FROM memories m "
+                f"WHERE m.user_id = ? AND m.rowid NOT IN (SELECT rowid FROM temp.purge_ids) AND ({where})",
+                [user_id, *params],
+            ) as cursor:
+                others = list(await cursor.fetchall())
+            for other in others:
+                sibling = _same_message(
+                    row["message_id"], row["source_message"], other["message_id"], other["source_message"]
+                )
+                await db.execute(
+                    "UPDATE memories SET source_message = ?, context = ?, hidden_span = ? WHERE rowid = ?",
+                    (
+                        spans.redact(other["source_message"], [span]) if sibling else other["source_message"],
+                        spans.redact(other["context"], [span]),
+                        spans.redact(other["hidden_span"], [span]),
+                        other["rowid"],
+                    ),
+                )
+            await db.execute(
+                "UPDATE memory_history SET source_message = replace(source_message, ?, ?) "
+                "WHERE user_id = ? AND instr(source_message, ?) > 0",
+                (span, spans.REDACTED, user_id, span),
+            )
+            await db.execute(
+                "UPDATE messages SET text = replace(text, ?, ?) WHERE user_id = ? AND instr(text, ?) > 0",
+                (span, spans.REDACTED, user_id, span),
+            )
+        await self._refresh_redactions(db, user_id, "m.rowid NOT IN (SELECT rowid FROM temp.purge_ids)", [])
+
+    async def erase_user(self, db: aiosqlite.Connection, user_id: str) -> dict[str, int]:
+        """Purge every memory of `user_id` and its message log; return the counts removed, by kind."""
+        async with db.execute("SELECT memory_id FROM memories WHERE user_id = ?", (user_id,)) as cursor:
+            ids = [str(row[0]) for row in await cursor.fetchall()]
+        async with db.execute(
+            "SELECT (SELECT count(*) FROM memory_history WHERE user_id = ?), "
+            "(SELECT count(*) FROM memory_links WHERE user_id = ?), (SELECT count(*) FROM messages WHERE user_id = ?)",
+            (user_id, user_id, user_id),
+        ) as cursor:
+            counts = await cursor.fetchone()
+        memories = await self.purge(db, user_id, ids)
+        await db.execute("DELETE FROM memory_history WHERE user_id = ?", (user_id,))
+        await db.execute("DELETE FROM memory_links WHERE user_id = ?", (user_id,))
+        await db.execute("DELETE FROM messages WHERE user_id = ?", (user_id,))
+        history, links, messages = (int(value) for value in counts) if counts else (0, 0, 0)
+        return {"memories": memories, "history_rows": history, "links": links, "messages": messages}
+
+    async def compact(self) -> None:
+        """After a purge: merge the FTS5 index into one segment (dropping the deleted entries and their
+        delete markers, which hold the words too), then copy the WAL into the file and truncate it.
+
+        `PRAGMA secure_delete` (on for the writer) zeroes the freed pages and cells, so no byte of purged text
+        is left in the database file or its `-wal` afterwards (tests/test_forgetting.py reads the raw bytes).
+        Why 'optimize' and not FTS5's own secure-delete option: that needs SQLite 3.44, Debian 12 has 3.40.
+        """
+        async with self._write_lock:
+            await self._writer.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
+            if self.path != ":memory:":
+                async with self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
+                    row = await cursor.fetchone()
+                if row is not None and int(row[0]) != 0:
+                    logger.warning("the WAL checkpoint after a purge was blocked by a reader; it will run at close")
 
     async def add_link(self, db: aiosqlite.Connection, user_id: str, from_id: str, to_id: str, kind: LinkKind) -> None:
         """Record that `from_id` supersedes (or is related to) `to_id`; a link already there is kept as is."""
@@ -669,7 +960,9 @@ class Store:
         new_content: str | None,
         source_message: str | None,
         changed_at: str,
+        reason: str | None = None,
     ) -> None:
+        source_message = source_message if reason is None else reason
         await db.execute(
             """
             INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message,
@@ -812,14 +1105,25 @@ class Store:
         return _row_to_memory(row)
 
     async def history(self, user_id: str, memory_id: str) -> list[dict[str, Any]]:
-        """The history rows of one memory, oldest first, as dicts (action, old/new content, source, time)."""
+        """The history rows of one memory, oldest first, as dicts (action, old/new content, source, time).
+
+        Source messages do not show the spans of the user's other deleted memories (docs/forgetting.md).
+        """
         async with self._reader.execute(
             "SELECT action, old_content, new_content, source_message, changed_at FROM memory_history "
             "WHERE memory_id = ? AND user_id = ? ORDER BY history_id",
             (memory_id, user_id),
         ) as cursor:
-            rows = await cursor.fetchall()
-        return [dict(row) for row in rows]
+            rows = [dict(row) for row in await cursor.fetchall()]
+        async with self._reader.execute(
+            "SELECT hidden_span FROM memories WHERE user_id = ? AND status = 'deleted' AND hidden_span IS NOT NULL "
+            "AND memory_id != ?",
+            (user_id, memory_id),
+        ) as cursor:
+            hidden = [str(row[0]) for row in await cursor.fetchall()]
+        for row in rows:
+            row["source_message"] = spans.redact(row["source_message"], hidden)
+        return rows
 
     async def list_memories(
         self,
@@ -1024,6 +1328,9 @@ async def _connect(path: str, *, read_only: bool = False) -> aiosqlite.Connectio
     else:
         db = await aiosqlite.connect(path, isolation_level=None)
     db.row_factory = sqlite3.Row
+    if not read_only:
+        # Freed pages and cells are zeroed, so a purged memory leaves no bytes behind (docs/forgetting.md).
+        await db.execute("PRAGMA secure_delete = ON")
     await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     await db.execute("PRAGMA foreign_keys = ON")
     return db

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -48,3 +49,53 @@ def test_an_invalid_setting_exits_2_and_names_it() -> None:
     assert result.returncode == 2
     assert "timezone" in result.stderr and "Mars/Base" in result.stderr
     assert result.stdout == ""
+
+
+def test_forget_user_and_delete_purge_from_the_shell(tmp_path: Path) -> None:
+    import sqlite3
+
+    from harmonia_mcp.store import MIGRATIONS
+
+    db = tmp_path / "forget.db"
+    env = {"HARMONIA_DB_PATH": str(db)}
+    # A database with two users, written as the server would (import of a JSON export).
+    export = {
+        "user_id": "erin",
+        "memories": [
+            {
+                "memory_id": f"mem_00000000000000{number:02d}",
+                "content": content,
+                "category": "relationship",
+                "confidence": 0.9,
+                "entities": [],
+                "tags": [],
+                "event_time": None,
+                "source_message": None,
+                "speaker": "User",
+                "session_id": None,
+                "metadata": {},
+                "extractor": "rules",
+                "status": "active",
+                "created_at": "2026-01-01T00:00:00.000000+00:00",
+                "updated_at": "2026-01-01T00:00:00.000000+00:00",
+            }
+            for number, content in ((1, "User has a dog called Biggie"), (2, "User has a cat called Whiskers"))
+        ],
+    }
+    (tmp_path / "erin.json").write_text(json.dumps(export), encoding="utf-8")
+    assert _run("import", str(tmp_path / "erin.json"), env=env).returncode == 0
+
+    purged = _run("delete", "mem_0000000000000001", "--user-id", "erin", "--purge", env=env)
+    assert purged.returncode == 0, purged.stderr
+    assert "purged mem_0000000000000001" in purged.stdout
+    assert b"Biggie" not in db.read_bytes()
+
+    refused = _run("forget-user", "erin", env=env)  # no terminal to confirm on, and no --yes
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    erased = _run("forget-user", "erin", "--yes", env=env)
+    assert erased.returncode == 0, erased.stderr
+    assert "erased erin: 1 memories" in erased.stdout
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT count(*) FROM memories").fetchone() == (0,)
+        assert connection.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+    assert b"Whiskers" not in db.read_bytes()
