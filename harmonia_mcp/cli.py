@@ -30,6 +30,7 @@ from harmonia_mcp.config import Settings
 
 if TYPE_CHECKING:
     from harmonia_mcp.service import MemoryService
+    from harmonia_mcp.store import Store
 
 
 def _settings(arguments: argparse.Namespace) -> Settings:
@@ -86,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     forget.add_argument("user", help="the user id to erase")
     forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     forget.add_argument("--db", help="the SQLite file (default: HARMONIA_DB_PATH or the data directory)")
+    sweep = commands.add_parser("sweep", help="delete the memories whose expiry or retention time has passed")
+    sweep.add_argument("--db", help="the SQLite file (default: HARMONIA_DB_PATH or the data directory)")
     delete = commands.add_parser("delete", help="delete one memory (--purge: remove it from the file for good)")
     delete.add_argument("memory_id", help="the memory's id, e.g. mem_0123456789abcdef")
     delete.add_argument("--user-id", help="whose memory it is (default: HARMONIA_DEFAULT_USER)")
@@ -111,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return anyio.run(_import, settings, arguments.file, arguments.user_id)
     if arguments.command == "forget-user":
         return anyio.run(_forget_user, settings, arguments.user, arguments.yes)
+    if arguments.command == "sweep":
+        return anyio.run(_sweep, settings)
     if arguments.command == "delete":
         return anyio.run(_delete, settings, arguments.memory_id, arguments.user_id, arguments.purge)
     transport: str = getattr(arguments, "transport", "stdio")
@@ -227,6 +232,7 @@ async def _doctor(settings: Settings) -> int:
             async with store.transaction() as db, db.execute("PRAGMA user_version") as cursor:
                 row = await cursor.fetchone()
             print(f"schema:    version {row[0] if row else '?'} (the file opens and migrates)")
+            _forgetting_report(settings, await _service_over(settings, store).forgetting_stats())
     except (sqlite3.Error, OSError, RuntimeError) as error:
         print(f"schema:    cannot open the database: {error}")
         status = 1
@@ -273,19 +279,41 @@ async def _import(settings: Settings, file: Path, user_id: str | None) -> int:
     return 0
 
 
+def _forgetting_report(settings: Settings, stats: dict[str, int]) -> None:
+    users = ", ".join(f"{user} {days:g}" for user, days in settings.user_retention_days.items())
+    days = f"{settings.retention_days:g} days" if settings.retention_days else "off"
+    print(f"retention: {days} (HARMONIA_RETENTION_DAYS){'; per user: ' + users if users else ''}")
+    print(
+        f"forgotten: {stats['deleted']} deleted ({stats['expired']} by retention), {stats['expiring_soon']} "
+        f"expire within 7 days; {stats['pinned']} pinned, {stats['archived']} archived"
+    )
+
+
+def _service_over(settings: Settings, store: Store) -> MemoryService:
+    from harmonia_mcp.extract.rules import RulesExtractor
+    from harmonia_mcp.server import make_limits
+    from harmonia_mcp.service import MemoryService
+
+    return MemoryService(store, RulesExtractor(), make_limits(settings))
+
+
 # --- forgetting ---------------------------------------------------------------------------------
 
 
 @asynccontextmanager
 async def _offline_service(settings: Settings) -> AsyncIterator[MemoryService]:
     """A `MemoryService` over the configured file with the rules extractor, for commands run from a shell."""
-    from harmonia_mcp.extract.rules import RulesExtractor
-    from harmonia_mcp.server import make_limits
-    from harmonia_mcp.service import MemoryService
     from harmonia_mcp.store import open_store
 
     async with open_store(settings.db_path) as store:
-        yield MemoryService(store, RulesExtractor(), make_limits(settings))
+        yield _service_over(settings, store)
+
+
+async def _sweep(settings: Settings) -> int:
+    async with _offline_service(settings) as service:
+        counts = await service.sweep_expired()
+    print(f"expired {sum(counts.values())} memories" + "".join(f"; {user}: {n}" for user, n in counts.items()))
+    return 0
 
 
 async def _forget_user(settings: Settings, user: str, yes: bool) -> int:

@@ -174,6 +174,14 @@ class DeleteResult(BaseModel):
     purged: bool = False
 
 
+class UpdateResult(BaseModel):
+    """Result of `update_memory`: the memory as corrected, and what reconciling it did to the others."""
+
+    memory: MemoryView
+    superseded: list[str] = Field(default_factory=list[str])
+    related_memory_ids: list[str] = Field(default_factory=list[str])
+
+
 class EraseResult(BaseModel):
     """Result of `delete_user_memories`: what was removed from the file for `user_id`, by kind."""
 

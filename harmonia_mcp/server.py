@@ -44,6 +44,7 @@ from harmonia_mcp.models import (
     SearchSort,
     SortOrder,
     StoreResult,
+    UpdateResult,
 )
 from harmonia_mcp.service import MAX_LIST_LIMIT, MAX_SEARCH_LIMIT, MemoryService, ServiceLimits
 from harmonia_mcp.store import DateField, Ranking, open_store
@@ -79,6 +80,10 @@ FromDate = Annotated[
 ToDate = Annotated[
     str | None, Field(description="Only memories before the end of this ISO-8601 date, or before this timestamp.")
 ]
+Importance = Annotated[
+    float | None, Field(ge=0.0, le=1.0, description="How much it matters, 0 (trivial) to 1 (essential); ranks higher.")
+]
+IncludeArchived = Annotated[bool, Field(description="Also show archived memories (archive_memory).")]
 DateFieldArg = Annotated[
     DateField, Field(description="Which time from_date/to_date filter on: created_at (stored) or event_time.")
 ]
@@ -144,6 +149,13 @@ async def store_memory(
         str | None,
         Field(description="The speaker's IANA time zone, e.g. 'America/New_York'. Default: HARMONIA_TIMEZONE."),
     ] = None,
+    importance: Importance = None,
+    expires_at: Annotated[
+        str | None, Field(description="Forget these memories at this ISO-8601 time (must be in the future).")
+    ] = None,
+    ttl_days: Annotated[
+        float | None, Field(gt=0, description="Forget these memories after this many days (instead of expires_at).")
+    ] = None,
 ) -> StoreResult:
     """Extract durable facts from a message and remember them.
 
@@ -164,6 +176,9 @@ async def store_memory(
             occurred_at=occurred_at,
             resolution_strategy=resolution_strategy,
             timezone=timezone,
+            importance=importance,
+            expires_at=expires_at,
+            ttl_days=ttl_days,
         )
     if any(memory.action != "skipped" for memory in result.memories):
         await ctx.notify_resources_changed()
@@ -196,6 +211,7 @@ async def search_memories(
     boost_category: Annotated[
         Category | None, Field(description="Rank memories of this category higher, without filtering the others.")
     ] = None,
+    include_archived: IncludeArchived = False,
 ) -> SearchResult:
     """Full-text search over the user's memories, best match first.
 
@@ -220,6 +236,7 @@ async def search_memories(
             max_confidence=max_confidence,
             session_id=session_id,
             boost_category=boost_category,
+            include_archived=include_archived,
         )
 
 
@@ -235,6 +252,7 @@ async def list_memories(
     sort_by: ListSort = "created_at",
     sort_order: SortOrder = "desc",
     include_inactive: Annotated[bool, Field(description="Also show superseded and deleted memories.")] = False,
+    include_archived: IncludeArchived = False,
 ) -> ListResult:
     """List the user's memories, newest first by default, with pagination."""
     with _tool_errors():
@@ -249,6 +267,7 @@ async def list_memories(
             sort_by=sort_by,
             sort_order=sort_order,
             include_inactive=include_inactive,
+            include_archived=include_archived,
         )
 
 
@@ -325,6 +344,7 @@ async def export_memories(
     from_date: FromDate = None,
     to_date: ToDate = None,
     max_memories: Annotated[int | None, Field(ge=1, description="At most this many (oldest first).")] = None,
+    include_archived: IncludeArchived = False,
 ) -> ExportResult:
     """Export the user's memories, oldest first, as JSON, CSV, Markdown or plain text."""
     with _tool_errors():
@@ -335,7 +355,66 @@ async def export_memories(
             from_date=from_date,
             to_date=to_date,
             max_memories=max_memories,
+            include_archived=include_archived,
         )
+
+
+MemoryId = Annotated[str, Field(description="The memory's id, e.g. mem_0123456789abcdef.")]
+
+
+async def update_memory(
+    memory_id: MemoryId,
+    ctx: AppCtx,
+    user_id: UserId = None,
+    content: Annotated[
+        str | None, Field(description="The corrected third-person sentence, e.g. 'User has a dog called Rex'.")
+    ] = None,
+    category: Annotated[Category | None, Field(description="The corrected category.")] = None,
+    event_time: Annotated[str | None, Field(description="The corrected time it refers to (ISO-8601).")] = None,
+    importance: Importance = None,
+) -> UpdateResult:
+    """Correct an active memory in place: content, category, event_time and/or importance.
+
+    The change is kept in its history (get_memory shows old and new content) and re-indexed; memories the
+    corrected one now duplicates or contradicts are marked superseded (ids in superseded), related ones
+    are linked (related_memory_ids).
+    """
+    with _tool_errors():
+        result = await _service(ctx).update_memory(
+            memory_id,
+            user_id=_user(ctx, user_id),
+            content=content,
+            category=category,
+            event_time=event_time,
+            importance=importance,
+        )
+    await ctx.notify_resources_changed()
+    return result
+
+
+async def pin_memory(memory_id: MemoryId, ctx: AppCtx, user_id: UserId = None) -> MemoryView:
+    """Pin an active memory: it never expires and ranks a little higher in search."""
+    with _tool_errors():
+        return await _service(ctx).set_pinned(memory_id, True, user_id=_user(ctx, user_id))
+
+
+async def unpin_memory(memory_id: MemoryId, ctx: AppCtx, user_id: UserId = None) -> MemoryView:
+    """Unpin a memory: it ranks like the others again and retention may expire it."""
+    with _tool_errors():
+        return await _service(ctx).set_pinned(memory_id, False, user_id=_user(ctx, user_id))
+
+
+async def archive_memory(
+    memory_id: MemoryId,
+    ctx: AppCtx,
+    user_id: UserId = None,
+    archived: Annotated[bool, Field(description="true archives it; false brings it back.")] = True,
+) -> MemoryView:
+    """Archive an active memory: it is kept, but search, lists and exports skip it unless include_archived."""
+    with _tool_errors():
+        result = await _service(ctx).set_archived(memory_id, archived, user_id=_user(ctx, user_id))
+    await ctx.notify_resources_changed()
+    return result
 
 
 async def read_recent(user_id: str, ctx: AppCtx) -> str:
@@ -370,6 +449,9 @@ def make_limits(settings: Settings) -> ServiceLimits:
         timezone=settings.zone,
         resolution_strategy=settings.resolution_strategy,
         user_strategies=dict(settings.user_resolution_strategies),
+        retention_days=settings.retention_days,
+        user_retention_days=dict(settings.user_retention_days),
+        sweep_interval_seconds=settings.retention_sweep_seconds,
     )
 
 
@@ -472,6 +554,15 @@ def create_server(settings: Settings) -> MCPServer[AppContext]:
         title="Erase a user's memories",
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True),
     )
+    server.add_tool(
+        update_memory,
+        title="Update memory",
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False),
+    )
+    flags = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True)
+    server.add_tool(pin_memory, title="Pin memory", annotations=flags)
+    server.add_tool(unpin_memory, title="Unpin memory", annotations=flags)
+    server.add_tool(archive_memory, title="Archive memory", annotations=flags)
     # "recent" first: templates are tried in registration order, and it would also match {memory_id}.
     server.resource("memory://{user_id}/recent", name="recent_memories", mime_type="text/markdown")(read_recent)
     server.resource("memory://{user_id}/{memory_id}", name="memory", mime_type="application/json")(read_memory)

@@ -46,6 +46,8 @@ _M004_FTS_COLUMNS = ("content", "entities", "tags", "source_message", "speaker",
 OWNER_TOKEN_SQL = "'u' || hex(user_id) || '0'"
 
 DateField = Literal["created_at", "event_time"]
+# The source of the `deleted` history row that retention writes.
+EXPIRED_REASON = "expired (retention)"
 
 
 def utc_now() -> str:
@@ -441,12 +443,18 @@ class Ranking:
 
     where n is the memory's rank among the hits that came from the same message, and age is measured from
     the memory's `updated_at`. Every factor lies in 0-1, so relevance does too.
+
+    Pinned and important memories (docs/forgetting.md): before that division, a memory's bm25 is multiplied
+    by 1 + pin_weight * b, with b = 1 when pinned, else clamp(2 * (importance - 0.5), 0, 1) (importance unset
+    counts 0.5, so b = 0): at most a 25% stronger match, never more, and nothing changes for memories that
+    are neither pinned nor above 0.5 importance.
     """
 
     half_life_days: float = 30.0
     recency_weight: float = 0.2
     category_weight: float = 0.3
     repeat_penalty: float = 0.5
+    pin_weight: float = 0.25
 
 
 class _SerialReader:
@@ -925,6 +933,106 @@ class Store:
                 if row is not None and int(row[0]) != 0:
                     logger.warning("the WAL checkpoint after a purge was blocked by a reader; it will run at close")
 
+    # --- pin, importance, archive, expiry, access (docs/forgetting.md) ---
+
+    async def set_flags(
+        self,
+        db: aiosqlite.Connection,
+        user_id: str,
+        memory_ids: Sequence[str],
+        *,
+        pinned: bool | None = None,
+        importance: float | None = None,
+        archived: bool | None = None,
+        expires_at: str | None = None,
+        clear_expiry: bool = False,
+    ) -> None:
+        """Set what is given (None leaves it) on the user's active memories `memory_ids`; `clear_expiry` drops
+        their `expires_at`. Does not touch `updated_at`, so recency and retention are not reset by it.
+
+        Raises:
+            MemoryNotFound: one of them is not an active memory of the user (nothing is changed).
+        """
+        sets: list[str] = []
+        values: list[Any] = []
+        for column, value in (("pinned", pinned), ("importance", importance), ("archived", archived)):
+            if value is not None:
+                sets.append(f"{column} = ?")
+                values.append(int(value) if isinstance(value, bool) else value)
+        if expires_at is not None or clear_expiry:
+            sets.append("expires_at = ?")
+            values.append(expires_at)
+        for memory_id in memory_ids:
+            await self.get_memory_in(db, user_id, memory_id)
+            if sets:
+                await db.execute(
+                    f"UPDATE memories SET {', '.join(sets)} WHERE memory_id = ? AND user_id = ?",
+                    [*values, memory_id, user_id],
+                )
+
+    async def record_access(self, user_id: str, memory_ids: Sequence[str], when: str) -> None:
+        """Count one search return for each of `memory_ids` and stamp `last_accessed_at` (a counter, no query log).
+
+        Best effort: a busy database skips the count rather than fail the search that caused it.
+        """
+        if not memory_ids:
+            return
+        marks = ", ".join("?" for _ in memory_ids)
+        try:
+            async with self.transaction() as db:
+                await db.execute(
+                    f"UPDATE memories SET access_count = access_count + 1, last_accessed_at = ? "
+                    f"WHERE user_id = ? AND memory_id IN ({marks})",
+                    [when, user_id, *memory_ids],
+                )
+        except sqlite3.OperationalError as error:
+            logger.warning("access counts not recorded: %s", error)
+
+    async def expired(
+        self, db: aiosqlite.Connection, now: str, retention: Mapping[str, str] | None = None, *, default: str | None
+    ) -> list[tuple[str, str]]:
+        """(user_id, memory_id) of the active, unpinned memories due to expire at `now` (ISO-8601 UTC).
+
+        Due: `expires_at` at or before `now`, or, for retention, last updated and last returned by a search
+        before the cutoff: `retention[user]` for the users listed, else `default` (None: no retention).
+        """
+        async with db.execute(
+            "SELECT user_id, memory_id FROM memories WHERE expires_at IS NOT NULL AND expires_at <= ? "
+            "AND status = 'active' AND pinned = 0",
+            (now,),
+        ) as cursor:
+            due = [(str(row[0]), str(row[1])) for row in await cursor.fetchall()]
+        listed = dict(retention or {})
+        idle = "max(m.updated_at, coalesce(m.last_accessed_at, '')) < ? AND m.status = 'active' AND m.pinned = 0"
+        for user, cutoff in listed.items():
+            async with db.execute(
+                f"SELECT m.user_id, m.memory_id FROM memories m WHERE m.user_id = ? AND {idle}", (user, cutoff)
+            ) as cursor:
+                due += [(str(row[0]), str(row[1])) for row in await cursor.fetchall()]
+        if default is not None:
+            marks = ", ".join("?" for _ in listed)
+            others = f"AND m.user_id NOT IN ({marks})" if listed else ""
+            async with db.execute(
+                f"SELECT m.user_id, m.memory_id FROM memories m WHERE {idle} {others}", (default, *listed)
+            ) as cursor:
+                due += [(str(row[0]), str(row[1])) for row in await cursor.fetchall()]
+        return list(dict.fromkeys(due))
+
+    async def forgetting_stats(self, now: str, soon: str) -> dict[str, int]:
+        """Counts over the whole file: pinned, archived, deleted, deleted by retention, and due by `soon`."""
+        async with self._reader.execute(
+            "SELECT (SELECT count(*) FROM memories WHERE pinned = 1 AND status = 'active'), "
+            "(SELECT count(*) FROM memories WHERE archived = 1 AND status = 'active'), "
+            "(SELECT count(*) FROM memories WHERE status = 'deleted'), "
+            "(SELECT count(*) FROM memory_history WHERE action = 'deleted' AND source_message = ?), "
+            "(SELECT count(*) FROM memories WHERE status = 'active' AND pinned = 0 AND expires_at IS NOT NULL "
+            "AND expires_at <= ?)",
+            (EXPIRED_REASON, soon),
+        ) as cursor:
+            row = await cursor.fetchone()
+        names = ("pinned", "archived", "deleted", "expired", "expiring_soon")
+        return dict(zip(names, (int(value) for value in row), strict=True)) if row else dict.fromkeys(names, 0)
+
     async def add_link(self, db: aiosqlite.Connection, user_id: str, from_id: str, to_id: str, kind: LinkKind) -> None:
         """Record that `from_id` supersedes (or is related to) `to_id`; a link already there is kept as is."""
         await db.execute(
@@ -1104,6 +1212,17 @@ class Store:
             raise MemoryNotFound(memory_id, user_id)
         return _row_to_memory(row)
 
+    async def get_memory_in(self, db: aiosqlite.Connection, user_id: str, memory_id: str) -> Memory:
+        """The active memory `memory_id` of `user_id`, read on `db` (an open transaction's connection).
+
+        Raises:
+            MemoryNotFound: no active memory with that id for that user.
+        """
+        memory = await self._get(db, user_id, memory_id)
+        if memory is None or memory.status != "active":
+            raise MemoryNotFound(memory_id, user_id, "" if memory is None else f"it is {memory.status}")
+        return memory
+
     async def history(self, user_id: str, memory_id: str) -> list[dict[str, Any]]:
         """The history rows of one memory, oldest first, as dicts (action, old/new content, source, time).
 
@@ -1191,22 +1310,25 @@ class Store:
         # functions (best score, rank within a message, total) run over that result.
         sql = f"""
             WITH hits AS (
-                SELECT m.rowid AS rowid, -bm25(memories_fts, {weights}) AS strength,
+                SELECT m.rowid AS rowid, -bm25(memories_fts, {weights}) AS bm25_strength,
+                    -bm25(memories_fts, {weights}) * (1.0 + ? * (CASE WHEN m.pinned = 1 THEN 1.0
+                        ELSE min(1.0, max(0.0, (coalesce(m.importance, 0.5) - 0.5) * 2.0)) END)) AS strength,
                     coalesce(m.message_id, -m.rowid) AS message_group, m.category AS category,
                     m.updated_at AS updated_at, {sort_value} AS sort_value
                 FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid
                 WHERE memories_fts MATCH ? AND {where}
             ), scored AS (
-                SELECT rowid, strength, sort_value, count(*) OVER () AS total,
+                SELECT rowid, strength, bm25_strength, sort_value, count(*) OVER () AS total,
                     coalesce(strength / nullif(max(strength) OVER (), 0), 1.0)
                     * pow(?, row_number() OVER (PARTITION BY message_group ORDER BY strength DESC, rowid DESC) - 1)
                     * (1.0 - ? + ? * pow(0.5, max(0.0, julianday(?) - julianday(updated_at)) / ?))
                     * (CASE WHEN ? IS NULL OR category = ? THEN 1.0 ELSE 1.0 - ? END) AS relevance
                 FROM hits
             )
-            SELECT rowid, strength, relevance, total FROM scored ORDER BY {order} LIMIT ? OFFSET ?
+            SELECT rowid, bm25_strength, relevance, total FROM scored ORDER BY {order} LIMIT ? OFFSET ?
         """
         arguments = [
+            rank.pin_weight,
             match,
             *params,
             rank.repeat_penalty,
@@ -1238,7 +1360,9 @@ class Store:
             if int(row["rowid"]) not in details:
                 continue  # changed by a write between the two reads; the next search will see it
             memory, highlights = details[int(row["rowid"])]
-            hits.append(FullTextHit(memory, -float(row["strength"]), round(float(row["relevance"]), 6), highlights))
+            hits.append(
+                FullTextHit(memory, -float(row["bm25_strength"]), round(float(row["relevance"]), 6), highlights)
+            )
         return hits, total
 
     async def _hit_details(self, match: str, rowids: list[int]) -> dict[int, tuple[Memory, list[str]]]:
