@@ -433,6 +433,7 @@ class MemoryService:
             MemoryNotFound: the user has no memory with that id.
         """
         user = self.user(user_id)
+        await self.store.flush_access()
         memory = await self.store.get_memory(user, memory_id, include_inactive=True)
         history = [HistoryEntry.model_validate(row) for row in await self.store.history(user, memory_id)]
         links = MemoryLinks.model_validate(await self.store.links(user, memory_id))
@@ -657,6 +658,7 @@ class MemoryService:
         pinned ones never. Each gets a `deleted` history row whose source is "expired (retention)", and its
         span is hidden like any delete. Returns the count per user (only users with some).
         """
+        await self.store.flush_access()  # a search return counts as use
         now = self.clock()
         default = self.limits.retention_days
         cutoffs = {
