@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mcp import Client
-from mcp.types import TextContent, TextResourceContents
+from mcp.types import TextResourceContents
+from mcp_calls import call as _call
+from mcp_calls import error as _error
 
 from harmonia_mcp.config import Settings
 from harmonia_mcp.server import create_server
@@ -19,20 +20,6 @@ pytestmark = pytest.mark.anyio
 JASON = "My name is Jason Thompson. I work as a software engineer at AWS and I have a dog called Biggie."
 # The word and the porter stem FTS5 stores for it ("biggie" -> "biggi").
 SECRET_BYTES = (b"Biggie", b"biggie", b"BIGGIE", b"biggi")
-
-
-async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def _error(client: Client, tool: str, arguments: dict[str, Any]) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error
-    assert isinstance(result.content[0], TextContent)
-    return result.content[0].text
 
 
 async def _resource(client: Client, uri: str) -> str:

@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from mcp import Client
-from mcp.types import TextContent
+from mcp_calls import call as _call
+from mcp_calls import error as _error
 
 from harmonia_mcp.errors import InvalidInput
 from harmonia_mcp.extract.rules import RulesExtractor
@@ -155,20 +156,6 @@ async def test_get_memory_counts_how_often_and_when_a_search_returned_it(store: 
 
 
 # --- through the MCP client ---
-
-
-async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def _error(client: Client, tool: str, arguments: dict[str, Any]) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error
-    assert isinstance(result.content[0], TextContent)
-    return result.content[0].text
 
 
 async def test_update_memory_corrects_in_place_with_history_and_reindexes(client: Client) -> None:
