@@ -47,6 +47,11 @@ _M004_FTS_COLUMNS = ("content", "entities", "tags", "source_message", "speaker",
 OWNER_TOKEN_SQL = "'u' || hex(user_id) || '0'"
 
 DateField = Literal["created_at", "event_time"]
+# How many later messages of a conversation may carry a message in their context: at least the service's
+# CONTEXT_MESSAGES (2); the hidden-span lookups look this far (docs/forgetting.md).
+CONTEXT_REACH = 4
+# Imported memories (no message_id) are grouped by their source text, looked up by an index on its start.
+_SOURCE_KEY_CHARS = 64
 # Search returns are counted in memory and written at most this often (`Store.record_access`).
 ACCESS_FLUSH_SECONDS = 5.0
 # The source of the `deleted` history row that retention writes.
@@ -259,6 +264,10 @@ _M006_FORGETTING = """
         ALTER TABLE memories ADD COLUMN access_count INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE memories ADD COLUMN last_accessed_at TEXT;
         CREATE INDEX memories_expiry ON memories (expires_at) WHERE expires_at IS NOT NULL;
+        CREATE INDEX memories_conversation ON memories (user_id, session_id, message_id)
+            WHERE message_id IS NOT NULL;
+        CREATE INDEX memories_imported_source ON memories (user_id, substr(source_message, 1, 64))
+            WHERE message_id IS NULL;
         CREATE VIEW memories_indexed AS
             SELECT rowid, content, entities, tags, coalesce(source_redacted, source_message) AS source_message,
                 speaker, coalesce(context_redacted, context) AS context, owner_token
@@ -515,20 +524,6 @@ def _same_message(message_a: int | None, source_a: str | None, message_b: int | 
     return source_a is not None and source_a == source_b
 
 
-def _near(message_id: int | None, source_message: str | None, span: str | None) -> tuple[str, list[Any]]:
-    """SQL (over `m`) for the memories that a span of this message can show through: the same message, or a
-    conversation context that holds the span."""
-    params: list[Any]
-    if message_id is not None:
-        clauses, params = ["m.message_id = ?"], [message_id]
-    else:
-        clauses, params = ["(m.message_id IS NULL AND m.source_message = ?)"], [source_message]
-    if span:
-        clauses.append("instr(coalesce(m.context, ''), ?) > 0")
-        params.append(span)
-    return " OR ".join(clauses), params
-
-
 class Store:
     """The SQLite store. Open it with `open_store`; all methods are coroutines and scoped by `user_id`."""
 
@@ -588,7 +583,9 @@ class Store:
         )
         await self._record(db, memory_id, new.user_id, "created", None, extracted.content, new.source_message, now)
         if new.context:
-            await self._refresh_redactions(db, new.user_id, "m.memory_id = ?", [memory_id])
+            async with db.execute("SELECT rowid FROM memories WHERE memory_id = ?", (memory_id,)) as cursor:
+                inserted = await cursor.fetchone()
+            await self._refresh_redactions(db, new.user_id, [int(inserted[0])] if inserted else [])
         return Memory(
             memory_id=memory_id,
             user_id=new.user_id,
@@ -696,7 +693,7 @@ class Store:
                     user_id,
                 ),
             )
-            await self._refresh_redactions(db, user_id, "m.memory_id = ?", [memory_id])
+            await self._refresh_redactions(db, user_id, await self._affected(db, user_id, memory_id, None))
         await db.execute(
             """
             UPDATE memories SET content = ?, category = ?, confidence = ?, entities = ?, tags = ?, event_time = ?,
@@ -748,17 +745,71 @@ class Store:
 
     # --- forgetting: hidden spans, purge, erasure (docs/forgetting.md) ---
 
-    async def _refresh_around(self, db: aiosqlite.Connection, user_id: str, memory_id: str, span: str | None) -> None:
-        """Recompute what the memories near `memory_id` show: those of the same message and any whose
-        conversation context holds `span`."""
+    async def _group(
+        self, db: aiosqlite.Connection, user_id: str, message_id: int | None, source: str | None, extra: str = ""
+    ) -> list[sqlite3.Row]:
+        """The user's memories that came from one message (same `message_id`; imported ones, which have none,
+        by the same text), with `extra` SQL conditions over `m`. Both lookups use an index."""
+        columns = (
+            "m.rowid, m.memory_id, m.message_id, m.session_id, m.source_message, m.context, m.source_redacted, "
+            "m.context_redacted, m.hidden_span"
+        )
+        params: list[Any]
+        if message_id is not None:
+            sql = f"SELECT {columns} FROM memories m WHERE m.message_id = ? AND m.user_id = ?"
+            params = [message_id, user_id]
+        elif source is not None:
+            # The whole text is compared here, not in SQL: with `source_message = ?` beside it, the planner
+            # stopped using the index on the text's start (seen with EXPLAIN QUERY PLAN on SQLite 3.40).
+            sql = (
+                f"SELECT {columns} FROM memories m WHERE m.user_id = ? AND m.message_id IS NULL "
+                f"AND substr(m.source_message, 1, {_SOURCE_KEY_CHARS}) = ?"
+            )
+            async with db.execute(sql + extra, [user_id, source[:_SOURCE_KEY_CHARS]]) as cursor:
+                return [row for row in await cursor.fetchall() if row["source_message"] == source]
+        else:
+            return []
+        async with db.execute(sql + extra, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _nearby_messages(
+        self, db: aiosqlite.Connection, user_id: str, session_id: str | None, message_id: int, *, after: bool
+    ) -> list[int]:
+        """The ids of the `CONTEXT_REACH` messages with memories just after (or before) `message_id` in the same
+        user's conversation: the only ones whose context can hold it (or that its context can hold)."""
+        direction, order = (">", "ASC") if after else ("<", "DESC")
         async with db.execute(
-            "SELECT message_id, source_message FROM memories WHERE memory_id = ? AND user_id = ?", (memory_id, user_id)
+            f"SELECT DISTINCT message_id FROM memories WHERE user_id = ? AND session_id IS ? "
+            f"AND message_id {direction} ? ORDER BY message_id {order} LIMIT {CONTEXT_REACH}",
+            (user_id, session_id, message_id),
+        ) as cursor:
+            return [int(row[0]) for row in await cursor.fetchall()]
+
+    async def _affected(self, db: aiosqlite.Connection, user_id: str, memory_id: str, span: str | None) -> list[int]:
+        """Rowids of the memories a span of `memory_id`'s message can show through: the same message, and the
+        next messages of the conversation whose context holds `span`."""
+        async with db.execute(
+            "SELECT message_id, session_id, source_message FROM memories WHERE memory_id = ? AND user_id = ?",
+            (memory_id, user_id),
         ) as cursor:
             row = await cursor.fetchone()
         if row is None:
-            return
-        where, params = _near(row["message_id"], row["source_message"], span)
-        await self._refresh_redactions(db, user_id, where, params)
+            return []
+        rowids = [
+            int(other["rowid"]) for other in await self._group(db, user_id, row["message_id"], row["source_message"])
+        ]
+        if span and row["message_id"] is not None:
+            for later in await self._nearby_messages(db, user_id, row["session_id"], row["message_id"], after=True):
+                rowids += [
+                    int(other["rowid"])
+                    for other in await self._group(db, user_id, later, None)
+                    if other["context"] and span in other["context"]
+                ]
+        return rowids
+
+    async def _refresh_around(self, db: aiosqlite.Connection, user_id: str, memory_id: str, span: str | None) -> None:
+        """Recompute what the memories near `memory_id` show (see `_affected`)."""
+        await self._refresh_redactions(db, user_id, await self._affected(db, user_id, memory_id, span))
 
     async def _unhide(self, db: aiosqlite.Connection, user_id: str, memory_id: str) -> None:
         async with db.execute(
@@ -771,40 +822,40 @@ class Store:
         )
         await self._refresh_around(db, user_id, memory_id, span)
 
-    async def _hidden(self, db: aiosqlite.Connection, user_id: str) -> list[sqlite3.Row]:
-        """The user's deleted memories that hide a span: memory_id, hidden_span, message_id, source_message."""
-        async with db.execute(
-            "SELECT memory_id, hidden_span, message_id, source_message FROM memories "
-            "WHERE user_id = ? AND status = 'deleted' AND hidden_span IS NOT NULL",
-            (user_id,),
-        ) as cursor:
-            return list(await cursor.fetchall())
-
-    async def _refresh_redactions(
-        self, db: aiosqlite.Connection, user_id: str, where: str, params: Sequence[Any]
-    ) -> None:
-        """Recompute `source_redacted` and `context_redacted` of the user's memories that match `where` (over `m`).
+    async def _refresh_redactions(self, db: aiosqlite.Connection, user_id: str, rowids: Sequence[int]) -> None:
+        """Recompute `source_redacted` and `context_redacted` of the user's memories `rowids`.
 
         A memory's source message loses the spans of the deleted memories of the same message (the same
-        `message_id`, or for imported memories the same text); its context loses every deleted memory's span
-        found in it. Its own span never counts. The index follows by trigger.
+        `message_id`, or for imported memories the same text); its context loses the spans of the deleted
+        memories of the messages just before it (the only ones a context holds). Its own span never counts.
+        Every lookup is indexed, so the cost does not grow with the user's memories. The index follows by
+        trigger.
         """
-        hidden = await self._hidden(db, user_id)
-        async with db.execute(
-            "SELECT m.rowid, m.memory_id, m.message_id, m.source_message, m.context, m.source_redacted, "
-            f"m.context_redacted FROM memories m WHERE m.user_id = ? AND ({where})",
-            [user_id, *params],
-        ) as cursor:
-            rows = list(await cursor.fetchall())
-        for row in rows:
-            others = [item for item in hidden if item["memory_id"] != row["memory_id"]]
+        deleted = " AND m.status = 'deleted' AND m.hidden_span IS NOT NULL"
+        for rowid in dict.fromkeys(rowids):
+            async with db.execute(
+                "SELECT rowid, memory_id, message_id, session_id, source_message, context, source_redacted, "
+                "context_redacted FROM memories WHERE rowid = ? AND user_id = ?",
+                (rowid, user_id),
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                continue
             siblings = [
-                str(item["hidden_span"])
-                for item in others
-                if _same_message(item["message_id"], item["source_message"], row["message_id"], row["source_message"])
+                str(other["hidden_span"])
+                for other in await self._group(db, user_id, row["message_id"], row["source_message"], deleted)
+                if other["memory_id"] != row["memory_id"]
             ]
+            before: list[str] = []
+            if row["context"] and row["message_id"] is not None:
+                for earlier in await self._nearby_messages(
+                    db, user_id, row["session_id"], row["message_id"], after=False
+                ):
+                    before += [
+                        str(other["hidden_span"]) for other in await self._group(db, user_id, earlier, None, deleted)
+                    ]
             source = spans.redact(row["source_message"], siblings)
-            context = spans.redact(row["context"], [str(item["hidden_span"]) for item in others])
+            context = spans.redact(row["context"], before)
             source_redacted = None if source == row["source_message"] else source
             context_redacted = None if context == row["context"] else context
             if (source_redacted, context_redacted) != (row["source_redacted"], row["context_redacted"]):
@@ -876,11 +927,12 @@ class Store:
             span = row["hidden_span"] or _span_of(row)
             if span is None:
                 continue
-            where, params = _near(row["message_id"], row["source_message"], span)
+            near = await self._affected(db, user_id, str(row["memory_id"]), span)
             async with db.execute(
                 "SELECT m.rowid, m.source_message, m.context, m.hidden_span, m.message_id FROM memories m "
-                f"WHERE m.user_id = ? AND m.rowid NOT IN (SELECT rowid FROM temp.purge_ids) AND ({where})",
-                [user_id, *params],
+                f"WHERE m.rowid IN ({', '.join('?' for _ in near)}) "
+                "AND m.rowid NOT IN (SELECT rowid FROM temp.purge_ids)",
+                near,
             ) as cursor:
                 others = list(await cursor.fetchall())
             for other in others:
@@ -906,11 +958,7 @@ class Store:
                 "UPDATE messages SET text = replace(text, ?, ?) WHERE user_id = ? AND instr(text, ?) > 0",
                 (span, spans.REDACTED, user_id, span),
             )
-        ordered = sorted(touched)
-        for start in range(0, len(ordered), 500):
-            chunk = ordered[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            await self._refresh_redactions(db, user_id, f"m.rowid IN ({marks})", chunk)
+        await self._refresh_redactions(db, user_id, sorted(touched))
 
     async def erase_user(self, db: aiosqlite.Connection, user_id: str) -> dict[str, int]:
         """Purge every memory of `user_id` and its message log; return the counts removed, by kind."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mcp import Client
@@ -173,3 +174,50 @@ async def test_a_reopened_file_keeps_what_delete_hid(settings: Settings) -> None
         await _call(first, "delete_memory", {"memory_id": ids["User has a dog called Biggie"]})
     async with Client(create_server(settings), raise_exceptions=True) as second:
         assert (await _call(second, "search_memories", {"query": "Biggie"}))["results"] == []
+
+
+async def test_imported_memories_of_one_message_hide_each_others_span(settings: Settings) -> None:
+    from harmonia_mcp.extract.rules import RulesExtractor
+    from harmonia_mcp.server import make_limits
+    from harmonia_mcp.service import MemoryService
+    from harmonia_mcp.store import open_store
+
+    def memory(number: int, content: str) -> dict[str, Any]:
+        return {
+            "memory_id": f"mem_00000000000000{number:02d}",
+            "content": content,
+            "category": "personal",
+            "confidence": 0.9,
+            "entities": [],
+            "tags": [],
+            "event_time": None,
+            "source_message": "I live in Porto and my cat is called Mochi.",
+            "speaker": "User",
+            "session_id": None,
+            "metadata": {},
+            "extractor": "rules",
+            "status": "active",
+            "created_at": "2026-01-01T00:00:00.000000+00:00",
+            "updated_at": "2026-01-01T00:00:00.000000+00:00",
+        }
+
+    document = {"user_id": "default", "memories": [memory(1, "User lives in Porto"), memory(2, "User's cat is Mochi")]}
+    async with open_store(settings.db_path) as store:
+        service = MemoryService(store, RulesExtractor(), make_limits(settings))
+        await service.import_memories(json.dumps(document))
+        await service.delete_memory("mem_0000000000000002")
+        assert (await service.search_memories("Mochi")).results == []
+        porto = await service.search_memories("Porto", include_metadata=True)
+        assert [hit.source_message for hit in porto.results] == ["I live in Porto and \u2026."]
+        await service.restore_memory("mem_0000000000000002")
+        back = await service.search_memories("Mochi")
+        assert [hit.memory_id for hit in back.results] == ["mem_0000000000000002", "mem_0000000000000001"]
+
+
+async def test_saying_a_deleted_fact_again_is_remembered_again(client: Client) -> None:
+    ids = await _store_jason(client)
+    await _call(client, "delete_memory", {"memory_id": ids["User has a dog called Biggie"]})
+    again = await _call(client, "store_memory", {"message": "I have a dog called Biggie.", "session_id": "later"})
+    assert [memory["action"] for memory in again["memories"]] == ["created"]
+    found = await _call(client, "search_memories", {"query": "Biggie"})
+    assert [hit["content"] for hit in found["results"]] == ["User has a dog called Biggie"]
