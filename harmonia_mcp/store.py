@@ -649,7 +649,7 @@ class Store:
             "WHERE memory_id = ? AND user_id = ?",
             (span, now, memory_id, user_id),
         )
-        await self._record(db, memory_id, user_id, "deleted", row["content"], None, None, now, reason)
+        await self._record(db, memory_id, user_id, "deleted", row["content"], None, reason, now)
         await self._refresh_around(db, user_id, memory_id, span)
 
     async def rewrite_memory(
@@ -1140,9 +1140,7 @@ class Store:
         new_content: str | None,
         source_message: str | None,
         changed_at: str,
-        reason: str | None = None,
     ) -> None:
-        source_message = source_message if reason is None else reason
         await db.execute(
             """
             INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message,

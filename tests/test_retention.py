@@ -236,3 +236,35 @@ async def test_pinned_and_important_memories_rank_higher_but_boundedly(client: C
     await _call(client, "unpin_memory", {"memory_id": low})
     again = [hit["memory_id"] for hit in (await _call(client, "search_memories", {"query": "tea"}))["results"]]
     assert again == before
+
+
+def test_doctor_reports_retention_and_what_was_forgotten(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import anyio
+
+    from harmonia_mcp.cli import main
+
+    db = tmp_path / "doctor.db"
+
+    async def forget_some() -> None:
+        async with open_store(str(db)) as opened:
+            service = _service(opened, clock)
+            await _store(service, "I have a dog called Biggie.", ttl_days=1)
+            pinned = await _store(service, "I live in Porto.", session_id="b")
+            archived = await _store(service, "I like green tea.", session_id="c")
+            await _store(service, "I play chess.", session_id="d", ttl_days=3)
+            await service.set_pinned(pinned, True)
+            await service.set_archived(archived, True)
+            clock.advance(days=2)
+            assert await service.sweep_expired() == {"u": 1}
+
+    anyio.run(forget_some)
+    monkeypatch.setenv("HARMONIA_EXTRACTOR", "rules")
+    monkeypatch.setenv("HARMONIA_RETENTION_DAYS", "90")
+    monkeypatch.setenv("HARMONIA_USER_RETENTION_DAYS", '{"alice": 7}')
+    assert main(["doctor", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "retention: 90 days (HARMONIA_RETENTION_DAYS); per user: alice 7" in out
+    # The chess memory expires in 3 days from the wall clock, which doctor reads: within 7 days.
+    assert "forgotten: 1 deleted (1 by retention), 1 expire within 7 days; 1 pinned, 1 archived" in out

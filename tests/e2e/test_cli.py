@@ -42,6 +42,8 @@ def test_doctor_reports_database_sqlite_fts5_and_extractor(tmp_path: Path) -> No
     assert "(the file opens and migrates)" in result.stdout and db.exists()
     assert "does not answer" in result.stdout
     assert "extractor: rules" in result.stdout
+    assert "retention: off (HARMONIA_RETENTION_DAYS)" in result.stdout
+    assert "forgotten: 0 deleted (0 by retention)" in result.stdout
 
 
 def test_an_invalid_setting_exits_2_and_names_it() -> None:
