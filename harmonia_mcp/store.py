@@ -582,7 +582,7 @@ class Store:
             ),
         )
         await self._record(db, memory_id, new.user_id, "created", None, extracted.content, new.source_message, now)
-        if new.context:
+        if new.context and await self._hides_in_conversation(db, new.user_id, new.session_id):
             async with db.execute("SELECT rowid FROM memories WHERE memory_id = ?", (memory_id,)) as cursor:
                 inserted = await cursor.fetchone()
             await self._refresh_redactions(db, new.user_id, [int(inserted[0])] if inserted else [])
@@ -806,6 +806,15 @@ class Store:
                     if other["context"] and span in other["context"]
                 ]
         return rowids
+
+    async def _hides_in_conversation(self, db: aiosqlite.Connection, user_id: str, session_id: str | None) -> bool:
+        """Whether any deleted memory of this conversation hides a span (the common answer, no, in one lookup)."""
+        async with db.execute(
+            "SELECT 1 FROM memories WHERE user_id = ? AND status = 'deleted' AND hidden_span IS NOT NULL "
+            "AND session_id IS ? LIMIT 1",
+            (user_id, session_id),
+        ) as cursor:
+            return await cursor.fetchone() is not None
 
     async def _refresh_around(self, db: aiosqlite.Connection, user_id: str, memory_id: str, span: str | None) -> None:
         """Recompute what the memories near `memory_id` show (see `_affected`)."""
