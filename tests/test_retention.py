@@ -268,3 +268,14 @@ def test_doctor_reports_retention_and_what_was_forgotten(
     assert "retention: 90 days (HARMONIA_RETENTION_DAYS); per user: alice 7" in out
     # The chess memory expires in 3 days from the wall clock, which doctor reads: within 7 days.
     assert "forgotten: 1 deleted (1 by retention), 1 expire within 7 days; 1 pinned, 1 archived" in out
+
+
+async def test_bad_forgetting_arguments_are_tool_errors_that_name_them(client: Client) -> None:
+    for arguments, named in (
+        ({"ttl_days": 0}, "ttl_days"),
+        ({"importance": 1.5}, "importance"),
+        ({"expires_at": "2020-01-01"}, "is not in the future"),
+    ):
+        assert named in await _error(client, "store_memory", {"message": "I like green tea.", **arguments})
+    assert "confirm" in await _error(client, "delete_user_memories", {})
+    assert (await _call(client, "list_memories", {"include_inactive": True}))["pagination"]["total_count"] == 0
