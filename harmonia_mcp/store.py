@@ -252,6 +252,13 @@ _M004_FTS_OWNER = f"""
 # and the index reads them through the view `memories_indexed`, so search, highlights and snippets never see
 # the hidden text, while the raw columns keep it for restore_memory. Also: pin, importance (0-1, NULL is
 # neutral), archive, an expiry time (UTC) and the access counter of search hits.
+# A later migration that rebuilds the index must keep reading through the view, with these two arguments of
+# `_rebuild_fts_index` (and "source_redacted", "context_redacted" in its `update_of`), or deleted text returns.
+FTS_CONTENT = "memories_indexed"
+FTS_VALUES = {
+    "source_message": "coalesce({row}.source_redacted, {row}.source_message)",
+    "context": "coalesce({row}.context_redacted, {row}.context)",
+}
 _M006_FORGETTING_COLUMNS = (*_M004_FTS_COLUMNS,)
 _M006_FORGETTING = """
         ALTER TABLE memories ADD COLUMN hidden_span TEXT;
@@ -275,11 +282,8 @@ _M006_FORGETTING = """
 """ + _rebuild_fts_index(
     _M006_FORGETTING_COLUMNS,
     update_of=(*_M003_FTS_COLUMNS, "user_id", "source_redacted", "context_redacted"),
-    content="memories_indexed",
-    values={
-        "source_message": "coalesce({row}.source_redacted, {row}.source_message)",
-        "context": "coalesce({row}.context_redacted, {row}.context)",
-    },
+    content=FTS_CONTENT,
+    values=FTS_VALUES,
 )
 
 # Append only; `PRAGMA user_version` is the number of migrations applied.

@@ -221,3 +221,41 @@ async def test_saying_a_deleted_fact_again_is_remembered_again(client: Client) -
     assert [memory["action"] for memory in again["memories"]] == ["created"]
     found = await _call(client, "search_memories", {"query": "Biggie"})
     assert [hit["content"] for hit in found["results"]] == ["User has a dog called Biggie"]
+
+
+async def test_a_version_4_file_migrates_and_the_index_stays_consistent_through_forgetting(db_path: Path) -> None:
+    import sqlite3
+
+    from harmonia_mcp.store import _M004_FTS_OWNER, MIGRATIONS, MemoryFilter, open_store
+
+    with sqlite3.connect(db_path) as db:
+        for number, script in enumerate(MIGRATIONS[: MIGRATIONS.index(_M004_FTS_OWNER) + 1], start=1):
+            db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        for memory_id, content in (
+            ("mem_00000000000000aa", "User keeps bees"),
+            ("mem_00000000000000bb", "User has a dog called Biggie"),
+        ):
+            db.execute(
+                "INSERT INTO memories (memory_id, user_id, content, category, confidence, extractor, created_at,"
+                " updated_at, source_message, message_id) VALUES (?, 'alice', ?, 'fact', 0.7, 'rules',"
+                " '2024-01-01T00:00:00.000000+00:00', '2024-01-01T00:00:00.000000+00:00',"
+                " 'I keep bees on my roof and I have a dog called Biggie', 7)",
+                (memory_id, content),
+            )
+    async with open_store(str(db_path)) as store:
+        before, _ = await store.search("alice", '"biggie"', MemoryFilter(), limit=10, offset=0)
+        async with store.transaction() as db:
+            await store.soft_delete(db, "alice", "mem_00000000000000bb")
+        hidden, total = await store.search("alice", '"biggie"', MemoryFilter(), limit=10, offset=0)
+        bees, _ = await store.search("alice", '"roof"', MemoryFilter(), limit=10, offset=0)
+        async with store.transaction() as db:
+            await store.purge(db, "alice", ["mem_00000000000000bb"])
+        await store.compact()
+    assert {hit.memory.memory_id for hit in before} == {"mem_00000000000000aa", "mem_00000000000000bb"}
+    assert (hidden, total) == ([], 0)
+    assert [hit.memory.source_message for hit in bees] == ["I keep bees on my roof and \u2026"]
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('integrity-check')")
+        assert db.execute("SELECT source_message FROM memories").fetchall() == [("I keep bees on my roof and \u2026",)]
