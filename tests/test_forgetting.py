@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mcp import Client
 from mcp.types import TextResourceContents
 from mcp_calls import call as _call
 from mcp_calls import error as _error
+from mcp_calls import exported_memory
 
 from harmonia_mcp.config import Settings
 from harmonia_mcp.server import create_server
@@ -182,26 +182,9 @@ async def test_imported_memories_of_one_message_hide_each_others_span(settings: 
     from harmonia_mcp.service import MemoryService
     from harmonia_mcp.store import open_store
 
-    def memory(number: int, content: str) -> dict[str, Any]:
-        return {
-            "memory_id": f"mem_00000000000000{number:02d}",
-            "content": content,
-            "category": "personal",
-            "confidence": 0.9,
-            "entities": [],
-            "tags": [],
-            "event_time": None,
-            "source_message": "I live in Porto and my cat is called Mochi.",
-            "speaker": "User",
-            "session_id": None,
-            "metadata": {},
-            "extractor": "rules",
-            "status": "active",
-            "created_at": "2026-01-01T00:00:00.000000+00:00",
-            "updated_at": "2026-01-01T00:00:00.000000+00:00",
-        }
-
-    document = {"user_id": "default", "memories": [memory(1, "User lives in Porto"), memory(2, "User's cat is Mochi")]}
+    source = "I live in Porto and my cat is called Mochi."
+    memories = [exported_memory(1, "User lives in Porto", source), exported_memory(2, "User's cat is Mochi", source)]
+    document = {"user_id": "default", "memories": memories}
     async with open_store(settings.db_path) as store:
         service = MemoryService(store, RulesExtractor(), make_limits(settings))
         await service.import_memories(json.dumps(document))

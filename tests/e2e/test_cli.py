@@ -56,6 +56,8 @@ def test_an_invalid_setting_exits_2_and_names_it() -> None:
 def test_forget_user_and_delete_purge_from_the_shell(tmp_path: Path) -> None:
     import sqlite3
 
+    from mcp_calls import exported_memory
+
     from harmonia_mcp.store import MIGRATIONS
 
     db = tmp_path / "forget.db"
@@ -64,23 +66,7 @@ def test_forget_user_and_delete_purge_from_the_shell(tmp_path: Path) -> None:
     export = {
         "user_id": "erin",
         "memories": [
-            {
-                "memory_id": f"mem_00000000000000{number:02d}",
-                "content": content,
-                "category": "relationship",
-                "confidence": 0.9,
-                "entities": [],
-                "tags": [],
-                "event_time": None,
-                "source_message": None,
-                "speaker": "User",
-                "session_id": None,
-                "metadata": {},
-                "extractor": "rules",
-                "status": "active",
-                "created_at": "2026-01-01T00:00:00.000000+00:00",
-                "updated_at": "2026-01-01T00:00:00.000000+00:00",
-            }
+            exported_memory(number, content)
             for number, content in ((1, "User has a dog called Biggie"), (2, "User has a cat called Whiskers"))
         ],
     }
