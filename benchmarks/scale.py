@@ -11,7 +11,9 @@ the console script as a child process, the others in-process), then it prints:
 - search p50 for the 1k, 10k and 100k users (how latency grows);
 - `store_memory` throughput over stdio (rules extractor and the duplicate check, one call per message);
 - bulk import rate; export of 10,000 memories as JSON and CSV; cold start to `initialize` answered;
-- peak RSS of the server process (VmHWM) after the stdio searches and writes; bytes per memory of the file.
+- peak RSS of the server process (VmHWM) after the stdio searches and writes; bytes per memory of the file;
+- forgetting (issue 11), in-process at the end: soft delete of one memory of the big user, purge of one
+  (index merge and WAL checkpoint included), and erasure of a `--medium` user (`delete_user_memories`).
 
     .venv/bin/python benchmarks/scale.py [--big 100000 --medium 10000 --small 1000 --queries 200 --writes 1000]
 
@@ -247,6 +249,7 @@ async def _run(arguments: argparse.Namespace, folder: Path) -> int:
         peak_kib = _children_rss_kib()
 
     size = sum(path.stat().st_size for path in folder.glob("scale.db*"))
+    forgetting = await _forgetting(db_path, settings, exports)
     print("| figure | measured | target |")
     print("| --- | --- | --- |")
     _row(
@@ -279,12 +282,40 @@ async def _run(arguments: argparse.Namespace, folder: Path) -> int:
     _row("cold start to `initialize` answered", f"{cold_start:.2f} s", "<= 1 s")
     _row(f"peak RSS of the server (VmHWM) with {total} memories", f"{peak_kib / 1024:.0f} MB", "<= 150 MB")
     _row("database size", f"{size / 1e6:.0f} MB, {size / total:.0f} bytes per memory", "printed")
+    for figure, seconds in forgetting.items():
+        _row(figure, f"{seconds * 1000:.0f} ms", "printed")
     print(
         "\nsearch p50 in-process by user size: "
         + ", ".join(f"{dict(users)[user]} memories {ms:.1f} ms" for user, ms in growth.items())
     )
     print(f"(synthetic data generated in {generated:.1f} s)")
     return 0
+
+
+async def _forgetting(db_path: Path, settings: Settings, exports: dict[str, Any]) -> dict[str, float]:
+    """Seconds to soft-delete one memory, purge one and erase the last medium user, in the file as built."""
+    figures: dict[str, float] = {}
+    async with open_store(str(db_path)) as store:
+        service = MemoryService(store, RulesExtractor(), make_limits(settings))
+        total = (await service.list_memories(user_id="big", limit=1)).pagination.total_count
+        ids = [memory["memory_id"] for memory in exports["big"]["memories"][:2]]
+        started = time.perf_counter()
+        await service.delete_memory(ids[0], user_id="big")
+        figures[f"delete_memory (soft) of one memory of a {total}-memory user"] = time.perf_counter() - started
+        started = time.perf_counter()
+        await service.delete_memory(ids[1], user_id="big", purge=True)
+        figures["delete_memory(purge=true) of one memory (FTS5 merge + WAL checkpoint included)"] = (
+            time.perf_counter() - started
+        )
+        victim = "medium8"
+        count = len(exports[victim]["memories"])
+        started = time.perf_counter()
+        erased = await service.delete_user_memories(victim, confirm=victim)
+        assert erased.memories == count, erased
+        figures[f"delete_user_memories of a {count}-memory user (FTS5 merge + WAL checkpoint included)"] = (
+            time.perf_counter() - started
+        )
+    return figures
 
 
 def main() -> int:

@@ -15,12 +15,12 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from contextlib import closing
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, closing
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import anyio
 import httpx
@@ -41,6 +41,10 @@ _FLAGS = {
 }
 # Settings whose environment variable is not HARMONIA_<FIELD>.
 _VARIABLES = {"ollama_host": "OLLAMA_HOST (or HARMONIA_OLLAMA_HOST)"}
+
+if TYPE_CHECKING:
+    from harmonia_mcp.service import MemoryService
+    from harmonia_mcp.store import Store
 
 
 def _overrides(arguments: argparse.Namespace) -> dict[str, Any]:
@@ -153,6 +157,25 @@ def _parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="the SQLite file to read (default: HARMONIA_DB_PATH or the data directory)",
     )
+    forget = commands.add_parser(
+        "forget-user", help="erase every memory of a user from the database file (cannot be undone)"
+    )
+    forget.add_argument("user", help="the user id to erase")
+    forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    forget.add_argument(
+        "--db", default=argparse.SUPPRESS, help="the SQLite file (default: HARMONIA_DB_PATH or the data directory)"
+    )
+    sweep = commands.add_parser("sweep", help="delete the memories whose expiry or retention time has passed")
+    sweep.add_argument(
+        "--db", default=argparse.SUPPRESS, help="the SQLite file (default: HARMONIA_DB_PATH or the data directory)"
+    )
+    delete = commands.add_parser("delete", help="delete one memory (--purge: remove it from the file for good)")
+    delete.add_argument("memory_id", help="the memory's id, e.g. mem_0123456789abcdef")
+    delete.add_argument("--user-id", help="whose memory it is (default: HARMONIA_DEFAULT_USER)")
+    delete.add_argument("--purge", action="store_true", help="remove it, its history and its text from the file")
+    delete.add_argument(
+        "--db", default=argparse.SUPPRESS, help="the SQLite file (default: HARMONIA_DB_PATH or the data directory)"
+    )
     return parser
 
 
@@ -175,6 +198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return anyio.run(_import, settings, arguments.file, arguments.user_id)
     if arguments.command == "export":
         return anyio.run(_export, settings, arguments)
+    if arguments.command == "forget-user":
+        return anyio.run(_forget_user, settings, arguments.user, arguments.yes)
+    if arguments.command == "sweep":
+        return anyio.run(_sweep, settings)
+    if arguments.command == "delete":
+        return anyio.run(_delete, settings, arguments.memory_id, arguments.user_id, arguments.purge)
     _show_startup_line(settings)
     transport: str = getattr(arguments, "transport", "stdio")
     if transport in ("sse", "streamable-http"):
@@ -370,6 +399,7 @@ async def _doctor(settings: Settings) -> int:
     status, schema = _schema_report(settings.db_path)
     print(f"schema:    {schema}")
     await _queue_report(settings)
+    await _forgetting_report(settings)
     await _ollama_report(settings)
     print(f"time zone: {settings.timezone} (HARMONIA_TIMEZONE: 'tomorrow' resolves in it)")
     return status
@@ -449,6 +479,101 @@ async def _export(settings: Settings, arguments: argparse.Namespace) -> int:
             print(f"harmonia-mcp export: cannot write {arguments.output}: {error}", file=sys.stderr)
             return 1
         print(f"exported {result.memory_count} memories to {arguments.output}", file=sys.stderr)
+    return 0
+
+
+async def _forgetting_report(settings: Settings) -> None:
+    """Print retention settings and forgetting counts (issue 11), read-only like the schema line."""
+    from datetime import UTC, datetime, timedelta
+
+    import aiosqlite
+
+    from harmonia_mcp.store import EXPIRED_REASON, FORGETTING_COUNTS_SQL, forgetting_counts, to_utc_text
+
+    users = ", ".join(f"{user} {days:g}" for user, days in settings.user_retention_days.items())
+    days = f"{settings.retention_days:g} days" if settings.retention_days else "off"
+    print(f"retention: {days} (HARMONIA_RETENTION_DAYS){'; per user: ' + users if users else ''}")
+    uri = _read_only_uri(settings.db_path)
+    if uri is None:
+        print("forgotten: nothing (no database yet)")
+        return
+    soon = to_utc_text(datetime.now(UTC) + timedelta(days=7))
+    try:
+        async with (
+            aiosqlite.connect(uri, uri=True) as db,
+            db.execute(FORGETTING_COUNTS_SQL, (EXPIRED_REASON, soon)) as cursor,
+        ):
+            stats = forgetting_counts(await cursor.fetchone())
+    except sqlite3.Error:
+        print("forgotten: no forgetting columns in this file yet (the server would add them)")
+        return
+    print(
+        f"forgotten: {stats['deleted']} deleted ({stats['expired']} by retention), {stats['expiring_soon']} "
+        f"expire within 7 days; {stats['pinned']} pinned, {stats['archived']} archived"
+    )
+
+
+def _service_over(settings: Settings, store: Store) -> MemoryService:
+    from harmonia_mcp.extract.rules import RulesExtractor
+    from harmonia_mcp.server import make_limits
+    from harmonia_mcp.service import MemoryService
+
+    return MemoryService(store, RulesExtractor(), make_limits(settings))
+
+
+# --- forgetting ---------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _offline_service(settings: Settings) -> AsyncIterator[MemoryService]:
+    """A `MemoryService` over the configured file with the rules extractor, for commands run from a shell."""
+    from harmonia_mcp.store import open_store
+
+    async with open_store(settings.db_path) as store:
+        yield _service_over(settings, store)
+
+
+async def _sweep(settings: Settings) -> int:
+    async with _offline_service(settings) as service:
+        counts = await service.sweep_expired()
+    print(f"expired {sum(counts.values())} memories" + "".join(f"; {user}: {n}" for user, n in counts.items()))
+    return 0
+
+
+async def _forget_user(settings: Settings, user: str, yes: bool) -> int:
+    from harmonia_mcp.errors import HarmoniaError
+
+    if not yes:
+        if not sys.stdin.isatty():
+            print(f"harmonia-mcp forget-user: pass --yes to erase {user!r} (this cannot be undone)", file=sys.stderr)
+            return 2
+        typed = input(f"Erase every memory of {user!r} from {settings.db_path}? Type the user id to confirm: ")
+        if typed.strip() != user:
+            print("harmonia-mcp forget-user: not confirmed; nothing was erased", file=sys.stderr)
+            return 1
+    async with _offline_service(settings) as service:
+        try:
+            result = await service.delete_user_memories(user, confirm=user)
+        except HarmoniaError as error:
+            print(f"harmonia-mcp forget-user: {error}", file=sys.stderr)
+            return 1
+    print(
+        f"erased {result.user_id}: {result.memories} memories, {result.history_rows} history rows, "
+        f"{result.links} links, {result.messages} logged messages"
+    )
+    return 0
+
+
+async def _delete(settings: Settings, memory_id: str, user_id: str | None, purge: bool) -> int:
+    from harmonia_mcp.errors import HarmoniaError
+
+    async with _offline_service(settings) as service:
+        try:
+            result = await service.delete_memory(memory_id, user_id=user_id, purge=purge)
+        except HarmoniaError as error:
+            print(f"harmonia-mcp delete: {error}", file=sys.stderr)
+            return 1
+    print(f"{'purged' if result.purged else 'deleted'} {result.memory_id}")
     return 0
 
 

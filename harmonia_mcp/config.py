@@ -127,6 +127,20 @@ class Settings(BaseSettings):
             )
         return self
 
+    # --- forgetting (docs/forgetting.md) ---
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Delete active, unpinned memories neither updated nor returned by a search for this many days.",
+    )
+    user_retention_days: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict[str, float],
+        description='Per-user retention days as a JSON object, e.g. {"alice": 30}; others get retention_days.',
+    )
+    retention_sweep_seconds: float = Field(
+        default=3600.0, gt=0, description="How often expired memories are swept (on the first call after it)."
+    )
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

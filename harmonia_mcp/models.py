@@ -106,6 +106,16 @@ class MemoryView(BaseModel):
     updated_at: str
     # When the message it came from was said (UTC); None for memories stored before it was recorded.
     occurred_at: str | None = None
+    # Forgetting (docs/forgetting.md): pinned memories never expire and rank a little higher; importance is
+    # 0-1 (None: not set, neutral); archived ones are kept but left out of search, lists and exports unless
+    # asked for; expires_at (UTC) is when retention deletes it; access_count and last_accessed_at count how
+    # often, and when last, a search returned it.
+    pinned: bool = False
+    importance: float | None = None
+    archived: bool = False
+    expires_at: str | None = None
+    access_count: int = 0
+    last_accessed_at: str | None = None
 
     @classmethod
     def of(cls, memory: Memory) -> MemoryView:
@@ -186,10 +196,29 @@ class ListResult(BaseModel):
 
 
 class DeleteResult(BaseModel):
-    """Result of `delete_memory`."""
+    """Result of `delete_memory`: `purged` is true when the memory was removed from the file for good."""
 
     memory_id: str
     deleted: bool
+    purged: bool = False
+
+
+class UpdateResult(BaseModel):
+    """Result of `update_memory`: the memory as corrected, and what reconciling it did to the others."""
+
+    memory: MemoryView
+    superseded: list[str] = Field(default_factory=list[str])
+    related_memory_ids: list[str] = Field(default_factory=list[str])
+
+
+class EraseResult(BaseModel):
+    """Result of `delete_user_memories`: what was removed from the file for `user_id`, by kind."""
+
+    user_id: str
+    memories: int
+    history_rows: int
+    links: int
+    messages: int
 
 
 class ExportResult(BaseModel):

@@ -40,6 +40,7 @@ from harmonia_mcp.models import (
     CallerFact,
     Category,
     DeleteResult,
+    EraseResult,
     ExportFormat,
     ExportResult,
     ExtractionStatus,
@@ -53,6 +54,7 @@ from harmonia_mcp.models import (
     SearchSort,
     SortOrder,
     StoreResult,
+    UpdateResult,
 )
 from harmonia_mcp.service import (
     MAX_LIST_LIMIT,
@@ -116,6 +118,10 @@ FromDate = Annotated[
 ToDate = Annotated[
     str | None, Field(description="Only memories before the end of this ISO-8601 date, or before this timestamp.")
 ]
+Importance = Annotated[
+    float | None, Field(ge=0.0, le=1.0, description="How much it matters, 0 (trivial) to 1 (essential); ranks higher.")
+]
+IncludeArchived = Annotated[bool, Field(description="Also show archived memories (archive_memory).")]
 DateFieldArg = Annotated[
     DateField, Field(description="Which time from_date/to_date filter on: created_at (stored) or event_time.")
 ]
@@ -198,6 +204,13 @@ async def store_memory(
         str | None,
         Field(description="The speaker's IANA time zone, e.g. 'America/New_York'. Default: HARMONIA_TIMEZONE."),
     ] = None,
+    importance: Importance = None,
+    expires_at: Annotated[
+        str | None, Field(description="Forget these memories at this ISO-8601 time (must be in the future).")
+    ] = None,
+    ttl_days: Annotated[
+        float | None, Field(gt=0, description="Forget these memories after this many days (instead of expires_at).")
+    ] = None,
 ) -> StoreResult:
     """Remember durable facts: the ones you pass as `facts` (best), or those extracted from `message`.
 
@@ -220,6 +233,9 @@ async def store_memory(
             occurred_at=occurred_at,
             resolution_strategy=resolution_strategy,
             timezone=timezone,
+            importance=importance,
+            expires_at=expires_at,
+            ttl_days=ttl_days,
         )
     if any(memory.action != "skipped" for memory in result.memories):
         await ctx.notify_resources_changed()
@@ -252,6 +268,7 @@ async def search_memories(
     boost_category: Annotated[
         Category | None, Field(description="Rank memories of this category higher, without filtering the others.")
     ] = None,
+    include_archived: IncludeArchived = False,
 ) -> SearchResult:
     """Full-text search over the user's memories, best match first.
 
@@ -276,6 +293,7 @@ async def search_memories(
             max_confidence=max_confidence,
             session_id=session_id,
             boost_category=boost_category,
+            include_archived=include_archived,
         )
 
 
@@ -291,6 +309,7 @@ async def list_memories(
     sort_by: ListSort = "created_at",
     sort_order: SortOrder = "desc",
     include_inactive: Annotated[bool, Field(description="Also show superseded and deleted memories.")] = False,
+    include_archived: IncludeArchived = False,
 ) -> ListResult:
     """List the user's memories, newest first by default, with pagination."""
     with _tool_errors():
@@ -305,6 +324,7 @@ async def list_memories(
             sort_by=sort_by,
             sort_order=sort_order,
             include_inactive=include_inactive,
+            include_archived=include_archived,
         )
 
 
@@ -312,10 +332,33 @@ async def delete_memory(
     memory_id: Annotated[str, Field(description="The memory's id, e.g. mem_0123456789abcdef.")],
     ctx: AppCtx,
     user_id: UserId = None,
+    purge: Annotated[
+        bool,
+        Field(description="Remove it from the database file for good (no restore), also if already deleted."),
+    ] = False,
 ) -> DeleteResult:
-    """Delete one memory. It disappears from search, lists and exports; its history is kept."""
+    """Delete one memory. It disappears from search, lists, resources and exports, and so does its part of
+    the message it came from, for the other memories of that message; restore_memory undoes it.
+    With purge=true it is removed from the database file with its history and cannot be restored.
+    """
     with _tool_errors():
-        result = await _service(ctx).delete_memory(memory_id, user_id=_user(ctx, user_id))
+        result = await _service(ctx).delete_memory(memory_id, user_id=_user(ctx, user_id), purge=purge)
+    await ctx.notify_resources_changed()
+    return result
+
+
+async def delete_user_memories(
+    confirm: Annotated[str, Field(description="The user id again, to confirm: erasing cannot be undone.")],
+    ctx: AppCtx,
+    user_id: UserId = None,
+) -> EraseResult:
+    """Erase every memory of a user from the database file, with history, links and logged messages.
+
+    Cannot be undone. confirm must repeat the user id (with a bearer token: the token's own user).
+    Returns how many memories, history rows, links and messages were removed.
+    """
+    with _tool_errors():
+        result = await _service(ctx).delete_user_memories(_user(ctx, user_id), confirm=confirm)
     await ctx.notify_resources_changed()
     return result
 
@@ -367,6 +410,7 @@ async def export_memories(
         bool,
         Field(description="JSON only: each memory's change history and the links between memories (for a backup)."),
     ] = False,
+    include_archived: IncludeArchived = False,
 ) -> ExportResult:
     """Export the user's memories, oldest first, as JSON, CSV, Markdown or plain text.
 
@@ -383,6 +427,7 @@ async def export_memories(
             max_memories=max_memories,
             include_inactive=include_inactive,
             include_history=include_history,
+            include_archived=include_archived,
         )
 
 
@@ -399,6 +444,64 @@ async def extraction_status(
     superseded) or failed (error says why; the rules memories stay)."""
     with _tool_errors():
         return await _service(ctx).extraction_status(user_id=_user(ctx, user_id), job_id=job_id)
+
+
+MemoryId = Annotated[str, Field(description="The memory's id, e.g. mem_0123456789abcdef.")]
+
+
+async def update_memory(
+    memory_id: MemoryId,
+    ctx: AppCtx,
+    user_id: UserId = None,
+    content: Annotated[
+        str | None, Field(description="The corrected third-person sentence, e.g. 'User has a dog called Rex'.")
+    ] = None,
+    category: Annotated[Category | None, Field(description="The corrected category.")] = None,
+    event_time: Annotated[str | None, Field(description="The corrected time it refers to (ISO-8601).")] = None,
+    importance: Importance = None,
+) -> UpdateResult:
+    """Correct an active memory in place: content, category, event_time and/or importance.
+
+    The change is kept in its history (get_memory shows old and new content) and re-indexed; memories the
+    corrected one now duplicates or contradicts are marked superseded (ids in superseded), related ones
+    are linked (related_memory_ids).
+    """
+    with _tool_errors():
+        result = await _service(ctx).update_memory(
+            memory_id,
+            user_id=_user(ctx, user_id),
+            content=content,
+            category=category,
+            event_time=event_time,
+            importance=importance,
+        )
+    await ctx.notify_resources_changed()
+    return result
+
+
+async def pin_memory(memory_id: MemoryId, ctx: AppCtx, user_id: UserId = None) -> MemoryView:
+    """Pin an active memory: it never expires and ranks a little higher in search."""
+    with _tool_errors():
+        return await _service(ctx).set_pinned(memory_id, True, user_id=_user(ctx, user_id))
+
+
+async def unpin_memory(memory_id: MemoryId, ctx: AppCtx, user_id: UserId = None) -> MemoryView:
+    """Unpin a memory: it ranks like the others again and retention may expire it."""
+    with _tool_errors():
+        return await _service(ctx).set_pinned(memory_id, False, user_id=_user(ctx, user_id))
+
+
+async def archive_memory(
+    memory_id: MemoryId,
+    ctx: AppCtx,
+    user_id: UserId = None,
+    archived: Annotated[bool, Field(description="true archives it; false brings it back.")] = True,
+) -> MemoryView:
+    """Archive an active memory: it is kept, but search, lists and exports skip it unless include_archived."""
+    with _tool_errors():
+        result = await _service(ctx).set_archived(memory_id, archived, user_id=_user(ctx, user_id))
+    await ctx.notify_resources_changed()
+    return result
 
 
 async def read_recent(user_id: str, ctx: AppCtx) -> str:
@@ -433,6 +536,9 @@ def make_limits(settings: Settings) -> ServiceLimits:
         timezone=settings.zone,
         resolution_strategy=settings.resolution_strategy,
         user_strategies=dict(settings.user_resolution_strategies),
+        retention_days=settings.retention_days,
+        user_retention_days=dict(settings.user_retention_days),
+        sweep_interval_seconds=settings.retention_sweep_seconds,
     )
 
 
@@ -683,6 +789,20 @@ def create_server(settings: Settings) -> HarmoniaServer:
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False),
     )
     server.add_tool(extraction_status, title="Extraction queue status", annotations=reads)
+    server.add_tool(
+        delete_user_memories,
+        title="Erase a user's memories",
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True),
+    )
+    server.add_tool(
+        update_memory,
+        title="Update memory",
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False),
+    )
+    flags = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True)
+    server.add_tool(pin_memory, title="Pin memory", annotations=flags)
+    server.add_tool(unpin_memory, title="Unpin memory", annotations=flags)
+    server.add_tool(archive_memory, title="Archive memory", annotations=flags)
     # "recent" first: templates are tried in registration order, and it would also match {memory_id}.
     server.resource("memory://{user_id}/recent", name="recent_memories", mime_type="text/markdown")(read_recent)
     server.resource("memory://{user_id}/{memory_id}", name="memory", mime_type="application/json")(read_memory)

@@ -168,7 +168,11 @@ async def test_users_are_isolated_across_every_tool(client: Client) -> None:
 async def test_delete_is_soft_and_a_second_delete_is_a_clear_error(client: Client) -> None:
     stored = await _call(client, "store_memory", {"message": "I like green tea."})
     memory_id = stored["memories"][0]["memory_id"]
-    assert await _call(client, "delete_memory", {"memory_id": memory_id}) == {"memory_id": memory_id, "deleted": True}
+    assert await _call(client, "delete_memory", {"memory_id": memory_id}) == {
+        "memory_id": memory_id,
+        "deleted": True,
+        "purged": False,
+    }
     assert (await _call(client, "search_memories", {"query": "tea"}))["results"] == []
     assert "already deleted" in await _error(client, "delete_memory", {"memory_id": memory_id})
     inactive = await _call(client, "list_memories", {"include_inactive": True})

@@ -143,6 +143,23 @@ async def test_a_token_bound_to_alice_cannot_reach_bobs_memories(server: Running
         assert lisbon["results"] == []
 
 
+async def test_a_token_may_erase_only_its_own_user(server: RunningServer) -> None:
+    async with connect(server, BOB) as bob:
+        await call(bob, "store_memory", {"message": "I have a parrot called Kiwi"})
+    async with connect(server, ALICE) as alice:
+        await call(alice, "store_memory", {"message": "I have a hamster called Nibbles"})
+        refusal = "this token may only access user alice"
+        erase_bob = {"user_id": "bob", "confirm": "bob"}
+        assert refusal in tool_error(await alice.call_tool("delete_user_memories", erase_bob))
+        assert "confirm='alice'" in tool_error(await alice.call_tool("delete_user_memories", {"confirm": "bob"}))
+        erased = await call(alice, "delete_user_memories", {"confirm": "alice"})
+        assert erased["user_id"] == "alice" and erased["memories"] >= 1
+        assert (await call(alice, "list_memories", {"include_inactive": True}))["pagination"]["total_count"] == 0
+    async with connect(server, BOB) as bob:
+        kiwi = await call(bob, "search_memories", {"query": "Kiwi"})
+        assert [hit["content"] for hit in kiwi["results"]] == ["User has a parrot called Kiwi"]
+
+
 async def test_foreign_host_or_origin_and_oversized_bodies_are_refused(server: RunningServer) -> None:
     auth = {**MCP_HEADERS, "Authorization": f"Bearer {ALICE}"}
     large_body = b" " * (MAX_REQUEST_BYTES + 1)
