@@ -6,6 +6,8 @@ and the rules extractor is used whenever Ollama does not answer.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -40,6 +42,28 @@ def system_timezone() -> str:
     except (ZoneInfoNotFoundError, ValueError):
         return "UTC"
     return name
+
+
+def canonical_host(host: str) -> str:
+    """The address `host` binds, in its one canonical spelling, so every check sees what the socket will do.
+
+    An empty host and the legacy IPv4 forms that `getaddrinfo`/`inet_aton` accept ("0", "0.0", "0x0",
+    "127.1") become dotted quads ("0.0.0.0", "127.0.0.1"); IPv6 addresses (with or without brackets) their
+    compressed form ("::"); names are kept (lower-cased), e.g. "localhost".
+    """
+    text = host.strip()
+    if not text:
+        return "0.0.0.0"  # uvicorn (asyncio's create_server) binds every interface for an empty host
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        pass
+    if all(character.isalnum() or character == "." for character in text):
+        try:
+            return socket.inet_ntoa(socket.inet_aton(text))
+        except OSError:
+            pass
+    return text.lower()
 
 
 class Settings(BaseSettings):
@@ -96,6 +120,11 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as error:
             raise ValueError(f"unknown IANA time zone {value!r} (e.g. 'UTC', 'Europe/Lisbon')") from error
         return value
+
+    @field_validator("host")
+    @classmethod
+    def _canonical_host(cls, value: str) -> str:
+        return canonical_host(value)
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

@@ -95,8 +95,9 @@ def check_exposure(settings: Settings, tokens: TokenTable | None, *, allow_unaut
 def transport_security(settings: Settings) -> TransportSecuritySettings:
     """`Host` / `Origin` checks for the SDK's transports.
 
-    Allowed `Host` values: the loopback names on any port, the bound address on any port (when it is a
-    specific address) and `settings.allowed_hosts` (`name`, `name:port` or `name:*`); `Origin` may be
+    Allowed `Host` values: the loopback names with or without a port, the bound address with or without a
+    port (when it is a specific address) and `settings.allowed_hosts` (`name`, `name:port` or `name:*`, which
+    also admits the bare `name`); `Origin` may be
     http:// or https:// of any of those. `allowed_hosts == ["*"]` turns the checks off.
     """
     if "*" in settings.allowed_hosts:
@@ -107,6 +108,9 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
         bound = f"[{settings.host}]" if ":" in settings.host and not settings.host.startswith("[") else settings.host
         hosts.append(f"{bound}:*")
     hosts += [host for host in settings.allowed_hosts if host not in hosts]
+    # `name:*` also admits the bare name: a Host header on the scheme's default port (a proxy on 443, a
+    # client on 80) carries no port, and the SDK's wildcard match requires one.
+    hosts += [host[:-2] for host in hosts if host.endswith(":*") and host[:-2] not in hosts]
     origins = [f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")]
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
