@@ -44,6 +44,10 @@ def system_timezone() -> str:
     return name
 
 
+# Requests per minute per caller over HTTP unless configured: the Harmonia API's documented rate limit.
+DEFAULT_HTTP_RATE_LIMIT = 100
+
+
 def canonical_host(host: str) -> str:
     """The address `host` binds, in its one canonical spelling, so every check sees what the socket will do.
 
@@ -98,6 +102,23 @@ class Settings(BaseSettings):
     )
     # 1 MiB: far above the largest valid call (a 32 KiB message plus 16 KiB metadata, JSON-escaped).
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest HTTP request body accepted.")
+    # --- limits per caller (a bearer token, or every unauthenticated client together); 0 turns one off ---
+    rate_limit_per_minute: int | None = Field(
+        default=None,
+        ge=0,
+        description="Requests per caller per minute; HTTP 429 past it. Default: 100 over HTTP (the Harmonia API's "
+        "limit) and none under stdio (one local client); a value set applies to every transport.",
+    )
+    max_concurrent_requests: int = Field(
+        default=4, ge=0, description="Tool calls and resource reads of one caller running at once."
+    )
+    max_sessions_per_caller: int = Field(
+        default=16, ge=0, description="Streamable HTTP sessions one caller may hold open at once."
+    )
+    max_sessions: int = Field(default=1000, ge=1, description="Streamable HTTP sessions open at once, all callers.")
+    session_idle_seconds: float = Field(
+        default=600.0, gt=0, description="A streamable HTTP session with no request for this long is closed."
+    )
     resolution_strategy: ResolutionStrategy = Field(
         default="auto", description="store_memory's reconciliation strategy when a call names none."
     )
@@ -132,6 +153,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    def rate_limit(self, *, http: bool) -> int:
+        """Requests per caller per minute on `http` (True) or stdio and in-memory clients (False); 0: none."""
+        if self.rate_limit_per_minute is not None:
+            return self.rate_limit_per_minute
+        return DEFAULT_HTTP_RATE_LIMIT if http else 0
 
     @property
     def zone(self) -> ZoneInfo:

@@ -24,3 +24,11 @@ class MemoryNotFound(HarmoniaError, LookupError):
 
 class AccessDenied(HarmoniaError, PermissionError):
     """The caller's bearer token is bound to another user than the one asked for."""
+
+
+class QueryTooExpensive(HarmoniaError):
+    """A read ran past the store's per-statement work budget and was stopped; nothing was changed."""
+
+
+class StoreBusy(HarmoniaError):
+    """The database stayed locked by another process through every retry; the caller may retry later."""

@@ -23,6 +23,7 @@ from typing import Literal
 import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -30,6 +31,7 @@ from harmonia_mcp import __version__
 from harmonia_mcp.auth import TokenTable
 from harmonia_mcp.config import Settings
 from harmonia_mcp.server import create_server
+from harmonia_mcp.throttle import RateLimiter, RateLimitMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -133,12 +135,15 @@ def http_app(settings: Settings, transport: HttpTransport) -> Starlette:
     security = transport_security(settings)
     if transport == "streamable-http":
         # The SDK's session manager enters the server lifespan (opening the store) once, at start-up.
-        return server.streamable_http_app(
+        app = server.streamable_http_app(
             max_request_body_size=settings.max_request_bytes, transport_security=security, host=settings.host
         )
+        _add_rate_limit(app, settings)
+        return app
     app = server.sse_app(
         max_request_body_size=settings.max_request_bytes, transport_security=security, host=settings.host
     )
+    _add_rate_limit(app, settings)
     lifespan = server.settings.lifespan
     assert lifespan is not None  # create_server always sets one
 
@@ -151,6 +156,12 @@ def http_app(settings: Settings, transport: HttpTransport) -> Starlette:
 
     app.router.lifespan_context = hold_store
     return app
+
+
+def _add_rate_limit(app: Starlette, settings: Settings) -> None:
+    # Appended, so innermost: it runs after the SDK's authentication and sees the caller's token.
+    limiter = RateLimiter(settings.rate_limit(http=True))
+    app.user_middleware.append(Middleware(RateLimitMiddleware, limiter=limiter))
 
 
 async def serve_http(settings: Settings, transport: HttpTransport, *, allow_unauthenticated: bool = False) -> None:

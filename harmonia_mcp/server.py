@@ -46,6 +46,7 @@ from harmonia_mcp.models import (
 )
 from harmonia_mcp.service import MAX_LIST_LIMIT, MAX_SEARCH_LIMIT, MemoryService, ServiceLimits
 from harmonia_mcp.store import DateField, Ranking, open_store
+from harmonia_mcp.throttle import ThrottleMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -424,6 +425,11 @@ def create_server(settings: Settings) -> MCPServer[AppContext]:
         version=__version__,
         lifespan=lambda _: shared.enter(),
         log_level=settings.log_level,
+        middleware=[
+            ThrottleMiddleware(
+                per_minute=settings.rate_limit(http=False), max_concurrent=settings.max_concurrent_requests
+            )
+        ],
         **auth,
     )
     writes = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False)

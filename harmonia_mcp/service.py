@@ -298,7 +298,8 @@ class MemoryService:
             exact pagination. With `query="*"` every hit's relevance_score is 1.0.
 
         Raises:
-            InvalidInput: an empty query, a query with no word in it (letters or digits), or a bad filter.
+            InvalidInput: an empty query, a query with no word in it (letters or digits), a query beyond the
+                bounds of `search.check_query`, or a bad filter.
         """
         user = self.user(user_id)
         _page_bounds(limit, offset, MAX_SEARCH_LIMIT)
@@ -324,6 +325,7 @@ class MemoryService:
             )
             hits = [_hit(memory, 1.0, [], include_metadata) for memory in memories]
             return SearchResult(results=hits, pagination=_pagination(total, limit, offset, len(hits)))
+        search.check_query(query)
         match = search.build_match_expression(query)
         if match is None:
             raise InvalidInput(

@@ -1,8 +1,8 @@
 """SQLite storage: schema and migrations, WAL, the FTS5 external-content index, CRUD, soft delete, history.
 
 One database file holds every user's memories; every query here takes a `user_id` and is scoped by it.
-Writes go through one connection behind a lock (one writer, as SQLite wants); reads use a second
-connection, which WAL lets proceed while a write is in flight.
+Writes go through one connection behind a lock (one writer, as SQLite wants); reads use a small pool of
+read-only connections, which WAL lets proceed while a write is in flight.
 
 The FTS5 table `memories_fts` is an external-content table over `memories(content, entities, tags)`,
 kept in sync by triggers in the shape sqlite-utils' `enable_fts(create_triggers=True)` emits
@@ -25,7 +25,7 @@ from typing import Any, Literal
 import aiosqlite
 import anyio
 
-from harmonia_mcp.errors import MemoryNotFound
+from harmonia_mcp.errors import MemoryNotFound, QueryTooExpensive
 from harmonia_mcp.models import Category, ExtractedMemory, Memory
 
 logger = logging.getLogger(__name__)
@@ -395,24 +395,75 @@ class Ranking:
     repeat_penalty: float = 0.5
 
 
-class _SerialReader:
-    """The read-only connection, used by one statement at a time.
+# Readers (issue 12): enough read-only connections that one slow search does not stall every other user's
+# reads, few enough that each still gets a CPU share on a small machine. SQLite releases the GIL while it
+# steps a statement, so the connections' threads do run in parallel.
+READ_CONNECTIONS = 4
+# The most SQLite virtual-machine instructions one read statement may run (checked every
+# `_PROGRESS_STEPS`), so no single query, however shaped, holds a reader for long. 2e8 is about 40 times
+# the largest search measured at 100,000 memories of one user (docs/benchmarks.md, issue 12 section).
+MAX_READ_INSTRUCTIONS = 200_000_000
+_PROGRESS_STEPS = 10_000
 
-    Why: with no explicit transaction, SQLite holds a connection's read snapshot until every statement
-    on it is reset. A statement started while another request's statement is still open joins that old
-    snapshot and misses writes committed since, so a client could fail to see its own acknowledged
-    store. One statement at a time gives each a fresh snapshot; reads still never wait for the writer
-    (WAL), only for each other.
+
+class _Reader:
+    """One read-only connection and its work budget (`MAX_READ_INSTRUCTIONS` per statement)."""
+
+    def __init__(self, connection: aiosqlite.Connection, budget: int | None) -> None:
+        self.connection = connection
+        self.budget = budget
+        self.used = 0
+
+    def _progress(self) -> int:
+        # Runs on the connection's thread between VM steps; non-zero interrupts the statement.
+        self.used += _PROGRESS_STEPS
+        return 1 if self.budget is not None and self.used > self.budget else 0
+
+    async def install(self) -> None:
+        if self.budget is not None:
+            await self.connection.set_progress_handler(self._progress, _PROGRESS_STEPS)
+
+
+class _ReaderPool:
+    """The read-only connections, each used by one statement at a time.
+
+    Why one statement per connection: with no explicit transaction, SQLite holds a connection's read
+    snapshot until every statement on it is reset. A statement started while another request's statement
+    is still open joins that old snapshot and misses writes committed since, so a client could fail to see
+    its own acknowledged store. One statement at a time gives each a fresh snapshot; reads never wait for
+    the writer (WAL), and wait for each other only when every connection is busy.
+
+    Any read of the store goes through `execute` (keyword search, lists, and other read sides such as
+    vectors), so all of them share the pool and its per-statement work budget.
     """
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
-        self.connection = connection
-        self._lock = anyio.Lock()
+    def __init__(self, readers: Sequence[_Reader]) -> None:
+        self._idle = list(readers)
+        self.connections = tuple(reader.connection for reader in readers)
+        self._available = anyio.Semaphore(len(readers))
 
     @asynccontextmanager
     async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> AsyncIterator[aiosqlite.Cursor]:
-        async with self._lock, self.connection.execute(sql, parameters) as cursor:
-            yield cursor
+        """A cursor over `sql` on an idle reader, held until the block exits.
+
+        Raises:
+            QueryTooExpensive: the statement ran past its work budget and was interrupted.
+        """
+        async with self._available:
+            reader = self._idle.pop()
+            reader.used = 0
+            try:
+                async with reader.connection.execute(sql, parameters) as cursor:
+                    yield cursor
+            except sqlite3.OperationalError as error:
+                if reader.budget is not None and reader.used > reader.budget:
+                    raise QueryTooExpensive(
+                        "this request needs more work than one request may use: search for fewer or rarer words, "
+                        "or narrow it with category, tags or dates"
+                    ) from error
+                raise
+            finally:
+                self._idle.append(reader)
 
 
 def _fact_columns(extracted: ExtractedMemory) -> tuple[str, str, float, str, str, str | None, str | None]:
@@ -438,9 +489,9 @@ def _fact_columns(extracted: ExtractedMemory) -> tuple[str, str, float, str, str
 class Store:
     """The SQLite store. Open it with `open_store`; all methods are coroutines and scoped by `user_id`."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str) -> None:
+    def __init__(self, writer: aiosqlite.Connection, readers: _ReaderPool, path: str) -> None:
         self._writer = writer
-        self._reader = _SerialReader(reader)
+        self._reader = readers
         self.path = path
         self._write_lock = anyio.Lock()
 
@@ -1013,9 +1064,10 @@ class Store:
         return out
 
     async def close(self) -> None:
-        await self._reader.connection.close()
-        if self._writer is not self._reader.connection:
-            await self._writer.close()
+        for connection in self._reader.connections:
+            if connection is not self._writer:
+                await connection.close()
+        await self._writer.close()
 
 
 async def _connect(path: str, *, read_only: bool = False) -> aiosqlite.Connection:
@@ -1030,10 +1082,14 @@ async def _connect(path: str, *, read_only: bool = False) -> aiosqlite.Connectio
 
 
 @asynccontextmanager
-async def open_store(path: str) -> AsyncIterator[Store]:
+async def open_store(
+    path: str, *, readers: int = READ_CONNECTIONS, max_read_instructions: int | None = MAX_READ_INSTRUCTIONS
+) -> AsyncIterator[Store]:
     """Open (creating and migrating if needed) the database at `path` and close it on exit.
 
-    `path` may be ':memory:' (one private in-memory database, for tests). The parent folder is created.
+    `path` may be ':memory:' (one private in-memory database, for tests; its one connection also reads).
+    The parent folder is created. `readers` read-only connections serve reads, each statement limited to
+    `max_read_instructions` SQLite VM instructions (None: no limit).
 
     Raises:
         sqlite3.Error: the file cannot be opened or is not a SQLite database.
@@ -1049,11 +1105,22 @@ async def open_store(path: str) -> AsyncIterator[Store]:
             await writer.execute("PRAGMA journal_mode = WAL")
             await writer.execute("PRAGMA synchronous = NORMAL")
         await migrate(writer)
-        reader = writer if in_memory else await _connect(path, read_only=True)
+        pool: list[_Reader] = []
+        try:
+            if in_memory:
+                pool.append(_Reader(writer, None))  # the writer's connection: no budget on writes
+            for _ in range(0 if in_memory else max(1, readers)):
+                pool.append(_Reader(await _connect(path, read_only=True), max_read_instructions))
+                await pool[-1].install()
+        except BaseException:
+            for reader in pool:
+                if reader.connection is not writer:
+                    await reader.connection.close()
+            raise
     except BaseException:
         await writer.close()
         raise
-    store = Store(writer, reader, path)
+    store = Store(writer, _ReaderPool(pool), path)
     try:
         yield store
     finally:

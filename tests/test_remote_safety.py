@@ -95,7 +95,9 @@ def test_every_spelling_of_all_addresses_needs_the_host_names(host: str) -> None
         check_exposure(_settings(host, "memory.lan:*"), None, allow_unauthenticated=False)
 
 
-def test_an_empty_host_variable_is_refused_by_serve(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_empty_host_variable_is_refused_by_serve(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from harmonia_mcp.cli import main
 
     monkeypatch.setenv("HARMONIA_HOST", "")
