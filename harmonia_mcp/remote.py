@@ -31,7 +31,7 @@ from harmonia_mcp import __version__
 from harmonia_mcp.auth import TokenTable
 from harmonia_mcp.config import Settings
 from harmonia_mcp.server import create_server
-from harmonia_mcp.throttle import RateLimiter, RateLimitMiddleware
+from harmonia_mcp.throttle import RateLimiter, RateLimitMiddleware, SessionCapMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +136,23 @@ def http_app(settings: Settings, transport: HttpTransport) -> Starlette:
     if transport == "streamable-http":
         # The SDK's session manager enters the server lifespan (opening the store) once, at start-up.
         app = server.streamable_http_app(
-            max_request_body_size=settings.max_request_bytes, transport_security=security, host=settings.host
+            max_request_body_size=settings.max_request_bytes,
+            transport_security=security,
+            host=settings.host,
+            session_idle_timeout=settings.session_idle_seconds,
+            max_sessions=settings.max_sessions,
         )
         _add_rate_limit(app, settings)
+        manager = server.session_manager
+        # The SDK keeps its open sessions in `_server_instances` (mcp 2.3.0) and offers no public view of them;
+        # tests/e2e/test_remote_limits.py fails if that changes.
+        app.user_middleware.append(
+            Middleware(
+                SessionCapMiddleware,
+                per_caller=settings.max_sessions_per_caller,
+                is_open=lambda session: session in manager._server_instances,  # pyright: ignore[reportPrivateUsage]
+            )
+        )
         return app
     app = server.sse_app(
         max_request_body_size=settings.max_request_bytes, transport_security=security, host=settings.host

@@ -4,7 +4,8 @@ A caller is its bearer token (the fingerprint `auth.TokenTable` hands the SDK, n
 shared key for unauthenticated callers (stdio, loopback HTTP without tokens). Over HTTP, `RateLimitMiddleware`
 answers `429 Too Many Requests` with `Retry-After` (RFC 6585 section 4); under stdio, `ThrottleMiddleware`
 answers a tool call over the rate with a tool error. `ThrottleMiddleware` also caps how many tool calls and
-resource reads of one caller run at once, on every transport.
+resource reads of one caller run at once, on every transport, and `SessionCapMiddleware` how many streamable
+HTTP sessions one caller holds open.
 
 The default rate, 100 requests per minute, is the Harmonia API's documented limit.
 """
@@ -22,7 +23,7 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.types import CallToolResult, TextContent
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 WINDOW_SECONDS = 60.0
 ANONYMOUS = "anonymous"
@@ -150,33 +151,93 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or scope.get("path") == "/healthz":
             await self.app(scope, receive, send)
             return
-        user = scope.get("user")
-        key = user.access_token.token if isinstance(user, AuthenticatedUser) else ANONYMOUS
-        wait = self.limiter.acquire(key)
+        wait = self.limiter.acquire(_caller(scope))
         if wait is None:
             await self.app(scope, receive, send)
             return
         seconds = math.ceil(wait)
-        body = json.dumps(
-            {
-                "jsonrpc": "2.0",
-                "id": None,
-                "error": {
-                    "code": -32000,
-                    "message": f"rate limit: more than {self.limiter.per_minute} requests in the last minute "
-                    f"(HARMONIA_RATE_LIMIT_PER_MINUTE); retry in {seconds} s",
-                },
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 429,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"retry-after", str(seconds).encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+        message = (
+            f"rate limit: more than {self.limiter.per_minute} requests in the last minute "
+            f"(HARMONIA_RATE_LIMIT_PER_MINUTE); retry in {seconds} s"
         )
-        await send({"type": "http.response.body", "body": body})
+        await send_json_error(send, 429, message, [(b"retry-after", str(seconds).encode())])
+
+
+async def send_json_error(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]]) -> None:
+    """Answer an HTTP request with `status` and a JSON-RPC error body (no request id) carrying `message`."""
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": message}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _caller(scope: Scope) -> str:
+    user = scope.get("user")
+    return user.access_token.token if isinstance(user, AuthenticatedUser) else ANONYMOUS
+
+
+class SessionCapMiddleware:
+    """ASGI middleware (inside the SDK's authentication): at most `per_caller` open streamable HTTP sessions
+    per caller; the request that would open one more gets `429` saying so.
+
+    Why: the SDK's own cap (`max_sessions`) is for all callers together, so one token could fill it and lock
+    every other user out. A session is counted from the response that opens it (its `mcp-session-id`
+    header) until `is_open(session_id)` says it has ended (client DELETE, idle timeout, crash); openings
+    still in flight count too, so a burst of parallel `initialize` requests cannot slip past.
+    """
+
+    def __init__(self, app: ASGIApp, *, per_caller: int, is_open: Callable[[str], bool], path: str = "/mcp") -> None:
+        self.app = app
+        self.per_caller = per_caller
+        self._is_open = is_open
+        self._path = path
+        self._sessions: dict[str, set[str]] = {}
+        self._opening: dict[str, int] = {}
+
+    def open_sessions(self, key: str) -> int:
+        """How many sessions `key` holds open (forgetting those that have ended), openings in flight included."""
+        live = {session for session in self._sessions.get(key, set()) if self._is_open(session)}
+        if live:
+            self._sessions[key] = live
+        else:
+            self._sessions.pop(key, None)
+        return len(live) + self._opening.get(key, 0)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        opens = (
+            scope["type"] == "http"
+            and scope.get("method") == "POST"
+            and scope.get("path", "").rstrip("/") == self._path
+            and not any(name == b"mcp-session-id" for name, _ in scope.get("headers", []))
+        )
+        if self.per_caller <= 0 or not opens:
+            await self.app(scope, receive, send)
+            return
+        key = _caller(scope)
+        if self.open_sessions(key) >= self.per_caller:
+            message = (
+                f"too many open sessions: this caller already has {self.per_caller} "
+                "(HARMONIA_MAX_SESSIONS_PER_CALLER); reuse one, or end one with an HTTP DELETE, then retry"
+            )
+            await send_json_error(send, 429, message, [(b"retry-after", b"60")])
+            return
+
+        async def recording_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"mcp-session-id":
+                        self._sessions.setdefault(key, set()).add(value.decode("latin-1"))
+            await send(message)
+
+        self._opening[key] = self._opening.get(key, 0) + 1
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            self._opening[key] -= 1
+            if not self._opening[key]:
+                del self._opening[key]
