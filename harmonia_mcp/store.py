@@ -11,6 +11,7 @@ kept in sync by triggers in the shape sqlite-utils' `enable_fts(create_triggers=
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -25,12 +26,14 @@ from typing import Any, Literal
 import aiosqlite
 import anyio
 
-from harmonia_mcp.errors import MemoryNotFound, QueryTooExpensive
+from harmonia_mcp.errors import MemoryNotFound, QueryTooExpensive, StoreBusy
 from harmonia_mcp.models import Category, ExtractedMemory, Memory
 
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
+# Waits of BUSY_TIMEOUT_MS for another process's write lock before a write gives up with `StoreBusy`.
+BUSY_RETRIES = 3
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
 # The columns of the full-text index (from migration _M003_SEARCH_CONTEXT on), and their bm25() weights: a word
 # in the memory's own sentence counts most, then its entities, the message it came from, the speaker's name,
@@ -60,6 +63,12 @@ def to_utc_text(moment: datetime) -> str:
 def new_memory_id() -> str:
     """`mem_` followed by 16 random hex characters."""
     return "mem_" + secrets.token_hex(8)
+
+
+def derived_memory_id(user_id: str, memory_id: str) -> str:
+    """The id a memory imported into `user_id` gets when `memory_id` belongs to another user: `mem_` and the
+    first 16 hex digits of SHA-256 over both, so the same import always derives the same id."""
+    return "mem_" + hashlib.sha256(f"{user_id}\0{memory_id}".encode()).hexdigest()[:16]
 
 
 def owner_token(user_id: str) -> str:
@@ -497,9 +506,14 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction (`BEGIN IMMEDIATE` ... `COMMIT`); any exception rolls it back and propagates."""
+        """One write transaction (`BEGIN IMMEDIATE` ... `COMMIT`); any exception rolls it back and propagates.
+
+        Raises:
+            StoreBusy: another process held the write lock through `BUSY_RETRIES` waits of `BUSY_TIMEOUT_MS`
+                each (SQLITE_BUSY); nothing was written.
+        """
         async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
+            await self._begin()
             try:
                 yield self._writer
             except BaseException:
@@ -509,6 +523,21 @@ class Store:
                 raise
             with anyio.CancelScope(shield=True):
                 await self._writer.execute("COMMIT")
+
+    async def _begin(self) -> None:
+        # Why retry: SQLite's busy handler already waited BUSY_TIMEOUT_MS; another process (an import, a second
+        # server on the same file) may hold the lock longer, and a few more waits ride out its batches.
+        for attempt in range(1, BUSY_RETRIES + 1):
+            try:
+                await self._writer.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise
+                logger.warning("database is locked (attempt %d of %d): %s", attempt, BUSY_RETRIES, error)
+        raise StoreBusy(
+            "the database is busy: another process is writing to it; nothing was changed, retry in a few seconds"
+        )
 
     # --- writes: each takes the connection of an open `transaction()` ---
 
@@ -782,21 +811,31 @@ class Store:
             (user_id, session_id, max(1, keep)),
         )
 
-    async def import_memories(self, db: aiosqlite.Connection, memories: Sequence[Memory]) -> int:
-        """Insert `memories` as they are (ids, times, status) with a `created` history row each, skipping any
-        whose `memory_id` is already in the file; return how many were inserted. The FTS index follows by trigger.
+    async def import_memories(self, db: aiosqlite.Connection, memories: Sequence[Memory]) -> tuple[int, int]:
+        """Insert `memories` as they are (ids, times, status) with a `created` history row each; return how
+        many were inserted and how many of those got a new id. The FTS index follows by trigger.
+
+        A memory whose `memory_id` its user already has is skipped. One whose id belongs to another user (ids
+        are unique in the file) is inserted under `derived_memory_id(user, id)`, skipped in turn if the user
+        already has that, so importing the same rows twice never adds them twice, for any user.
         """
-        ids = [memory.memory_id for memory in memories]
-        present: set[str] = set()
-        for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            async with db.execute(f"SELECT memory_id FROM memories WHERE memory_id IN ({marks})", chunk) as cursor:
-                present |= {str(row[0]) for row in await cursor.fetchall()}
+        owners = await self._owners_of(db, [memory.memory_id for memory in memories])
+        renamed = {
+            memory.memory_id: derived_memory_id(memory.user_id, memory.memory_id)
+            for memory in memories
+            if owners.get(memory.memory_id, memory.user_id) != memory.user_id
+        }
+        owners |= await self._owners_of(db, list(renamed.values()))
         fresh: dict[str, Memory] = {}
+        moved = 0
         for memory in memories:
-            if memory.memory_id not in present:
-                fresh.setdefault(memory.memory_id, memory)
+            memory_id = renamed.get(memory.memory_id, memory.memory_id)
+            if memory_id in owners or memory_id in fresh:
+                continue  # already there (a derived id another user holds would need 2**64 luck; skipped too)
+            if memory_id != memory.memory_id:
+                memory = memory.model_copy(update={"memory_id": memory_id})
+                moved += 1
+            fresh[memory_id] = memory
         await db.executemany(
             """
             INSERT INTO memories (memory_id, user_id, content, category, confidence, entities, tags, event_time,
@@ -832,7 +871,19 @@ class Store:
             "changed_at) VALUES (?, ?, 'created', NULL, ?, ?, ?)",
             [(m.memory_id, m.user_id, m.content, m.source_message, m.created_at) for m in fresh.values()],
         )
-        return len(fresh)
+        return len(fresh), moved
+
+    async def _owners_of(self, db: aiosqlite.Connection, memory_ids: Sequence[str]) -> dict[str, str]:
+        """The user of each of `memory_ids` that exists in the file (any user, any status)."""
+        owners: dict[str, str] = {}
+        for start in range(0, len(memory_ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
+            chunk = list(memory_ids[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            async with db.execute(
+                f"SELECT memory_id, user_id FROM memories WHERE memory_id IN ({marks})", chunk
+            ) as cursor:
+                owners |= {str(row[0]): str(row[1]) for row in await cursor.fetchall()}
+        return owners
 
     # --- reads ---
 
