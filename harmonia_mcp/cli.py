@@ -111,13 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(settings: Settings) -> int:
     from harmonia_mcp.auth import TokenConfigError
     from harmonia_mcp.server import create_server
+    from harmonia_mcp.stdio import serve_stdio
 
     try:
         server = create_server(settings)
     except TokenConfigError as error:
         print(f"harmonia-mcp: {error}", file=sys.stderr)
         return 2
-    anyio.run(server.run_stdio_async)
+    anyio.run(serve_stdio, server)
     return 0
 
 
