@@ -110,7 +110,7 @@ class Settings(BaseSettings):
         "limit) and none under stdio (one local client); a value set applies to every transport.",
     )
     max_concurrent_requests: int = Field(
-        default=4, ge=0, description="Tool calls and resource reads of one caller running at once."
+        default=2, ge=0, description="Tool calls and resource reads of one caller running at once (8 more wait)."
     )
     max_sessions_per_caller: int = Field(
         default=16, ge=0, description="Streamable HTTP sessions one caller may hold open at once."

@@ -18,6 +18,7 @@ import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -408,9 +409,11 @@ class Ranking:
 # reads, few enough that each still gets a CPU share on a small machine. SQLite releases the GIL while it
 # steps a statement, so the connections' threads do run in parallel.
 READ_CONNECTIONS = 4
-# The most SQLite virtual-machine instructions one read statement may run (checked every
-# `_PROGRESS_STEPS`), so no single query, however shaped, holds a reader for long. 2e8 is about 40 times
-# the largest search measured at 100,000 memories of one user (docs/benchmarks.md, issue 12 section).
+# The most SQLite virtual-machine instructions one read statement may run (checked every `_PROGRESS_STEPS`), so
+# no single statement, however shaped, holds a reader for long. A search whose words match all 50,000 memories
+# of one user runs 7.4e6 (about 150 per matching row; docs/benchmarks.md, issue 12 section), so 2e8 stops only
+# reads of well over a million rows. FTS5's own work inside one step (expanding a prefix) is not counted:
+# `search.check_query` bounds that.
 MAX_READ_INSTRUCTIONS = 200_000_000
 _PROGRESS_STEPS = 10_000
 
@@ -433,14 +436,21 @@ class _Reader:
             await self.connection.set_progress_handler(self._progress, _PROGRESS_STEPS)
 
 
+# Who the current read is for (a caller key; the server sets it per request). When every reader is busy, a free
+# one goes to the waiting caller that holds the fewest, so one caller's many slow reads cannot queue another's.
+READ_OWNER: ContextVar[str] = ContextVar("harmonia_read_owner", default="")
+
+
 class _ReaderPool:
-    """The read-only connections, each used by one statement at a time.
+    """The read-only connections, each used by one statement at a time, shared fairly between callers.
 
     Why one statement per connection: with no explicit transaction, SQLite holds a connection's read
     snapshot until every statement on it is reset. A statement started while another request's statement
     is still open joins that old snapshot and misses writes committed since, so a client could fail to see
     its own acknowledged store. One statement at a time gives each a fresh snapshot; reads never wait for
-    the writer (WAL), and wait for each other only when every connection is busy.
+    the writer (WAL), and wait for each other only when every connection is busy. Then the next free
+    connection goes to the waiting `READ_OWNER` that holds the fewest connections (first come first served
+    among equals), so a caller with many reads in flight cannot make another caller wait behind all of them.
 
     Any read of the store goes through `execute` (keyword search, lists, and other read sides such as
     vectors), so all of them share the pool and its per-statement work budget.
@@ -449,30 +459,63 @@ class _ReaderPool:
     def __init__(self, readers: Sequence[_Reader]) -> None:
         self._idle = list(readers)
         self.connections = tuple(reader.connection for reader in readers)
-        self._available = anyio.Semaphore(len(readers))
+        self._held: dict[str, int] = {}
+        self._waiting: list[tuple[str, anyio.Event]] = []
+        self._granted: dict[int, _Reader] = {}  # id(turn) -> the reader handed to that waiter
+
+    async def _acquire(self, owner: str) -> _Reader:
+        if self._idle and not self._waiting:
+            self._held[owner] = self._held.get(owner, 0) + 1
+            return self._idle.pop()
+        turn = (owner, anyio.Event())
+        self._waiting.append(turn)
+        try:
+            await turn[1].wait()
+        except BaseException:
+            if turn in self._waiting:
+                self._waiting.remove(turn)
+            else:  # granted (and counted) while being cancelled: pass the reader on
+                self._release(owner, self._granted.pop(id(turn)))
+            raise
+        return self._granted.pop(id(turn))
+
+    def _release(self, owner: str, reader: _Reader) -> None:
+        held = self._held.get(owner, 1) - 1
+        if held > 0:
+            self._held[owner] = held
+        else:
+            self._held.pop(owner, None)
+        if not self._waiting:
+            self._idle.append(reader)
+            return
+        turn = min(self._waiting, key=lambda waiting: self._held.get(waiting[0], 0))  # min() keeps the first
+        self._waiting.remove(turn)
+        self._held[turn[0]] = self._held.get(turn[0], 0) + 1
+        self._granted[id(turn)] = reader
+        turn[1].set()
 
     @asynccontextmanager
     async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> AsyncIterator[aiosqlite.Cursor]:
-        """A cursor over `sql` on an idle reader, held until the block exits.
+        """A cursor over `sql` on a reader, held until the block exits.
 
         Raises:
             QueryTooExpensive: the statement ran past its work budget and was interrupted.
         """
-        async with self._available:
-            reader = self._idle.pop()
-            reader.used = 0
-            try:
-                async with reader.connection.execute(sql, parameters) as cursor:
-                    yield cursor
-            except sqlite3.OperationalError as error:
-                if reader.budget is not None and reader.used > reader.budget:
-                    raise QueryTooExpensive(
-                        "this request needs more work than one request may use: search for fewer or rarer words, "
-                        "or narrow it with category, tags or dates"
-                    ) from error
-                raise
-            finally:
-                self._idle.append(reader)
+        owner = READ_OWNER.get()
+        reader = await self._acquire(owner)
+        reader.used = 0
+        try:
+            async with reader.connection.execute(sql, parameters) as cursor:
+                yield cursor
+        except sqlite3.OperationalError as error:
+            if reader.budget is not None and reader.used > reader.budget:
+                raise QueryTooExpensive(
+                    "this request needs more work than one request may use: search for fewer or rarer words, "
+                    "or narrow it with category, tags or dates"
+                ) from error
+            raise
+        finally:
+            self._release(owner, reader)
 
 
 def _fact_columns(extracted: ExtractedMemory) -> tuple[str, str, float, str, str, str | None, str | None]:

@@ -16,14 +16,19 @@ import json
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.types import CallToolResult, TextContent
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from harmonia_mcp.store import READ_OWNER
 
 WINDOW_SECONDS = 60.0
 ANONYMOUS = "anonymous"
@@ -58,32 +63,43 @@ class RateLimiter:
         return None
 
 
+@dataclass
+class _Slots:
+    semaphore: anyio.Semaphore
+    users: int = 0  # running plus waiting
+
+
 class ConcurrencyCap:
-    """At most `limit` operations in flight per key (`limit` 0: no cap)."""
+    """At most `limit` operations running per key, up to `max_waiting` more queued in arrival order, and any
+    beyond those refused (`limit` 0: no cap).
 
-    def __init__(self, limit: int) -> None:
+    Why queue: hosts may send a few tool calls at once, and those should simply take turns; a flood from one
+    caller is refused instead of piling up.
+    """
+
+    def __init__(self, limit: int, max_waiting: int = 8) -> None:
         self.limit = limit
-        self._running: dict[str, int] = {}
+        self.max_waiting = max_waiting
+        self._slots: dict[str, _Slots] = {}
 
-    def enter(self, key: str) -> bool:
-        """Start one operation for `key`; False (and nothing counted) when `key` is at its cap."""
+    @asynccontextmanager
+    async def slot(self, key: str) -> AsyncIterator[bool]:
+        """Run one operation for `key`: yields True once it may run, or False at once when the queue is full."""
         if self.limit <= 0:
-            return True
-        running = self._running.get(key, 0)
-        if running >= self.limit:
-            return False
-        self._running[key] = running + 1
-        return True
-
-    def exit(self, key: str) -> None:
-        """End one operation that `enter(key)` admitted."""
-        if self.limit <= 0:
+            yield True
             return
-        remaining = self._running.get(key, 1) - 1
-        if remaining > 0:
-            self._running[key] = remaining
-        else:
-            self._running.pop(key, None)
+        slots = self._slots.setdefault(key, _Slots(anyio.Semaphore(self.limit)))
+        if slots.users >= self.limit + self.max_waiting:
+            yield False
+            return
+        slots.users += 1
+        try:
+            async with slots.semaphore:
+                yield True
+        finally:
+            slots.users -= 1
+            if not slots.users:
+                self._slots.pop(key, None)
 
 
 def caller_key() -> str:
@@ -101,16 +117,17 @@ def _refusal(ctx: ServerRequestContext[Any, Any], message: str) -> HandlerResult
 
 
 class ThrottleMiddleware:
-    """MCP middleware: caps each caller's tool calls and resource reads in flight (every transport) and,
-    for requests that did not come over HTTP (stdio, in-memory clients), their rate.
+    """MCP middleware: caps each caller's tool calls and resource reads running at once (every transport;
+    a few more wait their turn) and, for requests that did not come over HTTP (stdio, in-memory clients),
+    their rate.
 
     A refused tool call is a tool error whose text says which limit and what to do; a refused resource read
     is a JSON-RPC error with the same text.
     """
 
-    def __init__(self, *, per_minute: int, max_concurrent: int) -> None:
+    def __init__(self, *, per_minute: int, max_concurrent: int, max_waiting: int = 8) -> None:
         self.rate = RateLimiter(per_minute)
-        self.cap = ConcurrencyCap(max_concurrent)
+        self.cap = ConcurrencyCap(max_concurrent, max_waiting)
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method not in _WORK_METHODS:
@@ -124,16 +141,16 @@ class ThrottleMiddleware:
                     f"rate limit: more than {self.rate.per_minute} requests in the last minute "
                     f"(HARMONIA_RATE_LIMIT_PER_MINUTE); retry in {math.ceil(wait)} s",
                 )
-        if not self.cap.enter(key):
-            return _refusal(
-                ctx,
-                f"too many requests at once: {self.cap.limit} of this caller's requests are still running "
-                "(HARMONIA_MAX_CONCURRENT_REQUESTS); wait for one to finish, then retry",
-            )
-        try:
+        READ_OWNER.set(key)  # the store shares its readers fairly between callers
+        async with self.cap.slot(key) as admitted:
+            if not admitted:
+                return _refusal(
+                    ctx,
+                    f"too many requests at once: {self.cap.limit} of this caller's requests are running and "
+                    f"{self.cap.max_waiting} waiting (HARMONIA_MAX_CONCURRENT_REQUESTS); wait for them to finish, "
+                    "then retry",
+                )
             return await call_next(ctx)
-        finally:
-            self.cap.exit(key)
 
 
 class RateLimitMiddleware:

@@ -125,14 +125,14 @@ class _Ctx:
     request: Any = None
 
 
-async def test_a_caller_past_its_concurrency_cap_is_refused_until_one_finishes() -> None:
-    middleware = ThrottleMiddleware(per_minute=0, max_concurrent=2)
+async def test_a_caller_past_its_concurrency_cap_waits_then_is_refused_when_the_queue_is_full() -> None:
+    middleware = ThrottleMiddleware(per_minute=0, max_concurrent=2, max_waiting=1)
     release = anyio.Event()
-    started: list[int] = []
+    started: list[str] = []
     results: list[Any] = []
 
-    async def slow(_: Any) -> Any:
-        started.append(1)
+    async def slow(ctx: Any) -> Any:
+        started.append(ctx.method)
         await release.wait()
         return {"ok": True}
 
@@ -140,18 +140,20 @@ async def test_a_caller_past_its_concurrency_cap_is_refused_until_one_finishes()
         results.append(await middleware(cast(Any, _Ctx(method)), slow))
 
     async with anyio.create_task_group() as group:
-        group.start_soon(call)
-        group.start_soon(call)
-        while len(started) < 2:
+        for _ in range(3):  # two run, the third waits its turn
+            group.start_soon(call)
+        while len(started) < 2 or not middleware.cap._slots["anonymous"].users == 3:  # pyright: ignore
             await anyio.sleep(0)
         refused = await middleware(cast(Any, _Ctx("tools/call")), slow)
         assert isinstance(refused, CallToolResult) and refused.is_error
-        assert "2 of this caller's requests are still running" in refused.content[0].text  # type: ignore[union-attr]
+        assert "2 of this caller's requests are running and 1 waiting" in refused.content[0].text  # type: ignore[union-attr]
         group.start_soon(call, "tools/list")  # listings are not capped
-        while len(started) < 3:
+        while "tools/list" not in started:
             await anyio.sleep(0)
+        assert started.count("tools/call") == 2
         release.set()
-    assert results == [{"ok": True}] * 3
+    assert results == [{"ok": True}] * 4
+    assert started.count("tools/call") == 3
     assert await middleware(cast(Any, _Ctx("tools/call")), slow) == {"ok": True}
 
 
@@ -163,3 +165,47 @@ def test_readers_are_read_only(tmp_path: Path) -> None:
                     pass
 
     anyio.run(attempt)
+
+
+async def test_a_free_reader_goes_to_the_caller_holding_the_fewest(tmp_path: Path) -> None:
+    # Ordering, not timing: hostile holds both readers and queues a third read; the victim queues after it,
+    # yet gets the first reader hostile frees.
+    from harmonia_mcp.store import READ_OWNER
+
+    order: list[str] = []
+    release = {name: anyio.Event() for name in ("h1", "h2")}
+    async with open_store(str(tmp_path / "m.db"), readers=2, max_read_instructions=None) as store:
+        pool = store._reader  # pyright: ignore[reportPrivateUsage]
+
+        async def hold(name: str) -> None:
+            READ_OWNER.set("hostile")
+            async with pool.execute(ENDLESS) as cursor:
+                await cursor.fetchone()
+                order.append(f"{name} holds")
+                await release[name].wait()
+
+        async def read(name: str, owner: str) -> None:
+            READ_OWNER.set(owner)
+            async with pool.execute("SELECT 1") as cursor:
+                await cursor.fetchone()
+            order.append(f"{name} read")
+
+        async def until(count: int) -> None:
+            while len(pool._waiting) < count:  # pyright: ignore[reportPrivateUsage]
+                await anyio.sleep(0)
+
+        with anyio.fail_after(120):  # a deadlock guard, not a speed threshold
+            async with anyio.create_task_group() as group:
+                group.start_soon(hold, "h1")
+                group.start_soon(hold, "h2")
+                while len(order) < 2:
+                    await anyio.sleep(0)
+                group.start_soon(read, "h3", "hostile")
+                await until(1)
+                group.start_soon(read, "victim", "victim")
+                await until(2)
+                release["h1"].set()
+                while "victim read" not in order:
+                    await anyio.sleep(0)
+                release["h2"].set()
+    assert order[2:] == ["victim read", "h3 read"]
