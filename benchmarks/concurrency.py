@@ -82,6 +82,27 @@ async def _connect(url: str, transport: str, token: str) -> AsyncIterator[Client
         yield client
 
 
+def _start_server(
+    folder: Path, db_path: Path, token_lines: list[str], transport: str, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `harmonia-mcp serve` on a free port with these `token user` lines; return it and its MCP URL."""
+    token_file = folder / "tokens"
+    token_file.write_text("".join(token_lines), encoding="utf-8")
+    token_file.chmod(0o600)
+    port = _free_port()
+    environment = {
+        **os.environ,
+        "HARMONIA_DB_PATH": str(db_path),
+        "HARMONIA_AUTH_TOKENS_FILE": str(token_file),
+        "HARMONIA_EXTRACTOR": "rules",
+        **env,
+    }
+    command = [*_command(), "serve", "--transport", transport, "--port", str(port)]
+    process = subprocess.Popen(command, env=environment, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    return process, f"{base}/sse" if transport == "sse" else f"{base}/mcp"
+
+
 async def _run(url: str, transport: str, tokens: list[str], memories: int, search: bool) -> tuple[int, int, float]:
     """Return (acknowledged stores, errors, elapsed seconds)."""
     stored = 0
@@ -131,7 +152,13 @@ def main() -> int:
         default="both",
         help="with --hostile: what the hostile clients do (default both)",
     )
+    parser.add_argument("--hostile-worker", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.hostile_worker:
+        anyio.run(
+            _hostile_worker, arguments.url, arguments.transport, arguments.token.split(","), arguments.hostile_kind
+        )
+        return 0
     if arguments.hostile:
         return hostile_main(arguments)
 
@@ -142,21 +169,9 @@ def main() -> int:
             url, tokens = arguments.url, [arguments.token] * arguments.clients
         else:
             tokens = [f"bench-token-{number:05d}-0123456789abcdef" for number in range(arguments.clients)]
-            token_file = Path(folder) / "tokens"
-            token_file.write_text("".join(f"{token} user{n}\n" for n, token in enumerate(tokens)), encoding="utf-8")
-            token_file.chmod(0o600)
-            port = _free_port()
-            env = {
-                **os.environ,
-                "HARMONIA_DB_PATH": str(db_path),
-                "HARMONIA_AUTH_TOKENS_FILE": str(token_file),
-                "HARMONIA_EXTRACTOR": "rules",
-                "HARMONIA_RATE_LIMIT_PER_MINUTE": arguments.rate_limit,
-            }
-            command = [*_command(), "serve", "--transport", arguments.transport, "--port", str(port)]
-            process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
-            base = f"http://127.0.0.1:{port}"
-            url = f"{base}/sse" if arguments.transport == "sse" else f"{base}/mcp"
+            lines = [f"{token} user{n}\n" for n, token in enumerate(tokens)]
+            limit = {"HARMONIA_RATE_LIMIT_PER_MINUTE": arguments.rate_limit}
+            process, url = _start_server(Path(folder), db_path, lines, arguments.transport, limit)
         try:
             if process is not None:
                 _wait_ready(url.rsplit("/", 1)[0], process)
@@ -268,18 +283,15 @@ async def _hostile(
     url: str, transport: str, token: str, stop: anyio.Event, tally: dict[str, int], kind: str = "both"
 ) -> None:
     async def searcher() -> None:
-        try:
-            async with _connect(url, transport, token) as client:
-                while not stop.is_set():
-                    try:
+        while not stop.is_set():
+            try:
+                async with _connect(url, transport, token) as client:
+                    while not stop.is_set():
                         result = await client.call_tool("search_memories", {"query": WORST_QUERY, "limit": 100})
-                    except Exception:  # refused with 429 at the HTTP layer
-                        tally["searches refused"] += 1
-                        await anyio.sleep(0.05)
-                        continue
-                    tally["searches refused" if result.is_error else "searches served"] += 1
-        except Exception:
-            tally["hostile connections lost"] += 1
+                        tally["searches refused (tool error)" if result.is_error else "searches served"] += 1
+            except Exception:  # refused at the HTTP layer (429): the session is gone; open another
+                tally["searches refused (HTTP)"] += 1
+                await anyio.sleep(0.2)
 
     async def session_opener() -> None:
         headers = {
@@ -303,27 +315,39 @@ async def _hostile(
             group.start_soon(session_opener)
 
 
-async def _one_run(
-    mode: str,
-    url: str,
-    transport: str,
-    calm: list[str],
-    hostile: list[str],
-    memories: int,
-    pace: float,
-    tally: Any,
-    kind: str,
-) -> dict[str, Any]:
+async def _hostile_worker(url: str, transport: str, tokens: list[str], kind: str) -> None:
+    """The hostile clients, in their own process (so their work does not slow the calm clients' own event
+    loop and skew what is measured), until stdin closes; then the tally as one JSON line on stdout."""
+    import json
+    from collections import Counter
+
+    tally: Counter[str] = Counter()
     stop = anyio.Event()
     async with anyio.create_task_group() as group:
-        if mode == "hostile":
-            for token in hostile:
-                group.start_soon(_hostile, url, transport, token, stop, tally, kind)
-            await anyio.sleep(2)  # let the hostile load build up first
-        outcome = await _calm(url, transport, calm, memories, pace)
+        for token in tokens:
+            group.start_soon(_hostile, url, transport, token, stop, tally, kind)
+        await anyio.to_thread.run_sync(sys.stdin.read)
         stop.set()
         group.cancel_scope.cancel()
-    return outcome
+    print(json.dumps(dict(tally)), flush=True)
+
+
+def _one_run(
+    mode: str, url: str, transport: str, calm: list[str], hostile: list[str], arguments: argparse.Namespace
+) -> tuple[dict[str, Any], dict[str, int]]:
+    import json
+
+    worker = None
+    if mode == "hostile":
+        command = [sys.executable, __file__, "--hostile-worker", "--url", url, "--transport", transport]
+        command += ["--token", ",".join(hostile), "--hostile-kind", arguments.hostile_kind]
+        worker = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        time.sleep(3)  # let the hostile load build up first
+    outcome = anyio.run(_calm, url, transport, calm, arguments.memories, arguments.pace)
+    if worker is None:
+        return outcome, {}
+    out, _ = worker.communicate(b"", timeout=120)
+    return outcome, json.loads(out.decode().strip().splitlines()[-1])
 
 
 def hostile_main(arguments: argparse.Namespace) -> int:
@@ -340,38 +364,15 @@ def hostile_main(arguments: argparse.Namespace) -> int:
             hostile = [f"hostile-token-{n:05d}-0123456789abcdef" for n in range(arguments.hostile_clients)]
             users = [f"hostile{n}" for n in range(len(hostile))]
             _seed(db_path, users, arguments.seed)
-            token_file = Path(folder) / "tokens"
-            lines = [f"{t} calm{n}\n" for n, t in enumerate(calm)] + [
-                f"{t} {u}\n" for t, u in zip(hostile, users, strict=True)
-            ]
-            token_file.write_text("".join(lines), encoding="utf-8")
-            token_file.chmod(0o600)
-            port = _free_port()
-            env = {
-                **os.environ,
-                "HARMONIA_DB_PATH": str(db_path),
-                "HARMONIA_AUTH_TOKENS_FILE": str(token_file),
-                "HARMONIA_EXTRACTOR": "rules",
-            }
-            command = [*_command(), "serve", "--transport", arguments.transport, "--port", str(port)]
-            process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
-            base = f"http://127.0.0.1:{port}"
-            url = f"{base}/sse" if arguments.transport == "sse" else f"{base}/mcp"
+            lines = [f"{t} calm{n}\n" for n, t in enumerate(calm)]
+            lines += [f"{t} {u}\n" for t, u in zip(hostile, users, strict=True)]
+            process, url = _start_server(Path(folder), db_path, lines, arguments.transport, {})
+            base = url.rsplit("/", 1)[0]
             try:
                 _wait_ready(base, process)
 
-                results[mode] = anyio.run(
-                    _one_run,
-                    mode,
-                    url,
-                    arguments.transport,
-                    calm,
-                    hostile,
-                    arguments.memories,
-                    arguments.pace,
-                    tally,
-                    arguments.hostile_kind,
-                )
+                results[mode], got = _one_run(mode, url, arguments.transport, calm, hostile, arguments)
+                tally.update(got)
             finally:
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=60)

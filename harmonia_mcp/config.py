@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     max_sessions_per_caller: int = Field(
         default=16, ge=0, description="Streamable HTTP sessions one caller may hold open at once."
     )
+    read_connections: int = Field(
+        default=4, ge=1, le=32, description="Read-only SQLite connections serving reads in parallel."
+    )
     max_sessions: int = Field(default=1000, ge=1, description="Streamable HTTP sessions open at once, all callers.")
     session_idle_seconds: float = Field(
         default=600.0, gt=0, description="A streamable HTTP session with no request for this long is closed."

@@ -371,7 +371,9 @@ class _SharedContext:
         async with self._lock:
             if self._context is None:
                 stack = AsyncExitStack()
-                store = await stack.enter_async_context(open_store(self._settings.db_path))
+                store = await stack.enter_async_context(
+                    open_store(self._settings.db_path, readers=self._settings.read_connections)
+                )
                 extractor = await stack.enter_async_context(open_extractor(self._settings))
                 logger.info("memories in %s, extractor %s", store.path, self._settings.extractor)
                 settings = self._settings

@@ -70,13 +70,18 @@ def test_an_export_imports_into_another_file_with_every_field_and_is_searchable(
         )
 
 
-def test_importing_twice_adds_nothing_and_user_id_can_be_reassigned(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _exported(tmp_path: Path) -> tuple[dict[str, Any], Path, Path]:
+    """An export of MESSAGES for jason, written to a file; returns it, the file and an empty target database."""
     document = anyio.run(_export, tmp_path / "source.db")
     path = tmp_path / "export.json"
     path.write_text(json.dumps(document), encoding="utf-8")
-    target = tmp_path / "target.db"
+    return document, path, tmp_path / "target.db"
+
+
+def test_importing_twice_adds_nothing_and_user_id_can_be_reassigned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document, path, target = _exported(tmp_path)
     count = len(document["memories"])
     assert main(["import", str(path), "--db", str(target)]) == 0
     assert main(["import", str(path), "--db", str(target)]) == 0
@@ -188,10 +193,7 @@ def test_importing_into_another_user_gives_new_ids_keeps_provenance_and_stays_id
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Issue 16 item 2: "already there" never matches another user's memory.
-    document = anyio.run(_export, tmp_path / "source.db")
-    path = tmp_path / "export.json"
-    path.write_text(json.dumps(document), encoding="utf-8")
-    target = tmp_path / "target.db"
+    document, path, target = _exported(tmp_path)
     count = len(document["memories"])
     assert main(["import", str(path), "--db", str(target)]) == 0
     assert main(["import", str(path), "--db", str(target), "--user-id", "alice"]) == 0
