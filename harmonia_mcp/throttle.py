@@ -244,17 +244,28 @@ class SessionCapMiddleware:
             await send_json_error(send, 429, message, [(b"retry-after", b"60")])
             return
 
+        opening = True
+
+        def opened() -> None:
+            # Once (when the response names the session, or when the request ends without one): from then on
+            # the session counts as open through `is_open`, not as an opening in flight.
+            nonlocal opening
+            if opening:
+                opening = False
+                self._opening[key] -= 1
+                if not self._opening[key]:
+                    del self._opening[key]
+
         async def recording_send(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] < 400:
                 for name, value in message.get("headers", []):
                     if name.lower() == b"mcp-session-id":
                         self._sessions.setdefault(key, set()).add(value.decode("latin-1"))
+                        opened()
             await send(message)
 
         self._opening[key] = self._opening.get(key, 0) + 1
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            self._opening[key] -= 1
-            if not self._opening[key]:
-                del self._opening[key]
+            opened()
