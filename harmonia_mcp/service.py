@@ -519,6 +519,8 @@ class MemoryService:
             earlier = first_index.setdefault(memory.memory_id, index)
             if earlier != index:
                 invalid[index] = f"memory_id {memory.memory_id!r} repeats memories[{earlier}]"
+        if user_id is None and header.user_id is not None and not isinstance(header.user_id, str):
+            raise InvalidInput('the import file\'s "user_id" must be a string (or pass --user-id)')
         owner = self.user(user_id if user_id is not None else header.user_id)
         if invalid and not skip_invalid:
             raise InvalidInput(_invalid_rows_message(invalid, rows))

@@ -104,6 +104,7 @@ def test_importing_twice_adds_nothing_and_user_id_can_be_reassigned(
         ('{"user_id": "x", "memories": {"a": 1}}', '"memories" must be a list'),
         ('{"user_id": "x", "memories": [1, 2', "not JSON"),
         ('{"user_id": "bad user!", "memories": []}', "user_id"),
+        ('{"user_id": 7, "memories": []}', '"user_id" must be a string'),
     ],
 )
 def test_a_bad_file_is_refused_with_a_reason_and_imports_nothing(
