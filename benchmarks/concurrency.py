@@ -6,6 +6,15 @@ bearer token per client (each bound to its own user), or drives an already runni
 memories, errors, elapsed seconds and stores per second. Described in docs/benchmarks.md.
 
     .venv/bin/python benchmarks/concurrency.py --clients 20 --memories 50
+
+The throughput run turns the per-token rate limit off (`--rate-limit 0`; each client sends far more than
+100 requests a minute). `--hostile` measures fairness instead, with the server's default limits: N
+well-behaved clients (paced under the rate limit) store and search, first alone (calm), then again while M
+hostile clients each send the most expensive searches the query bounds allow, several at once, and open
+streamable HTTP sessions in a loop without closing them. It reports the well-behaved clients' p50/p95
+latency and errors in both runs, what the hostile clients were refused, and acknowledged writes lost.
+
+    .venv/bin/python benchmarks/concurrency.py --hostile --clients 5 --hostile-clients 3 --memories 20
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -72,6 +82,27 @@ async def _connect(url: str, transport: str, token: str) -> AsyncIterator[Client
         yield client
 
 
+def _start_server(
+    folder: Path, db_path: Path, token_lines: list[str], transport: str, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `harmonia-mcp serve` on a free port with these `token user` lines; return it and its MCP URL."""
+    token_file = folder / "tokens"
+    token_file.write_text("".join(token_lines), encoding="utf-8")
+    token_file.chmod(0o600)
+    port = _free_port()
+    environment = {
+        **os.environ,
+        "HARMONIA_DB_PATH": str(db_path),
+        "HARMONIA_AUTH_TOKENS_FILE": str(token_file),
+        "HARMONIA_EXTRACTOR": "rules",
+        **env,
+    }
+    command = [*_command(), "serve", "--transport", transport, "--port", str(port)]
+    process = subprocess.Popen(command, env=environment, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    return process, f"{base}/sse" if transport == "sse" else f"{base}/mcp"
+
+
 async def _run(url: str, transport: str, tokens: list[str], memories: int, search: bool) -> tuple[int, int, float]:
     """Return (acknowledged stores, errors, elapsed seconds)."""
     stored = 0
@@ -110,7 +141,26 @@ def main() -> int:
     parser.add_argument("--no-search", action="store_true", help="only store; do not search between stores")
     parser.add_argument("--url", help="an already running server's MCP endpoint (…/mcp or …/sse)")
     parser.add_argument("--token", default="", help="with --url: the bearer token every client sends")
+    parser.add_argument("--rate-limit", default="0", help="HARMONIA_RATE_LIMIT_PER_MINUTE of the server (default 0)")
+    parser.add_argument("--hostile", action="store_true", help="calm run, then the same with hostile clients")
+    parser.add_argument("--hostile-clients", type=int, default=3, help="with --hostile: hostile clients (default 3)")
+    parser.add_argument("--pace", type=float, default=0.7, help="with --hostile: seconds between a calm client's calls")
+    parser.add_argument("--seed", type=int, default=20_000, help="with --hostile: memories each hostile user has")
+    parser.add_argument(
+        "--hostile-kind",
+        choices=["both", "search", "sessions"],
+        default="both",
+        help="with --hostile: what the hostile clients do (default both)",
+    )
+    parser.add_argument("--hostile-worker", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.hostile_worker:
+        anyio.run(
+            _hostile_worker, arguments.url, arguments.transport, arguments.token.split(","), arguments.hostile_kind
+        )
+        return 0
+    if arguments.hostile:
+        return hostile_main(arguments)
 
     with tempfile.TemporaryDirectory(prefix="harmonia-bench-") as folder:
         process: subprocess.Popen[bytes] | None = None
@@ -119,20 +169,9 @@ def main() -> int:
             url, tokens = arguments.url, [arguments.token] * arguments.clients
         else:
             tokens = [f"bench-token-{number:05d}-0123456789abcdef" for number in range(arguments.clients)]
-            token_file = Path(folder) / "tokens"
-            token_file.write_text("".join(f"{token} user{n}\n" for n, token in enumerate(tokens)), encoding="utf-8")
-            token_file.chmod(0o600)
-            port = _free_port()
-            env = {
-                **os.environ,
-                "HARMONIA_DB_PATH": str(db_path),
-                "HARMONIA_AUTH_TOKENS_FILE": str(token_file),
-                "HARMONIA_EXTRACTOR": "rules",
-            }
-            command = [*_command(), "serve", "--transport", arguments.transport, "--port", str(port)]
-            process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
-            base = f"http://127.0.0.1:{port}"
-            url = f"{base}/sse" if arguments.transport == "sse" else f"{base}/mcp"
+            lines = [f"{token} user{n}\n" for n, token in enumerate(tokens)]
+            limit = {"HARMONIA_RATE_LIMIT_PER_MINUTE": arguments.rate_limit}
+            process, url = _start_server(Path(folder), db_path, lines, arguments.transport, limit)
         try:
             if process is not None:
                 _wait_ready(url.rsplit("/", 1)[0], process)
@@ -157,6 +196,209 @@ def main() -> int:
     print(f"elapsed:      {elapsed:.2f} s")
     print(f"stores/s:     {stored / elapsed:.1f}")
     return 1 if errors else 0
+
+
+# --- --hostile ---------------------------------------------------------------------------------
+
+# The costliest search the bounds allow (search.check_query): 4 two-letter prefixes that match every seeded
+# memory and 28 more words, under 2,000 characters.
+WORST_QUERY = "us* li* te* nu* " + " ".join(["user", "likes", "tea", "number", "honey", "lemon", "morning"] * 4)
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}},
+}
+
+
+def _seed(db_path: Path, users: list[str], count: int) -> None:
+    """Give each hostile user `count` memories through the import path, so their searches have work to do."""
+    import json
+
+    from harmonia_mcp.cli import main as cli
+
+    for user in users:
+        rows = [
+            {
+                "memory_id": f"mem_{abs(hash(user)) % 65536:04x}{index:012x}",
+                "content": f"User likes tea number {index} with honey and lemon in the morning",
+                "category": "preference",
+                "confidence": 0.9,
+                "entities": [],
+                "tags": [],
+                "event_time": None,
+                "source_message": None,
+                "speaker": "User",
+                "session_id": None,
+                "metadata": {},
+                "extractor": "rules",
+                "status": "active",
+                "created_at": "2026-01-01T00:00:00+00:00",
+                "updated_at": "2026-01-01T00:00:00+00:00",
+            }
+            for index in range(count)
+        ]
+        path = db_path.with_suffix(f".{user}.json")
+        path.write_text(json.dumps({"user_id": user, "memories": rows}), encoding="utf-8")
+        assert cli(["import", str(path), "--db", str(db_path)]) == 0
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+
+
+async def _calm(url: str, transport: str, tokens: list[str], memories: int, pace: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors: list[str] = []
+    acknowledged: list[str] = []
+
+    async def one(number: int) -> None:
+        try:
+            async with _connect(url, transport, tokens[number]) as client:
+                for index in range(memories):
+                    name = f"Calm{number}x{index}"
+                    for tool, arguments in (
+                        ("store_memory", {"message": f"I have a cat called {name}"}),
+                        ("search_memories", {"query": name}),
+                    ):
+                        started = time.perf_counter()
+                        result = await client.call_tool(tool, arguments)
+                        latencies.append(time.perf_counter() - started)
+                        if result.is_error:
+                            errors.append(f"{tool}: {' '.join(getattr(b, 'text', '') for b in result.content)}")
+                        elif tool == "store_memory":
+                            acknowledged.append(f"User has a cat called {name}")
+                        await anyio.sleep(pace)
+        except Exception as error:  # a client that dies counts as one error
+            errors.append(f"client {number}: {type(error).__name__}: {error}")
+
+    async with anyio.create_task_group() as group:
+        for number in range(len(tokens)):
+            group.start_soon(one, number)
+    return {"latencies": latencies, "errors": errors, "acknowledged": acknowledged}
+
+
+async def _hostile(
+    url: str, transport: str, token: str, stop: anyio.Event, tally: dict[str, int], kind: str = "both"
+) -> None:
+    async def searcher() -> None:
+        while not stop.is_set():
+            try:
+                async with _connect(url, transport, token) as client:
+                    while not stop.is_set():
+                        result = await client.call_tool("search_memories", {"query": WORST_QUERY, "limit": 100})
+                        tally["searches refused (tool error)" if result.is_error else "searches served"] += 1
+            except Exception:  # refused at the HTTP layer (429): the session is gone; open another
+                tally["searches refused (HTTP)"] += 1
+                await anyio.sleep(0.2)
+
+    async def session_opener() -> None:
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+        }
+        async with httpx2.AsyncClient(timeout=30.0) as http:
+            while not stop.is_set():
+                try:
+                    response = await http.post(url, json=INITIALIZE, headers=headers)
+                    tally[f"sessions: HTTP {response.status_code}"] += 1
+                except httpx2.HTTPError:
+                    tally["sessions: failed"] += 1
+                await anyio.sleep(0.01)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(8 if kind != "sessions" else 0):  # more at once than the per-token concurrency cap (4)
+            group.start_soon(searcher)
+        if transport == "streamable-http" and kind != "search":
+            group.start_soon(session_opener)
+
+
+async def _hostile_worker(url: str, transport: str, tokens: list[str], kind: str) -> None:
+    """The hostile clients, in their own process (so their work does not slow the calm clients' own event
+    loop and skew what is measured), until stdin closes; then the tally as one JSON line on stdout."""
+    import json
+    from collections import Counter
+
+    tally: Counter[str] = Counter()
+    stop = anyio.Event()
+    async with anyio.create_task_group() as group:
+        for token in tokens:
+            group.start_soon(_hostile, url, transport, token, stop, tally, kind)
+        await anyio.to_thread.run_sync(sys.stdin.read)
+        stop.set()
+        group.cancel_scope.cancel()
+    print(json.dumps(dict(tally)), flush=True)
+
+
+def _one_run(
+    mode: str, url: str, transport: str, calm: list[str], hostile: list[str], arguments: argparse.Namespace
+) -> tuple[dict[str, Any], dict[str, int]]:
+    import json
+
+    worker = None
+    if mode == "hostile":
+        command = [sys.executable, __file__, "--hostile-worker", "--url", url, "--transport", transport]
+        command += ["--token", ",".join(hostile), "--hostile-kind", arguments.hostile_kind]
+        worker = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        time.sleep(3)  # let the hostile load build up first
+    outcome = anyio.run(_calm, url, transport, calm, arguments.memories, arguments.pace)
+    if worker is None:
+        return outcome, {}
+    out, _ = worker.communicate(b"", timeout=120)
+    return outcome, json.loads(out.decode().strip().splitlines()[-1])
+
+
+def hostile_main(arguments: argparse.Namespace) -> int:
+    """Calm run, then the same calm clients with hostile ones; print both and what the hostile ones got."""
+    from collections import Counter
+
+    results: dict[str, dict[str, Any]] = {}
+    tally: Counter[str] = Counter()
+    lost = 0
+    for mode in ("calm", "hostile"):
+        with tempfile.TemporaryDirectory(prefix="harmonia-bench-") as folder:
+            db_path = Path(folder) / "bench.db"
+            calm = [f"calm-token-{n:05d}-0123456789abcdef" for n in range(arguments.clients)]
+            hostile = [f"hostile-token-{n:05d}-0123456789abcdef" for n in range(arguments.hostile_clients)]
+            users = [f"hostile{n}" for n in range(len(hostile))]
+            _seed(db_path, users, arguments.seed)
+            lines = [f"{t} calm{n}\n" for n, t in enumerate(calm)]
+            lines += [f"{t} {u}\n" for t, u in zip(hostile, users, strict=True)]
+            process, url = _start_server(Path(folder), db_path, lines, arguments.transport, {})
+            base = url.rsplit("/", 1)[0]
+            try:
+                _wait_ready(base, process)
+
+                results[mode], got = _one_run(mode, url, arguments.transport, calm, hostile, arguments)
+                tally.update(got)
+            finally:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=60)
+            with sqlite3.connect(db_path) as db:
+                stored = {row[0] for row in db.execute("SELECT content FROM memories WHERE user_id LIKE 'calm%'")}
+            lost += sum(1 for content in results[mode]["acknowledged"] if content not in stored)
+
+    print(
+        f"transport: {arguments.transport}; {arguments.clients} well-behaved clients x {arguments.memories} "
+        f"(store + search, {arguments.pace} s apart); {arguments.hostile_clients} hostile clients "
+        f"(8 worst-case searches at once each, sessions opened in a loop; {arguments.seed} memories each)"
+    )
+    for mode, outcome in results.items():
+        latencies = outcome["latencies"]
+        print(
+            f"{mode:8} calls {len(latencies):5}  p50 {_percentile(latencies, 0.5) * 1000:7.1f} ms  "
+            f"p95 {_percentile(latencies, 0.95) * 1000:7.1f} ms  errors {len(outcome['errors'])}"
+        )
+        for error in outcome["errors"][:5]:
+            print(f"         {error[:160]}")
+    print("hostile: " + ", ".join(f"{key} {value}" for key, value in sorted(tally.items())))
+    print(f"acknowledged writes lost: {lost}")
+    calm_p95 = _percentile(results["calm"]["latencies"], 0.95)
+    hostile_p95 = _percentile(results["hostile"]["latencies"], 0.95)
+    print(f"p95 hostile / calm: {hostile_p95 / calm_p95:.2f}x (target: within 3x, 0 errors, 0 lost)")
+    return 1 if lost or results["hostile"]["errors"] else 0
 
 
 if __name__ == "__main__":

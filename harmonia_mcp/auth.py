@@ -59,13 +59,32 @@ def _check_token(token: str, where: str) -> None:
         )
     if any(character.isspace() for character in token):
         raise TokenConfigError(f"{where}: the token contains whitespace; tokens are one word")
+    if _looks_like_name(token):
+        raise TokenConfigError(
+            f"{where}: the token looks like a user id or e-mail address, not a secret (it has an '@', or no digit "
+            "and no capital letter); put the secret first, e.g. the output of "
+            '`python -c "import secrets; print(secrets.token_urlsafe(32))"`'
+        )
+
+
+def _looks_like_name(token: str) -> bool:
+    """Whether `token` reads like a name (an e-mail address, or lower-case words) rather than a random secret.
+
+    Why: with the columns of a tokens file swapped, the guessable name would become the secret. A random token
+    of 16+ characters from `secrets.token_urlsafe` or `token_hex` has a digit or a capital letter except with
+    probability below 1e-3 (token_urlsafe(32): (38/64)**43 for neither), so a rare unlucky token is refused,
+    never a name accepted.
+    """
+    return "@" in token or not any(character.isdigit() or character.isupper() for character in token)
 
 
 def _check_user(user_id: str, where: str) -> None:
-    if not _USER_ID.fullmatch(user_id):  # match would let "alice\n" through
+    if not _USER_ID.fullmatch(user_id):
+        # A value as long as a token may be one (columns swapped): say so without showing it.
+        shown = repr(user_id) if len(user_id) < MIN_TOKEN_CHARS else f"of {len(user_id)} characters (not shown)"
         raise TokenConfigError(
-            f"{where}: user_id {user_id[:140]!r} is invalid: "
-            "use 1-128 characters of letters, digits, '_', '.', '@' or '-'"
+            f"{where}: user_id {shown} is invalid: use 1-128 characters of letters, digits, '_', '.', '@' or '-'"
+            " (lines are 'token user_id': the token comes first)"
         )
 
 
@@ -76,8 +95,9 @@ def parse_tokens_file(text: str, source: str) -> list[tuple[str, str]]:
     of a line or after whitespace. `source` names the file in error messages.
 
     Raises:
-        TokenConfigError: a line has not exactly two fields, a token is shorter than `MIN_TOKEN_CHARS`,
-            a user_id is invalid, or a token appears twice.
+        TokenConfigError: a line has not exactly two fields, a token is shorter than `MIN_TOKEN_CHARS` or
+            looks like a user id or e-mail address, a user_id is invalid, or a token appears twice. The
+            message never contains a token (nor any field long enough to be one).
     """
     pairs: list[tuple[str, str]] = []
     seen: dict[bytes, int] = {}
@@ -123,8 +143,8 @@ class TokenTable:
         """The tokens `settings` configure (file and single token together), or None when there are none.
 
         Raises:
-            TokenConfigError: the file cannot be read or is malformed, the single token is too short,
-                or the single token repeats one in the file.
+            TokenConfigError: the file cannot be read, is malformed or has no token, the single token is too
+                short or looks like a name, or the single token repeats one in the file.
         """
         pairs: list[tuple[str, str]] = []
         if settings.auth_tokens_file:
@@ -136,7 +156,14 @@ class TokenTable:
                 raise TokenConfigError(f"HARMONIA_AUTH_TOKENS_FILE {str(path)!r} cannot be read: {error}") from error
             if mode & (stat.S_IRWXG | stat.S_IRWXO):
                 logger.warning("%s is readable by other users; `chmod 600` it", path)
-            pairs += parse_tokens_file(text, str(path))
+            from_file = parse_tokens_file(text, str(path))
+            if not from_file:
+                # An explicitly configured source that yields nothing must not silently turn auth off.
+                raise TokenConfigError(
+                    f"HARMONIA_AUTH_TOKENS_FILE {str(path)!r} has no token (only blank or comment lines): add "
+                    "'token user_id' lines, or unset HARMONIA_AUTH_TOKENS_FILE to serve without tokens"
+                )
+            pairs += from_file
         if settings.auth_token is not None:
             token = settings.auth_token.get_secret_value()
             _check_token(token, "HARMONIA_AUTH_TOKEN")

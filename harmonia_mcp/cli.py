@@ -7,6 +7,7 @@ protocol, so logs go to stderr; `demo` and `doctor` talk to a person and print t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from contextlib import asynccontextmanager, closing
 from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import IO, TYPE_CHECKING, Any, Literal, cast
 
 import anyio
 import httpx
@@ -137,6 +138,12 @@ def _parser() -> argparse.ArgumentParser:
     importer.add_argument("file", type=Path, help="the JSON export to load ('-' reads standard input)")
     importer.add_argument("--user-id", help="whose memories they become (default: the file's user_id)")
     importer.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="import the valid rows of a file that has invalid ones (default: a file with any invalid row imports "
+        "nothing)",
+    )
+    importer.add_argument(
         "--db",
         default=argparse.SUPPRESS,
         help="the SQLite file to load into (default: HARMONIA_DB_PATH or the data directory)",
@@ -195,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "doctor":
         return anyio.run(_doctor, settings)
     if arguments.command == "import":
-        return anyio.run(_import, settings, arguments.file, arguments.user_id)
+        return anyio.run(_import, settings, arguments.file, arguments.user_id, arguments.skip_invalid)
     if arguments.command == "export":
         return anyio.run(_export, settings, arguments)
     if arguments.command == "forget-user":
@@ -222,10 +229,16 @@ def _show_startup_line(settings: Settings) -> None:
 
 
 def _serve(settings: Settings) -> int:
+    from harmonia_mcp.auth import TokenConfigError
     from harmonia_mcp.server import create_server
+    from harmonia_mcp.stdio import serve_stdio
 
-    server = create_server(settings)
-    anyio.run(server.run_stdio_async)
+    try:
+        server = create_server(settings)
+    except TokenConfigError as error:
+        print(f"harmonia-mcp: {error}", file=sys.stderr)
+        return 2
+    anyio.run(serve_stdio, server)
     return 0
 
 
@@ -414,33 +427,60 @@ def _progress_bar(done: int, total: int) -> None:
     print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
 
 
-async def _import(settings: Settings, file: Path, user_id: str | None) -> int:
-    from harmonia_mcp.errors import HarmoniaError
+async def _import(settings: Settings, file: Path, user_id: str | None, skip_invalid: bool) -> int:
+    import shutil
+
+    from harmonia_mcp.errors import HarmoniaError, StoreBusy
     from harmonia_mcp.extract.rules import RulesExtractor
     from harmonia_mcp.server import make_limits
     from harmonia_mcp.service import MemoryService
     from harmonia_mcp.store import open_store
 
-    try:
-        document = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
-    except OSError as error:
-        print(f"harmonia-mcp import: cannot read {file}: {error}", file=sys.stderr)
-        return 1
-    # A bar only for a person watching; piped or logged runs get the one summary line.
-    progress = _progress_bar if sys.stderr.isatty() else None
-    async with open_store(settings.db_path) as store:
-        service = MemoryService(store, RulesExtractor(), make_limits(settings))
+    with contextlib.ExitStack() as files:
         try:
-            result = await service.import_memories(document, user_id=user_id, progress=progress)
-        except HarmoniaError as error:
-            if progress is not None:
-                print(file=sys.stderr)
-            print(f"harmonia-mcp import: {error}; nothing was imported", file=sys.stderr)
+            if str(file) == "-":
+                # Spooled to a temporary file (in memory up to 8 MiB): the import reads it twice, and stdin once.
+                source: IO[bytes] = files.enter_context(tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024))
+                shutil.copyfileobj(sys.stdin.buffer, source)
+                source.seek(0)
+            else:
+                source = files.enter_context(file.open("rb"))
+        except OSError as error:
+            print(f"harmonia-mcp import: cannot read {file}: {error}", file=sys.stderr)
             return 1
+        # A bar only for a person watching; piped or logged runs get the one summary line.
+        progress = _progress_bar if sys.stderr.isatty() else None
+        async with open_store(settings.db_path) as store:
+            service = MemoryService(store, RulesExtractor(), make_limits(settings))
+            try:
+                result = await service.import_memories(
+                    source, user_id=user_id, skip_invalid=skip_invalid, progress=progress
+                )
+            except StoreBusy as error:
+                if progress is not None:
+                    print(file=sys.stderr)
+                print(
+                    f"harmonia-mcp import: {error}; the batches already written stay: run the same import again "
+                    "to finish it",
+                    file=sys.stderr,
+                )
+                return 1
+            except HarmoniaError as error:
+                if progress is not None:
+                    print(file=sys.stderr)
+                print(f"harmonia-mcp import: {error}\nnothing was imported", file=sys.stderr)
+                return 1
     if progress is not None:
         print(file=sys.stderr)
     already = "was" if result.skipped == 1 else "were"
-    print(f"imported {count_of(result.imported)} for {result.user_id}; {result.skipped} {already} already there")
+    summary = f"imported {count_of(result.imported)} for {result.user_id}; {result.skipped} {already} already there"
+    if result.new_ids:
+        summary += f"; {result.new_ids} got new ids (their ids belong to another user in this database)"
+    print(summary)
+    if result.invalid:
+        print(f"skipped {len(result.invalid)} invalid rows (--skip-invalid):", file=sys.stderr)
+        for problem in result.invalid[:20]:
+            print(f"  memories[{problem.index}]: {problem.reason}", file=sys.stderr)
     return 0
 
 

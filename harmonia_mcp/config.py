@@ -6,6 +6,8 @@ and the rules extractor is used whenever Ollama does not answer.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -40,6 +42,32 @@ def system_timezone() -> str:
     except (ZoneInfoNotFoundError, ValueError):
         return "UTC"
     return name
+
+
+# Requests per minute per caller over HTTP unless configured: the Harmonia API's documented rate limit.
+DEFAULT_HTTP_RATE_LIMIT = 100
+
+
+def canonical_host(host: str) -> str:
+    """The address `host` binds, in its one canonical spelling, so every check sees what the socket will do.
+
+    An empty host and the legacy IPv4 forms that `getaddrinfo`/`inet_aton` accept ("0", "0.0", "0x0",
+    "127.1") become dotted quads ("0.0.0.0", "127.0.0.1"); IPv6 addresses (with or without brackets) their
+    compressed form ("::"); names are kept (lower-cased), e.g. "localhost".
+    """
+    text = host.strip()
+    if not text:
+        return "0.0.0.0"  # uvicorn (asyncio's create_server) binds every interface for an empty host
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        pass
+    if all(character.isalnum() or character == "." for character in text):
+        try:
+            return socket.inet_ntoa(socket.inet_aton(text))
+        except OSError:
+            pass
+    return text.lower()
 
 
 class Settings(BaseSettings):
@@ -104,6 +132,26 @@ class Settings(BaseSettings):
     )
     # 1 MiB: far above the largest valid call (a 32 KiB message plus 16 KiB metadata, JSON-escaped).
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest HTTP request body accepted.")
+    # --- limits per caller (a bearer token, or every unauthenticated client together); 0 turns one off ---
+    rate_limit_per_minute: int | None = Field(
+        default=None,
+        ge=0,
+        description="Requests per caller per minute; HTTP 429 past it. Default: 100 over HTTP (the Harmonia API's "
+        "limit) and none under stdio (one local client); a value set applies to every transport.",
+    )
+    max_concurrent_requests: int = Field(
+        default=2, ge=0, description="Tool calls and resource reads of one caller running at once (8 more wait)."
+    )
+    max_sessions_per_caller: int = Field(
+        default=16, ge=0, description="Streamable HTTP sessions one caller may hold open at once."
+    )
+    read_connections: int = Field(
+        default=4, ge=1, le=32, description="Read-only SQLite connections serving reads in parallel."
+    )
+    max_sessions: int = Field(default=1000, ge=1, description="Streamable HTTP sessions open at once, all callers.")
+    session_idle_seconds: float = Field(
+        default=600.0, gt=0, description="A streamable HTTP session with no request for this long is closed."
+    )
     resolution_strategy: ResolutionStrategy = Field(
         default="auto", description="store_memory's reconciliation strategy when a call names none."
     )
@@ -150,12 +198,23 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown IANA time zone {value!r} (e.g. 'UTC', 'Europe/Lisbon')") from error
         return value
 
+    @field_validator("host")
+    @classmethod
+    def _canonical_host(cls, value: str) -> str:
+        return canonical_host(value)
+
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    def rate_limit(self, *, http: bool) -> int:
+        """Requests per caller per minute on `http` (True) or stdio and in-memory clients (False); 0: none."""
+        if self.rate_limit_per_minute is not None:
+            return self.rate_limit_per_minute
+        return DEFAULT_HTTP_RATE_LIMIT if http else 0
 
     @property
     def zone(self) -> ZoneInfo:

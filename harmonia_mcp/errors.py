@@ -142,3 +142,11 @@ def describe_validation_error(
         schema: the JSON schema of the arguments (for both ends of a range).
     """
     return "; ".join(describe_error(item, name=name(item["loc"]), schema=schema) for item in error.errors())
+
+
+class QueryTooExpensive(HarmoniaError):
+    """A read ran past the store's per-statement work budget and was stopped; nothing was changed."""
+
+
+class StoreBusy(HarmoniaError):
+    """The database stayed locked by another process through every retry; the caller may retry later."""

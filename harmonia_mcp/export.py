@@ -5,6 +5,8 @@ JSON and CSV carry every field, so they can be read back (JSON with `json.loads`
 
 A CSV cell that a spreadsheet would run as a formula (it starts with `=`, `+`, `-`, `@`, tab or CR) gets a
 leading `'`, as OWASP's "CSV Injection" page recommends, so opening an export never runs `=HYPERLINK(...)`.
+
+`read_json_export` reads a JSON export back incrementally (ijson), one memory at a time.
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
 
+import ijson
+
+from harmonia_mcp.errors import InvalidInput
 from harmonia_mcp.models import Category, ExportFormat, Memory, count_of
 
 CSV_COLUMNS = (
@@ -143,3 +149,66 @@ def render(
     if fmt == "markdown":
         return to_markdown(user_id, memories, exported_at)
     return to_text(memories)
+
+
+@dataclass
+class ExportHeader:
+    """What a JSON export says besides its memories; filled in as `read_json_export` reaches it."""
+
+    user_id: Any = None
+    found_memories: bool = False
+
+
+def read_json_links(stream: IO[bytes]) -> Any:
+    """The top-level `"links"` of a JSON export (`export_memories(include_history=True)`), or [] without one.
+
+    Raises:
+        InvalidInput: the stream is not JSON.
+    """
+    try:
+        for value in ijson.items(stream, "links", use_float=True):
+            return value
+    except ijson.JSONError as error:
+        raise InvalidInput(f"the import file is not JSON: {error}") from None
+    return []
+
+
+def read_json_export(stream: IO[bytes], header: ExportHeader) -> Iterator[Any]:
+    """The items of a JSON export's `"memories"` list, one at a time, in file order, as parsed JSON values.
+
+    Memory use is bounded by the largest item, not the file (ijson's incremental parser, events folded into
+    values by its `ObjectBuilder`, which does not recurse, so deep nesting cannot overflow the stack). The
+    top-level `"user_id"` goes into `header` whenever the parser passes it (before or after the memories).
+    Numbers come back as float or int.
+
+    Raises:
+        InvalidInput: the stream is not JSON, its top level is not an object, or `"memories"` is not a list;
+            the message says where (the byte offset ijson reports) when the JSON is malformed.
+    """
+    builder: ijson.ObjectBuilder | None = None
+    try:
+        for prefix, event, value in ijson.parse(stream, use_float=True):
+            if builder is not None:
+                builder.event(event, value)
+                if prefix == "memories.item" and event in ("end_map", "end_array"):
+                    yield builder.value
+                    builder = None
+                continue
+            if prefix == "" and event not in ("start_map", "end_map", "map_key"):
+                raise InvalidInput('the import file must be a JSON export: an object with a "memories" list')
+            if prefix == "memories" and event not in ("start_array", "end_array"):
+                raise InvalidInput('the import file\'s "memories" must be a list')
+            if prefix == "memories" and event == "start_array":
+                header.found_memories = True
+            elif prefix == "memories.item":
+                if event in ("start_map", "start_array"):
+                    builder = ijson.ObjectBuilder()
+                    builder.event(event, value)
+                else:
+                    yield value  # a scalar where a memory should be: the caller reports it
+            elif prefix == "user_id":
+                header.user_id = value
+    except ijson.JSONError as error:
+        raise InvalidInput(f"the import file is not JSON: {error}") from None
+    if not header.found_memories:
+        raise InvalidInput('the import file must be a JSON export: an object with a "memories" list')

@@ -269,12 +269,23 @@ class RestoreResult(BaseModel):
     active_successors: list[str] = Field(default_factory=list[str])
 
 
+class ImportProblem(BaseModel):
+    """One row of an import file that was not imported: its index in `memories` and why."""
+
+    index: int
+    reason: str
+
+
 class ImportResult(BaseModel):
     """Result of importing a JSON export: how many memories were added, and how many were already there."""
 
     user_id: str
     imported: int
     skipped: int
+    # Imported under a new id, because their id belongs to another user (see `MemoryService.import_memories`).
+    new_ids: int = 0
+    # Rows left out (only with skip_invalid), by index.
+    invalid: list[ImportProblem] = Field(default_factory=list[ImportProblem])
 
 
 class JudgmentView(BaseModel):

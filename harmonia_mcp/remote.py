@@ -25,6 +25,7 @@ from typing import Literal
 import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -32,6 +33,7 @@ from harmonia_mcp import __version__
 from harmonia_mcp.auth import TokenTable
 from harmonia_mcp.config import Settings
 from harmonia_mcp.server import create_server
+from harmonia_mcp.throttle import RateLimiter, RateLimitMiddleware, SessionCapMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +103,9 @@ def check_exposure(settings: Settings, tokens: TokenTable | None, *, allow_unaut
 def transport_security(settings: Settings) -> TransportSecuritySettings:
     """`Host` / `Origin` checks for the SDK's transports.
 
-    Allowed `Host` values: the loopback names on any port, the bound address on any port (when it is a
-    specific address) and `settings.allowed_hosts` (`name`, `name:port` or `name:*`); `Origin` may be
+    Allowed `Host` values: the loopback names with or without a port, the bound address with or without a
+    port (when it is a specific address) and `settings.allowed_hosts` (`name`, `name:port` or `name:*`, which
+    also admits the bare `name`); `Origin` may be
     http:// or https:// of any of those. `allowed_hosts == ["*"]` turns the checks off.
     """
     if "*" in settings.allowed_hosts:
@@ -113,6 +116,9 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
         bound = f"[{settings.host}]" if ":" in settings.host and not settings.host.startswith("[") else settings.host
         hosts.append(f"{bound}:*")
     hosts += [host for host in settings.allowed_hosts if host not in hosts]
+    # `name:*` also admits the bare name: a Host header on the scheme's default port (a proxy on 443, a
+    # client on 80) carries no port, and the SDK's wildcard match requires one.
+    hosts += [host[:-2] for host in hosts if host.endswith(":*") and host[:-2] not in hosts]
     origins = [f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")]
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
@@ -135,12 +141,29 @@ def http_app(settings: Settings, transport: HttpTransport) -> Starlette:
     security = transport_security(settings)
     if transport == "streamable-http":
         # The SDK's session manager enters the server lifespan (opening the store) once, at start-up.
-        return server.streamable_http_app(
-            max_request_body_size=settings.max_request_bytes, transport_security=security, host=settings.host
+        app = server.streamable_http_app(
+            max_request_body_size=settings.max_request_bytes,
+            transport_security=security,
+            host=settings.host,
+            session_idle_timeout=settings.session_idle_seconds,
+            max_sessions=settings.max_sessions,
         )
+        _add_rate_limit(app, settings)
+        manager = server.session_manager
+        # The SDK keeps its open sessions in `_server_instances` (mcp 2.3.0) and offers no public view of them;
+        # tests/e2e/test_remote_limits.py fails if that changes.
+        app.user_middleware.append(
+            Middleware(
+                SessionCapMiddleware,
+                per_caller=settings.max_sessions_per_caller,
+                is_open=lambda session: session in manager._server_instances,  # pyright: ignore[reportPrivateUsage]
+            )
+        )
+        return app
     app = server.sse_app(
         max_request_body_size=settings.max_request_bytes, transport_security=security, host=settings.host
     )
+    _add_rate_limit(app, settings)
     lifespan = server.settings.lifespan
     assert lifespan is not None  # create_server always sets one
 
@@ -153,6 +176,12 @@ def http_app(settings: Settings, transport: HttpTransport) -> Starlette:
 
     app.router.lifespan_context = hold_store
     return app
+
+
+def _add_rate_limit(app: Starlette, settings: Settings) -> None:
+    # Appended, so innermost: it runs after the SDK's authentication and sees the caller's token.
+    limiter = RateLimiter(settings.rate_limit(http=True))
+    app.user_middleware.append(Middleware(RateLimitMiddleware, limiter=limiter))
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 
+from harmonia_mcp.errors import InvalidInput
+
 # Letters and digits, as unicode61 treats them as token characters; "_" is a separator there. Characters that
 # Unicode assigned after 6.1 (the tables unicode61 uses) may differ; at worst such a word is not found.
 _WORD = re.compile(r"[^\W_]+(?:\*)?", re.UNICODE)
@@ -30,6 +32,46 @@ STOP_WORDS = frozenset(
     were what when where which while who whom why will with would you your yours yourself yourselves
     """.split()
 )
+
+
+# Bounds on one search query (issue 12): FTS5's work grows with every term (each is a posting-list walk) and
+# far more with every prefix term (each expands to every indexed word that starts with it). A 50,000-word
+# query took 6 s and 676 two-letter prefixes 8.5 s; a question an assistant sends has a few dozen words.
+MAX_QUERY_CHARS = 2000
+MAX_QUERY_TERMS = 32
+MAX_PREFIX_TERMS = 4
+MIN_PREFIX_CHARS = 2
+
+
+def check_query(query: str) -> None:
+    """Refuse a search query beyond the documented bounds (docs/tools.md), before any work is done.
+
+    Counts what `build_match_expression` would search: distinct words outside phrases (stop words
+    included, since they are searched when nothing else is left), each phrase's words, and `word*` prefixes.
+
+    Raises:
+        InvalidInput: more than `MAX_QUERY_CHARS` characters, more than `MAX_QUERY_TERMS` terms, more than
+            `MAX_PREFIX_TERMS` prefix terms, or a prefix shorter than `MIN_PREFIX_CHARS` characters.
+    """
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidInput(
+            f"query is {len(query)} characters; the limit is {MAX_QUERY_CHARS}: search for the few words that matter"
+        )
+    phrase_words = [word for match in _PHRASE.finditer(query) for word in _words(match.group(1))]
+    tokens = {token.lower() for token in _words(_PHRASE.sub(" ", query))}
+    terms = len(phrase_words) + len(tokens)
+    if terms > MAX_QUERY_TERMS:
+        raise InvalidInput(
+            f"query has {terms} words; the limit is {MAX_QUERY_TERMS}: search for the few words that matter"
+        )
+    prefixes = [token for token in tokens if token.endswith("*")]
+    if len(prefixes) > MAX_PREFIX_TERMS:
+        raise InvalidInput(f"query has {len(prefixes)} prefix terms (word*); the limit is {MAX_PREFIX_TERMS}")
+    short = sorted(token for token in prefixes if len(token) - 1 < MIN_PREFIX_CHARS)
+    if short:
+        raise InvalidInput(
+            f"prefix {short[0]!r} is too short: a prefix term needs at least {MIN_PREFIX_CHARS} letters before '*'"
+        )
 
 
 def _words(text: str) -> list[str]:

@@ -65,6 +65,7 @@ from harmonia_mcp.service import (
     ServiceLimits,
 )
 from harmonia_mcp.store import DateField, Ranking, open_store
+from harmonia_mcp.throttle import ThrottleMiddleware
 
 logger = logging.getLogger(__name__)
 # The one line said at start-up (database, extractor, embedder); the CLI shows it at the default log level.
@@ -582,7 +583,9 @@ class _SharedContext:
         async with self._lock:
             if self._context is None:
                 stack = AsyncExitStack()
-                store = await stack.enter_async_context(open_store(self._settings.db_path))
+                store = await stack.enter_async_context(
+                    open_store(self._settings.db_path, readers=self._settings.read_connections)
+                )
                 extractor = await stack.enter_async_context(open_extractor(self._settings))
                 # Issue 9 (embeddings): pass the embedder's name here.
                 logging.getLogger(STARTUP_LOGGER).info("%s", startup_line(store.path, self._settings, embedder="none"))
@@ -767,6 +770,11 @@ def create_server(settings: Settings) -> HarmoniaServer:
         lifespan=lambda _: shared.enter(),
         log_level=settings.log_level,
         subscriptions=events,
+        middleware=[
+            ThrottleMiddleware(
+                per_minute=settings.rate_limit(http=False), max_concurrent=settings.max_concurrent_requests
+            )
+        ],
         **auth,
     )
     writes = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False)

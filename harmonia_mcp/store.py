@@ -1,8 +1,8 @@
 """SQLite storage: schema and migrations, WAL, the FTS5 external-content index, CRUD, soft delete, history.
 
 One database file holds every user's memories; every query here takes a `user_id` and is scoped by it.
-Writes go through one connection behind a lock (one writer, as SQLite wants); reads use a second
-connection, which WAL lets proceed while a write is in flight.
+Writes go through one connection behind a lock (one writer, as SQLite wants); reads use a small pool of
+read-only connections, which WAL lets proceed while a write is in flight.
 
 The FTS5 table `memories_fts` is an external-content table over `memories(content, entities, tags)`,
 kept in sync by triggers in the shape sqlite-utils' `enable_fts(create_triggers=True)` emits
@@ -11,6 +11,7 @@ kept in sync by triggers in the shape sqlite-utils' `enable_fts(create_triggers=
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -18,6 +19,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,12 +29,14 @@ import aiosqlite
 import anyio
 
 from harmonia_mcp import spans
-from harmonia_mcp.errors import MemoryNotFound
+from harmonia_mcp.errors import MemoryNotFound, QueryTooExpensive, StoreBusy
 from harmonia_mcp.models import Category, ExtractedMemory, Memory
 
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
+# Waits of BUSY_TIMEOUT_MS for another process's write lock before a write gives up with `StoreBusy`.
+BUSY_RETRIES = 3
 FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
 # The columns of the full-text index (from migration _M003_SEARCH_CONTEXT on), and their bm25() weights: a word
 # in the memory's own sentence counts most, then its entities, the message it came from, the speaker's name,
@@ -88,6 +92,12 @@ def to_utc_text(moment: datetime) -> str:
 def new_memory_id() -> str:
     """`mem_` followed by 16 random hex characters."""
     return "mem_" + secrets.token_hex(8)
+
+
+def derived_memory_id(user_id: str, memory_id: str) -> str:
+    """The id a memory imported into `user_id` gets when `memory_id` belongs to another user: `mem_` and the
+    first 16 hex digits of SHA-256 over both, so the same import always derives the same id."""
+    return "mem_" + hashlib.sha256(f"{user_id}\0{memory_id}".encode()).hexdigest()[:16]
 
 
 def owner_token(user_id: str) -> str:
@@ -552,24 +562,117 @@ class Ranking:
     pin_weight: float = 0.25
 
 
-class _SerialReader:
-    """The read-only connection, used by one statement at a time.
+# Readers (issue 12): enough read-only connections that one slow search does not stall every other user's
+# reads, few enough that each still gets a CPU share on a small machine. SQLite releases the GIL while it
+# steps a statement, so the connections' threads do run in parallel.
+READ_CONNECTIONS = 4
+# The most SQLite virtual-machine instructions one read statement may run (checked every `_PROGRESS_STEPS`), so
+# no single statement, however shaped, holds a reader for long. A search whose words match all 50,000 memories
+# of one user runs 7.4e6 (about 150 per matching row; docs/benchmarks.md, issue 12 section), so 2e8 stops only
+# reads of well over a million rows. FTS5's own work inside one step (expanding a prefix) is not counted:
+# `search.check_query` bounds that.
+MAX_READ_INSTRUCTIONS = 200_000_000
+_PROGRESS_STEPS = 10_000
 
-    Why: with no explicit transaction, SQLite holds a connection's read snapshot until every statement
-    on it is reset. A statement started while another request's statement is still open joins that old
-    snapshot and misses writes committed since, so a client could fail to see its own acknowledged
-    store. One statement at a time gives each a fresh snapshot; reads still never wait for the writer
-    (WAL), only for each other.
+
+class _Reader:
+    """One read-only connection and its work budget (`MAX_READ_INSTRUCTIONS` per statement)."""
+
+    def __init__(self, connection: aiosqlite.Connection, budget: int | None) -> None:
+        self.connection = connection
+        self.budget = budget
+        self.used = 0
+
+    def _progress(self) -> int:
+        # Runs on the connection's thread between VM steps; non-zero interrupts the statement.
+        self.used += _PROGRESS_STEPS
+        return 1 if self.budget is not None and self.used > self.budget else 0
+
+    async def install(self) -> None:
+        if self.budget is not None:
+            await self.connection.set_progress_handler(self._progress, _PROGRESS_STEPS)
+
+
+# Who the current read is for (a caller key; the server sets it per request). When every reader is busy, a free
+# one goes to the waiting caller that holds the fewest, so one caller's many slow reads cannot queue another's.
+READ_OWNER: ContextVar[str] = ContextVar("harmonia_read_owner", default="")
+
+
+class _ReaderPool:
+    """The read-only connections, each used by one statement at a time, shared fairly between callers.
+
+    Why one statement per connection: with no explicit transaction, SQLite holds a connection's read
+    snapshot until every statement on it is reset. A statement started while another request's statement
+    is still open joins that old snapshot and misses writes committed since, so a client could fail to see
+    its own acknowledged store. One statement at a time gives each a fresh snapshot; reads never wait for
+    the writer (WAL), and wait for each other only when every connection is busy. Then the next free
+    connection goes to the waiting `READ_OWNER` that holds the fewest connections (first come first served
+    among equals), so a caller with many reads in flight cannot make another caller wait behind all of them.
+
+    Any read of the store goes through `execute` (keyword search, lists, and other read sides such as
+    vectors), so all of them share the pool and its per-statement work budget.
     """
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
-        self.connection = connection
-        self._lock = anyio.Lock()
+    def __init__(self, readers: Sequence[_Reader]) -> None:
+        self._idle = list(readers)
+        self.connections = tuple(reader.connection for reader in readers)
+        self._held: dict[str, int] = {}
+        self._waiting: list[tuple[str, anyio.Event]] = []
+        self._granted: dict[int, _Reader] = {}  # id(turn) -> the reader handed to that waiter
+
+    async def _acquire(self, owner: str) -> _Reader:
+        if self._idle and not self._waiting:
+            self._held[owner] = self._held.get(owner, 0) + 1
+            return self._idle.pop()
+        turn = (owner, anyio.Event())
+        self._waiting.append(turn)
+        try:
+            await turn[1].wait()
+        except BaseException:
+            if turn in self._waiting:
+                self._waiting.remove(turn)
+            else:  # granted (and counted) while being cancelled: pass the reader on
+                self._release(owner, self._granted.pop(id(turn)))
+            raise
+        return self._granted.pop(id(turn))
+
+    def _release(self, owner: str, reader: _Reader) -> None:
+        held = self._held.get(owner, 1) - 1
+        if held > 0:
+            self._held[owner] = held
+        else:
+            self._held.pop(owner, None)
+        if not self._waiting:
+            self._idle.append(reader)
+            return
+        turn = min(self._waiting, key=lambda waiting: self._held.get(waiting[0], 0))  # min() keeps the first
+        self._waiting.remove(turn)
+        self._held[turn[0]] = self._held.get(turn[0], 0) + 1
+        self._granted[id(turn)] = reader
+        turn[1].set()
 
     @asynccontextmanager
     async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> AsyncIterator[aiosqlite.Cursor]:
-        async with self._lock, self.connection.execute(sql, parameters) as cursor:
-            yield cursor
+        """A cursor over `sql` on a reader, held until the block exits.
+
+        Raises:
+            QueryTooExpensive: the statement ran past its work budget and was interrupted.
+        """
+        owner = READ_OWNER.get()
+        reader = await self._acquire(owner)
+        reader.used = 0
+        try:
+            async with reader.connection.execute(sql, parameters) as cursor:
+                yield cursor
+        except sqlite3.OperationalError as error:
+            if reader.budget is not None and reader.used > reader.budget:
+                raise QueryTooExpensive(
+                    "this request needs more work than one request may use: search for fewer or rarer words, "
+                    "or narrow it with category, tags or dates"
+                ) from error
+            raise
+        finally:
+            self._release(owner, reader)
 
 
 def _fact_columns(extracted: ExtractedMemory) -> tuple[str, str, float, str, str, str | None, str | None]:
@@ -610,9 +713,9 @@ def _same_message(message_a: int | None, source_a: str | None, message_b: int | 
 class Store:
     """The SQLite store. Open it with `open_store`; all methods are coroutines and scoped by `user_id`."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, path: str) -> None:
+    def __init__(self, writer: aiosqlite.Connection, readers: _ReaderPool, path: str) -> None:
         self._writer = writer
-        self._reader = _SerialReader(reader)
+        self._reader = readers
         self.path = path
         self._write_lock = anyio.Lock()
         # Search returns not yet written: (user_id, memory_id) -> (count, last time), see `record_access`.
@@ -621,9 +724,14 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction (`BEGIN IMMEDIATE` ... `COMMIT`); any exception rolls it back and propagates."""
+        """One write transaction (`BEGIN IMMEDIATE` ... `COMMIT`); any exception rolls it back and propagates.
+
+        Raises:
+            StoreBusy: another process held the write lock through `BUSY_RETRIES` waits of `BUSY_TIMEOUT_MS`
+                each (SQLITE_BUSY); nothing was written.
+        """
         async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
+            await self._begin()
             try:
                 yield self._writer
             except BaseException:
@@ -633,6 +741,21 @@ class Store:
                 raise
             with anyio.CancelScope(shield=True):
                 await self._writer.execute("COMMIT")
+
+    async def _begin(self) -> None:
+        # Why retry: SQLite's busy handler already waited BUSY_TIMEOUT_MS; another process (an import, a second
+        # server on the same file) may hold the lock longer, and a few more waits ride out its batches.
+        for attempt in range(1, BUSY_RETRIES + 1):
+            try:
+                await self._writer.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise
+                logger.warning("database is locked (attempt %d of %d): %s", attempt, BUSY_RETRIES, error)
+        raise StoreBusy(
+            "the database is busy: another process is writing to it; nothing was changed, retry in a few seconds"
+        )
 
     # --- writes: each takes the connection of an open `transaction()` ---
 
@@ -1309,21 +1432,31 @@ class Store:
             (user_id, session_id, max(1, keep)),
         )
 
-    async def import_memories(self, db: aiosqlite.Connection, memories: Sequence[Memory]) -> int:
-        """Insert `memories` as they are (ids, times, status) with a `created` history row each, skipping any
-        whose `memory_id` is already in the file; return how many were inserted. The FTS index follows by trigger.
+    async def import_memories(self, db: aiosqlite.Connection, memories: Sequence[Memory]) -> tuple[int, int]:
+        """Insert `memories` as they are (ids, times, status) with a `created` history row each; return how
+        many were inserted and how many of those got a new id. The FTS index follows by trigger.
+
+        A memory whose `memory_id` its user already has is skipped. One whose id belongs to another user (ids
+        are unique in the file) is inserted under `derived_memory_id(user, id)`, skipped in turn if the user
+        already has that, so importing the same rows twice never adds them twice, for any user.
         """
-        ids = [memory.memory_id for memory in memories]
-        present: set[str] = set()
-        for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            async with db.execute(f"SELECT memory_id FROM memories WHERE memory_id IN ({marks})", chunk) as cursor:
-                present |= {str(row[0]) for row in await cursor.fetchall()}
+        owners = await self._owners_of(db, [memory.memory_id for memory in memories])
+        renamed = {
+            memory.memory_id: derived_memory_id(memory.user_id, memory.memory_id)
+            for memory in memories
+            if owners.get(memory.memory_id, memory.user_id) != memory.user_id
+        }
+        owners |= await self._owners_of(db, list(renamed.values()))
         fresh: dict[str, Memory] = {}
+        moved = 0
         for memory in memories:
-            if memory.memory_id not in present:
-                fresh.setdefault(memory.memory_id, memory)
+            memory_id = renamed.get(memory.memory_id, memory.memory_id)
+            if memory_id in owners or memory_id in fresh:
+                continue  # already there (a derived id another user holds would need 2**64 luck; skipped too)
+            if memory_id != memory.memory_id:
+                memory = memory.model_copy(update={"memory_id": memory_id})
+                moved += 1
+            fresh[memory_id] = memory
         await db.executemany(
             """
             INSERT INTO memories (memory_id, user_id, content, category, confidence, entities, tags, event_time,
@@ -1359,7 +1492,19 @@ class Store:
             "changed_at) VALUES (?, ?, 'created', NULL, ?, ?, ?)",
             [(m.memory_id, m.user_id, m.content, m.source_message, m.created_at) for m in fresh.values()],
         )
-        return len(fresh)
+        return len(fresh), moved
+
+    async def _owners_of(self, db: aiosqlite.Connection, memory_ids: Sequence[str]) -> dict[str, str]:
+        """The user of each of `memory_ids` that exists in the file (any user, any status)."""
+        owners: dict[str, str] = {}
+        for start in range(0, len(memory_ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
+            chunk = list(memory_ids[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            async with db.execute(
+                f"SELECT memory_id, user_id FROM memories WHERE memory_id IN ({marks})", chunk
+            ) as cursor:
+                owners |= {str(row[0]): str(row[1]) for row in await cursor.fetchall()}
+        return owners
 
     # --- reads ---
 
@@ -1716,9 +1861,10 @@ class Store:
 
     async def close(self) -> None:
         await self.flush_access()
-        await self._reader.connection.close()
-        if self._writer is not self._reader.connection:
-            await self._writer.close()
+        for connection in self._reader.connections:
+            if connection is not self._writer:
+                await connection.close()
+        await self._writer.close()
 
 
 async def _connect(path: str, *, read_only: bool = False) -> aiosqlite.Connection:
@@ -1736,10 +1882,14 @@ async def _connect(path: str, *, read_only: bool = False) -> aiosqlite.Connectio
 
 
 @asynccontextmanager
-async def open_store(path: str) -> AsyncIterator[Store]:
+async def open_store(
+    path: str, *, readers: int = READ_CONNECTIONS, max_read_instructions: int | None = MAX_READ_INSTRUCTIONS
+) -> AsyncIterator[Store]:
     """Open (creating and migrating if needed) the database at `path` and close it on exit.
 
-    `path` may be ':memory:' (one private in-memory database, for tests). The parent folder is created.
+    `path` may be ':memory:' (one private in-memory database, for tests; its one connection also reads).
+    The parent folder is created. `readers` read-only connections serve reads, each statement limited to
+    `max_read_instructions` SQLite VM instructions (None: no limit).
 
     Raises:
         sqlite3.Error: the file cannot be opened or is not a SQLite database.
@@ -1755,11 +1905,22 @@ async def open_store(path: str) -> AsyncIterator[Store]:
             await writer.execute("PRAGMA journal_mode = WAL")
             await writer.execute("PRAGMA synchronous = NORMAL")
         await migrate(writer)
-        reader = writer if in_memory else await _connect(path, read_only=True)
+        pool: list[_Reader] = []
+        try:
+            if in_memory:
+                pool.append(_Reader(writer, None))  # the writer's connection: no budget on writes
+            for _ in range(0 if in_memory else max(1, readers)):
+                pool.append(_Reader(await _connect(path, read_only=True), max_read_instructions))
+                await pool[-1].install()
+        except BaseException:
+            for reader in pool:
+                if reader.connection is not writer:
+                    await reader.connection.close()
+            raise
     except BaseException:
         await writer.close()
         raise
-    store = Store(writer, reader, path)
+    store = Store(writer, _ReaderPool(pool), path)
     try:
         yield store
     finally:

@@ -79,6 +79,45 @@ def test_serve_refuses_a_malformed_tokens_file_before_listening(
     assert "line 1: the token is 4 characters" in error and "tiny" not in error
 
 
+SECRET = "k3XbQw9" + "Zt" * 18  # what token_urlsafe prints: mixed case and digits
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"alice {SECRET}",  # columns swapped; the secret stands where the user id goes
+        f"alice {SECRET}+/=",  # a base64 secret in the user column: invalid as a user id
+        f"alice.thompson@example.com {SECRET}",  # the e-mail address would become the token
+        f"alice_thompson_laptop {SECRET}",  # a lower-case name of 21 characters
+    ],
+)
+def test_swapped_columns_are_refused_without_echoing_the_secret(line: str) -> None:
+    # Issue 12 item 10.
+    with pytest.raises(TokenConfigError) as error:
+        parse_tokens_file(line + "\n", "tokens")
+    assert "tokens line 1" in str(error.value)
+    assert SECRET not in str(error.value) and SECRET[:8] not in str(error.value)
+
+
+def test_a_single_token_that_looks_like_a_name_is_refused() -> None:
+    with pytest.raises(TokenConfigError, match="looks like a user id or e-mail"):
+        TokenTable.from_settings(Settings(auth_token="alice@example.com.au", db_path=":memory:"))
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# nobody yet\n  # still nobody\n"])
+def test_a_configured_tokens_file_without_tokens_stops_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    # Issue 12 item 5: an explicitly configured file that yields no token must not turn authentication off.
+    path = tmp_path / "tokens"
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setenv("HARMONIA_AUTH_TOKENS_FILE", str(path))
+    for command in (["serve"], ["serve", "--transport", "streamable-http", "--port", "1"]):
+        assert main([*command, "--db", str(tmp_path / "m.db")]) == 2
+        assert "has no token" in capsys.readouterr().err
+    assert not (tmp_path / "m.db").exists()
+
+
 async def test_without_http_a_configured_token_does_not_restrict_local_clients(tmp_path: Path) -> None:
     # stdio and in-process clients are local: tokens guard the HTTP transports only, user_id works as before.
     settings = Settings(db_path=str(tmp_path / "m.db"), auth_token=ALICE, default_user="alice")

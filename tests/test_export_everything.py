@@ -139,6 +139,6 @@ def test_a_malformed_history_in_the_import_file_imports_nothing(tmp_path: Path) 
     backup.write_text(json.dumps(document), encoding="utf-8")
     result = _cli("import", str(backup), "--db", str(target))
     assert result.returncode == 1
-    assert "memories.1.history" in result.stderr
+    assert "memories[1]: history is invalid" in result.stderr
     with sqlite3.connect(target) as db:
         assert db.execute("SELECT COUNT(*) FROM memories").fetchone() == (0,)

@@ -11,7 +11,7 @@ from harmonia_mcp.config import Settings
 from harmonia_mcp.remote import UnsafeConfiguration, check_exposure, is_loopback, transport_security
 from harmonia_mcp.server import create_server
 
-TOKENS = TokenTable([("a-token-of-sixteen-chars", "alice")])
+TOKENS = TokenTable([("a-token-of-16-chars-A", "alice")])
 
 
 def _settings(host: str, allowed: str = "") -> Settings:
@@ -61,10 +61,49 @@ def test_allowed_hosts_are_loopback_the_bound_address_and_the_configured_names()
         "192.0.2.7:*",
         "memory.lan:*",
         "memory.example.com",
+        "127.0.0.1",
+        "localhost",
+        "[::1]",
+        "192.0.2.7",
+        "memory.lan",
     ]
     assert "https://memory.example.com" in security.allowed_origins
     assert "http://evil.example" not in security.allowed_origins
     assert "[fd00::7]:*" in transport_security(_settings("fd00::7")).allowed_hosts
+
+
+@pytest.mark.parametrize(
+    ("host_header", "allowed"),
+    [("memory.example.lan", True), ("memory.example.lan:443", True), ("localhost", True), ("127.0.0.1", True),
+     ("[::1]", True), ("memory.example.lan.evil", False), ("evil.example", False)],
+)  # fmt: skip
+def test_a_wildcard_port_also_admits_the_name_without_a_port(host_header: str, allowed: bool) -> None:
+    # Issue 12 item 6: a reverse proxy on 443 sends `Host: memory.example.lan`; the SDK's middleware decides.
+    from mcp.server.transport_security import TransportSecurityMiddleware
+
+    middleware = TransportSecurityMiddleware(transport_security(_settings("0.0.0.0", "memory.example.lan:*")))
+    assert middleware._validate_host(host_header) is allowed  # pyright: ignore[reportPrivateUsage]
+    assert middleware._validate_origin(f"https://{host_header}") is allowed  # pyright: ignore[reportPrivateUsage]
+
+
+@pytest.mark.parametrize("host", ["0", "", "0.0.0.0", "::", "[::]", "0.0", "0x0"])
+def test_every_spelling_of_all_addresses_needs_the_host_names(host: str) -> None:
+    # Issue 12 item 11: `--host 0` and HARMONIA_HOST='' bind every interface, like 0.0.0.0.
+    with pytest.raises(UnsafeConfiguration, match="--allowed-host"):
+        check_exposure(_settings(host), TOKENS, allow_unauthenticated=False)
+    with pytest.raises(UnsafeConfiguration, match="without authentication"):
+        check_exposure(_settings(host, "memory.lan:*"), None, allow_unauthenticated=False)
+
+
+def test_an_empty_host_variable_is_refused_by_serve(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harmonia_mcp.cli import main
+
+    monkeypatch.setenv("HARMONIA_HOST", "")
+    monkeypatch.setenv("HARMONIA_AUTH_TOKEN", "a-token-of-16-chars-A")
+    assert main(["serve", "--transport", "streamable-http", "--db", ":memory:", "--port", "1"]) == 2
+    assert "--allowed-host" in capsys.readouterr().err
 
 
 def test_a_star_turns_the_host_checks_off() -> None:

@@ -181,6 +181,19 @@ async def test_foreign_host_or_origin_and_oversized_bodies_are_refused(server: R
     assert large.status_code == 413
 
 
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]"])
+async def test_a_loopback_host_header_without_a_port_is_accepted(server: RunningServer, host: str) -> None:
+    # Issue 12 item 6: docs/remote.md allows the loopback names on any port, including none (port 80).
+    auth = {**MCP_HEADERS, "Authorization": f"Bearer {ALICE}", "Host": host}
+    method, path = ("POST", "/mcp") if server.transport == "streamable-http" else ("GET", "/sse")
+    body = json.dumps(INITIALIZE) if method == "POST" else None
+    async with (
+        httpx2.AsyncClient(base_url=server.base, timeout=10.0) as http,
+        http.stream(method, path, content=body, headers=auth) as response,
+    ):
+        assert response.status_code == 200
+
+
 async def _post_to_a_live_sse_session(
     http: httpx2.AsyncClient, headers: dict[str, str], body: bytes
 ) -> httpx2.Response:

@@ -19,6 +19,9 @@ pytestmark = pytest.mark.anyio
 CLIENTS = 20
 MEMORIES_PER_CLIENT = 50
 WRITERS = 3
+# These tests measure loss under load, not the per-token limits (test_limits.py does): each client here sends
+# far more than the default 100 requests a minute.
+UNLIMITED = {"HARMONIA_RATE_LIMIT_PER_MINUTE": "0"}
 
 
 def _token(number: int) -> str:
@@ -61,7 +64,7 @@ async def test_twenty_clients_storing_and_searching_at_once_lose_nothing(tmp_pat
             if listed["pagination"]["total_count"] != MEMORIES_PER_CLIENT:
                 errors.append(f"user{number} lists {listed['pagination']['total_count']} memories")
 
-    with running(tmp_path, "streamable-http", env={"HARMONIA_AUTH_TOKENS_FILE": str(tokens)}) as server:
+    with running(tmp_path, "streamable-http", env={"HARMONIA_AUTH_TOKENS_FILE": str(tokens), **UNLIMITED}) as server:
         with anyio.fail_after(240):
             async with anyio.create_task_group() as group:
                 for number in range(CLIENTS):
@@ -109,7 +112,7 @@ async def _stream_of_stores_then(server: RunningServer, sig: int, after: int) ->
 
 async def _listed_after_restart(tmp_path: Path, db_path: Path, tokens: Path) -> set[str]:
     contents: set[str] = set()
-    env = {"HARMONIA_AUTH_TOKENS_FILE": str(tokens)}
+    env = {"HARMONIA_AUTH_TOKENS_FILE": str(tokens), **UNLIMITED}
     with running(tmp_path, "streamable-http", env=env, db_path=db_path) as restarted:
         for number in range(WRITERS):
             async with connect(restarted, _token(number)) as client:
@@ -120,7 +123,7 @@ async def _listed_after_restart(tmp_path: Path, db_path: Path, tokens: Path) -> 
 
 async def test_sigterm_shuts_down_cleanly_without_losing_an_acknowledged_store(tmp_path: Path) -> None:
     tokens = _tokens_file(tmp_path, WRITERS)
-    server = spawn(tmp_path, "streamable-http", env={"HARMONIA_AUTH_TOKENS_FILE": str(tokens)})
+    server = spawn(tmp_path, "streamable-http", env={"HARMONIA_AUTH_TOKENS_FILE": str(tokens), **UNLIMITED})
     try:
         wait_ready(server)
         acknowledged, status = await _stream_of_stores_then(server, signal.SIGTERM, after=30)
@@ -139,7 +142,7 @@ async def test_sigterm_shuts_down_cleanly_without_losing_an_acknowledged_store(t
 
 async def test_sigkill_mid_stream_keeps_every_acknowledged_store_and_an_intact_database(tmp_path: Path) -> None:
     tokens = _tokens_file(tmp_path, WRITERS)
-    server = spawn(tmp_path, "streamable-http", env={"HARMONIA_AUTH_TOKENS_FILE": str(tokens)})
+    server = spawn(tmp_path, "streamable-http", env={"HARMONIA_AUTH_TOKENS_FILE": str(tokens), **UNLIMITED})
     try:
         wait_ready(server)
         acknowledged, status = await _stream_of_stores_then(server, signal.SIGKILL, after=30)

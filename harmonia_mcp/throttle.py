@@ -1,0 +1,271 @@
+"""Per-caller limits so that one client cannot starve the others: a request rate and a concurrency cap.
+
+A caller is its bearer token (the fingerprint `auth.TokenTable` hands the SDK, never the secret), or one
+shared key for unauthenticated callers (stdio, loopback HTTP without tokens). Over HTTP, `RateLimitMiddleware`
+answers `429 Too Many Requests` with `Retry-After` (RFC 6585 section 4); under stdio, `ThrottleMiddleware`
+answers a tool call over the rate with a tool error. `ThrottleMiddleware` also caps how many tool calls and
+resource reads of one caller run at once, on every transport, and `SessionCapMiddleware` how many streamable
+HTTP sessions one caller holds open.
+
+The default rate, 100 requests per minute, is the Harmonia API's documented limit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.types import CallToolResult, TextContent
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from harmonia_mcp.store import READ_OWNER
+
+WINDOW_SECONDS = 60.0
+ANONYMOUS = "anonymous"
+# Methods that do a caller's work (the rest are handshakes, listings and notifications, cheap and bounded).
+_WORK_METHODS = frozenset({"tools/call", "resources/read"})
+
+
+class RateLimiter:
+    """At most `per_minute` events per key in any sliding 60-second window (`per_minute` 0: no limit).
+
+    Memory is bounded by the keys seen in the last minute: a key's record is dropped once it is empty.
+    """
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._events: dict[str, deque[float]] = {}
+
+    def acquire(self, key: str) -> float | None:
+        """Count one event for `key`; None when allowed, else the seconds until one would be allowed."""
+        if self.per_minute <= 0:
+            return None
+        now = self._clock()
+        for other in [other for other, events in self._events.items() if events[-1] <= now - WINDOW_SECONDS]:
+            del self._events[other]  # every event of that key is outside the window
+        events = self._events.setdefault(key, deque())
+        while events and events[0] <= now - WINDOW_SECONDS:
+            events.popleft()
+        if len(events) >= self.per_minute:
+            return max(0.001, events[0] + WINDOW_SECONDS - now)
+        events.append(now)
+        return None
+
+
+@dataclass
+class _Slots:
+    semaphore: anyio.Semaphore
+    users: int = 0  # running plus waiting
+
+
+class ConcurrencyCap:
+    """At most `limit` operations running per key, up to `max_waiting` more queued in arrival order, and any
+    beyond those refused (`limit` 0: no cap).
+
+    Why queue: hosts may send a few tool calls at once, and those should simply take turns; a flood from one
+    caller is refused instead of piling up.
+    """
+
+    def __init__(self, limit: int, max_waiting: int = 8) -> None:
+        self.limit = limit
+        self.max_waiting = max_waiting
+        self._slots: dict[str, _Slots] = {}
+
+    @asynccontextmanager
+    async def slot(self, key: str) -> AsyncIterator[bool]:
+        """Run one operation for `key`: yields True once it may run, or False at once when the queue is full."""
+        if self.limit <= 0:
+            yield True
+            return
+        slots = self._slots.setdefault(key, _Slots(anyio.Semaphore(self.limit)))
+        if slots.users >= self.limit + self.max_waiting:
+            yield False
+            return
+        slots.users += 1
+        try:
+            async with slots.semaphore:
+                yield True
+        finally:
+            slots.users -= 1
+            if not slots.users:
+                self._slots.pop(key, None)
+
+
+def caller_key() -> str:
+    """The current request's caller: its token fingerprint, or `ANONYMOUS` without a token."""
+    token = get_access_token()
+    return token.token if token is not None else ANONYMOUS
+
+
+def _refusal(ctx: ServerRequestContext[Any, Any], message: str) -> HandlerResult:
+    if ctx.method == "tools/call":
+        return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+    from mcp import MCPError
+
+    raise MCPError(code=-32000, message=message)
+
+
+class ThrottleMiddleware:
+    """MCP middleware: caps each caller's tool calls and resource reads running at once (every transport;
+    a few more wait their turn) and, for requests that did not come over HTTP (stdio, in-memory clients),
+    their rate.
+
+    A refused tool call is a tool error whose text says which limit and what to do; a refused resource read
+    is a JSON-RPC error with the same text.
+    """
+
+    def __init__(self, *, per_minute: int, max_concurrent: int, max_waiting: int = 8) -> None:
+        self.rate = RateLimiter(per_minute)
+        self.cap = ConcurrencyCap(max_concurrent, max_waiting)
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method not in _WORK_METHODS:
+            return await call_next(ctx)
+        key = caller_key()
+        if ctx.request is None:  # over HTTP, RateLimitMiddleware already counted this request
+            wait = self.rate.acquire(key)
+            if wait is not None:
+                return _refusal(
+                    ctx,
+                    f"rate limit: more than {self.rate.per_minute} requests in the last minute "
+                    f"(HARMONIA_RATE_LIMIT_PER_MINUTE); retry in {math.ceil(wait)} s",
+                )
+        READ_OWNER.set(key)  # the store shares its readers fairly between callers
+        async with self.cap.slot(key) as admitted:
+            if not admitted:
+                return _refusal(
+                    ctx,
+                    f"too many requests at once: {self.cap.limit} of this caller's requests are running and "
+                    f"{self.cap.max_waiting} waiting (HARMONIA_MAX_CONCURRENT_REQUESTS); wait for them to finish, "
+                    "then retry",
+                )
+            return await call_next(ctx)
+
+
+class RateLimitMiddleware:
+    """ASGI middleware (inside the SDK's authentication): `429` with `Retry-After` for a caller over its rate.
+
+    Counts every HTTP request but `/healthz`; the caller is the authenticated token's fingerprint, else
+    `ANONYMOUS` (one budget for every unauthenticated client of the server).
+    """
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") == "/healthz":
+            await self.app(scope, receive, send)
+            return
+        wait = self.limiter.acquire(_caller(scope))
+        if wait is None:
+            await self.app(scope, receive, send)
+            return
+        seconds = math.ceil(wait)
+        message = (
+            f"rate limit: more than {self.limiter.per_minute} requests in the last minute "
+            f"(HARMONIA_RATE_LIMIT_PER_MINUTE); retry in {seconds} s"
+        )
+        await send_json_error(send, 429, message, [(b"retry-after", str(seconds).encode())])
+
+
+async def send_json_error(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]]) -> None:
+    """Answer an HTTP request with `status` and a JSON-RPC error body (no request id) carrying `message`."""
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": message}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _caller(scope: Scope) -> str:
+    user = scope.get("user")
+    return user.access_token.token if isinstance(user, AuthenticatedUser) else ANONYMOUS
+
+
+class SessionCapMiddleware:
+    """ASGI middleware (inside the SDK's authentication): at most `per_caller` open streamable HTTP sessions
+    per caller; the request that would open one more gets `429` saying so.
+
+    Why: the SDK's own cap (`max_sessions`) is for all callers together, so one token could fill it and lock
+    every other user out. A session is counted from the response that opens it (its `mcp-session-id`
+    header) until `is_open(session_id)` says it has ended (client DELETE, idle timeout, crash); openings
+    still in flight count too, so a burst of parallel `initialize` requests cannot slip past.
+    """
+
+    def __init__(self, app: ASGIApp, *, per_caller: int, is_open: Callable[[str], bool], path: str = "/mcp") -> None:
+        self.app = app
+        self.per_caller = per_caller
+        self._is_open = is_open
+        self._path = path
+        self._sessions: dict[str, set[str]] = {}
+        self._opening: dict[str, int] = {}
+
+    def open_sessions(self, key: str) -> int:
+        """How many sessions `key` holds open (forgetting those that have ended), openings in flight included."""
+        live = {session for session in self._sessions.get(key, set()) if self._is_open(session)}
+        if live:
+            self._sessions[key] = live
+        else:
+            self._sessions.pop(key, None)
+        return len(live) + self._opening.get(key, 0)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        opens = (
+            scope["type"] == "http"
+            and scope.get("method") == "POST"
+            and scope.get("path", "").rstrip("/") == self._path
+            and not any(name == b"mcp-session-id" for name, _ in scope.get("headers", []))
+        )
+        if self.per_caller <= 0 or not opens:
+            await self.app(scope, receive, send)
+            return
+        key = _caller(scope)
+        if self.open_sessions(key) >= self.per_caller:
+            message = (
+                f"too many open sessions: this caller already has {self.per_caller} "
+                "(HARMONIA_MAX_SESSIONS_PER_CALLER); reuse one, or end one with an HTTP DELETE, then retry"
+            )
+            await send_json_error(send, 429, message, [(b"retry-after", b"60")])
+            return
+
+        opening = True
+
+        def opened() -> None:
+            # Once (when the response names the session, or when the request ends without one): from then on
+            # the session counts as open through `is_open`, not as an opening in flight.
+            nonlocal opening
+            if opening:
+                opening = False
+                self._opening[key] -= 1
+                if not self._opening[key]:
+                    del self._opening[key]
+
+        async def recording_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"mcp-session-id":
+                        self._sessions.setdefault(key, set()).add(value.decode("latin-1"))
+                        opened()
+            await send(message)
+
+        self._opening[key] = self._opening.get(key, 0) + 1
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            opened()

@@ -1,0 +1,93 @@
+"""End to end over HTTP: the per-token rate limit answers 429 to the caller over it and no one else (issue 12)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx2
+import pytest
+from remote_server import RunningServer, call, connect, running
+
+pytestmark = pytest.mark.anyio
+
+ALICE = "alice-0123456789-token-AAAAAAAA"
+BOB = "bob-0123456789-token-BBBBBBBBBBBB"
+RATE = 6
+HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
+}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningServer]:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ALICE} alice\n{BOB} bob\n", encoding="utf-8")
+    tokens.chmod(0o600)
+    env = {"HARMONIA_AUTH_TOKENS_FILE": str(tokens), "HARMONIA_RATE_LIMIT_PER_MINUTE": str(RATE)}
+    with running(tmp_path, "streamable-http", env=env) as started:
+        yield started
+
+
+async def test_a_token_over_its_rate_gets_429_and_other_tokens_are_served(server: RunningServer) -> None:
+    statuses: list[int] = []
+    async with httpx2.AsyncClient(base_url=server.base, timeout=30.0) as http:
+        for _ in range(RATE + 2):
+            response = await http.post(
+                "/mcp", content=json.dumps(INITIALIZE), headers={**HEADERS, "Authorization": f"Bearer {ALICE}"}
+            )
+            statuses.append(response.status_code)
+        assert statuses == [200] * RATE + [429, 429]
+        assert 1 <= int(response.headers["retry-after"]) <= 60
+        assert "rate limit: more than 6 requests in the last minute" in response.json()["error"]["message"]
+        health = await http.get("/healthz")
+        assert health.status_code == 200  # never counted: supervisors poll it
+    async with connect(server, BOB) as bob:  # initialize, initialized, then the call: 3 of bob's 6
+        listed = await call(bob, "list_memories", {})
+        assert listed["pagination"]["total_count"] == 0
+
+
+async def _open_session(http: httpx2.AsyncClient, token: str) -> httpx2.Response:
+    return await http.post(
+        "/mcp", content=json.dumps(INITIALIZE), headers={**HEADERS, "Authorization": f"Bearer {token}"}
+    )
+
+
+async def test_one_token_cannot_hold_every_session_and_idle_ones_are_reaped(tmp_path: Path) -> None:
+    # Issue 12 item 2: the SDK's cap is for all callers together; ours is per token, and idle sessions end.
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ALICE} alice\n{BOB} bob\n", encoding="utf-8")
+    env = {
+        "HARMONIA_AUTH_TOKENS_FILE": str(tokens),
+        "HARMONIA_RATE_LIMIT_PER_MINUTE": "0",
+        "HARMONIA_MAX_SESSIONS_PER_CALLER": "2",
+        "HARMONIA_SESSION_IDLE_SECONDS": "2",
+    }
+    with running(tmp_path, "streamable-http", env=env) as server:
+        async with httpx2.AsyncClient(base_url=server.base, timeout=30.0) as http:
+            opened = [await _open_session(http, ALICE) for _ in range(2)]
+            assert [response.status_code for response in opened] == [200, 200]
+            refused = await _open_session(http, ALICE)
+            assert refused.status_code == 429
+            assert "too many open sessions" in refused.json()["error"]["message"]
+            assert (await _open_session(http, BOB)).status_code == 200  # bob is not locked out
+            # Once alice's sessions have been idle past the timeout they are closed and she may open new ones.
+            with anyio.fail_after(60):  # a hang guard: the reaping itself is the SDK's timer
+                while (await _open_session(http, ALICE)).status_code == 429:
+                    await anyio.sleep(0.5)
+            gone = await http.post(
+                "/mcp",
+                content=json.dumps({"jsonrpc": "2.0", "id": 2, "method": "ping"}),
+                headers={
+                    **HEADERS,
+                    "Authorization": f"Bearer {ALICE}",
+                    "mcp-session-id": opened[0].headers["mcp-session-id"],
+                },
+            )
+            assert gone.status_code == 404

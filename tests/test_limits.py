@@ -1,0 +1,211 @@
+"""Issue 12 item 1: bounded search queries and reads, a pool of readers, per-caller rate and concurrency."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.types import CallToolResult
+
+from harmonia_mcp.config import Settings
+from harmonia_mcp.errors import QueryTooExpensive
+from harmonia_mcp.search import MAX_PREFIX_TERMS, MAX_QUERY_CHARS, MAX_QUERY_TERMS
+from harmonia_mcp.server import create_server
+from harmonia_mcp.store import MemoryFilter, open_store
+from harmonia_mcp.throttle import RateLimiter, ThrottleMiddleware
+
+pytestmark = pytest.mark.anyio
+
+# Counts to a billion: far past any read budget, and it holds its reader for as long as it runs.
+ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) SELECT x FROM c"
+
+
+def _error_text(result: CallToolResult) -> str:
+    assert result.is_error, result
+    return " ".join(getattr(block, "text", "") for block in result.content)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("dog " * 50_000, f"the limit is {MAX_QUERY_CHARS}"),
+        (" ".join(f"word{number}" for number in range(MAX_QUERY_TERMS + 1)), f"the limit is {MAX_QUERY_TERMS}"),
+        (" ".join(f"{a}{b}*" for a in "ab" for b in "abc"), f"the limit is {MAX_PREFIX_TERMS}"),
+        ("d* biggie", "needs at least 2 letters"),
+        ('"' + " ".join(f"w{number}" for number in range(40)) + '"', f"the limit is {MAX_QUERY_TERMS}"),
+    ],
+)
+async def test_a_search_past_the_bounds_is_a_tool_error_that_says_the_limit(
+    settings: Settings, query: str, expected: str
+) -> None:
+    async with Client(create_server(settings)) as client:
+        await client.call_tool("store_memory", {"message": "I have a dog called Biggie"})
+        refused = await client.call_tool("search_memories", {"query": query})
+        assert expected in _error_text(refused)
+        within = await client.call_tool("search_memories", {"query": "big* dog " + "word " * 20})
+        assert not within.is_error
+        assert [hit["content"] for hit in (within.structured_content or {})["results"]] == [
+            "User has a dog called Biggie"
+        ]
+
+
+async def test_a_read_past_its_work_budget_is_stopped_and_the_reader_stays_usable(tmp_path: Path) -> None:
+    async with open_store(str(tmp_path / "m.db"), readers=1, max_read_instructions=1_000_000) as store:
+        with pytest.raises(QueryTooExpensive, match="more work than one request may use"):
+            async with store._reader.execute(ENDLESS) as cursor:  # pyright: ignore[reportPrivateUsage]
+                await cursor.fetchall()
+        memories, total = await store.list_memories("alice", MemoryFilter())
+        assert (memories, total) == ([], 0)
+
+
+async def test_a_slow_read_does_not_stall_another_users_reads(tmp_path: Path) -> None:
+    # Ordering, not timing: the victim's list must complete while the hostile read still holds its reader.
+    # With one serialised reader it could only start after the hostile read ended, and this would deadlock.
+    order: list[str] = []
+    victim_done = anyio.Event()
+    async with open_store(str(tmp_path / "m.db"), max_read_instructions=None) as store:
+        async with store.transaction() as db:
+            await db.execute(
+                "INSERT INTO memories (memory_id, user_id, content, category, confidence, extractor, created_at, "
+                "updated_at) VALUES ('mem_0000000000000001', 'victim', 'User likes tea', 'preference', 0.9, "
+                "'rules', '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00')"
+            )
+
+        async def hostile() -> None:
+            async with store._reader.execute(ENDLESS) as cursor:  # pyright: ignore[reportPrivateUsage]
+                await cursor.fetchone()
+                order.append("hostile started")
+                await victim_done.wait()
+                order.append("hostile ended")
+
+        async def victim() -> None:
+            while not order:
+                await anyio.sleep(0)
+            memories, _ = await store.list_memories("victim", MemoryFilter())
+            order.append(f"victim saw {memories[0].content}")
+            victim_done.set()
+
+        with anyio.fail_after(120):  # a deadlock guard, not a speed threshold
+            async with anyio.create_task_group() as group:
+                group.start_soon(hostile)
+                group.start_soon(victim)
+    assert order == ["hostile started", "victim saw User likes tea", "hostile ended"]
+
+
+async def test_stdio_over_its_configured_rate_gets_a_tool_error(tmp_path: Path) -> None:
+    settings = Settings(db_path=str(tmp_path / "m.db"), extractor="rules", rate_limit_per_minute=3)
+    async with Client(create_server(settings)) as client:
+        for _ in range(3):
+            assert not (await client.call_tool("list_memories", {})).is_error
+        refused = await client.call_tool("list_memories", {})
+        assert "rate limit: more than 3 requests in the last minute" in _error_text(refused)
+        assert (await client.list_tools()).tools  # only work is counted; the session stays usable
+
+
+def test_the_rate_window_slides() -> None:
+    now = [0.0]
+    limiter = RateLimiter(2, clock=lambda: now[0])
+    assert limiter.acquire("a") is None and limiter.acquire("a") is None
+    assert limiter.acquire("a") == pytest.approx(60.0)
+    assert limiter.acquire("b") is None  # another caller has its own budget
+    now[0] = 30.0
+    assert limiter.acquire("a") == pytest.approx(30.0)
+    now[0] = 60.5
+    assert limiter.acquire("a") is None
+
+
+@dataclass
+class _Ctx:
+    method: str
+    request: Any = None
+
+
+async def test_a_caller_past_its_concurrency_cap_waits_then_is_refused_when_the_queue_is_full() -> None:
+    middleware = ThrottleMiddleware(per_minute=0, max_concurrent=2, max_waiting=1)
+    release = anyio.Event()
+    started: list[str] = []
+    results: list[Any] = []
+
+    async def slow(ctx: Any) -> Any:
+        started.append(ctx.method)
+        await release.wait()
+        return {"ok": True}
+
+    async def call(method: str = "tools/call") -> None:
+        results.append(await middleware(cast(Any, _Ctx(method)), slow))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(3):  # two run, the third waits its turn
+            group.start_soon(call)
+        while len(started) < 2 or not middleware.cap._slots["anonymous"].users == 3:  # pyright: ignore
+            await anyio.sleep(0)
+        refused = await middleware(cast(Any, _Ctx("tools/call")), slow)
+        assert isinstance(refused, CallToolResult) and refused.is_error
+        assert "2 of this caller's requests are running and 1 waiting" in refused.content[0].text  # type: ignore[union-attr]
+        group.start_soon(call, "tools/list")  # listings are not capped
+        while "tools/list" not in started:
+            await anyio.sleep(0)
+        assert started.count("tools/call") == 2
+        release.set()
+    assert results == [{"ok": True}] * 4
+    assert started.count("tools/call") == 3
+    assert await middleware(cast(Any, _Ctx("tools/call")), slow) == {"ok": True}
+
+
+def test_readers_are_read_only(tmp_path: Path) -> None:
+    async def attempt() -> None:
+        async with open_store(str(tmp_path / "m.db")) as store:
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                async with store._reader.execute("DELETE FROM memories"):  # pyright: ignore[reportPrivateUsage]
+                    pass
+
+    anyio.run(attempt)
+
+
+async def test_a_free_reader_goes_to_the_caller_holding_the_fewest(tmp_path: Path) -> None:
+    # Ordering, not timing: hostile holds both readers and queues a third read; the victim queues after it,
+    # yet gets the first reader hostile frees.
+    from harmonia_mcp.store import READ_OWNER
+
+    order: list[str] = []
+    release = {name: anyio.Event() for name in ("h1", "h2")}
+    async with open_store(str(tmp_path / "m.db"), readers=2, max_read_instructions=None) as store:
+        pool = store._reader  # pyright: ignore[reportPrivateUsage]
+
+        async def hold(name: str) -> None:
+            READ_OWNER.set("hostile")
+            async with pool.execute(ENDLESS) as cursor:
+                await cursor.fetchone()
+                order.append(f"{name} holds")
+                await release[name].wait()
+
+        async def read(name: str, owner: str) -> None:
+            READ_OWNER.set(owner)
+            async with pool.execute("SELECT 1") as cursor:
+                await cursor.fetchone()
+            order.append(f"{name} read")
+
+        async def until(count: int) -> None:
+            while len(pool._waiting) < count:  # pyright: ignore[reportPrivateUsage]
+                await anyio.sleep(0)
+
+        with anyio.fail_after(120):  # a deadlock guard, not a speed threshold
+            async with anyio.create_task_group() as group:
+                group.start_soon(hold, "h1")
+                group.start_soon(hold, "h2")
+                while len(order) < 2:
+                    await anyio.sleep(0)
+                group.start_soon(read, "h3", "hostile")
+                await until(1)
+                group.start_soon(read, "victim", "victim")
+                await until(2)
+                release["h1"].set()
+                while "victim read" not in order:
+                    await anyio.sleep(0)
+                release["h2"].set()
+    assert order[2:] == ["victim read", "h3 read"]
