@@ -259,13 +259,15 @@ class Block:
     left_out: int
 
 
-def _render(sections: Sequence[Section], chosen: dict[str, list[Item]]) -> str:
-    parts: list[str] = []
+def _render_lines(sections: Sequence[Section], chosen: dict[str, list[Item]]) -> list[str]:
+    lines: list[str] = []
     for section in sections:
         items = chosen.get(section.key, [])
         if not items:
             continue
-        lines = [f"## {section.title}"]
+        if lines:
+            lines.append("")  # a blank line between sections
+        lines.append(f"## {section.title}")
         if section.grouped:
             order = [category for category in Category if any(item.category == category for item in items)]
             for category in order:
@@ -273,8 +275,7 @@ def _render(sections: Sequence[Section], chosen: dict[str, list[Item]]) -> str:
                 lines += [item.line() for item in items if item.category == category]
         else:
             lines += [item.line() for item in items]
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts) + ("\n" if parts else "")
+    return lines
 
 
 def assemble(sections: Sequence[Section], budget: int, fill_order: Sequence[str] | None = None) -> Block:
@@ -294,6 +295,16 @@ def assemble(sections: Sequence[Section], budget: int, fill_order: Sequence[str]
         The `Block`; its `tokens` is `estimate_tokens(text)` and is never above `budget`.
     """
     chosen: dict[str, list[Item]] = {section.key: [] for section in sections}
+    costs: dict[str, int] = {}
+
+    def measure() -> int:
+        # Equal to estimate_tokens of the text: no counted piece spans a newline, and each line ends with one.
+        lines = _render_lines(sections, chosen)
+        for line in lines:
+            if line not in costs:
+                costs[line] = estimate_tokens(line)
+        return sum(costs[line] for line in lines) + len(lines)
+
     placed: set[str] = set()
     placed_content: set[str] = set()
     left_out = 0
@@ -306,7 +317,7 @@ def assemble(sections: Sequence[Section], budget: int, fill_order: Sequence[str]
             if item.memory_id in placed or key in placed_content:
                 continue
             chosen[section.key].append(item)
-            trial = estimate_tokens(_render(sections, chosen))
+            trial = measure()
             over_section = section.max_tokens is not None and trial - section_start > section.max_tokens
             if trial > budget or over_section:
                 chosen[section.key].pop()
@@ -315,7 +326,8 @@ def assemble(sections: Sequence[Section], budget: int, fill_order: Sequence[str]
             tokens = trial
             placed.add(item.memory_id)
             placed_content.add(key)
-    text = _render(sections, chosen)
+    lines = _render_lines(sections, chosen)
+    text = "\n".join(lines) + "\n" if lines else ""
     ids = {key: [item.memory_id for item in items] for key, items in chosen.items()}
     return Block(text=text, tokens=estimate_tokens(text), ids=ids, left_out=left_out)
 

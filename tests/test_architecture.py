@@ -22,6 +22,7 @@ FORBIDDEN = {
     "extract/select.py": {"mcp", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
     "server.py": {"sqlite3", "aiosqlite", "harmonia_mcp.cli"},
     "context.py": {"mcp", "ollama", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
+    "importers.py": {"mcp", "ollama", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
     "conflicts.py": {"mcp", "ollama", "harmonia_mcp.service", "harmonia_mcp.server", "harmonia_mcp.extract"},
 }
 
