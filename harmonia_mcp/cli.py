@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
         "--transport",
         choices=["stdio", "sse", "streamable-http"],
         default="stdio",
-        help="the MCP transport (default: stdio); sse serves /sse and /messages/, streamable-http serves /mcp",
+        help="the MCP transport (default: stdio); streamable-http serves /mcp; sse serves /sse and /messages/ "
+        "and is DEPRECATED (the MCP specification replaced HTTP+SSE with streamable HTTP; kept for old clients)",
     )
     serve.add_argument("--db", help="the SQLite file (default: HARMONIA_DB_PATH or the user data directory)")
     serve.add_argument("--host", help="HTTP transports: address to bind (default: HARMONIA_HOST or 127.0.0.1)")
@@ -128,6 +129,11 @@ def _serve_http(
     from harmonia_mcp.remote import UnsafeConfiguration, serve_http
 
     path = "/sse" if transport == "sse" else "/mcp"
+    if transport == "sse":
+        logging.getLogger("harmonia_mcp").warning(
+            "the sse transport is deprecated by the MCP specification (replaced by streamable HTTP); "
+            "it still works, but prefer --transport streamable-http for new clients"
+        )
     print(
         f"harmonia-mcp: serving MCP over {transport} at http://{settings.host}:{settings.port}{path}", file=sys.stderr
     )
