@@ -86,34 +86,40 @@ def _baseline(turns: list[dict[str, Any]], questions: list[dict[str, Any]]) -> d
     return results
 
 
+async def store_turns(client: Client, turns: list[dict[str, Any]], stats: dict[str, float]) -> dict[str, list[str]]:
+    """Store every turn with `store_memory`; return memory_id -> the dia_ids it stands for (its own turn, then
+    turns whose memory was skipped as its duplicate). Adds counts and "store seconds" to `stats`."""
+    turns_of: dict[str, list[str]] = defaultdict(list)
+    started = time.perf_counter()
+    for turn in turns:
+        stored = await call_tool(
+            client,
+            "store_memory",
+            {
+                "message": turn["text"],
+                "user_id": turn["conv_id"],
+                "speaker": turn["speaker"],
+                "occurred_at": turn["session_date"],
+                "metadata": {"dia_id": turn["dia_id"]},
+            },
+        )
+        stats["memories created"] += sum(m["action"] == "created" for m in stored["memories"])
+        stats["memories skipped as duplicates"] += sum(m["action"] == "skipped" for m in stored["memories"])
+        stats["turns with no memory"] += not stored["memories"]
+        for memory in stored["memories"]:
+            if turn["dia_id"] not in turns_of[memory["memory_id"]]:
+                turns_of[memory["memory_id"]].append(turn["dia_id"])
+    stats["store seconds"] = time.perf_counter() - started
+    return turns_of
+
+
 async def _harmonia(
     turns: list[dict[str, Any]], questions: list[dict[str, Any]], db_path: Path
 ) -> tuple[dict[str, list[tuple[float, ...]]], dict[str, float]]:
     stats: dict[str, float] = defaultdict(float)
     results: dict[str, list[tuple[float, ...]]] = defaultdict(list)
-    # memory_id -> the dia_ids it stands for: its own turn, then turns whose memory was skipped as its duplicate.
-    turns_of: dict[str, list[str]] = defaultdict(list)
     async with Client(server_parameters(db_path)) as client:
-        started = time.perf_counter()
-        for turn in turns:
-            stored = await call_tool(
-                client,
-                "store_memory",
-                {
-                    "message": turn["text"],
-                    "user_id": turn["conv_id"],
-                    "speaker": turn["speaker"],
-                    "occurred_at": turn["session_date"],
-                    "metadata": {"dia_id": turn["dia_id"]},
-                },
-            )
-            stats["memories created"] += sum(m["action"] == "created" for m in stored["memories"])
-            stats["memories skipped as duplicates"] += sum(m["action"] == "skipped" for m in stored["memories"])
-            stats["turns with no memory"] += not stored["memories"]
-            for memory in stored["memories"]:
-                if turn["dia_id"] not in turns_of[memory["memory_id"]]:
-                    turns_of[memory["memory_id"]].append(turn["dia_id"])
-        stats["store seconds"] = time.perf_counter() - started
+        turns_of = await store_turns(client, turns, stats)
         started = time.perf_counter()
         for question in questions:
             found = await call_tool(

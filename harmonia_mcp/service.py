@@ -525,7 +525,7 @@ class MemoryService:
 
     async def profile(self, *, user_id: str | None = None) -> Profile:
         """The user's stable core from their active memories: name, home, work, family and partner, pets,
-        languages, health notes, preferences (`context.PROFILE_SLOTS`), newest first within each slot.
+        languages, health notes, preferences (`context.PROFILE_SLOTS`), defining facts first, then newest.
 
         Superseded memories are never read, so after "I moved to Berlin" superseded "User lives in Lisbon"
         the home is Berlin; single-valued slots show only their newest memory even when both stayed active.
@@ -534,7 +534,7 @@ class MemoryService:
             InvalidInput: a bad `user_id`.
         """
         user = self.user(user_id)
-        wanted = sorted({category for slot in context.PROFILE_SLOTS for category in slot.categories})
+        wanted = sorted({category for slot in context.PROFILE_SLOTS for _, kinds in slot.tiers for category in kinds})
         memories: list[Memory] = []
         for category in wanted:
             found, _ = await self.store.list_memories(
@@ -631,7 +631,7 @@ class MemoryService:
         `search_memories`, so whatever retriever it uses), and upcoming events (`upcoming_events`). Within
         each, memories are grouped by category; each line ends with the memory id, dated ones start with
         their date. Only active memories (the newest version of a fact) are used, each at most once, and
-        a memory goes in whole or not at all (`context.assemble`). The profile gets at most a third of
+        a memory goes in whole or not at all (`context.assemble`). The profile gets at most a quarter of
         the budget and upcoming events a fifth, filled first; relevant memories get the rest.
 
         Args:
@@ -658,7 +658,7 @@ class MemoryService:
                 "profile",
                 "What the user told you about themselves",
                 [context.Item(entry.memory_id, entry.content, entry.category) for entry in profile.entries],
-                max_tokens=budget // 3,
+                max_tokens=budget // 4,
             ),
             context.Section(
                 "relevant",
