@@ -14,7 +14,7 @@ Reported per category and overall:
 
 `--dump FILE` writes every block's text (one JSON string a line), e.g. to count it with a real tokenizer.
 
-    .venv/bin/python benchmarks/locomo_recall.py [--budget 1500] [--conversations N] [--data DIR]
+    .venv/bin/python benchmarks/locomo_recall.py [--budget 1500] [--no-ids] [--conversations N] [--data DIR]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
-from locomo_retrieval import CATEGORIES, DATA, _jsonl, store_turns
+from locomo_retrieval import CATEGORIES, DATA, _mean, load_dev, store_turns
 from mcp import Client
 
 from harmonia_mcp.child import call_tool, server_parameters
@@ -43,7 +43,12 @@ def _covered(memory_ids: list[str], turns_of: dict[str, list[str]], evidence: li
 
 
 async def _run(
-    turns: list[dict[str, Any]], questions: list[dict[str, Any]], budget: int, db_path: Path, dump: TextIO | None
+    turns: list[dict[str, Any]],
+    questions: list[dict[str, Any]],
+    budget: int,
+    db_path: Path,
+    dump: TextIO | None,
+    include_ids: bool,
 ) -> tuple[dict[str, list[tuple[float, ...]]], dict[str, float]]:
     stats: dict[str, float] = defaultdict(float)
     rows: dict[str, list[tuple[float, ...]]] = defaultdict(list)
@@ -77,21 +82,13 @@ async def _run(
     return rows, stats
 
 
-def _mean(rows: list[tuple[float, ...]], index: int) -> float:
-    return sum(row[index] for row in rows) / len(rows) if rows else 0.0
-
-
 async def _main(arguments: argparse.Namespace) -> int:
-    turns = _jsonl(arguments.data / "turns.jsonl")
-    questions = _jsonl(arguments.data / "questions.jsonl")
-    conversations = list(dict.fromkeys(turn["conv_id"] for turn in turns))[: arguments.conversations]
-    turns = [turn for turn in turns if turn["conv_id"] in conversations]
-    questions = [question for question in questions if question["conv_id"] in conversations]
-    print(f"LoCoMo dev: {len(conversations)} conversations, {len(turns)} turns, {len(questions)} questions")
+    turns, questions = load_dev(arguments.data, arguments.conversations)
     with tempfile.TemporaryDirectory(prefix="harmonia-locomo-recall-") as folder:
         dump = arguments.dump.open("w", encoding="utf-8") if arguments.dump else None
         try:
-            rows, stats = await _run(turns, questions, arguments.budget, Path(folder) / "locomo.db", dump)
+            db = Path(folder) / "locomo.db"
+            rows, stats = await _run(turns, questions, arguments.budget, db, dump, not arguments.no_ids)
         finally:
             if dump is not None:
                 dump.close()
@@ -119,6 +116,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA, help=f"the LoCoMo folder (default: {DATA})")
     parser.add_argument("--budget", type=int, default=1500, help="recall's token budget (default 1500)")
+    parser.add_argument("--no-ids", action="store_true", help="recall with include_ids=false")
     parser.add_argument("--dump", type=Path, help="write each block's text to this file, one JSON string a line")
     parser.add_argument("--conversations", type=int, default=None, help="only the first N conversations")
     return anyio.run(_main, parser.parse_args())

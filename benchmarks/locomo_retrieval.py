@@ -168,13 +168,19 @@ def _print(ours: dict[str, list[tuple[float, ...]]], base: dict[str, list[tuple[
     return worse
 
 
+def load_dev(data: Path, conversations: int | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The turns and questions of the first `conversations` conversations (all when None), and a summary line."""
+    turns = _jsonl(data / "turns.jsonl")
+    questions = _jsonl(data / "questions.jsonl")
+    kept = list(dict.fromkeys(turn["conv_id"] for turn in turns))[:conversations]
+    turns = [turn for turn in turns if turn["conv_id"] in kept]
+    questions = [question for question in questions if question["conv_id"] in kept]
+    print(f"LoCoMo dev: {len(kept)} conversations, {len(turns)} turns, {len(questions)} questions")
+    return turns, questions
+
+
 async def _main(arguments: argparse.Namespace) -> int:
-    turns = _jsonl(arguments.data / "turns.jsonl")
-    questions = _jsonl(arguments.data / "questions.jsonl")
-    conversations = list(dict.fromkeys(turn["conv_id"] for turn in turns))[: arguments.conversations]
-    turns = [turn for turn in turns if turn["conv_id"] in conversations]
-    questions = [question for question in questions if question["conv_id"] in conversations]
-    print(f"LoCoMo dev: {len(conversations)} conversations, {len(turns)} turns, {len(questions)} questions")
+    turns, questions = load_dev(arguments.data, arguments.conversations)
     base = _baseline(turns, questions)
     with tempfile.TemporaryDirectory(prefix="harmonia-locomo-") as folder:
         ours, stats = await _harmonia(turns, questions, Path(folder) / "locomo.db")

@@ -267,16 +267,18 @@ def next_occurrence(memory: Memory, today: date) -> tuple[date, Recurrence] | No
 
 @dataclass(frozen=True)
 class Item:
-    """One memory as a line of the block: `when` is a date shown before it (or empty)."""
+    """One memory as a line of the block: `when` is a date shown before it (or empty); the line ends with the
+    memory id unless `show_id` is false."""
 
     memory_id: str
     content: str
     category: Category
     when: str = ""
+    show_id: bool = True
 
     def line(self) -> str:
         prefix = f"{self.when}: " if self.when else ""
-        return f"- {prefix}{self.content} ({self.memory_id})"
+        return f"- {prefix}{self.content} ({self.memory_id})" if self.show_id else f"- {prefix}{self.content}"
 
 
 @dataclass
@@ -293,12 +295,24 @@ class Section:
 
 @dataclass(frozen=True)
 class Block:
-    """The assembled text, its estimated tokens, the memory ids per section key, and how many did not fit."""
+    """The assembled text, its estimated tokens, the memory ids per section key (in the order shown), and how
+    many did not fit."""
 
     text: str
     tokens: int
     ids: dict[str, list[str]]
     left_out: int
+
+
+def _groups(section: Section, items: list[Item]) -> list[tuple[Category | None, list[Item]]]:
+    """The section's items as shown: by category in `Category` order (or as one group when not grouped)."""
+    if not section.grouped:
+        return [(None, items)]
+    return [
+        (category, [item for item in items if item.category == category])
+        for category in Category
+        if any(item.category == category for item in items)
+    ]
 
 
 def _render_lines(sections: Sequence[Section], chosen: dict[str, list[Item]]) -> list[str]:
@@ -310,13 +324,10 @@ def _render_lines(sections: Sequence[Section], chosen: dict[str, list[Item]]) ->
         if lines:
             lines.append("")  # a blank line between sections
         lines.append(f"## {section.title}")
-        if section.grouped:
-            order = [category for category in Category if any(item.category == category for item in items)]
-            for category in order:
+        for category, group in _groups(section, items):
+            if category is not None:
                 lines.append(f"### {category.value}")
-                lines += [item.line() for item in items if item.category == category]
-        else:
-            lines += [item.line() for item in items]
+            lines += [item.line() for item in group]
     return lines
 
 
@@ -370,7 +381,10 @@ def assemble(sections: Sequence[Section], budget: int, fill_order: Sequence[str]
             placed_content.add(key)
     lines = _render_lines(sections, chosen)
     text = "\n".join(lines) + "\n" if lines else ""
-    ids = {key: [item.memory_id for item in items] for key, items in chosen.items()}
+    ids = {
+        section.key: [item.memory_id for _, group in _groups(section, chosen[section.key]) for item in group]
+        for section in sections
+    }
     return Block(text=text, tokens=estimate_tokens(text), ids=ids, left_out=left_out)
 
 

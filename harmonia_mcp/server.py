@@ -380,6 +380,10 @@ async def recall(
     upcoming_days: Annotated[
         int, Field(ge=0, le=MAX_UPCOMING_DAYS, description="How many days ahead upcoming events go.")
     ] = 7,
+    include_ids: Annotated[
+        bool,
+        Field(description="End each line with its memory id (about 19 tokens a line); memory_ids lists them anyway."),
+    ] = True,
 ) -> RecallResult:
     """Context for the next prompt: one Markdown block to put before the user's message.
 
@@ -389,7 +393,7 @@ async def recall(
     """
     with _tool_errors():
         return await _service(ctx).recall(
-            topic, user_id=_user(ctx, user_id), budget=budget, upcoming_days=upcoming_days
+            topic, user_id=_user(ctx, user_id), budget=budget, upcoming_days=upcoming_days, include_ids=include_ids
         )
 
 

@@ -624,6 +624,7 @@ class MemoryService:
         budget: int = DEFAULT_RECALL_BUDGET,
         upcoming_days: int = 7,
         today: date | None = None,
+        include_ids: bool = True,
     ) -> RecallResult:
         """One Markdown block of what the user's assistant should know now, at most `budget` tokens.
 
@@ -639,6 +640,7 @@ class MemoryService:
                 section.
             budget: `MIN_RECALL_BUDGET` to `MAX_RECALL_BUDGET` tokens, counted by `context.estimate_tokens`.
             upcoming_days: how far ahead upcoming events go, 0 to `MAX_UPCOMING_DAYS`.
+            include_ids: end each line with its memory id (19 tokens a line); `memory_ids` lists them anyway.
 
         Raises:
             InvalidInput: budget or upcoming_days out of range, a bad `user_id`.
@@ -657,14 +659,19 @@ class MemoryService:
             context.Section(
                 "profile",
                 "What the user told you about themselves",
-                [context.Item(entry.memory_id, entry.content, entry.category) for entry in profile.entries],
+                [
+                    context.Item(entry.memory_id, entry.content, entry.category, show_id=include_ids)
+                    for entry in profile.entries
+                ],
                 max_tokens=budget // 4,
             ),
             context.Section(
                 "relevant",
                 "Relevant memories",
                 [
-                    context.Item(hit.memory_id, hit.content, hit.category, context.display_date(hit.event_time))
+                    context.Item(
+                        hit.memory_id, hit.content, hit.category, context.display_date(hit.event_time), include_ids
+                    )
                     for hit in relevant
                 ],
             ),
@@ -677,6 +684,7 @@ class MemoryService:
                         event.content,
                         event.category,
                         context.display_date(event.date) + (f" ({event.recurrence})" if event.recurrence else ""),
+                        include_ids,
                     )
                     for event in upcoming.events
                 ],

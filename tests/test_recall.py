@@ -70,7 +70,7 @@ async def test_recall_puts_the_profile_first_then_relevant_memories_each_whole_w
     assert [line["id"] for line in lines] != []
     for line in lines:
         assert contents[line["id"]] == line["content"]
-    assert sorted(result["memory_ids"]) == sorted(line["id"] for line in lines)
+    assert result["memory_ids"] == [line["id"] for line in lines]  # in block order
     assert len(set(result["memory_ids"])) == len(result["memory_ids"])  # nothing twice
     assert set(result["profile_ids"]) | set(result["relevant_ids"]) == set(result["memory_ids"])
     assert result["tokens"] == estimate_tokens(text) <= result["budget"] == 1500
@@ -322,3 +322,15 @@ async def test_profile_of_a_second_life_written_after_the_slots(client: Client) 
     assert "Nugget" in slots["pets"]
     assert "lactose" in slots["health"]
     assert "board games" in slots["preferences"]
+
+
+async def test_recall_without_ids_fits_more_memories_and_still_lists_them(client: Client) -> None:
+    await _store(client, LIFE)
+    with_ids = await _call(client, "recall", {"topic": "chess dog tea hiking jazz", "budget": 150})
+    without = await _call(client, "recall", {"topic": "chess dog tea hiking jazz", "budget": 150, "include_ids": False})
+    assert "mem_" not in without["text"] and "mem_" in with_ids["text"]
+    assert len(without["memory_ids"]) > len(with_ids["memory_ids"])
+    contents = await _contents(client)
+    shown = [line[2:] for line in without["text"].splitlines() if line.startswith("- ")]
+    assert shown == [contents[memory_id] for memory_id in without["memory_ids"]]
+    assert without["tokens"] <= 150
