@@ -57,9 +57,8 @@ async def _run(
         started = time.perf_counter()
         for question in questions:
             user = question["conv_id"]
-            block = await call_tool(
-                client, "recall", {"topic": question["question"], "user_id": user, "budget": budget}
-            )
+            recall = {"topic": question["question"], "user_id": user, "budget": budget, "include_ids": include_ids}
+            block = await call_tool(client, "recall", recall)
             found = await call_tool(
                 client, "search_memories", {"query": question["question"], "user_id": user, "limit": 10}
             )

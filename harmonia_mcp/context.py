@@ -147,6 +147,14 @@ PROFILE_SLOTS: tuple[_Slot, ...] = (
 )
 
 
+def _about_speaker(memory: Memory) -> bool:
+    """Whether the memory is about the person who said it: its content starts with the speaker ("User has a
+    dog", "Caroline's sister ..."). Memories with no speaker (imported) are taken as about the user."""
+    if not memory.speaker:
+        return True
+    return memory.content == memory.speaker or memory.content.startswith((memory.speaker + " ", memory.speaker + "'"))
+
+
 def _tier(slot: _Slot, memory: Memory) -> int | None:
     for index, (pattern, categories) in enumerate(slot.tiers):
         if memory.category in categories and pattern.search(memory.content):
@@ -161,7 +169,8 @@ def profile_entries(memories: Sequence[Memory]) -> list[tuple[str, Memory]]:
         memories: the user's active memories, any order (superseded ones must be left out by the caller).
 
     Returns:
-        For each slot, at most its `keep` memories among those whose content names the slot ("lives in",
+        For each slot, at most its `keep` memories among those about their speaker (`_about_speaker`: "User's
+        wife Anna", not "Those kids will be so happy") whose content names the slot ("lives in",
         "wife", "dog", "allergic", ...) in a category the slot allows; by tier, then newest first (by
         `updated_at`, then `created_at`). A memory matching two slots is shown in the first. Memories
         that repeat the content of one already shown (ignoring case and spaces) are left out.
@@ -172,7 +181,9 @@ def profile_entries(memories: Sequence[Memory]) -> list[tuple[str, Memory]]:
     entries: list[tuple[str, Memory]] = []
     for slot in PROFILE_SLOTS:
         ranked = [
-            (tier, order, memory) for order, memory in enumerate(newest) if (tier := _tier(slot, memory)) is not None
+            (tier, order, memory)
+            for order, memory in enumerate(newest)
+            if (tier := _tier(slot, memory)) is not None and _about_speaker(memory)
         ]
         kept = 0
         for _, _, memory in sorted(ranked, key=lambda entry: (entry[0], entry[1])):

@@ -334,3 +334,11 @@ async def test_recall_without_ids_fits_more_memories_and_still_lists_them(client
     shown = [line[2:] for line in without["text"].splitlines() if line.startswith("- ")]
     assert shown == [contents[memory_id] for memory_id in without["memory_ids"]]
     assert without["tokens"] <= 150
+
+
+async def test_profile_keeps_only_what_is_about_the_speaker(client: Client) -> None:
+    for message in ("Horses have such grace.", "I have a horse called Star.", "Those kids will be so happy."):
+        await _call(client, "store_memory", {"message": message, "speaker": "Caroline", "user_id": "c"})
+    profile = await _profile(client, "c")
+    assert "Caroline has a horse called Star" in profile
+    assert "grace" not in profile and "kids" not in profile
