@@ -43,7 +43,7 @@ def estimate_tokens(text: str) -> int:
     exactly what cl100k and o200k give it.
 
     Calibrated on the 758 `recall` blocks of the LoCoMo dev questions (docs/benchmarks.md): the
-    estimate was 1.15 times the cl100k count on average and never below 1.07 times it (o200k alike),
+    estimate was 1.15 times the cl100k count on average and never below 1.06 times it (o200k alike),
     so a block cut to a budget by it fits that budget in the host's tokenizer.
 
     Args:

@@ -72,9 +72,10 @@ logger = logging.getLogger(__name__)
 
 INSTRUCTIONS = """\
 harmonia-mcp is the user's long-term memory. Call store_memory with what the user tells you about \
-themselves (facts, preferences, plans, people); call search_memories before answering anything that \
-may depend on what they told you before. Memories are third-person sentences ("User has a dog called \
-Biggie"). Everything stays on the user's machine."""
+themselves (facts, preferences, plans, people); call recall with the user's message for their profile, \
+the relevant memories and upcoming events in one block within a token budget, or search_memories before \
+answering anything that may depend on what they told you before. Memories are third-person sentences \
+("User has a dog called Biggie"). Everything stays on the user's machine."""
 
 
 @dataclass
