@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -13,6 +14,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import PromptReference, ResourceTemplateReference, TextContent, TextResourceContents
 
+from harmonia_mcp.config import Settings
 from harmonia_mcp.context import estimate_tokens
 
 pytestmark = pytest.mark.anyio
@@ -29,6 +31,16 @@ LIFE = [
     "I play chess with my neighbour on the balcony.",
     "I went to a jazz concert in Porto last summer.",
 ]
+
+
+@pytest.fixture
+def settings(db_path: Path) -> Settings:
+    """As conftest's, in UTC: the tests compute "today" and "tomorrow" in UTC, as the server then does."""
+    return Settings(
+        db_path=str(db_path), extractor="rules", default_user="default", max_message_bytes=32 * 1024, timezone="UTC"
+    )
+
+
 LINE = re.compile(r"^- (?:(?P<when>[^:]+(?::\d\d)?(?: \(\w+\))?): )?(?P<content>.+) \((?P<id>mem_[0-9a-f]{16})\)$")
 
 
