@@ -86,34 +86,40 @@ def _baseline(turns: list[dict[str, Any]], questions: list[dict[str, Any]]) -> d
     return results
 
 
+async def store_turns(client: Client, turns: list[dict[str, Any]], stats: dict[str, float]) -> dict[str, list[str]]:
+    """Store every turn with `store_memory`; return memory_id -> the dia_ids it stands for (its own turn, then
+    turns whose memory was skipped as its duplicate). Adds counts and "store seconds" to `stats`."""
+    turns_of: dict[str, list[str]] = defaultdict(list)
+    started = time.perf_counter()
+    for turn in turns:
+        stored = await call_tool(
+            client,
+            "store_memory",
+            {
+                "message": turn["text"],
+                "user_id": turn["conv_id"],
+                "speaker": turn["speaker"],
+                "occurred_at": turn["session_date"],
+                "metadata": {"dia_id": turn["dia_id"]},
+            },
+        )
+        stats["memories created"] += sum(m["action"] == "created" for m in stored["memories"])
+        stats["memories skipped as duplicates"] += sum(m["action"] == "skipped" for m in stored["memories"])
+        stats["turns with no memory"] += not stored["memories"]
+        for memory in stored["memories"]:
+            if turn["dia_id"] not in turns_of[memory["memory_id"]]:
+                turns_of[memory["memory_id"]].append(turn["dia_id"])
+    stats["store seconds"] = time.perf_counter() - started
+    return turns_of
+
+
 async def _harmonia(
     turns: list[dict[str, Any]], questions: list[dict[str, Any]], db_path: Path
 ) -> tuple[dict[str, list[tuple[float, ...]]], dict[str, float]]:
     stats: dict[str, float] = defaultdict(float)
     results: dict[str, list[tuple[float, ...]]] = defaultdict(list)
-    # memory_id -> the dia_ids it stands for: its own turn, then turns whose memory was skipped as its duplicate.
-    turns_of: dict[str, list[str]] = defaultdict(list)
     async with Client(server_parameters(db_path)) as client:
-        started = time.perf_counter()
-        for turn in turns:
-            stored = await call_tool(
-                client,
-                "store_memory",
-                {
-                    "message": turn["text"],
-                    "user_id": turn["conv_id"],
-                    "speaker": turn["speaker"],
-                    "occurred_at": turn["session_date"],
-                    "metadata": {"dia_id": turn["dia_id"]},
-                },
-            )
-            stats["memories created"] += sum(m["action"] == "created" for m in stored["memories"])
-            stats["memories skipped as duplicates"] += sum(m["action"] == "skipped" for m in stored["memories"])
-            stats["turns with no memory"] += not stored["memories"]
-            for memory in stored["memories"]:
-                if turn["dia_id"] not in turns_of[memory["memory_id"]]:
-                    turns_of[memory["memory_id"]].append(turn["dia_id"])
-        stats["store seconds"] = time.perf_counter() - started
+        turns_of = await store_turns(client, turns, stats)
         started = time.perf_counter()
         for question in questions:
             found = await call_tool(
@@ -162,13 +168,19 @@ def _print(ours: dict[str, list[tuple[float, ...]]], base: dict[str, list[tuple[
     return worse
 
 
+def load_dev(data: Path, conversations: int | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The turns and questions of the first `conversations` conversations (all when None), and a summary line."""
+    turns = _jsonl(data / "turns.jsonl")
+    questions = _jsonl(data / "questions.jsonl")
+    kept = list(dict.fromkeys(turn["conv_id"] for turn in turns))[:conversations]
+    turns = [turn for turn in turns if turn["conv_id"] in kept]
+    questions = [question for question in questions if question["conv_id"] in kept]
+    print(f"LoCoMo dev: {len(kept)} conversations, {len(turns)} turns, {len(questions)} questions")
+    return turns, questions
+
+
 async def _main(arguments: argparse.Namespace) -> int:
-    turns = _jsonl(arguments.data / "turns.jsonl")
-    questions = _jsonl(arguments.data / "questions.jsonl")
-    conversations = list(dict.fromkeys(turn["conv_id"] for turn in turns))[: arguments.conversations]
-    turns = [turn for turn in turns if turn["conv_id"] in conversations]
-    questions = [question for question in questions if question["conv_id"] in conversations]
-    print(f"LoCoMo dev: {len(conversations)} conversations, {len(turns)} turns, {len(questions)} questions")
+    turns, questions = load_dev(arguments.data, arguments.conversations)
     base = _baseline(turns, questions)
     with tempfile.TemporaryDirectory(prefix="harmonia-locomo-") as folder:
         ours, stats = await _harmonia(turns, questions, Path(folder) / "locomo.db")

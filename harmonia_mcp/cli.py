@@ -93,7 +93,8 @@ def _serve_flags() -> argparse.ArgumentParser:
     flags.add_argument(
         "--transport",
         choices=["stdio", "sse", "streamable-http"],
-        help="the MCP transport (default: stdio); sse serves /sse and /messages/, streamable-http serves /mcp",
+        help="the MCP transport (default: stdio); streamable-http serves /mcp; sse serves /sse and /messages/ "
+        "and is DEPRECATED (the MCP specification replaced HTTP+SSE with streamable HTTP; kept for old clients)",
     )
     flags.add_argument("--db", help="the SQLite file (default: HARMONIA_DB_PATH or the user data directory)")
     flags.add_argument("--host", help="HTTP transports: address to bind (default: HARMONIA_HOST or 127.0.0.1)")
@@ -135,7 +136,17 @@ def _parser() -> argparse.ArgumentParser:
     importer = commands.add_parser(
         "import", help="load a JSON export (as export_memories writes it); memories already present are skipped"
     )
-    importer.add_argument("file", type=Path, help="the JSON export to load ('-' reads standard input)")
+    importer.add_argument("file", type=Path, help="the file to load ('-' reads standard input)")
+    importer.add_argument(
+        "--from",
+        dest="source_format",
+        choices=["json", "server-memory", "mem0", "text"],
+        default="json",
+        help="the file's format: json (an export of harmonia-mcp, the default), server-memory (the JSONL of "
+        "@modelcontextprotocol/server-memory), mem0 (get_all output or export), text (notes or Markdown, one "
+        "memory per line or bullet); imported memories keep ids derived from the source, so importing twice "
+        "adds nothing",
+    )
     importer.add_argument("--user-id", help="whose memories they become (default: the file's user_id)")
     importer.add_argument(
         "--skip-invalid",
@@ -201,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return anyio.run(_demo, getattr(arguments, "db", None))
     if arguments.command == "doctor":
         return anyio.run(_doctor, settings)
+    if arguments.command == "import" and arguments.source_format != "json":
+        return anyio.run(_import_from, settings, arguments.source_format, arguments.file, arguments.user_id)
     if arguments.command == "import":
         return anyio.run(_import, settings, arguments.file, arguments.user_id, arguments.skip_invalid)
     if arguments.command == "export":
@@ -249,6 +262,11 @@ def _serve_http(
     from harmonia_mcp.remote import PortUnavailable, UnsafeConfiguration, serve_http
 
     path = "/sse" if transport == "sse" else "/mcp"
+    if transport == "sse":
+        logging.getLogger("harmonia_mcp").warning(
+            "the sse transport is deprecated by the MCP specification (replaced by streamable HTTP); "
+            "it still works, but prefer --transport streamable-http for new clients"
+        )
 
     def serving(host: str, port: int) -> None:
         # Only once the socket listens and the store is open: a refused start prints no "serving" line.
@@ -614,6 +632,52 @@ async def _delete(settings: Settings, memory_id: str, user_id: str | None, purge
             print(f"harmonia-mcp delete: {error}", file=sys.stderr)
             return 1
     print(f"{'purged' if result.purged else 'deleted'} {result.memory_id}")
+    return 0
+
+
+async def _import_from(settings: Settings, source_format: str, file: Path, user_id: str | None) -> int:
+    """`import --from server-memory|mem0|text FILE`: convert (harmonia_mcp/importers.py), then the JSON import."""
+    from datetime import datetime
+
+    from harmonia_mcp import importers
+    from harmonia_mcp.errors import HarmoniaError
+    from harmonia_mcp.extract.rules import RulesExtractor
+    from harmonia_mcp.extract.select import open_extractor
+    from harmonia_mcp.server import make_limits
+    from harmonia_mcp.service import MemoryService
+    from harmonia_mcp.store import open_store, utc_now
+
+    try:
+        text = (sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"harmonia-mcp import: cannot read {file}: {error}", file=sys.stderr)
+        return 1
+    async with open_store(settings.db_path) as store:
+        service = MemoryService(store, RulesExtractor(), make_limits(settings))
+        try:
+            owner = service.user(user_id)
+            if source_format == "server-memory":
+                conversions = [importers.from_server_memory(text, owner, now=utc_now())]
+            elif source_format == "mem0":
+                conversions = importers.from_mem0(
+                    text, user_id and owner, default_user=settings.default_user, now=utc_now()
+                )
+            else:
+                async with open_extractor(settings) as extractor:
+                    reference = datetime.now(settings.zone)
+                    conversions = [await importers.from_text(text, owner, extractor, reference_time=reference)]
+            for conversion in conversions:
+                result = await service.import_memories(json.dumps(conversion.document), user_id=conversion.user_id)
+                mapped = ", ".join(f"{count} {kind}" for kind, count in conversion.mapped.items()) or "nothing"
+                print(
+                    f"{source_format}: mapped {mapped}; imported {result.imported} memories for {result.user_id}, "
+                    f"{result.skipped} were already there; skipped {len(conversion.skipped)} items"
+                )
+                for reason in conversion.skipped:
+                    print(f"  skipped {reason}")
+        except HarmoniaError as error:
+            print(f"harmonia-mcp import: {error}; nothing more was imported", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -332,3 +332,61 @@ class ExtractionStatus(QueueFigures):
     mode: Literal["sync", "async"]
     model_state: Literal["unknown", "ok", "down", "slow", "none"]
     job: ExtractionJobView | None = None
+
+
+# --- context for the next prompt (recall, profile, upcoming events) ---
+
+
+class RecallResult(BaseModel):
+    """Result of `recall`: one Markdown block for the prompt, at most `budget` tokens (by `tokens`' estimate).
+
+    `memory_ids` lists every memory in the block, in block order; `profile_ids`, `relevant_ids` and
+    `upcoming_ids` say which section each came from. `left_out` counts candidates that did not fit.
+    """
+
+    text: str
+    tokens: int
+    budget: int
+    memory_ids: list[str]
+    profile_ids: list[str]
+    relevant_ids: list[str]
+    upcoming_ids: list[str]
+    left_out: int
+
+
+class UpcomingEvent(BaseModel):
+    """One occurrence of a dated memory: `date` is when it happens next (ISO date, or timestamp when a clock
+    time was said); `recurrence` is yearly (birthdays, anniversaries), weekly ("every Friday") or null."""
+
+    date: str
+    memory_id: str
+    content: str
+    category: Category
+    event_time: str | None
+    recurrence: Literal["yearly", "weekly"] | None = None
+
+
+class UpcomingResult(BaseModel):
+    """Result of `upcoming_events`: occurrences from `from_date` to `to_date` (both inclusive), soonest first."""
+
+    from_date: str
+    to_date: str
+    events: list[UpcomingEvent]
+
+
+class ProfileEntry(BaseModel):
+    """One fact of the profile: which slot it fills (name, home, work, family, pets, languages, health,
+    preferences) and the memory."""
+
+    slot: str
+    memory_id: str
+    content: str
+    category: Category
+    updated_at: str
+
+
+class Profile(BaseModel):
+    """The user's stable core, from their active memories, newest first within each slot."""
+
+    user_id: str
+    entries: list[ProfileEntry]

@@ -25,7 +25,19 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError, UnexpectedToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourcesListChanged, SubscriptionBus
-from mcp.types import ListResourcesResult, PaginatedRequestParams, Resource, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp.types import (
+    INVALID_PARAMS,
+    Completion,
+    CompletionArgument,
+    CompletionContext,
+    ListResourcesResult,
+    PaginatedRequestParams,
+    PromptReference,
+    Resource,
+    ResourceTemplateReference,
+    ToolAnnotations,
+)
 from pydantic import AnyHttpUrl, Field, ValidationError
 
 from harmonia_mcp import __version__
@@ -48,18 +60,25 @@ from harmonia_mcp.models import (
     ListSort,
     MemoryDetails,
     MemoryView,
+    Profile,
+    RecallResult,
     ResolutionStrategy,
     RestoreResult,
     SearchResult,
     SearchSort,
     SortOrder,
     StoreResult,
+    UpcomingResult,
     UpdateResult,
 )
 from harmonia_mcp.service import (
+    DEFAULT_RECALL_BUDGET,
     MAX_LIST_LIMIT,
     MAX_OFFSET,
+    MAX_RECALL_BUDGET,
     MAX_SEARCH_LIMIT,
+    MAX_UPCOMING_DAYS,
+    MIN_RECALL_BUDGET,
     RECENT_COUNT,
     MemoryService,
     ServiceLimits,
@@ -88,10 +107,11 @@ facts=[{"content": "User now works as a designer at Stripe", "category": "work",
 INSTRUCTIONS = (
     """\
 harmonia-mcp is the user's long-term memory. Call store_memory with what the user tells you about \
-themselves (facts, preferences, plans, people); call search_memories before answering anything that \
-may depend on what they told you before. Memories are third-person sentences ("User has a dog called \
-Biggie"). Everything stays on the user's machine. A newer fact replaces the one it contradicts (the old \
-one is kept as superseded); pass occurred_at when storing an old conversation.
+themselves (facts, preferences, plans, people); call recall with the user's message for their profile, \
+the relevant memories and upcoming events in one block within a token budget, or search_memories before \
+answering anything that may depend on what they told you before. Memories are third-person sentences \
+("User has a dog called Biggie"). Everything stays on the user's machine. A newer fact replaces the one it \
+contradicts (the old one is kept as superseded); pass occurred_at when storing an old conversation.
 """
     + FACTS_GUIDE
 )
@@ -529,6 +549,153 @@ async def read_memory(user_id: str, memory_id: str, ctx: AppCtx) -> str:
     return json.dumps(MemoryView.of(memory).model_dump(mode="json"), ensure_ascii=False, indent=2)
 
 
+# --- context for the next prompt: recall, upcoming events, the profile, prompts, completion ---
+
+
+async def recall(
+    ctx: AppCtx,
+    topic: Annotated[
+        str | None,
+        Field(description="The user's current message or topic; relevant memories are searched with it."),
+    ] = None,
+    user_id: UserId = None,
+    budget: Annotated[
+        int,
+        Field(
+            ge=MIN_RECALL_BUDGET,
+            le=MAX_RECALL_BUDGET,
+            description="The most tokens the block may have (estimated pessimistically; see docs/tools.md).",
+        ),
+    ] = DEFAULT_RECALL_BUDGET,
+    upcoming_days: Annotated[
+        int, Field(ge=0, le=MAX_UPCOMING_DAYS, description="How many days ahead upcoming events go.")
+    ] = 7,
+    include_ids: Annotated[
+        bool,
+        Field(description="End each line with its memory id (about 19 tokens a line); memory_ids lists them anyway."),
+    ] = True,
+) -> RecallResult:
+    """Context for the next prompt: one Markdown block to put before the user's message.
+
+    It holds the user's profile first, then the memories most relevant to `topic`, then upcoming events
+    with their dates; grouped by category, each line ending with its memory id; only current versions,
+    no duplicates, whole memories only, never over `budget` tokens. memory_ids lists the ids used.
+    """
+    with _tool_errors():
+        return await _service(ctx).recall(
+            topic, user_id=_user(ctx, user_id), budget=budget, upcoming_days=upcoming_days, include_ids=include_ids
+        )
+
+
+async def upcoming_events(
+    ctx: AppCtx,
+    days: Annotated[int, Field(ge=0, le=MAX_UPCOMING_DAYS, description="From today to this many days ahead.")] = 7,
+    user_id: UserId = None,
+) -> UpcomingResult:
+    """The user's dated memories happening from today to `days` days ahead, soonest first.
+
+    Recurring ones (birthdays and anniversaries with a date, "every Friday" habits) appear at their
+    next occurrence with `recurrence` set.
+    """
+    with _tool_errors():
+        return await _service(ctx).upcoming_events(user_id=_user(ctx, user_id), days=days)
+
+
+def profile_markdown(profile: Profile) -> str:
+    """The profile as Markdown: one heading per slot, one bullet per memory with its id."""
+    lines = [f"# Profile of {profile.user_id}", ""]
+    current = ""
+    for entry in profile.entries:
+        if entry.slot != current:
+            if current:
+                lines.append("")
+            lines.append(f"## {entry.slot}")
+            current = entry.slot
+        lines.append(f"- {entry.content} `{entry.memory_id}`")
+    if not profile.entries:
+        lines.append("Nothing known yet.")
+    return "\n".join(lines) + "\n"
+
+
+async def read_profile(user_id: str, ctx: AppCtx) -> str:
+    """The user's profile (name, home, work, family, pets, languages, health, preferences) as Markdown."""
+    try:
+        profile = await _service(ctx).profile(user_id=_user(ctx, user_id))
+    except HarmoniaError as error:
+        raise ResourceNotFoundError(str(error)) from error
+    return profile_markdown(profile)
+
+
+RECALL_PROMPT = """\
+Here is what you remember about me (from harmonia-mcp; each line ends with its memory id). Use it when it \
+helps, do not recite it, and say so if something in it looks outdated.
+
+{block}"""
+
+REMEMBER_PROMPT = """\
+Read the conversation below and remember what is durable about me: facts about me, people and pets in my \
+life, preferences, plans and dated events, health notes I gave, work and skills. Leave out small talk, \
+questions and anything said only about the conversation itself.
+
+Call the harmonia-mcp tool `store_memory` once{user_clause}, with `facts`: a list of objects \
+{{"content": "<one third-person sentence, e.g. User has a dog called Biggie>", "category": "<personal, \
+relationship, preference, work, education, health, event, goal, skill, emotion, fact or other>", \
+"event_time": "<ISO-8601 date or timestamp with offset, only for a dated event>", "entities": [...], \
+"keywords": [...], "confidence": <0 to 1>}}; one fact per object, absolute dates instead of "tomorrow". \
+If `store_memory` takes no `facts` argument, call it once per message of mine with `message` set to that \
+message (and `occurred_at` when you know when it was said).
+
+Conversation:
+{conversation}"""
+
+
+async def recall_prompt(
+    ctx: AppCtx,
+    topic: Annotated[str | None, Field(description="What the conversation is about (optional).")] = None,
+    budget: Annotated[str | None, Field(description="Most tokens of context, 50 to 32000 (default 1500).")] = None,
+    user_id: Annotated[str | None, Field(description="Whose memories (default: the configured user).")] = None,
+) -> str:
+    """Put what harmonia-mcp remembers about the user, relevant to a topic, into the conversation."""
+    # Prompt arguments are strings; and only an MCPError's message reaches the client from a prompt.
+    try:
+        tokens = DEFAULT_RECALL_BUDGET if budget is None or not budget.strip() else int(budget)
+    except ValueError:
+        raise MCPError(INVALID_PARAMS, f"budget {budget!r} is not a whole number: give 50 to 32000 tokens") from None
+    try:
+        result = await _service(ctx).recall(topic, user_id=_user(ctx, user_id or None), budget=tokens)
+    except HarmoniaError as error:
+        raise MCPError(INVALID_PARAMS, str(error)) from error
+    return RECALL_PROMPT.format(block=result.text or "(nothing remembered yet)")
+
+
+async def remember_prompt(
+    ctx: AppCtx,
+    conversation: Annotated[str, Field(description="The conversation to remember, pasted as text.")],
+    user_id: Annotated[str | None, Field(description="Whose memories (default: the configured user).")] = None,
+) -> str:
+    """Turn a pasted conversation into a store_memory call with the facts worth remembering."""
+    try:
+        user = _user(ctx, user_id or None)
+    except HarmoniaError as error:
+        raise MCPError(INVALID_PARAMS, str(error)) from error
+    clause = f' with `user_id` "{user}"' if user is not None else ""
+    return REMEMBER_PROMPT.format(user_clause=clause, conversation=conversation)
+
+
+async def _complete_user_id(service: MemoryService | None, prefix: str, tokens_configured: bool) -> list[str]:
+    """User ids to offer for a `user_id` argument: only the caller's own when tokens are configured."""
+    token = get_access_token()
+    if token is not None:
+        bound = token.subject or token.client_id
+        return [bound] if bound.startswith(prefix) else []
+    if tokens_configured or service is None:
+        return []  # tokens are on but this caller has none (or the store is not open): reveal nothing
+    return await service.list_users(prefix, limit=MAX_COMPLETIONS)
+
+
+MAX_COMPLETIONS = 100  # the spec caps completion/complete at 100 values
+
+
 def make_limits(settings: Settings) -> ServiceLimits:
     """The service limits that `settings` configure."""
     return ServiceLimits(
@@ -577,6 +744,10 @@ class _SharedContext:
         self._users = 0
         self._stack: AsyncExitStack | None = None
         self._context: AppContext | None = None
+
+    def service(self) -> MemoryService | None:
+        """The open service, or None before the server started or after it stopped."""
+        return self._context.service if self._context is not None else None
 
     @asynccontextmanager
     async def enter(self) -> AsyncIterator[AppContext]:
@@ -811,7 +982,23 @@ def create_server(settings: Settings) -> HarmoniaServer:
     server.add_tool(pin_memory, title="Pin memory", annotations=flags)
     server.add_tool(unpin_memory, title="Unpin memory", annotations=flags)
     server.add_tool(archive_memory, title="Archive memory", annotations=flags)
-    # "recent" first: templates are tried in registration order, and it would also match {memory_id}.
+    server.add_tool(recall, title="Recall context for the next prompt", annotations=reads)
+    server.add_tool(upcoming_events, title="Upcoming events", annotations=reads)
+    # "recent" and "profile" first: templates are tried in registration order, and would also match {memory_id}.
     server.resource("memory://{user_id}/recent", name="recent_memories", mime_type="text/markdown")(read_recent)
+    server.resource("memory://{user_id}/profile", name="profile", mime_type="text/markdown")(read_profile)
     server.resource("memory://{user_id}/{memory_id}", name="memory", mime_type="application/json")(read_memory)
+    server.prompt("recall", title="Recall what you know about me")(recall_prompt)
+    server.prompt("remember", title="Remember this conversation")(remember_prompt)
+
+    async def complete(
+        ref: PromptReference | ResourceTemplateReference, argument: CompletionArgument, _: CompletionContext | None
+    ) -> Completion | None:
+        """Completion for the prompts' and resource templates' `user_id` argument (the SDK passes no ctx)."""
+        if argument.name != "user_id":
+            return None
+        values = await _complete_user_id(shared.service(), argument.value, tokens is not None)
+        return Completion(values=values, total=len(values), has_more=False)
+
+    server.completion()(complete)  # type: ignore[no-untyped-call]  # the SDK's decorator factory is unannotated
     return server

@@ -14,13 +14,13 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import IO, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
-from harmonia_mcp import conflicts, export, jobs, search
+from harmonia_mcp import conflicts, context, export, jobs, search
 from harmonia_mcp.errors import AlreadyActive, InvalidInput, MemoryNotFound
 from harmonia_mcp.extract import Extraction, Extractor, run_extractor
 from harmonia_mcp.extract.caller import normalise_facts
@@ -49,6 +49,9 @@ from harmonia_mcp.models import (
     MemoryLinks,
     MemoryView,
     Pagination,
+    Profile,
+    ProfileEntry,
+    RecallResult,
     ResolutionStrategy,
     RestoreResult,
     SearchHit,
@@ -57,6 +60,8 @@ from harmonia_mcp.models import (
     SortOrder,
     StoredMemory,
     StoreResult,
+    UpcomingEvent,
+    UpcomingResult,
     UpdateResult,
 )
 from harmonia_mcp.store import (
@@ -88,6 +93,16 @@ MAX_FILTER_TAGS = 20
 # same user's session, if said within this window (a later session is a new conversation).
 CONTEXT_MESSAGES = 2
 CONTEXT_WINDOW_SECONDS = 6 * 3600.0
+# recall, profile and upcoming_events (docs/tools.md): budgets are in tokens by context.estimate_tokens.
+DEFAULT_RECALL_BUDGET = 1500
+MIN_RECALL_BUDGET = 50
+MAX_RECALL_BUDGET = 32000
+MAX_UPCOMING_DAYS = 366
+MAX_UPCOMING_EVENTS = 200
+PROFILE_CANDIDATES = 300  # newest memories per category that the profile looks at
+RECURRING_CANDIDATES = 200
+RECURRING_YEARLY_QUERY = "birthday birthdays anniversary anniversaries bday"
+RECURRING_WEEKLY_QUERY = "every each monday tuesday wednesday thursday friday saturday sunday"
 
 # Ids are checked with fullmatch: with match, "$" also matches before a final newline ("alice\n").
 _USER_ID = re.compile(USER_ID_PATTERN)
@@ -1141,6 +1156,194 @@ class MemoryService:
                 raise
             raise InvalidInput(f"a time is out of range (years 1-9999 in UTC): {error}") from None
         return Memory.model_construct(user_id=owner, **fields)  # validated just above, as MemoryView
+
+    # --- context for the next prompt (recall, profile, upcoming events; harmonia_mcp/context.py) ---
+
+    async def profile(self, *, user_id: str | None = None) -> Profile:
+        """The user's stable core from their active memories: name, home, work, family and partner, pets,
+        languages, health notes, preferences (`context.PROFILE_SLOTS`), defining facts first, then newest.
+
+        Superseded memories are never read, so after "I moved to Berlin" superseded "User lives in Lisbon"
+        the home is Berlin; single-valued slots show only their newest memory even when both stayed active.
+
+        Raises:
+            InvalidInput: a bad `user_id`.
+        """
+        user = self.user(user_id)
+        wanted = sorted({category for slot in context.PROFILE_SLOTS for _, kinds in slot.tiers for category in kinds})
+        memories: list[Memory] = []
+        for category in wanted:
+            found, _ = await self.store.list_memories(
+                user, MemoryFilter(category=category), sort_by="updated_at", limit=PROFILE_CANDIDATES
+            )
+            memories += found
+        entries = [
+            ProfileEntry(
+                slot=slot,
+                memory_id=memory.memory_id,
+                content=memory.content,
+                category=memory.category,
+                updated_at=memory.updated_at,
+            )
+            for slot, memory in context.profile_entries(memories)
+        ]
+        return Profile(user_id=user, entries=entries)
+
+    async def upcoming_events(
+        self, *, user_id: str | None = None, days: int = 7, today: date | None = None
+    ) -> UpcomingResult:
+        """The user's dated memories happening from today to `days` days ahead, soonest first.
+
+        One-off events come from `event_time`; recurring ones (birthdays and anniversaries with a date,
+        "every Friday" habits; `context.recurrence`) are expanded into their next occurrence.
+
+        Args:
+            days: 0 (today only) to `MAX_UPCOMING_DAYS`.
+            today: the first day, in the configured time zone (default: today there).
+
+        Raises:
+            InvalidInput: `days` out of range, or a bad `user_id`.
+        """
+        user = self.user(user_id)
+        if not 0 <= days <= MAX_UPCOMING_DAYS:
+            raise InvalidInput(f"days {days} is out of range: use 0 to {MAX_UPCOMING_DAYS}")
+        first = today or datetime.now(self.limits.timezone).date()
+        last = first + timedelta(days=days)
+        dated, _ = await self.store.list_memories(
+            user,
+            self._filter(category=None, from_date=first.isoformat(), to_date=last.isoformat(), date_field="event_time"),
+            sort_by="event_time",
+            descending=False,
+            limit=MAX_UPCOMING_EVENTS,
+        )
+        recurring: dict[str, tuple[Memory, date, context.Recurrence]] = {}
+        for query in (RECURRING_YEARLY_QUERY, RECURRING_WEEKLY_QUERY):
+            match = search.build_match_expression(query)
+            assert match is not None  # constant queries of plain words
+            found, _ = await self.store.search(
+                user, match, MemoryFilter(), limit=RECURRING_CANDIDATES, offset=0, ranking=self.ranking
+            )
+            for hit in found:
+                occurrence = context.next_occurrence(hit.memory, first)
+                if occurrence is not None and occurrence[0] <= last:
+                    recurring[hit.memory.memory_id] = (hit.memory, *occurrence)
+        events = [
+            UpcomingEvent(
+                date=day.isoformat(),
+                memory_id=memory.memory_id,
+                content=memory.content,
+                category=memory.category,
+                event_time=memory.event_time,
+                recurrence=kind,
+            )
+            for memory, day, kind in recurring.values()
+        ]
+        events += [
+            UpcomingEvent(
+                date=memory.event_time or "",
+                memory_id=memory.memory_id,
+                content=memory.content,
+                category=memory.category,
+                event_time=memory.event_time,
+            )
+            for memory in dated
+            if memory.memory_id not in recurring
+        ]
+        events.sort(key=lambda event: (event.date[:10], context.display_date(event.date), event.memory_id))
+        return UpcomingResult(from_date=first.isoformat(), to_date=last.isoformat(), events=events)
+
+    async def recall(
+        self,
+        topic: str | None = None,
+        *,
+        user_id: str | None = None,
+        budget: int = DEFAULT_RECALL_BUDGET,
+        upcoming_days: int = 7,
+        today: date | None = None,
+        include_ids: bool = True,
+    ) -> RecallResult:
+        """One Markdown block of what the user's assistant should know now, at most `budget` tokens.
+
+        Sections, in this order: the profile (`profile`), the memories most relevant to `topic` (through
+        `search_memories`, so whatever retriever it uses), and upcoming events (`upcoming_events`). Within
+        each, memories are grouped by category; each line ends with the memory id, dated ones start with
+        their date. Only active memories (the newest version of a fact) are used, each at most once, and
+        a memory goes in whole or not at all (`context.assemble`). The profile gets at most a quarter of
+        the budget and upcoming events a fifth, filled first; relevant memories get the rest.
+
+        Args:
+            topic: the user's current message or topic; None or no searchable word gives no relevant
+                section.
+            budget: `MIN_RECALL_BUDGET` to `MAX_RECALL_BUDGET` tokens, counted by `context.estimate_tokens`.
+            upcoming_days: how far ahead upcoming events go, 0 to `MAX_UPCOMING_DAYS`.
+            include_ids: end each line with its memory id (19 tokens a line); `memory_ids` lists them anyway.
+
+        Raises:
+            InvalidInput: budget or upcoming_days out of range, a bad `user_id`.
+        """
+        user = self.user(user_id)
+        if not MIN_RECALL_BUDGET <= budget <= MAX_RECALL_BUDGET:
+            raise InvalidInput(
+                f"budget {budget} is out of range: use {MIN_RECALL_BUDGET} to {MAX_RECALL_BUDGET} tokens"
+            )
+        profile = await self.profile(user_id=user)
+        upcoming = await self.upcoming_events(user_id=user, days=upcoming_days, today=today)
+        relevant: list[SearchHit] = []
+        if topic is not None and search.build_match_expression(topic) is not None:
+            relevant = (await self.search_memories(topic, user_id=user, limit=MAX_SEARCH_LIMIT)).results
+        sections = [
+            context.Section(
+                "profile",
+                "What the user told you about themselves",
+                [
+                    context.Item(entry.memory_id, entry.content, entry.category, show_id=include_ids)
+                    for entry in profile.entries
+                ],
+                max_tokens=budget // 4,
+            ),
+            context.Section(
+                "relevant",
+                "Relevant memories",
+                [
+                    context.Item(
+                        hit.memory_id, hit.content, hit.category, context.display_date(hit.event_time), include_ids
+                    )
+                    for hit in relevant
+                ],
+            ),
+            context.Section(
+                "upcoming",
+                f"Upcoming (next {upcoming_days} days)",
+                [
+                    context.Item(
+                        event.memory_id,
+                        event.content,
+                        event.category,
+                        context.display_date(event.date) + (f" ({event.recurrence})" if event.recurrence else ""),
+                        include_ids,
+                    )
+                    for event in upcoming.events
+                ],
+                grouped=False,
+                max_tokens=budget // 5,
+            ),
+        ]
+        block = context.assemble(sections, budget, fill_order=("profile", "upcoming", "relevant"))
+        order = [*block.ids["profile"], *block.ids["relevant"], *block.ids["upcoming"]]
+        return RecallResult(
+            text=block.text,
+            tokens=block.tokens,
+            budget=budget,
+            memory_ids=order,
+            profile_ids=block.ids["profile"],
+            relevant_ids=block.ids["relevant"],
+            upcoming_ids=block.ids["upcoming"],
+            left_out=block.left_out,
+        )
+
+    async def list_users(self, prefix: str = "", *, limit: int = 100) -> list[str]:
+        """User ids that have memories and start with `prefix`, sorted, at most `limit` (for completion)."""
+        return await self.store.list_users(prefix, limit=limit)
 
 
 _HISTORY_ACTIONS = frozenset({"created", "updated", "merged", "superseded", "deleted", "restored"})

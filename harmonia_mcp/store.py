@@ -1859,6 +1859,18 @@ class Store:
             ],
         )
 
+    async def list_users(self, prefix: str = "", *, limit: int = 100) -> list[str]:
+        """Distinct user ids with at least one memory (any status) that start with `prefix`, sorted, at most `limit`.
+
+        `prefix` is compared literally and case-sensitively (no LIKE, so '%' and '_' in it are plain characters).
+        """
+        async with self._reader.execute(
+            "SELECT DISTINCT user_id FROM memories WHERE substr(user_id, 1, ?) = ? ORDER BY user_id LIMIT ?",
+            [len(prefix), prefix, limit],
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [str(row[0]) for row in rows]
+
     async def close(self) -> None:
         await self.flush_access()
         for connection in self._reader.connections:

@@ -24,6 +24,8 @@ FORBIDDEN = {
     "extract/caller.py": {"mcp", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
     "server.py": {"sqlite3", "aiosqlite", "harmonia_mcp.cli"},
     "spans.py": {"mcp", "aiosqlite", "sqlite3", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
+    "context.py": {"mcp", "ollama", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
+    "importers.py": {"mcp", "ollama", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
     "conflicts.py": {"mcp", "ollama", "harmonia_mcp.service", "harmonia_mcp.server", "harmonia_mcp.extract"},
     "jobs.py": {"mcp", "ollama", "harmonia_mcp.service", "harmonia_mcp.server", "harmonia_mcp.extract"},
     "extraction_queue.py": {"mcp", "harmonia_mcp.service", "harmonia_mcp.server", "harmonia_mcp.cli"},

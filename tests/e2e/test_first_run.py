@@ -50,8 +50,8 @@ async def test_the_bare_command_takes_serves_flags_and_answers_initialize(tmp_pa
     parameters = StdioServerParameters(command=command, args=[*prefix, "--db", str(db)], env=_environment())
     async with Client(parameters, mode="legacy") as client:  # legacy: the initialize handshake
         assert client.server_info is not None and client.server_info.name == "harmonia-mcp"
-        # No prompts yet, so none are advertised (hosts would show an empty prompt menu).
-        assert client.server_capabilities.prompts is None
+        # The prompts (recall, remember) are advertised now that there are some.
+        assert client.server_capabilities.prompts is not None
         assert client.server_capabilities.tools is not None and client.server_capabilities.resources is not None
         stored = await client.call_tool("store_memory", {"message": "I have a dog called Biggie"})
         assert not stored.is_error

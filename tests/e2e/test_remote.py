@@ -224,3 +224,28 @@ def test_binding_all_interfaces_without_a_token_is_refused(tmp_path: Path, trans
     assert not port_is_listening(port)
     with socket.socket() as probe:  # the port was never taken: we can bind it ourselves
         probe.bind(("127.0.0.1", port))
+
+
+async def test_recall_profile_and_user_id_completion_stay_within_the_token(server: RunningServer) -> None:
+    from mcp.types import PromptReference
+
+    async with connect(server, BOB) as bob:
+        await call(bob, "store_memory", {"message": "I have a parrot called Kiwi"})
+    async with connect(server, ALICE) as alice:
+        refusal = "this token may only access user alice"
+        assert refusal in tool_error(await alice.call_tool("recall", {"topic": "parrot", "user_id": "bob"}))
+        assert "Kiwi" not in (await call(alice, "recall", {"topic": "parrot Kiwi"}))["text"]
+        with pytest.raises(MCPError) as refused:
+            await alice.read_resource("memory://bob/profile")
+        assert refusal in str(refused.value)
+        # bob has memories in this file, but alice's completion offers only alice.
+        found = await alice.complete(
+            PromptReference(type="ref/prompt", name="recall"), {"name": "user_id", "value": ""}
+        )
+        assert found.completion.values == ["alice"]
+        none = await alice.complete(
+            PromptReference(type="ref/prompt", name="recall"), {"name": "user_id", "value": "b"}
+        )
+        assert none.completion.values == []
+    if server.transport == "sse":
+        assert "the sse transport is deprecated" in server.log()

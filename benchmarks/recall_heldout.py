@@ -1,0 +1,68 @@
+"""`recall` on hand-written held-out questions (benchmarks/data/recall_heldout.json), at several budgets.
+
+Starts harmonia-mcp as a child process over stdio, stores the user's messages (in order, so "I moved to
+Leeds" supersedes "I live in Manchester"), then asks each question with `recall(topic=question, budget=B)`.
+A question counts as answered when every `must_contain` word is in the block and no `absent` word is.
+Prints, per budget, the share answered and the mean block tokens, and the profile (the resource).
+
+    .venv/bin/python benchmarks/recall_heldout.py [--budgets 300,800,1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import anyio
+from mcp import Client
+
+from harmonia_mcp.child import call_tool, server_parameters
+
+DATA = Path(__file__).resolve().parent / "data" / "recall_heldout.json"
+
+
+async def _main(budgets: list[int]) -> int:
+    case = json.loads(DATA.read_text(encoding="utf-8"))
+    user = case["user_id"]
+    with tempfile.TemporaryDirectory(prefix="harmonia-recall-heldout-") as folder:
+        async with Client(server_parameters(Path(folder) / "heldout.db")) as client:
+            for message in case["messages"]:
+                await call_tool(
+                    client, "store_memory", {"message": message, "user_id": user, "occurred_at": case["occurred_at"]}
+                )
+            print(f"{len(case['messages'])} messages, {len(case['questions'])} questions\n")
+            print("| budget | answered | mean tokens | misses |")
+            print("| ---: | ---: | ---: | --- |")
+            for budget in budgets:
+                answered, tokens, misses = 0, 0, []
+                for question in case["questions"]:
+                    block = await call_tool(
+                        client, "recall", {"topic": question["question"], "user_id": user, "budget": budget}
+                    )
+                    text = block["text"]
+                    tokens += block["tokens"]
+                    ok = all(word in text for word in question["must_contain"]) and not any(
+                        word in text for word in question.get("absent", [])
+                    )
+                    answered += ok
+                    if not ok:
+                        misses.append(question["must_contain"][0])
+                count = len(case["questions"])
+                print(f"| {budget} | {answered / count:.3f} | {tokens / count:.0f} | {', '.join(misses) or '-'} |")
+            profile = await client.read_resource(f"memory://{user}/profile")
+            print("\n" + getattr(profile.contents[0], "text", ""))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budgets", default="300,800,1500", help="comma-separated token budgets")
+    arguments = parser.parse_args()
+    return anyio.run(_main, [int(value) for value in arguments.budgets.split(",")])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
