@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -46,6 +46,7 @@ from harmonia_mcp.models import (
 )
 from harmonia_mcp.service import MAX_LIST_LIMIT, MAX_SEARCH_LIMIT, MemoryService, ServiceLimits
 from harmonia_mcp.store import DateField, Ranking, open_store
+from harmonia_mcp.vectors import open_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -195,11 +196,19 @@ async def search_memories(
     boost_category: Annotated[
         Category | None, Field(description="Rank memories of this category higher, without filtering the others.")
     ] = None,
+    mode: Annotated[
+        Literal["hybrid", "keyword", "semantic"] | None,
+        Field(
+            description="hybrid: by words and meaning (default when an embedder is on); keyword: words only; "
+            "semantic: meaning only."
+        ),
+    ] = None,
 ) -> SearchResult:
-    """Full-text search over the user's memories, best match first.
+    """Search the user's memories by words and meaning, best match first.
 
-    Each hit has a relevance_score from 0 to 1 (bm25 with recency; see docs/search.md) and highlights with
-    matched words in [brackets]; pagination gives total_count and has_more.
+    Each hit has a relevance_score from 0 to 1 (text match and meaning, with recency; see docs/search.md) and
+    highlights with matched words in [brackets]; pagination gives total_count and has_more. `mode` says which
+    mode answered, `warnings` why meaning was not used when it was asked for.
     """
     with _tool_errors():
         return await _service(ctx).search_memories(
@@ -219,6 +228,7 @@ async def search_memories(
             max_confidence=max_confidence,
             session_id=session_id,
             boost_category=boost_category,
+            mode=mode,
         )
 
 
@@ -377,7 +387,8 @@ class _SharedContext:
                 ranking = Ranking(
                     half_life_days=settings.recency_half_life_days, recency_weight=settings.recency_weight
                 )
-                service = MemoryService(store, extractor, make_limits(settings), ranking)
+                vectors = await stack.enter_async_context(open_vectors(settings, store))
+                service = MemoryService(store, extractor, make_limits(settings), ranking, vectors=vectors)
                 self._stack, self._context = stack, AppContext(service, tokens_required=self._tokens_required)
             self._users += 1
             context = self._context

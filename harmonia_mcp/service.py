@@ -13,13 +13,14 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import TypeAdapter, ValidationError
 
 from harmonia_mcp import conflicts, export, search
+from harmonia_mcp.embed import EmbeddingError
 from harmonia_mcp.errors import InvalidInput
 from harmonia_mcp.extract import Extractor, run_extractor
 from harmonia_mcp.models import (
@@ -46,8 +47,10 @@ from harmonia_mcp.models import (
     StoredMemory,
     StoreResult,
 )
+from harmonia_mcp.search import Candidate, Fusion, SearchMode
 from harmonia_mcp.store import DateField, MemoryFilter, NewMemory, Ranking, Store, utc_now
 from harmonia_mcp.temporal import parse_timestamp
+from harmonia_mcp.vectors import VectorIndex
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +88,37 @@ class MemoryService:
     """Store, search, list, delete and export memories for many users over one `Store`."""
 
     def __init__(
-        self, store: Store, extractor: Extractor, limits: ServiceLimits, ranking: Ranking | None = None
+        self,
+        store: Store,
+        extractor: Extractor,
+        limits: ServiceLimits,
+        ranking: Ranking | None = None,
+        *,
+        vectors: VectorIndex | None = None,
+        fusion: Fusion | None = None,
     ) -> None:
         self.store = store
         self.extractor = extractor
         self.limits = limits
         self.ranking = ranking or Ranking()
+        # None: no embedder (HARMONIA_EMBEDDER=none), keyword search only.
+        self.vectors = vectors
+        self.fusion = fusion or Fusion()
+        self._said_loading = False
+
+    async def _embed_written(self, user: str) -> None:
+        """After a write committed: embed the user's memories that lack a vector now if the model is ready,
+        else leave them queued for the background worker. Never raises (the memory is stored either way)."""
+        if self.vectors is None:
+            return
+        if not self.vectors.ready:
+            self.vectors.notify()
+            return
+        try:
+            await self.vectors.embed_pending(user_id=user, limit=EMBED_INLINE)
+        except Exception:  # a failure here must not fail the write that already committed
+            logger.exception("embedding after a write failed; the memories stay queued")
+        self.vectors.notify()  # anything beyond EMBED_INLINE goes to the background worker
 
     # --- argument checks ---
 
@@ -233,6 +261,7 @@ class MemoryService:
                 new = NewMemory(user, item, extraction.extractor, text, who, session_id, meta, message_id, context)
                 resolution = await conflicts.reconcile(self.store, db, new, strategy, [who])
                 stored.append(_resolved(resolution))
+        await self._embed_written(user)
         warnings = list(extraction.warnings)
         if not extracted:
             warnings.append("No durable fact found in the message (small talk, a question or a request).")
@@ -282,8 +311,16 @@ class MemoryService:
         max_confidence: float | None = None,
         session_id: str | None = None,
         boost_category: Category | str | None = None,
+        mode: str | None = None,
     ) -> SearchResult:
-        """Full-text search over a user's active memories; `query="*"` admits every memory the filters admit.
+        """Search a user's active memories by words and meaning; `query="*"` admits every memory the filters admit.
+
+        `mode`: "hybrid" (words and meaning, the default when an embedder is configured), "keyword" (words
+        only: FTS5 bm25, the default with HARMONIA_EMBEDDER=none) or "semantic" (meaning only). Until the
+        embedding model is ready, or when it fails, hybrid and semantic searches answer by keyword and
+        `warnings` says why; `mode` in the result is the mode that answered. Hybrid ranking: the union of
+        the keyword candidates and the nearest vectors under every filter, fused by `search.Fusion`, then
+        recency and category (`search.rank_candidates`, docs/search.md).
 
         The query is turned into a safe FTS5 expression by `search.build_match_expression`; hits are ranked
         by `Ranking` (bm25 with column weights, recency, an optional `boost_category`), see docs/search.md.
@@ -315,6 +352,7 @@ class MemoryService:
         if include_superseded:
             memory_filter = dataclasses.replace(memory_filter, include_superseded=True)
         boost = _category(boost_category)
+        wanted, warnings = self._mode(mode)
         if not query.strip():
             raise InvalidInput("query is empty: give words to search for, or '*' to list every memory")
         if query.strip() == "*":
@@ -323,13 +361,31 @@ class MemoryService:
                 user, memory_filter, sort_by=order, limit=limit, offset=offset
             )
             hits = [_hit(memory, 1.0, [], include_metadata) for memory in memories]
-            return SearchResult(results=hits, pagination=_pagination(total, limit, offset, len(hits)))
+            return SearchResult(results=hits, pagination=_pagination(total, limit, offset, len(hits)), mode=wanted)
         match = search.build_match_expression(query)
         if match is None:
             raise InvalidInput(
                 f"query {query[:100]!r} has no word to search for: give words (letters or digits), "
                 "a \"quoted phrase\", or '*' to list every memory"
             )
+        if wanted != "keyword" and self.vectors is not None:
+            try:
+                vector = await self.vectors.embed_query(query)
+            except EmbeddingError as error:
+                warnings.append(f"search by meaning failed ({error}); answered by keyword only")
+                logger.warning("query embedding failed: %s", error)
+            else:
+                ranked, total = await self._hybrid(user, match, vector, memory_filter, wanted, limit + offset, boost)
+                ranked = _sorted(ranked, sort_by)
+                page = ranked[offset : offset + limit]
+                marks = await self.store.highlights(user, match, [hit.rowid for hit in page if hit.strength > 0])
+                hits = [
+                    _hit(hit.memory, hit.relevance, marks.get(hit.rowid, [hit.memory.content]), include_metadata)
+                    for hit in page
+                ]
+                pagination = _pagination(total, limit, offset, len(hits))
+                return SearchResult(results=hits, pagination=pagination, mode=wanted, warnings=warnings)
+            wanted = "keyword"
         found, total = await self.store.search(
             user,
             match,
@@ -341,7 +397,72 @@ class MemoryService:
             boost_category=boost,
         )
         hits = [_hit(hit.memory, hit.relevance, hit.highlights, include_metadata) for hit in found]
-        return SearchResult(results=hits, pagination=_pagination(total, limit, offset, len(hits)))
+        pagination = _pagination(total, limit, offset, len(hits))
+        return SearchResult(results=hits, pagination=pagination, mode="keyword", warnings=warnings)
+
+    def _mode(self, mode: str | None) -> tuple[SearchMode, list[str]]:
+        """The search mode to use and the warnings that go with it (meaning asked for but not available).
+
+        Raises:
+            InvalidInput: `mode` is not hybrid, keyword or semantic.
+        """
+        if mode is not None and mode not in ("hybrid", "keyword", "semantic"):
+            raise InvalidInput(f"mode {mode!r} is unknown: use hybrid, keyword or semantic")
+        if mode == "keyword":
+            return "keyword", []
+        if self.vectors is None:
+            if mode is None:
+                return "keyword", []
+            return "keyword", [f"mode {mode!r} needs an embedder, but HARMONIA_EMBEDDER is none: answered by keyword"]
+        if self.vectors.ready:
+            return ("hybrid" if mode is None else mode), []  # type: ignore[return-value]  # checked above
+        if self.vectors.failure is not None:
+            return "keyword", [f"search by meaning is off ({self.vectors.failure}); answered by keyword only"]
+        self.vectors.notify()
+        if not self._said_loading:
+            self._said_loading = True
+            logger.warning("the embedding model is still loading: searches answer by keyword until it is ready")
+        return "keyword", ["the embedding model is still loading; answered by keyword only"]
+
+    async def _hybrid(
+        self,
+        user: str,
+        match: str,
+        vector: Any,
+        memory_filter: MemoryFilter,
+        mode: SearchMode,
+        reach: int,
+        boost: Category | None,
+    ) -> tuple[list[Candidate], int]:
+        """The union of keyword and vector candidates, ranked (`search.rank_candidates`), and how many there are
+        in all (every keyword match plus the nearest neighbours that match no word)."""
+        assert self.vectors is not None  # checked by the caller
+        depth = max(self.fusion.depth, reach)
+        keyword: list[tuple[int, float, bool]] = []
+        total = 0
+        if mode == "hybrid":
+            keyword, total = await self.store.keyword_candidates(user, match, memory_filter, limit=depth)
+        near = await self.vectors.nearest(user, vector, memory_filter, count=depth, floor=self.fusion.candidate_floor)
+        cosine = dict(near)
+        missing = [rowid for rowid, _, _ in keyword if rowid not in cosine]
+        cosine |= await self.vectors.similarities(user, vector, missing)
+        text = {rowid: (strength, own) for rowid, strength, own in keyword}
+        rowids = list(dict.fromkeys([*text, *cosine]))
+        details = await self.store.candidates(user, rowids)
+        candidates = []
+        for rowid in rowids:
+            if rowid not in details:
+                continue  # removed between the reads
+            memory, group = details[rowid]
+            strength, own = text.get(rowid, (0.0, False))
+            candidates.append(Candidate(rowid, memory, group, strength, own, cosine.get(rowid)))
+        if mode == "hybrid":
+            only_near = [rowid for rowid, _ in near if rowid not in text]
+            total += len(only_near) - await self.store.count_matching(user, match, only_near)
+        else:
+            total = len(near)
+        now = datetime.now(UTC)
+        return search.rank_candidates(candidates, mode, self.fusion, self.ranking, now=now, boost=boost), total
 
     async def list_memories(
         self,
@@ -407,6 +528,7 @@ class MemoryService:
             before = await self.store.set_status(
                 db, user, memory_id, "active", expected=("deleted", "superseded"), source_message=None
             )
+        await self._embed_written(user)
         memory = await self.store.get_memory(user, memory_id)
         successors = (await self.store.successors(user, [memory_id])).get(memory_id, [])
         statuses = [(await self.store.get_memory(user, other, include_inactive=True)).status for other in successors]
@@ -504,11 +626,35 @@ class MemoryService:
                 imported += await self.store.import_memories(db, memories[start : start + IMPORT_BATCH])
                 if progress is not None:
                     progress(min(start + IMPORT_BATCH, len(memories)), len(memories))
+        if self.vectors is not None:
+            self.vectors.notify()  # vectors are derived, never imported: the worker embeds them in batches
         return ImportResult(user_id=owner, imported=imported, skipped=len(memories) - imported)
 
 
+EMBED_INLINE = 64  # memories a write embeds before it answers; more (an import) go to the background worker
 IMPORT_BATCH = 5000  # memories per executemany batch of `import_memories` (one transaction for all)
 _EXPORTED_MEMORIES = TypeAdapter(list[MemoryView])
+
+
+def _sorted(ranked: list[Candidate], sort_by: str) -> list[Candidate]:
+    """`ranked` (best first) in the order of `sort_by`: relevance keeps it; a field sorts highest or newest
+    first, memories without the field last, relevance breaking ties (as `Store.search` does)."""
+    if sort_by == "relevance":
+        return ranked
+
+    def value(hit: Candidate) -> float | None:
+        memory = hit.memory
+        if sort_by == "confidence":
+            return memory.confidence
+        text = {"created_at": memory.created_at, "updated_at": memory.updated_at}.get(sort_by, memory.event_time)
+        if text is None:
+            return None
+        moment = datetime.fromisoformat(text)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+    keyed = [(value(hit), position, hit) for position, hit in enumerate(ranked)]
+    present = sorted((item for item in keyed if item[0] is not None), key=lambda item: (-(item[0] or 0.0), item[1]))
+    return [hit for _, _, hit in present] + [hit for key, _, hit in keyed if key is None]
 
 
 def _category(value: Category | str | None) -> Category | None:
