@@ -130,6 +130,11 @@ def default_tokenizer_path() -> Path:
     return Path(str(resources.files("harmonia_mcp") / "data" / "minilm" / "tokenizer.json"))
 
 
+# Loaded (tokenizer, session) pairs by (model file, tokenizer file, threads): a process loads each model once, however
+# many servers (or tests) it starts. onnxruntime sessions may be run from several threads at once.
+_LOADED: dict[tuple[Path, Path, int], tuple[Any, Any]] = {}
+
+
 class OnnxEmbedder:
     """all-MiniLM-L6-v2 on onnxruntime (see the module docstring). Loads the model on first use.
 
@@ -172,8 +177,12 @@ class OnnxEmbedder:
         from tokenizers import Tokenizer
 
         model = self._model_path or default_model_path()
-        model = _verified(model, MINILM_ONNX_SHA256 if self._model_path is None else None, "model file")
         vocabulary = self._tokenizer_path or default_tokenizer_path()
+        key = (model, vocabulary, self._threads)
+        if key in _LOADED:
+            self._tokenizer, self._session = _LOADED[key]
+            return
+        model = _verified(model, MINILM_ONNX_SHA256 if self._model_path is None else None, "model file")
         vocabulary = _verified(
             vocabulary, MINILM_TOKENIZER_SHA256 if self._tokenizer_path is None else None, "tokenizer file"
         )
@@ -189,6 +198,7 @@ class OnnxEmbedder:
         except Exception as error:  # onnxruntime and tokenizers raise their own, undocumented types
             raise EmbeddingError(f"cannot load the embedding model {model}: {error}") from error
         self._tokenizer, self._session = tokenizer, session
+        _LOADED[key] = (tokenizer, session)
         logger.info("embedding model %s loaded from %s", self.model, model)
 
     def embed_sync(self, texts: Sequence[str]) -> Vectors:

@@ -1012,9 +1012,11 @@ class Store:
         where, params = memory_filter.where(user_id)
         weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
         async with self._reader.execute(
-            f"SELECT m.rowid AS rowid, -bm25(memories_fts, {weights}) AS strength, count(*) OVER () AS total "
+            # bm25() only where the FTS table is queried: a window function beside it is refused (see `search`).
+            f"WITH hits AS (SELECT m.rowid AS rowid, -bm25(memories_fts, {weights}) AS strength "
             "FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
-            f"WHERE memories_fts MATCH ? AND {where} ORDER BY strength DESC, m.rowid DESC LIMIT ?",
+            f"WHERE memories_fts MATCH ? AND {where}) "
+            "SELECT rowid, strength, count(*) OVER () AS total FROM hits ORDER BY strength DESC, rowid DESC LIMIT ?",
             [owned, *params, limit],
         ) as cursor:
             rows = list(await cursor.fetchall())
