@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     importer.add_argument("file", type=Path, help="the JSON export to load ('-' reads standard input)")
     importer.add_argument("--user-id", help="whose memories they become (default: the file's user_id)")
     importer.add_argument("--db", help="the SQLite file to load into (default: HARMONIA_DB_PATH or the data directory)")
+    reindex = commands.add_parser(
+        "reindex", help="embed the memories that lack a vector of the configured model (search by meaning)"
+    )
+    reindex.add_argument("--db", help="the SQLite file (default: HARMONIA_DB_PATH or the data directory)")
+    reindex.add_argument("--all", action="store_true", help="drop every stored vector first and re-embed everything")
     return parser
 
 
@@ -94,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return anyio.run(_doctor, settings)
     if arguments.command == "import":
         return anyio.run(_import, settings, arguments.file, arguments.user_id)
+    if arguments.command == "reindex":
+        return anyio.run(_reindex, settings, arguments.all)
     transport: str = getattr(arguments, "transport", "stdio")
     if transport in ("sse", "streamable-http"):
         http_transport = cast(Literal["sse", "streamable-http"], transport)  # argparse choices checked it
@@ -212,8 +219,80 @@ async def _doctor(settings: Settings) -> int:
         print(f"schema:    cannot open the database: {error}")
         status = 1
     await _ollama_report(settings)
+    status = max(status, await _embedder_report(settings))
     print(f"time zone: {settings.timezone} (HARMONIA_TIMEZONE: 'tomorrow' resolves in it)")
     return status
+
+
+async def _embedder_report(settings: Settings) -> int:
+    """Print the embedder, its model and dimension, and how many memories lack a current vector."""
+    from harmonia_mcp.store import open_store
+    from harmonia_mcp.vectors import make_embedder
+
+    embedder = make_embedder(settings)
+    if embedder is None:
+        print("embedder:  none (HARMONIA_EMBEDDER=none; search is by keyword only)")
+        return 0
+    from harmonia_mcp.embed import EmbeddingError
+
+    started = time.perf_counter()
+    try:
+        await embedder.start()
+    except EmbeddingError as error:
+        print(f"embedder:  {settings.embedder} FAILED to load: {error} (search answers by keyword only)")
+        return 1
+    finally:
+        close = getattr(embedder, "aclose", None)
+        if close is not None:
+            await close()
+    elapsed = time.perf_counter() - started
+    print(
+        f"embedder:  {settings.embedder}, model {embedder.model}, {embedder.dimension} dimensions "
+        f"(ready in {elapsed:.2f} s)"
+    )
+    try:
+        async with open_store(settings.db_path) as store:
+            total, missing = await store.vector_counts(embedder.model, embedder.dimension)
+    except (sqlite3.Error, OSError, RuntimeError):
+        return 0  # the schema line above already said why
+    print(
+        f"vectors:   {total - missing} of {total} memories have a current vector; {missing} wait (harmonia-mcp reindex)"
+    )
+    return 0
+
+
+async def _reindex(settings: Settings, everything: bool) -> int:
+    """Embed every memory lacking a current vector (all of them with `everything`), with a bar on a terminal."""
+    from harmonia_mcp.store import open_store
+    from harmonia_mcp.vectors import VectorIndex, make_embedder
+
+    embedder = make_embedder(settings)
+    if embedder is None:
+        print("harmonia-mcp reindex: HARMONIA_EMBEDDER is none; set it to embedded or ollama", file=sys.stderr)
+        return 2
+    progress = _progress_bar if sys.stderr.isatty() else None
+    async with open_store(settings.db_path) as store:
+        index = VectorIndex(store, embedder)
+        if not await index.load():
+            print(f"harmonia-mcp reindex: the embedder cannot start: {index.failure}", file=sys.stderr)
+            return 1
+        if everything:
+            async with store.transaction() as db:
+                await store.clear_vectors(db)
+        total, missing = await store.vector_counts(index.model, index.dimension)
+        done = 0
+        while True:
+            step = await index.embed_pending(limit=256)
+            done += step
+            if progress is not None:
+                progress(min(done, missing), missing)
+            if step == 0:
+                break
+        _, left = await store.vector_counts(index.model, index.dimension)
+    if progress is not None:
+        print(file=sys.stderr)
+    print(f"embedded {done} memories with {index.model}; {total - left} of {total} have a current vector")
+    return 0 if left == 0 else 1
 
 
 # --- import --------------------------------------------------------------------------------------

@@ -337,3 +337,33 @@ async def test_keyword_only_while_the_model_loads_and_with_no_embedder(db_path: 
         assert plain.mode == "keyword" and plain.warnings == []
         asked = await none.search_memories("Biggie dog", user_id="alice", mode="semantic")
         assert asked.mode == "keyword" and "HARMONIA_EMBEDDER is none" in asked.warnings[0]
+
+
+# --- the command line ---
+
+
+def test_reindex_embeds_what_lacks_a_vector_and_doctor_counts_it(
+    db_path: Path, minilm: OnnxEmbedder, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from harmonia_mcp.cli import main
+
+    async def store_without_model() -> None:
+        async with service_on(db_path, None) as service:
+            await _store_all(service, FACTS)
+
+    anyio.run(store_without_model)
+    monkeypatch.setenv("HARMONIA_EXTRACTOR", "rules")
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
+    assert main(["doctor", "--db", str(db_path)]) == 0
+    out = capsys.readouterr().out
+    assert "embedder:  embedded, model all-MiniLM-L6-v2-int8, 384 dimensions" in out
+    assert "vectors:   0 of 5 memories have a current vector; 5 wait" in out
+    assert main(["reindex", "--db", str(db_path)]) == 0
+    assert "embedded 5 memories" in capsys.readouterr().out
+    assert len(_vector_rows(db_path)) == 5
+    assert main(["reindex", "--all", "--db", str(db_path)]) == 0
+    assert "embedded 5 memories" in capsys.readouterr().out
+    assert main(["doctor", "--db", str(db_path)]) == 0
+    assert "vectors:   5 of 5 memories have a current vector; 0 wait" in capsys.readouterr().out
+    monkeypatch.setenv("HARMONIA_EMBEDDER", "none")
+    assert main(["reindex", "--db", str(db_path)]) == 2
