@@ -367,3 +367,37 @@ def test_reindex_embeds_what_lacks_a_vector_and_doctor_counts_it(
     assert "vectors:   5 of 5 memories have a current vector; 0 wait" in capsys.readouterr().out
     monkeypatch.setenv("HARMONIA_EMBEDDER", "none")
     assert main(["reindex", "--db", str(db_path)]) == 2
+
+
+# --- the Ollama embedder ---
+
+
+async def test_the_ollama_embedder_stores_its_model_and_dimension(db_path: Path, fake_ollama: Any) -> None:
+    from harmonia_mcp.embed import OllamaEmbedder
+
+    embedder = OllamaEmbedder(fake_ollama.url, "nomic-embed-text", timeout_seconds=5)
+    try:
+        async with service_on(db_path, embedder) as service:
+            await _store_all(service, FACTS[:2])
+            result = await service.search_memories("Biggie", user_id="alice")
+            assert result.mode == "hybrid" and result.results[0].content == "User has a dog called Biggie"
+    finally:
+        await embedder.aclose()
+    assert {(row[2], row[3]) for row in _vector_rows(db_path)} == {("ollama:nomic-embed-text", 8)}
+    embeds = [body for method, path, body in fake_ollama.requests if path == "/api/embed"]
+    assert embeds and all(body["model"] == "nomic-embed-text" for body in embeds)
+
+
+async def test_ollama_down_leaves_search_by_keyword_with_a_warning(db_path: Path, refused_url: str) -> None:
+    from harmonia_mcp.embed import OllamaEmbedder
+
+    embedder = OllamaEmbedder(refused_url, "nomic-embed-text", timeout_seconds=2)
+    try:
+        async with service_on(db_path, embedder) as service:
+            stored = await service.store_memory("I have a dog called Biggie", user_id="alice")
+            assert stored.memories[0].action == "created"
+            result = await service.search_memories("Biggie", user_id="alice", mode="semantic")
+            assert result.mode == "keyword" and "Ollama embed" in result.warnings[0]
+            assert [hit.content for hit in result.results] == ["User has a dog called Biggie"]
+    finally:
+        await embedder.aclose()
