@@ -20,9 +20,9 @@ costs one pass of searches. Without `--grid` only the shipped `Fusion()` is meas
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
+import pickle
 import sys
 import tempfile
 from collections import defaultdict
@@ -110,12 +110,21 @@ def _rank(cands: list[Candidate], mode: SearchMode, fusion: Fusion, service: Mem
 
 
 def _grid() -> list[Fusion]:
-    out = []
-    for weight, floor, ceiling, provenance, candidate in itertools.product(
-        (0.4, 0.5, 0.6, 0.7, 0.8), (0.1, 0.2, 0.3), (0.6, 0.8), (1.0, 0.7, 0.5), (0.2, 0.3)
+    out = [Fusion(weight, kind="rrf") for weight in (0.5, 0.6, 0.7)]
+    for weight, floor, ceiling, candidate in itertools.product(
+        (0.5, 0.6, 0.7, 0.8), (0.2, 0.3), (0.6, 0.8), (0.2, 0.3)
     ):
-        out.append(Fusion(weight, floor, ceiling, provenance, candidate))
+        out.append(Fusion(weight, floor, ceiling, 0.5, candidate))
     return out
+
+
+def _describe(fusion: Fusion) -> str:
+    if fusion.kind == "rrf":
+        return f"rrf(k={fusion.rrf_k}, text_weight={fusion.text_weight})"
+    return (
+        f"weighted(text_weight={fusion.text_weight}, cosine {fusion.cosine_floor}-{fusion.cosine_ceiling}, "
+        f"provenance {fusion.provenance_weight}, candidate floor {fusion.candidate_floor})"
+    )
 
 
 async def _main(arguments: argparse.Namespace) -> int:
@@ -137,10 +146,16 @@ async def _main(arguments: argparse.Namespace) -> int:
             sidecar.write_text(json.dumps(state))
         turns_of: dict[str, list[str]] = state["turns_of"]
         questions = _jsonl(LOCOMO / "questions.jsonl")
-        locomo = [(q, await _candidates(service, q["conv_id"], q["question"])) for q in questions]
         cases = _jsonl(DATA / f"paraphrase_{arguments.split}.jsonl")
         user = f"paraphrase-{arguments.split}"
-        para = [(c, await _candidates(service, user, c["query"])) for c in cases]
+        # The gathered candidates, kept beside the database so a second run only ranks.
+        cache = db.with_suffix(f".{arguments.split}.candidates.pickle")
+        if cache.exists():
+            locomo, para = pickle.loads(cache.read_bytes())
+        else:
+            locomo = [(q, await _candidates(service, q["conv_id"], q["question"])) for q in questions]
+            para = [(c, await _candidates(service, user, c["query"])) for c in cases]
+            cache.write_bytes(pickle.dumps((locomo, para)))
 
         def evaluate(mode: SearchMode, fusion: Fusion) -> tuple[dict[str, list[float]], float, list[str]]:
             per: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
@@ -187,10 +202,11 @@ async def _main(arguments: argparse.Namespace) -> int:
                 means, rate, _ = evaluate("hybrid", fusion)
                 floor_ok = all(means[g][1] >= keyword_means[g][1] - 1e-9 for g in ("overall", *CATEGORIES))
                 rows.append((means["overall"][1], rate, floor_ok, fusion, means))
+                print(f"  {_describe(fusion)}: recall@10 {means['overall'][1]:.3f} para {rate:.2f}", flush=True)
             rows.sort(key=lambda row: (row[2], row[0] + row[1] * 0.1), reverse=True)
             for recall, rate, ok, fusion, means in rows[:25]:
                 print(
-                    f"{dataclasses.astuple(fusion)[:5]} recall@10 {recall:.3f} para {rate:.2f} "
+                    f"{_describe(fusion)} recall@10 {recall:.3f} para {rate:.2f} "
                     f"no-category-below-keyword {ok} " + " ".join(f"{g}={means[g][1]:.3f}" for g in CATEGORIES)
                 )
     print(f"database: {db}")

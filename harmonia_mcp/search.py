@@ -14,6 +14,7 @@ FTS5 query syntax: https://www.sqlite.org/fts5.html#full_text_query_syntax
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -102,6 +103,11 @@ class Fusion:
     candidate_floor: float = 0.25
     # How many candidates each side contributes at least (more when a page reaches deeper).
     depth: int = 100
+    # "weighted" (the formula above) or "rrf": reciprocal rank fusion (Cormack, Clarke and Buettcher, SIGIR 2009),
+    # match = (text_weight / (k + text rank) + (1 - text_weight) / (k + meaning rank)) * (k + 1), kept for the
+    # comparison in docs/benchmarks.md.
+    kind: Literal["weighted", "rrf"] = "weighted"
+    rrf_k: int = 60
 
 
 @dataclass
@@ -127,6 +133,20 @@ def meaning(cosine: float | None, fusion: Fusion) -> float:
     return min(1.0, max(0.0, (cosine - fusion.cosine_floor) / span))
 
 
+def _reciprocal_rank_fusion(candidates: list[Candidate], fusion: Fusion) -> None:
+    def ranks(key: Callable[[Candidate], float]) -> dict[int, int]:
+        ordered = sorted((c for c in candidates if key(c) > 0), key=lambda c: (key(c), c.rowid), reverse=True)
+        return {candidate.rowid: position + 1 for position, candidate in enumerate(ordered)}
+
+    by_text = ranks(lambda c: c.strength * (1.0 if c.own_text else fusion.provenance_weight))
+    by_meaning = ranks(lambda c: meaning(c.cosine, fusion))
+    k = fusion.rrf_k
+    for candidate in candidates:
+        text = fusion.text_weight / (k + by_text[candidate.rowid]) if candidate.rowid in by_text else 0.0
+        sense = (1 - fusion.text_weight) / (k + by_meaning[candidate.rowid]) if candidate.rowid in by_meaning else 0.0
+        candidate.match = (text + sense) * (k + 1)
+
+
 def rank_candidates(
     candidates: list[Candidate],
     mode: SearchMode,
@@ -142,17 +162,17 @@ def rank_candidates(
                 * repeat_penalty ** (n - 1) * recency * category factor, as `store.Ranking` defines them.
     Every factor is in 0-1, so relevance is. Ties go to the newest memory (highest rowid).
     """
-    best = max((candidate.strength for candidate in candidates), default=0.0)
-    for candidate in candidates:
-        text = candidate.strength / best if best > 0 else 0.0
-        if not candidate.own_text:
-            text *= fusion.provenance_weight
-        if mode == "keyword":
-            candidate.match = text
-        elif mode == "semantic":
-            candidate.match = meaning(candidate.cosine, fusion)
-        else:
-            candidate.match = fusion.text_weight * text + (1 - fusion.text_weight) * meaning(candidate.cosine, fusion)
+    if mode == "hybrid" and fusion.kind == "rrf":
+        _reciprocal_rank_fusion(candidates, fusion)
+    else:
+        best = max((candidate.strength for candidate in candidates), default=0.0)
+        for candidate in candidates:
+            text = candidate.strength / best if best > 0 else 0.0
+            if not candidate.own_text:
+                text *= fusion.provenance_weight
+            sense = meaning(candidate.cosine, fusion)
+            weighted = fusion.text_weight * text + (1 - fusion.text_weight) * sense
+            candidate.match = {"keyword": text, "semantic": sense}.get(mode, weighted)
     candidates.sort(key=lambda candidate: (candidate.match, candidate.rowid), reverse=True)
     seen: dict[int, int] = {}
     for candidate in candidates:

@@ -368,24 +368,26 @@ class MemoryService:
                 f"query {query[:100]!r} has no word to search for: give words (letters or digits), "
                 "a \"quoted phrase\", or '*' to list every memory"
             )
-        if wanted != "keyword" and self.vectors is not None:
-            try:
-                vector = await self.vectors.embed_query(query)
-            except EmbeddingError as error:
-                warnings.append(f"search by meaning failed ({error}); answered by keyword only")
-                logger.warning("query embedding failed: %s", error)
-            else:
-                ranked, total = await self._hybrid(user, match, vector, memory_filter, wanted, limit + offset, boost)
-                ranked = _sorted(ranked, sort_by)
-                page = ranked[offset : offset + limit]
-                marks = await self.store.highlights(user, match, [hit.rowid for hit in page if hit.strength > 0])
-                hits = [
-                    _hit(hit.memory, hit.relevance, marks.get(hit.rowid, [hit.memory.content]), include_metadata)
-                    for hit in page
-                ]
-                pagination = _pagination(total, limit, offset, len(hits))
-                return SearchResult(results=hits, pagination=pagination, mode=wanted, warnings=warnings)
-            wanted = "keyword"
+        if self.vectors is not None and self.vectors.ready:
+            # With an embedder, every mode ranks in one place (`search.rank_candidates`), so relevance_score means
+            # the same in each and a provenance-only match is discounted; with none, keyword search is as before.
+            vector = None
+            if wanted != "keyword":
+                try:
+                    vector = await self.vectors.embed_query(query)
+                except EmbeddingError as error:
+                    warnings.append(f"search by meaning failed ({error}); answered by keyword only")
+                    logger.warning("query embedding failed: %s", error)
+                    wanted = "keyword"
+            ranked, total = await self._hybrid(user, match, vector, memory_filter, wanted, limit + offset, boost)
+            page = _sorted(ranked, sort_by)[offset : offset + limit]
+            marks = await self.store.highlights(user, match, [hit.rowid for hit in page if hit.strength > 0])
+            hits = [
+                _hit(hit.memory, hit.relevance, marks.get(hit.rowid, [hit.memory.content]), include_metadata)
+                for hit in page
+            ]
+            pagination = _pagination(total, limit, offset, len(hits))
+            return SearchResult(results=hits, pagination=pagination, mode=wanted, warnings=warnings)
         found, total = await self.store.search(
             user,
             match,
@@ -428,7 +430,7 @@ class MemoryService:
         self,
         user: str,
         match: str,
-        vector: Any,
+        vector: Any | None,
         memory_filter: MemoryFilter,
         mode: SearchMode,
         reach: int,
@@ -440,12 +442,16 @@ class MemoryService:
         depth = max(self.fusion.depth, reach)
         keyword: list[tuple[int, float, bool]] = []
         total = 0
-        if mode == "hybrid":
+        if mode != "semantic":
             keyword, total = await self.store.keyword_candidates(user, match, memory_filter, limit=depth)
-        near = await self.vectors.nearest(user, vector, memory_filter, count=depth, floor=self.fusion.candidate_floor)
-        cosine = dict(near)
-        missing = [rowid for rowid, _, _ in keyword if rowid not in cosine]
-        cosine |= await self.vectors.similarities(user, vector, missing)
+        near: list[tuple[int, float]] = []
+        cosine: dict[int, float] = {}
+        if vector is not None:
+            floor = self.fusion.candidate_floor
+            near = await self.vectors.nearest(user, vector, memory_filter, count=depth, floor=floor)
+            cosine = dict(near)
+            missing = [rowid for rowid, _, _ in keyword if rowid not in cosine]
+            cosine |= await self.vectors.similarities(user, vector, missing)
         text = {rowid: (strength, own) for rowid, strength, own in keyword}
         rowids = list(dict.fromkeys([*text, *cosine]))
         details = await self.store.candidates(user, rowids)
@@ -459,7 +465,7 @@ class MemoryService:
         if mode == "hybrid":
             only_near = [rowid for rowid, _ in near if rowid not in text]
             total += len(only_near) - await self.store.count_matching(user, match, only_near)
-        else:
+        elif mode == "semantic":
             total = len(near)
         now = datetime.now(UTC)
         return search.rank_candidates(candidates, mode, self.fusion, self.ranking, now=now, boost=boost), total
