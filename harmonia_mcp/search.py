@@ -89,15 +89,19 @@ class Fusion:
     """How a hybrid hit's match score is made from its text match and its meaning (docs/search.md).
 
     match = text_weight * text + (1 - text_weight) * meaning, where
-      text    = strength / best strength of the query (0 when the words do not match), times
-                `provenance_weight` when only the memory's source message or context matched;
+      text    = strength / max(best strength of the query, text_reference) (0 when the words do not match),
+                times `provenance_weight` when only the memory's source message or context matched (keyword
+                mode divides by the best strength alone, as the SQL ranking does);
       meaning = (cosine - cosine_floor) / (cosine_ceiling - cosine_floor), clipped to 0-1.
     Chosen by measurement on the LoCoMo dev split and the paraphrase benchmark (docs/benchmarks.md).
     """
 
-    text_weight: float = 0.5
+    text_weight: float = 0.8
     cosine_floor: float = 0.2
-    cosine_ceiling: float = 0.7
+    cosine_ceiling: float = 0.8
+    # Hybrid only: the text part divides by max(best strength, text_reference), so a query whose best word match
+    # is weak (a common word such as "user") gets a small text part and meaning decides. 0 turns it off.
+    text_reference: float = 25.0
     provenance_weight: float = 0.5
     # Nearest neighbours below this cosine are not candidates (they may still rank through their words).
     candidate_floor: float = 0.25
@@ -166,6 +170,8 @@ def rank_candidates(
         _reciprocal_rank_fusion(candidates, fusion)
     else:
         best = max((candidate.strength for candidate in candidates), default=0.0)
+        if mode == "hybrid":
+            best = max(best, fusion.text_reference)
         for candidate in candidates:
             text = candidate.strength / best if best > 0 else 0.0
             if not candidate.own_text:
@@ -182,6 +188,7 @@ def rank_candidates(
         age_days = max(0.0, (now - updated).total_seconds() / 86400.0)
         recency = 1.0 - ranking.recency_weight + ranking.recency_weight * 0.5 ** (age_days / ranking.half_life_days)
         category = 1.0 if boost is None or candidate.memory.category == boost else 1.0 - ranking.category_weight
-        candidate.relevance = round(candidate.match * ranking.repeat_penalty**repeats * recency * category, 6)
+        # Unrounded, so two weak matches still order by their words; callers round for display.
+        candidate.relevance = candidate.match * ranking.repeat_penalty**repeats * recency * category
     candidates.sort(key=lambda candidate: (candidate.relevance, candidate.rowid), reverse=True)
     return candidates

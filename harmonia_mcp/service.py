@@ -383,7 +383,7 @@ class MemoryService:
             page = _sorted(ranked, sort_by)[offset : offset + limit]
             marks = await self.store.highlights(user, match, [hit.rowid for hit in page if hit.strength > 0])
             hits = [
-                _hit(hit.memory, hit.relevance, marks.get(hit.rowid, [hit.memory.content]), include_metadata)
+                _hit(hit.memory, round(hit.relevance, 6), marks.get(hit.rowid, [hit.memory.content]), include_metadata)
                 for hit in page
             ]
             pagination = _pagination(total, limit, offset, len(hits))

@@ -242,7 +242,7 @@ _M005_VECTORS = """
         CREATE TRIGGER memory_vectors_ad AFTER DELETE ON memories BEGIN
             DELETE FROM memory_vectors WHERE rowid = old.rowid;
         END;
-        CREATE TRIGGER memory_vectors_au AFTER UPDATE OF content, entities, user_id ON memories BEGIN
+        CREATE TRIGGER memory_vectors_au AFTER UPDATE OF content, category, user_id ON memories BEGIN
             DELETE FROM memory_vectors WHERE rowid = old.rowid;
         END;
 """
@@ -1056,19 +1056,20 @@ class Store:
 
     async def unembedded(
         self, model: str, dimension: int, *, user_id: str | None = None, limit: int = 256
-    ) -> list[tuple[int, str, str]]:
-        """Memories (active or superseded) lacking a vector of `model` and `dimension`: (rowid, user_id, content),
-        oldest first, at most `limit`; only `user_id`'s when given. This is the durable embedding queue."""
+    ) -> list[tuple[int, str, str, str]]:
+        """Memories (active or superseded) lacking a vector of `model` and `dimension`: (rowid, user_id, content,
+        category), oldest first, at most `limit`; only `user_id`'s when given. This is the durable embedding queue."""
         owner = "m.user_id = ? AND " if user_id is not None else ""
         async with self._reader.execute(
-            "SELECT m.rowid AS rowid, m.user_id AS user_id, m.content AS content FROM memories m "
+            "SELECT m.rowid AS rowid, m.user_id AS user_id, m.content AS content, m.category AS category "
+            "FROM memories m "
             "LEFT JOIN memory_vectors v ON v.rowid = m.rowid "
             f"WHERE {owner}m.status IN ('active', 'superseded') "
             "AND (v.rowid IS NULL OR v.model != ? OR v.dimension != ?) ORDER BY m.rowid LIMIT ?",
             [*([user_id] if user_id is not None else []), model, dimension, limit],
         ) as cursor:
             rows = await cursor.fetchall()
-        return [(int(row["rowid"]), str(row["user_id"]), str(row["content"])) for row in rows]
+        return [(int(row["rowid"]), str(row["user_id"]), str(row["content"]), str(row["category"])) for row in rows]
 
     async def vector_counts(self, model: str, dimension: int) -> tuple[int, int]:
         """(memories active or superseded, how many of them lack a vector of `model` and `dimension`)."""
@@ -1105,14 +1106,22 @@ class Store:
         async with db.execute("DELETE FROM memory_vectors") as cursor:
             return int(cursor.rowcount)
 
-    async def user_vectors(self, user_id: str, model: str, dimension: int) -> tuple[list[int], list[bytes]]:
-        """Every vector of `user_id` made by `model` with `dimension`: (rowids, float32 bytes), by rowid."""
+    async def user_vectors(
+        self, user_id: str, model: str, dimension: int, *, batch: int = 4096
+    ) -> AsyncIterator[tuple[int, list[tuple[int, bytes]]]]:
+        """Every vector of `user_id` made by `model` with `dimension`, by rowid, in batches of (rowid, float32
+        bytes); each batch comes with the number of such vectors in all (so a caller can allocate once)."""
+        where = "WHERE user_id = ? AND model = ? AND dimension = ?"
         async with self._reader.execute(
-            "SELECT rowid, vector FROM memory_vectors WHERE user_id = ? AND model = ? AND dimension = ? ORDER BY rowid",
-            (user_id, model, dimension),
+            f"SELECT count(*) FROM memory_vectors {where}", (user_id, model, dimension)
+        ) as c:
+            row = await c.fetchone()
+        total = int(row[0]) if row else 0
+        async with self._reader.execute(
+            f"SELECT rowid, vector FROM memory_vectors {where} ORDER BY rowid", (user_id, model, dimension)
         ) as cursor:
-            rows = await cursor.fetchall()
-        return [int(row[0]) for row in rows], [bytes(row[1]) for row in rows]
+            while rows := await cursor.fetchmany(batch):
+                yield total, [(int(found[0]), bytes(found[1])) for found in rows]
 
     async def admitted(self, user_id: str, memory_filter: MemoryFilter, rowids: Sequence[int]) -> list[int]:
         """Those of `rowids` that are `user_id`'s memories and pass `memory_filter`, in the order given."""

@@ -31,6 +31,17 @@ logger = logging.getLogger(__name__)
 EMBED_BATCH = 64  # texts per model call: onnxruntime's throughput flattens out around here (models.md)
 
 
+def embedding_text(content: str, category: str) -> str:
+    """What is embedded for a memory: its category, then its content ("health: User is allergic to peanuts").
+
+    Why the category: an assistant's query often names the kind of fact rather than its words ("medical
+    conditions", "educational background"); on the dev sets the prefix lifted semantic recall@10 on LoCoMo from
+    0.570 to 0.597 and the paraphrase top-3 rate from 0.83 to 0.87 (docs/search.md). Entities are already in
+    the content the extractors write, so they are not added again.
+    """
+    return f"{category}: {content}"
+
+
 @dataclass
 class _UserMatrix:
     """One user's vectors: row i of `matrix` is the memory `rowids[i]` (-1: a removed row, kept as zeros)."""
@@ -47,13 +58,29 @@ class _UserMatrix:
         table.upsert(rowids, vectors)
         return table
 
+    def reserve(self, capacity: int) -> None:
+        """Make room for `capacity` rows in all (read in batches, the matrix is allocated once)."""
+        if capacity > len(self.rowids):
+            extra = capacity - len(self.rowids)
+            self.rowids = np.concatenate([self.rowids, np.full(extra, -1, dtype=np.int64)])
+            self.matrix = np.concatenate([self.matrix, np.zeros((extra, self.matrix.shape[1]), dtype=np.float32)])
+
     def upsert(self, rowids: Sequence[int], vectors: Vectors) -> None:
+        if rowids and not any(rowid in self.position for rowid in rowids):  # all new (a load): one bulk copy
+            if self.size + len(rowids) > len(self.rowids):
+                self.reserve(self.size + max(len(rowids), self.size // 4))
+            end = self.size + len(rowids)
+            self.rowids[self.size : end] = rowids
+            self.matrix[self.size : end] = vectors
+            self.position.update((rowid, self.size + offset) for offset, rowid in enumerate(rowids))
+            self.size = end
+            return
         for rowid, vector in zip(rowids, vectors, strict=True):
             index = self.position.get(rowid)
             if index is None:
-                if self.size == len(self.rowids):  # grow by doubling, so appends stay amortised O(1)
-                    self.rowids = np.concatenate([self.rowids, np.full(self.size, -1, dtype=np.int64)])
-                    self.matrix = np.concatenate([self.matrix, np.zeros_like(self.matrix)])
+                if self.size == len(self.rowids):
+                    # Grow by a quarter: appends stay amortised O(1) without doubling a 150 MB matrix at 100k.
+                    self.reserve(self.size + max(64, self.size // 4))
                 index = self.size
                 self.size += 1
                 self.position[rowid] = index
@@ -145,11 +172,11 @@ class VectorIndex:
                 pending = await self.store.unembedded(self.model, self.dimension, user_id=user_id, limit=size)
                 if not pending:
                     break
-                for owner in {owner for _, owner, _ in pending}:
+                for owner in {owner for _, owner, _, _ in pending}:
                     if owner in self._cache:
-                        self._cache[owner].remove([rowid for rowid, who, _ in pending if who == owner])
+                        self._cache[owner].remove([rowid for rowid, who, _, _ in pending if who == owner])
                 try:
-                    vectors = await self.embedder.embed([content for _, _, content in pending])
+                    vectors = await self.embedder.embed([embedding_text(text, kind) for _, _, text, kind in pending])
                     if vectors.shape != (len(pending), self.dimension):
                         raise EmbeddingError(f"vectors of shape {vectors.shape} for {len(pending)} texts")
                 except EmbeddingError as error:
@@ -157,11 +184,11 @@ class VectorIndex:
                     break
                 rows = [
                     (rowid, content, vector.tobytes())
-                    for (rowid, _, content), vector in zip(pending, vectors, strict=True)
+                    for (rowid, _, content, _), vector in zip(pending, vectors, strict=True)
                 ]
                 async with self.store.transaction() as db:
                     written = set(await self.store.write_vectors(db, self.model, self.dimension, rows))
-                for (rowid, owner, _), vector in zip(pending, vectors, strict=True):
+                for (rowid, owner, _, _), vector in zip(pending, vectors, strict=True):
                     if rowid in written and owner in self._cache:
                         self._cache[owner].upsert([rowid], vector[None, :])
                 done += len(pending)
@@ -198,13 +225,11 @@ class VectorIndex:
     async def _matrix(self, user_id: str) -> _UserMatrix:
         table = self._cache.get(user_id)
         if table is None:
-            rowids, blobs = await self.store.user_vectors(user_id, self.model, self.dimension)
-            vectors = (
-                np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), self.dimension)
-                if blobs
-                else np.zeros((0, self.dimension), dtype=np.float32)
-            )
-            table = _UserMatrix.build(rowids, vectors, self.dimension)
+            table = _UserMatrix.build([], np.zeros((0, self.dimension), dtype=np.float32), self.dimension)
+            async for total, rows in self.store.user_vectors(user_id, self.model, self.dimension):
+                table.reserve(total)
+                vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32)
+                table.upsert([rowid for rowid, _ in rows], vectors.reshape(len(rows), self.dimension))
             self._cache[user_id] = table
         return table
 

@@ -189,7 +189,7 @@ def test_fusion_ranks_the_union_and_a_hit_found_by_one_side_still_ranks() -> Non
     words_only = _candidate(2, strength=10.0, cosine=None)
     meaning_only = _candidate(3, strength=0.0, cosine=0.65)
     neither_much = _candidate(4, strength=1.0, cosine=0.1)
-    fusion = Fusion(text_weight=0.5, cosine_floor=0.2, cosine_ceiling=0.7)
+    fusion = Fusion(text_weight=0.5, cosine_floor=0.2, cosine_ceiling=0.7, text_reference=0.0)
     ranked = rank_candidates(
         [neither_much, words_only, meaning_only, both], "hybrid", fusion, Ranking(), now=datetime.now(UTC)
     )
