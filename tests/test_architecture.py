@@ -22,6 +22,8 @@ FORBIDDEN = {
     "extract/select.py": {"mcp", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server"},
     "server.py": {"sqlite3", "aiosqlite", "harmonia_mcp.cli"},
     "conflicts.py": {"mcp", "ollama", "harmonia_mcp.service", "harmonia_mcp.server", "harmonia_mcp.extract"},
+    "embed.py": {"mcp", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server", "sqlite3", "aiosqlite"},
+    "vectors.py": {"mcp", "harmonia_mcp.service", "harmonia_mcp.server", "sqlite3", "aiosqlite"},
 }
 
 
