@@ -25,6 +25,7 @@ import numpy.typing as npt
 from harmonia_mcp.config import Settings
 from harmonia_mcp.embed import Embedder, EmbeddingError, OllamaEmbedder, OnnxEmbedder, Vectors
 from harmonia_mcp.store import MemoryFilter, Store
+from harmonia_mcp.tasks import running
 
 logger = logging.getLogger(__name__)
 
@@ -306,15 +307,8 @@ async def open_vectors(
         return
     index = VectorIndex(store, chosen)
     try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(index.run)
+        async with running(index.run):
             yield index
-            group.cancel_scope.cancel()
-    except BaseExceptionGroup as errors:
-        # The task group wraps an error of the body in a group; hand the caller its own error back.
-        if len(errors.exceptions) == 1:
-            raise errors.exceptions[0] from None
-        raise
     finally:
         close = getattr(chosen, "aclose", None)
         if close is not None:

@@ -30,6 +30,7 @@ from harmonia_mcp.extract import Extraction, ExtractionError, Extractor
 from harmonia_mcp.extract.ollama import Availability, OllamaExtractor
 from harmonia_mcp.extract.rules import RulesExtractor
 from harmonia_mcp.models import ExtractedMemory
+from harmonia_mcp.tasks import running
 
 __all__ = ["RECHECK_SECONDS", "FallbackExtractor", "open_extractor"]
 
@@ -137,16 +138,8 @@ async def open_extractor(settings: Settings, *, recheck_seconds: float = RECHECK
         if settings.extractor == "ollama":
             yield extractor
             return
-        try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(extractor.watch)
-                yield extractor
-                group.cancel_scope.cancel()
-        except BaseExceptionGroup as errors:
-            # The task group wraps an error of the body in a group; hand the caller its own error back.
-            if len(errors.exceptions) == 1:
-                raise errors.exceptions[0] from None
-            raise
+        async with running(extractor.watch):
+            yield extractor
     finally:
         with anyio.CancelScope(shield=True):
             await model.aclose()
