@@ -49,7 +49,7 @@ async def _random_vectors(db_path: Path) -> int:
         vectors = rng.standard_normal((len(pending), MINILM_DIMENSION)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         rows = [
-            (rowid, content, vector.tobytes()) for (rowid, _, content), vector in zip(pending, vectors, strict=True)
+            (rowid, content, vector.tobytes()) for (rowid, _, content, _), vector in zip(pending, vectors, strict=True)
         ]
         async with store.transaction() as db:
             await store.write_vectors(db, MINILM_MODEL_NAME, MINILM_DIMENSION, rows)

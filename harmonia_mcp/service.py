@@ -115,10 +115,12 @@ class MemoryService:
             self.vectors.notify()
             return
         try:
-            await self.vectors.embed_pending(user_id=user, limit=EMBED_INLINE)
+            done = await self.vectors.embed_pending(user_id=user, limit=EMBED_INLINE)
         except Exception:  # a failure here must not fail the write that already committed
             logger.exception("embedding after a write failed; the memories stay queued")
-        self.vectors.notify()  # anything beyond EMBED_INLINE goes to the background worker
+            return
+        if done >= EMBED_INLINE:
+            self.vectors.notify()  # more may wait: the background worker takes them (its scan spans every user)
 
     # --- argument checks ---
 

@@ -62,9 +62,12 @@ class _UserMatrix:
     def reserve(self, capacity: int) -> None:
         """Make room for `capacity` rows in all (read in batches, the matrix is allocated once)."""
         if capacity > len(self.rowids):
-            extra = capacity - len(self.rowids)
-            self.rowids = np.concatenate([self.rowids, np.full(extra, -1, dtype=np.int64)])
-            self.matrix = np.concatenate([self.matrix, np.zeros((extra, self.matrix.shape[1]), dtype=np.float32)])
+            # One new array and a copy: concatenating with a zero block would hold both at once (2x at 100k).
+            rowids = np.full(capacity, -1, dtype=np.int64)
+            rowids[: self.size] = self.rowids[: self.size]
+            matrix = np.zeros((capacity, self.matrix.shape[1]), dtype=np.float32)
+            matrix[: self.size] = self.matrix[: self.size]
+            self.rowids, self.matrix = rowids, matrix
 
     def upsert(self, rowids: Sequence[int], vectors: Vectors) -> None:
         if rowids and not any(rowid in self.position for rowid in rowids):  # all new (a load): one bulk copy
@@ -256,22 +259,33 @@ class VectorIndex:
         if table.size == 0:
             return []
         scores = table.matrix[: table.size] @ query
-        order = np.argsort(-scores, kind="stable")
+        step = max(4 * count, 64)
+        if step < table.size:
+            # The best `step` first (argpartition is linear); the full sort only if the filters reject too many.
+            head = np.argpartition(-scores, step)[:step]
+            order = head[np.argsort(-scores[head], kind="stable")]
+        else:
+            order = np.argsort(-scores, kind="stable")
         found: list[tuple[int, float]] = []
-        start, step = 0, max(4 * count, 64)
-        while len(found) < count and start < table.size:
-            chunk = order[start : start + step]
-            chunk = chunk[(table.rowids[chunk] >= 0) & (scores[chunk] >= floor)]
-            start += step
-            if len(chunk) == 0:
-                if start < table.size and scores[order[min(start, table.size - 1)]] < floor:
+        start = 0
+        while len(found) < count:
+            if start >= len(order):
+                if len(order) == table.size:
                     break
+                order = np.argsort(-scores, kind="stable")
                 continue
-            rowids = [int(rowid) for rowid in table.rowids[chunk]]
-            score_of = dict(zip(rowids, (float(score) for score in scores[chunk]), strict=True))
-            admitted = await self.store.admitted(user_id, memory_filter, rowids)
-            found.extend((rowid, score_of[rowid]) for rowid in admitted)
+            chunk = order[start : start + step]
+            start += step
             step *= 4
+            live = chunk[table.rowids[chunk] >= 0]
+            above = live[scores[live] >= floor]
+            if len(above):
+                rowids = [int(rowid) for rowid in table.rowids[above]]
+                score_of = dict(zip(rowids, (float(score) for score in scores[above]), strict=True))
+                admitted = await self.store.admitted(user_id, memory_filter, rowids)
+                found.extend((rowid, score_of[rowid]) for rowid in admitted)
+            if len(above) < len(live):
+                break  # best first: everything after this chunk is below the floor too
         return found[:count]
 
     async def similarities(self, user_id: str, query: Vectors, rowids: Sequence[int]) -> dict[int, float]:
