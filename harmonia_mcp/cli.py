@@ -89,7 +89,9 @@ def _serve_flags() -> argparse.ArgumentParser:
 
     Defaults are suppressed so that a flag given before the command and one after it both count.
     """
-    flags = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    # No abbreviations: the bare command shares these flags with every subcommand, so a prefix such as
+    # `reindex --all` would be read as --allowed-host or --allow-unauthenticated.
+    flags = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS, allow_abbrev=False)
     flags.add_argument(
         "--transport",
         choices=["stdio", "sse", "streamable-http"],
@@ -116,6 +118,7 @@ def _serve_flags() -> argparse.ArgumentParser:
 def _parser() -> argparse.ArgumentParser:
     serve_flags = _serve_flags()
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="harmonia-mcp",
         description="A local-first MCP memory server. With no command, serves MCP over stdio "
         "(and takes serve's flags, e.g. harmonia-mcp --db PATH).",
@@ -194,6 +197,13 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument(
         "--db", default=argparse.SUPPRESS, help="the SQLite file (default: HARMONIA_DB_PATH or the data directory)"
     )
+    reindex = commands.add_parser(
+        "reindex", help="embed the memories that lack a vector of the configured model (search by meaning)"
+    )
+    reindex.add_argument(
+        "--db", default=argparse.SUPPRESS, help="the SQLite file (default: HARMONIA_DB_PATH or the data directory)"
+    )
+    reindex.add_argument("--all", action="store_true", help="drop every stored vector first and re-embed everything")
     return parser
 
 
@@ -224,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return anyio.run(_sweep, settings)
     if arguments.command == "delete":
         return anyio.run(_delete, settings, arguments.memory_id, arguments.user_id, arguments.purge)
+    if arguments.command == "reindex":
+        return anyio.run(_reindex, settings, arguments.all)
     _show_startup_line(settings)
     transport: str = getattr(arguments, "transport", "stdio")
     if transport in ("sse", "streamable-http"):
@@ -432,8 +444,91 @@ async def _doctor(settings: Settings) -> int:
     await _queue_report(settings)
     await _forgetting_report(settings)
     await _ollama_report(settings)
+    status = max(status, await _embedder_report(settings))
     print(f"time zone: {settings.timezone} (HARMONIA_TIMEZONE: 'tomorrow' resolves in it)")
     return status
+
+
+async def _embedder_report(settings: Settings) -> int:
+    """Print the embedder, its model and dimension, and how many memories lack a current vector (read-only)."""
+    from harmonia_mcp.vectors import make_embedder
+
+    embedder = make_embedder(settings)
+    if embedder is None:
+        print("embedder:  none (HARMONIA_EMBEDDER=none; search is by keyword only)")
+        return 0
+    from harmonia_mcp.embed import EmbeddingError
+
+    started = time.perf_counter()
+    try:
+        await embedder.start()
+    except EmbeddingError as error:
+        print(f"embedder:  {settings.embedder} FAILED to load: {error} (search answers by keyword only)")
+        return 1
+    finally:
+        close = getattr(embedder, "aclose", None)
+        if close is not None:
+            await close()
+    elapsed = time.perf_counter() - started
+    print(
+        f"embedder:  {settings.embedder}, model {embedder.model}, {embedder.dimension} dimensions "
+        f"(ready in {elapsed:.2f} s)"
+    )
+    uri = _read_only_uri(settings.db_path)
+    if uri is None:
+        return 0  # the schema line above said there is no database yet
+    import aiosqlite
+
+    from harmonia_mcp.store import VECTOR_COUNTS_SQL
+
+    try:
+        async with (
+            aiosqlite.connect(uri, uri=True) as db,
+            db.execute(VECTOR_COUNTS_SQL, (embedder.model, embedder.dimension)) as cursor,
+        ):
+            row = await cursor.fetchone()
+    except sqlite3.Error:
+        print("vectors:   none in this file yet (the server would add the table and embed every memory)")
+        return 0
+    total, missing = (int(row[0]), int(row[1])) if row else (0, 0)
+    print(
+        f"vectors:   {total - missing} of {total} memories have a current vector; {missing} wait (harmonia-mcp reindex)"
+    )
+    return 0
+
+
+async def _reindex(settings: Settings, everything: bool) -> int:
+    """Embed every memory lacking a current vector (all of them with `everything`), with a bar on a terminal."""
+    from harmonia_mcp.store import open_store
+    from harmonia_mcp.vectors import VectorIndex, make_embedder
+
+    embedder = make_embedder(settings)
+    if embedder is None:
+        print("harmonia-mcp reindex: HARMONIA_EMBEDDER is none; set it to embedded or ollama", file=sys.stderr)
+        return 2
+    progress = _progress_bar if sys.stderr.isatty() else None
+    async with open_store(settings.db_path) as store:
+        index = VectorIndex(store, embedder)
+        if not await index.load():
+            print(f"harmonia-mcp reindex: the embedder cannot start: {index.failure}", file=sys.stderr)
+            return 1
+        if everything:
+            async with store.transaction() as db:
+                await store.clear_vectors(db)
+        total, missing = await store.vector_counts(index.model, index.dimension)
+        done = 0
+        while True:
+            step = await index.embed_pending(limit=256)
+            done += step
+            if progress is not None:
+                progress(min(done, missing), missing)
+            if step == 0:
+                break
+        _, left = await store.vector_counts(index.model, index.dimension)
+    if progress is not None:
+        print(file=sys.stderr)
+    print(f"embedded {done} memories with {index.model}; {total - left} of {total} have a current vector")
+    return 0 if left == 0 else 1
 
 
 # --- import --------------------------------------------------------------------------------------

@@ -159,6 +159,15 @@ class Settings(BaseSettings):
         default_factory=dict[str, ResolutionStrategy],
         description='Per-user defaults as a JSON object, e.g. {"alice": "version"}; others get resolution_strategy.',
     )
+    # --- search by meaning; see docs/search.md ---
+    embedder: Literal["embedded", "ollama", "none"] = Field(
+        default="embedded",
+        description="What embeds memories: the bundled MiniLM ONNX model, Ollama, or none (keyword search only).",
+    )
+    embed_model: str = Field(default="nomic-embed-text", description="Ollama's embedding model (embedder=ollama).")
+    embed_model_path: str | None = Field(
+        default=None, description="An ONNX file of all-MiniLM-L6-v2 to use instead of the packaged one."
+    )
     recency_half_life_days: float = Field(
         default=30.0, gt=0, description="Search: a memory's recency boost halves every this many days."
     )

@@ -33,9 +33,10 @@ from rapidfuzz import fuzz
 from harmonia_mcp import conflicts, jobs
 from harmonia_mcp.errors import MemoryNotFound
 from harmonia_mcp.extract import ExtractionError
-from harmonia_mcp.extract.select import ModelState, running_in_background
+from harmonia_mcp.extract.select import ModelState
 from harmonia_mcp.models import ExtractedMemory, Memory, ResolutionStrategy
 from harmonia_mcp.store import NewMemory, Store, to_utc_text
+from harmonia_mcp.tasks import running
 
 __all__ = ["ExtractionQueue", "QueueModel", "running_queue"]
 
@@ -243,5 +244,5 @@ def _reference_time(job: jobs.Job) -> datetime:
 @asynccontextmanager
 async def running_queue(queue: ExtractionQueue) -> AsyncIterator[ExtractionQueue]:
     """Run `queue`'s worker in a task while the context is open; cancel it on exit (jobs stay in SQLite)."""
-    async with running_in_background(queue.run):
+    async with running(queue.run):
         yield queue

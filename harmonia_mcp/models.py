@@ -186,6 +186,9 @@ class SearchResult(BaseModel):
 
     results: list[SearchHit]
     pagination: Pagination
+    # The mode that answered: hybrid, keyword or semantic (keyword when meaning was asked for but unavailable).
+    mode: Literal["hybrid", "keyword", "semantic"] = "keyword"
+    warnings: list[str] = Field(default_factory=list)
 
 
 class ListResult(BaseModel):

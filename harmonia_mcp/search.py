@@ -14,8 +14,14 @@ FTS5 query syntax: https://www.sqlite.org/fts5.html#full_text_query_syntax
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
 
 from harmonia_mcp.errors import InvalidInput
+from harmonia_mcp.models import Category, Memory
+from harmonia_mcp.store import Ranking
 
 # Letters and digits, as unicode61 treats them as token characters; "_" is a separator there. Characters that
 # Unicode assigned after 6.1 (the tables unicode61 uses) may differ; at worst such a word is not found.
@@ -111,3 +117,119 @@ def build_match_expression(query: str) -> str | None:
             terms.append(term)
     terms = phrases + terms
     return " OR ".join(terms) if terms else None
+
+
+# --- hybrid ranking (search by meaning; docs/search.md) ---------------------------------------------------
+
+
+SearchMode = Literal["hybrid", "keyword", "semantic"]
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How a hybrid hit's match score is made from its text match and its meaning (docs/search.md).
+
+    match = text_weight * text + (1 - text_weight) * meaning, where
+      text    = strength / max(best strength of the query, text_reference) (0 when the words do not match),
+                times `provenance_weight` when only the memory's source message or context matched (keyword
+                mode divides by the best strength alone, as the SQL ranking does);
+      meaning = (cosine - cosine_floor) / (cosine_ceiling - cosine_floor), clipped to 0-1.
+    Chosen by measurement on the LoCoMo dev split and the paraphrase benchmark (docs/benchmarks.md).
+    """
+
+    text_weight: float = 0.8
+    cosine_floor: float = 0.2
+    cosine_ceiling: float = 0.8
+    # Hybrid only: the text part divides by max(best strength, text_reference), so a query whose best word match
+    # is weak (a common word such as "user") gets a small text part and meaning decides. 0 turns it off.
+    text_reference: float = 25.0
+    provenance_weight: float = 0.5
+    # Nearest neighbours below this cosine are not candidates (they may still rank through their words).
+    candidate_floor: float = 0.25
+    # How many candidates each side contributes at least (more when a page reaches deeper).
+    depth: int = 100
+    # "weighted" (the formula above) or "rrf": reciprocal rank fusion (Cormack, Clarke and Buettcher, SIGIR 2009),
+    # match = (text_weight / (k + text rank) + (1 - text_weight) / (k + meaning rank)) * (k + 1), kept for the
+    # comparison in docs/benchmarks.md.
+    kind: Literal["weighted", "rrf"] = "weighted"
+    rrf_k: int = 60
+
+
+@dataclass
+class Candidate:
+    """One memory in the union of the keyword and vector candidates."""
+
+    rowid: int
+    memory: Memory
+    message_group: int
+    strength: float = 0.0  # -bm25, 0 when the words do not match
+    own_text: bool = False
+    cosine: float | None = None
+    match: float = 0.0
+    relevance: float = 0.0
+    highlights: list[str] = field(default_factory=list[str])
+
+
+def meaning(cosine: float | None, fusion: Fusion) -> float:
+    """The meaning part of the match score, in 0-1 (see `Fusion`)."""
+    if cosine is None:
+        return 0.0
+    span = fusion.cosine_ceiling - fusion.cosine_floor
+    return min(1.0, max(0.0, (cosine - fusion.cosine_floor) / span))
+
+
+def _reciprocal_rank_fusion(candidates: list[Candidate], fusion: Fusion) -> None:
+    def ranks(key: Callable[[Candidate], float]) -> dict[int, int]:
+        ordered = sorted((c for c in candidates if key(c) > 0), key=lambda c: (key(c), c.rowid), reverse=True)
+        return {candidate.rowid: position + 1 for position, candidate in enumerate(ordered)}
+
+    by_text = ranks(lambda c: c.strength * (1.0 if c.own_text else fusion.provenance_weight))
+    by_meaning = ranks(lambda c: meaning(c.cosine, fusion))
+    k = fusion.rrf_k
+    for candidate in candidates:
+        text = fusion.text_weight / (k + by_text[candidate.rowid]) if candidate.rowid in by_text else 0.0
+        sense = (1 - fusion.text_weight) / (k + by_meaning[candidate.rowid]) if candidate.rowid in by_meaning else 0.0
+        candidate.match = (text + sense) * (k + 1)
+
+
+def rank_candidates(
+    candidates: list[Candidate],
+    mode: SearchMode,
+    fusion: Fusion,
+    ranking: Ranking,
+    *,
+    now: datetime,
+    boost: Category | None = None,
+) -> list[Candidate]:
+    """Score `candidates` in place and return them best first.
+
+    relevance = match (see `Fusion`; keyword mode: the text part alone, semantic: the meaning part alone)
+                * repeat_penalty ** (n - 1) * recency * category factor, as `store.Ranking` defines them.
+    Every factor is in 0-1, so relevance is. Ties go to the newest memory (highest rowid).
+    """
+    if mode == "hybrid" and fusion.kind == "rrf":
+        _reciprocal_rank_fusion(candidates, fusion)
+    else:
+        best = max((candidate.strength for candidate in candidates), default=0.0)
+        if mode == "hybrid":
+            best = max(best, fusion.text_reference)
+        for candidate in candidates:
+            text = candidate.strength / best if best > 0 else 0.0
+            if not candidate.own_text:
+                text *= fusion.provenance_weight
+            sense = meaning(candidate.cosine, fusion)
+            weighted = fusion.text_weight * text + (1 - fusion.text_weight) * sense
+            candidate.match = {"keyword": text, "semantic": sense}.get(mode, weighted)
+    candidates.sort(key=lambda candidate: (candidate.match, candidate.rowid), reverse=True)
+    seen: dict[int, int] = {}
+    for candidate in candidates:
+        repeats = seen.get(candidate.message_group, 0)
+        seen[candidate.message_group] = repeats + 1
+        updated = datetime.fromisoformat(candidate.memory.updated_at)
+        age_days = max(0.0, (now - updated).total_seconds() / 86400.0)
+        recency = 1.0 - ranking.recency_weight + ranking.recency_weight * 0.5 ** (age_days / ranking.half_life_days)
+        category = 1.0 if boost is None or candidate.memory.category == boost else 1.0 - ranking.category_weight
+        # Unrounded, so two weak matches still order by their words; callers round for display.
+        candidate.relevance = candidate.match * ranking.repeat_penalty**repeats * recency * category
+    candidates.sort(key=lambda candidate: (candidate.relevance, candidate.rowid), reverse=True)
+    return candidates

@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -43,6 +43,7 @@ from pydantic import AnyHttpUrl, Field, ValidationError
 from harmonia_mcp import __version__
 from harmonia_mcp.auth import TokenTable
 from harmonia_mcp.config import Settings
+from harmonia_mcp.embed import MINILM_MODEL_NAME
 from harmonia_mcp.errors import AccessDenied, HarmoniaError, describe_validation_error
 from harmonia_mcp.extract.caller import MAX_FACTS
 from harmonia_mcp.extract.judge import ModelJudge
@@ -85,6 +86,7 @@ from harmonia_mcp.service import (
 )
 from harmonia_mcp.store import DateField, Ranking, open_store
 from harmonia_mcp.throttle import ThrottleMiddleware
+from harmonia_mcp.vectors import VectorIndex, open_vectors
 
 logger = logging.getLogger(__name__)
 # The one line said at start-up (database, extractor, embedder); the CLI shows it at the default log level.
@@ -290,11 +292,19 @@ async def search_memories(
         Category | None, Field(description="Rank memories of this category higher, without filtering the others.")
     ] = None,
     include_archived: IncludeArchived = False,
+    mode: Annotated[
+        Literal["hybrid", "keyword", "semantic"] | None,
+        Field(
+            description="hybrid: by words and meaning (default when an embedder is on); keyword: words only; "
+            "semantic: meaning only."
+        ),
+    ] = None,
 ) -> SearchResult:
-    """Full-text search over the user's memories, best match first.
+    """Search the user's memories by words and meaning, best match first.
 
-    Each hit has a relevance_score from 0 to 1 (bm25 with recency; see docs/search.md) and highlights with
-    matched words in [brackets]; pagination gives total_count and has_more.
+    Each hit has a relevance_score from 0 to 1 (text match and meaning, with recency; see docs/search.md) and
+    highlights with matched words in [brackets]; pagination gives total_count and has_more. `mode` says which
+    mode answered, `warnings` why meaning was not used when it was asked for.
     """
     with _tool_errors():
         return await _service(ctx).search_memories(
@@ -315,6 +325,7 @@ async def search_memories(
             session_id=session_id,
             boost_category=boost_category,
             include_archived=include_archived,
+            mode=mode,
         )
 
 
@@ -710,6 +721,17 @@ def make_limits(settings: Settings) -> ServiceLimits:
     )
 
 
+def embedder_label(settings: Settings) -> str:
+    """The embedder the start-up line names: "embedded all-MiniLM-L6-v2-int8 (loads in the background)",
+    "ollama nomic-embed-text at http://...", or "none (keyword search only)"."""
+    if settings.embedder == "none":
+        return "none (keyword search only)"
+    if settings.embedder == "ollama":
+        return f"ollama {settings.embed_model} at {settings.ollama_host}"
+    model = settings.embed_model_path or MINILM_MODEL_NAME
+    return f"embedded {model} (loads in the background)"
+
+
 def startup_line(db_path: str, settings: Settings, *, embedder: str) -> str:
     """The start-up line: version, database path, extractor (and Ollama model and host), embedder.
 
@@ -758,14 +780,16 @@ class _SharedContext:
                     open_store(self._settings.db_path, readers=self._settings.read_connections)
                 )
                 extractor = await stack.enter_async_context(open_extractor(self._settings))
-                # Issue 9 (embeddings): pass the embedder's name here.
-                logging.getLogger(STARTUP_LOGGER).info("%s", startup_line(store.path, self._settings, embedder="none"))
+                logging.getLogger(STARTUP_LOGGER).info(
+                    "%s", startup_line(store.path, self._settings, embedder=embedder_label(self._settings))
+                )
                 settings = self._settings
                 ranking = Ranking(
                     half_life_days=settings.recency_half_life_days, recency_weight=settings.recency_weight
                 )
-                queue = await self._start_queue(stack, store, extractor)
-                service = MemoryService(store, extractor, make_limits(settings), ranking, queue)
+                vectors = await stack.enter_async_context(open_vectors(settings, store))
+                queue = await self._start_queue(stack, store, extractor, vectors)
+                service = MemoryService(store, extractor, make_limits(settings), ranking, queue, vectors=vectors)
                 self._stack, self._context = stack, AppContext(service, tokens_required=self._tokens_required)
             self._users += 1
             context = self._context
@@ -783,14 +807,21 @@ class _SharedContext:
             if closing is not None:
                 await closing.aclose()
 
-    async def _start_queue(self, stack: AsyncExitStack, store: Any, extractor: Any) -> ExtractionQueue | None:
-        """The background extraction queue, running, when a model is configured and extraction is not sync."""
+    async def _start_queue(
+        self, stack: AsyncExitStack, store: Any, extractor: Any, vectors: VectorIndex | None
+    ) -> ExtractionQueue | None:
+        """The background extraction queue, running, when a model is configured and extraction is not sync.
+
+        When a job lands, resource listeners are told and the vector worker embeds the model's memories.
+        """
         settings = self._settings
         if settings.extraction == "sync" or not isinstance(extractor, FallbackExtractor):
             return None
         events = self._events
 
         async def landed(_user: str) -> None:
+            if vectors is not None:
+                vectors.notify()
             if events is not None:
                 await events.publish(ResourcesListChanged())
 

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import ValidationError
 
 from harmonia_mcp import conflicts, context, export, jobs, search
+from harmonia_mcp.embed import EmbeddingError
 from harmonia_mcp.errors import AlreadyActive, InvalidInput, MemoryNotFound
 from harmonia_mcp.extract import Extraction, Extractor, run_extractor
 from harmonia_mcp.extract.caller import normalise_facts
@@ -64,6 +65,7 @@ from harmonia_mcp.models import (
     UpcomingResult,
     UpdateResult,
 )
+from harmonia_mcp.search import Candidate, Fusion, SearchMode
 from harmonia_mcp.store import (
     EXPIRED_REASON,
     DateField,
@@ -75,6 +77,7 @@ from harmonia_mcp.store import (
     utc_now,
 )
 from harmonia_mcp.temporal import parse_timestamp
+from harmonia_mcp.vectors import VectorIndex
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +149,9 @@ class MemoryService:
         ranking: Ranking | None = None,
         queue: ExtractionQueue | None = None,
         clock: Callable[[], datetime] | None = None,
+        *,
+        vectors: VectorIndex | None = None,
+        fusion: Fusion | None = None,
     ) -> None:
         self.store = store
         self.extractor = extractor
@@ -158,6 +164,27 @@ class MemoryService:
         # The time retention and expiry are measured against (a frozen clock in tests); aware, any zone.
         self.clock = clock or (lambda: datetime.now(UTC))
         self._next_sweep: datetime | None = None
+
+        # None: no embedder (HARMONIA_EMBEDDER=none), keyword search only.
+        self.vectors = vectors
+        self.fusion = fusion or Fusion()
+        self._said_loading = False
+
+    async def _embed_written(self, user: str) -> None:
+        """After a write committed: embed the user's memories that lack a vector now if the model is ready,
+        else leave them queued for the background worker. Never raises (the memory is stored either way)."""
+        if self.vectors is None:
+            return
+        if not self.vectors.ready:
+            self.vectors.notify()
+            return
+        try:
+            done = await self.vectors.embed_pending(user_id=user, limit=EMBED_INLINE)
+        except Exception:  # a failure here must not fail the write that already committed
+            logger.exception("embedding after a write failed; the memories stay queued")
+            return
+        if done >= EMBED_INLINE:
+            self.vectors.notify()  # more may wait: the background worker takes them (its scan spans every user)
 
     # --- argument checks ---
 
@@ -436,6 +463,7 @@ class MemoryService:
                 )
         if queue is not None and job_id is not None:
             queue.wake()
+        await self._embed_written(user)
         warnings = list(extraction.warnings)
         if queue is not None and job_id is None:
             warnings.append(
@@ -560,8 +588,16 @@ class MemoryService:
         session_id: str | None = None,
         boost_category: Category | str | None = None,
         include_archived: bool = False,
+        mode: str | None = None,
     ) -> SearchResult:
-        """Full-text search over a user's active memories; `query="*"` admits every memory the filters admit.
+        """Search a user's active memories by words and meaning; `query="*"` admits every memory the filters admit.
+
+        `mode`: "hybrid" (words and meaning, the default when an embedder is configured), "keyword" (words
+        only: FTS5 bm25, the default with HARMONIA_EMBEDDER=none) or "semantic" (meaning only). Until the
+        embedding model is ready, or when it fails, hybrid and semantic searches answer by keyword and
+        `warnings` says why; `mode` in the result is the mode that answered. Hybrid ranking: the union of
+        the keyword candidates and the nearest vectors under every filter, fused by `search.Fusion`, then
+        recency and category (`search.rank_candidates`, docs/search.md).
 
         The query is turned into a safe FTS5 expression by `search.build_match_expression`; hits are ranked
         by `Ranking` (bm25 with column weights, recency, an optional `boost_category`), see docs/search.md.
@@ -596,6 +632,7 @@ class MemoryService:
         memory_filter = dataclasses.replace(memory_filter, include_archived=include_archived)
         await self._sweep_if_due()
         boost = _category(boost_category)
+        wanted, warnings = self._mode(mode)
         if not query.strip():
             raise InvalidInput("query is empty: give words to search for, or '*' to list every memory")
         if query.strip() == "*":
@@ -604,7 +641,7 @@ class MemoryService:
                 user, memory_filter, sort_by=order, limit=limit, offset=offset
             )
             hits = [_hit(memory, 1.0, [], include_metadata) for memory in memories]
-            return SearchResult(results=hits, pagination=_pagination(total, limit, offset, len(hits)))
+            return SearchResult(results=hits, pagination=_pagination(total, limit, offset, len(hits)), mode=wanted)
         search.check_query(query)
         match = search.build_match_expression(query)
         if match is None:
@@ -612,6 +649,27 @@ class MemoryService:
                 f"query {query[:100]!r} has no word to search for: give words (letters or digits), "
                 "a \"quoted phrase\", or '*' to list every memory"
             )
+        if self.vectors is not None and self.vectors.ready:
+            # With an embedder, every mode ranks in one place (`search.rank_candidates`), so relevance_score means
+            # the same in each and a provenance-only match is discounted; with none, keyword search is as before.
+            vector = None
+            if wanted != "keyword":
+                try:
+                    vector = await self.vectors.embed_query(query)
+                except EmbeddingError as error:
+                    warnings.append(f"search by meaning failed ({error}); answered by keyword only")
+                    logger.warning("query embedding failed: %s", error)
+                    wanted = "keyword"
+            ranked, total = await self._hybrid(user, match, vector, memory_filter, wanted, limit + offset, boost)
+            page = _sorted(ranked, sort_by)[offset : offset + limit]
+            marks = await self.store.highlights(user, match, [hit.rowid for hit in page if hit.strength > 0])
+            hits = [
+                _hit(hit.memory, round(hit.relevance, 6), marks.get(hit.rowid, [hit.memory.content]), include_metadata)
+                for hit in page
+            ]
+            await self.store.record_access(user, [hit.memory_id for hit in hits], to_utc_text(self.clock()))
+            pagination = _pagination(total, limit, offset, len(hits))
+            return SearchResult(results=hits, pagination=pagination, mode=wanted, warnings=warnings)
         found, total = await self.store.search(
             user,
             match,
@@ -624,7 +682,76 @@ class MemoryService:
         )
         hits = [_hit(hit.memory, hit.relevance, hit.highlights, include_metadata) for hit in found]
         await self.store.record_access(user, [hit.memory_id for hit in hits], to_utc_text(self.clock()))
-        return SearchResult(results=hits, pagination=_pagination(total, limit, offset, len(hits)))
+        pagination = _pagination(total, limit, offset, len(hits))
+        return SearchResult(results=hits, pagination=pagination, mode="keyword", warnings=warnings)
+
+    def _mode(self, mode: str | None) -> tuple[SearchMode, list[str]]:
+        """The search mode to use and the warnings that go with it (meaning asked for but not available).
+
+        Raises:
+            InvalidInput: `mode` is not hybrid, keyword or semantic.
+        """
+        if mode is not None and mode not in ("hybrid", "keyword", "semantic"):
+            raise InvalidInput(f"mode {mode!r} is unknown: use hybrid, keyword or semantic")
+        if mode == "keyword":
+            return "keyword", []
+        if self.vectors is None:
+            if mode is None:
+                return "keyword", []
+            return "keyword", [f"mode {mode!r} needs an embedder, but HARMONIA_EMBEDDER is none: answered by keyword"]
+        if self.vectors.ready:
+            return ("hybrid" if mode is None else mode), []  # type: ignore[return-value]  # checked above
+        if self.vectors.failure is not None:
+            return "keyword", [f"search by meaning is off ({self.vectors.failure}); answered by keyword only"]
+        self.vectors.notify()
+        if not self._said_loading:
+            self._said_loading = True
+            logger.warning("the embedding model is still loading: searches answer by keyword until it is ready")
+        return "keyword", ["the embedding model is still loading; answered by keyword only"]
+
+    async def _hybrid(
+        self,
+        user: str,
+        match: str,
+        vector: Any | None,
+        memory_filter: MemoryFilter,
+        mode: SearchMode,
+        reach: int,
+        boost: Category | None,
+    ) -> tuple[list[Candidate], int]:
+        """The union of keyword and vector candidates, ranked (`search.rank_candidates`), and how many there are
+        in all (every keyword match plus the nearest neighbours that match no word)."""
+        assert self.vectors is not None  # checked by the caller
+        depth = max(self.fusion.depth, reach)
+        keyword: list[tuple[int, float, bool]] = []
+        total = 0
+        if mode != "semantic":
+            keyword, total = await self.store.keyword_candidates(user, match, memory_filter, limit=depth)
+        near: list[tuple[int, float]] = []
+        cosine: dict[int, float] = {}
+        if vector is not None:
+            floor = self.fusion.candidate_floor
+            near = await self.vectors.nearest(user, vector, memory_filter, count=depth, floor=floor)
+            cosine = dict(near)
+            missing = [rowid for rowid, _, _ in keyword if rowid not in cosine]
+            cosine |= await self.vectors.similarities(user, vector, missing)
+        text = {rowid: (strength, own) for rowid, strength, own in keyword}
+        rowids = list(dict.fromkeys([*text, *cosine]))
+        details = await self.store.candidates(user, rowids)
+        candidates = []
+        for rowid in rowids:
+            if rowid not in details:
+                continue  # removed between the reads
+            memory, group = details[rowid]
+            strength, own = text.get(rowid, (0.0, False))
+            candidates.append(Candidate(rowid, memory, group, strength, own, cosine.get(rowid)))
+        if mode == "hybrid":
+            only_near = [rowid for rowid, _ in near if rowid not in text]
+            total += len(only_near) - await self.store.count_matching(user, match, only_near)
+        elif mode == "semantic":
+            total = len(near)
+        now = datetime.now(UTC)
+        return search.rank_candidates(candidates, mode, self.fusion, self.ranking, now=now, boost=boost), total
 
     async def list_memories(
         self,
@@ -718,6 +845,7 @@ class MemoryService:
             before = await self.store.set_status(
                 db, user, memory_id, "active", expected=("deleted", "superseded"), source_message=None
             )
+        await self._embed_written(user)
         memory = await self.store.get_memory(user, memory_id)
         successors = (await self.store.successors(user, [memory_id])).get(memory_id, [])
         statuses = [(await self.store.get_memory(user, other, include_inactive=True)).status for other in successors]
@@ -913,6 +1041,7 @@ class MemoryService:
                         await self.store.add_link(db, user, memory_id, other, "related")
                         related.append(other)
             updated = await self.store.get_memory_in(db, user, memory_id)
+        await self._embed_written(user)  # a new content dropped the old vector (memory_vectors_au)
         return UpdateResult(memory=MemoryView.of(updated), superseded=superseded, related_memory_ids=related)
 
     async def set_pinned(self, memory_id: str, pinned: bool, *, user_id: str | None = None) -> MemoryView:
@@ -1080,6 +1209,8 @@ class MemoryService:
             # Links last: both ends must be memories of `owner` by now (Store.import_history_and_links checks).
             async with self.store.transaction() as db:
                 await self.store.import_history_and_links(db, owner, {}, {}, links)
+        if self.vectors is not None:
+            self.vectors.notify()  # vectors are derived, never imported: the worker embeds them in batches
         valid = rows - len(invalid)
         return ImportResult(
             user_id=owner,
@@ -1471,6 +1602,30 @@ def _with_referent(item: ExtractedMemory, previous: str | None, speaker: str) ->
         return item.model_copy(update={"confidence": min(item.confidence, UNRESOLVED_PRONOUN_CONFIDENCE)})
     names = [word for word in find_entities(resolved) if word not in item.entities and word != speaker]
     return item.model_copy(update={"content": resolved, "entities": [*names, *item.entities]})
+
+
+EMBED_INLINE = 64  # memories a write embeds before it answers; more (an import) go to the background worker
+
+
+def _sorted(ranked: list[Candidate], sort_by: str) -> list[Candidate]:
+    """`ranked` (best first) in the order of `sort_by`: relevance keeps it; a field sorts highest or newest
+    first, memories without the field last, relevance breaking ties (as `Store.search` does)."""
+    if sort_by == "relevance":
+        return ranked
+
+    def value(hit: Candidate) -> float | None:
+        memory = hit.memory
+        if sort_by == "confidence":
+            return memory.confidence
+        text = {"created_at": memory.created_at, "updated_at": memory.updated_at}.get(sort_by, memory.event_time)
+        if text is None:
+            return None
+        moment = datetime.fromisoformat(text)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+    keyed = [(value(hit), position, hit) for position, hit in enumerate(ranked)]
+    present = sorted((item for item in keyed if item[0] is not None), key=lambda item: (-(item[0] or 0.0), item[1]))
+    return [hit for _, _, hit in present] + [hit for key, _, hit in keyed if key is None]
 
 
 def _category(value: Category | str | None) -> Category | None:

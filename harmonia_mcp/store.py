@@ -72,6 +72,15 @@ FORGETTING_COUNTS_SQL = (
 FORGETTING_COUNT_NAMES = ("pinned", "archived", "deleted", "expired", "expiring_soon")
 
 
+# doctor's and Store.vector_counts's figures (parameters: model, dimension): memories that should have a vector,
+# and how many of them lack one of that model and dimension.
+VECTOR_COUNTS_SQL = (
+    "SELECT count(*), count(*) FILTER (WHERE v.rowid IS NULL OR v.model != ? OR v.dimension != ?) "
+    "FROM memories m LEFT JOIN memory_vectors v ON v.rowid = m.rowid "
+    "WHERE m.status IN ('active', 'superseded')"
+)
+
+
 def forgetting_counts(row: Sequence[Any] | None) -> dict[str, int]:
     """`FORGETTING_COUNTS_SQL`'s one row as {name: count}."""
     if row is None:
@@ -273,6 +282,27 @@ _M004_FTS_OWNER = f"""
 
 """ + _rebuild_fts_index(_M004_FTS_COLUMNS, update_of=(*_M003_FTS_COLUMNS, "user_id"))
 
+# Search by meaning (issue 9): one vector per memory, keyed by the memory's rowid, with the model that made it and
+# its dimension, so vectors of two models never mix. Deleting the memory row removes its vector (trigger, so it
+# holds whatever `PRAGMA foreign_keys` says); rewriting what the memory says drops its vector, which leaves the
+# memory "lacking a current vector": the durable queue that `Store.unembedded` reads is exactly those rows.
+_M005_VECTORS = """
+        CREATE TABLE memory_vectors (
+            rowid INTEGER PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            dimension INTEGER NOT NULL,
+            vector BLOB NOT NULL
+        );
+        CREATE INDEX memory_vectors_user_model ON memory_vectors (user_id, model);
+        CREATE TRIGGER memory_vectors_ad AFTER DELETE ON memories BEGIN
+            DELETE FROM memory_vectors WHERE rowid = old.rowid;
+        END;
+        CREATE TRIGGER memory_vectors_au AFTER UPDATE OF content, category, user_id ON memories BEGIN
+            DELETE FROM memory_vectors WHERE rowid = old.rowid;
+        END;
+"""
+
 # Forgetting (issue 11, docs/forgetting.md). A deleted memory's part of its source message (`hidden_span`) is
 # hidden from the other memories that show or index that message: `source_redacted` and `context_redacted` are
 # the source message and conversation context with the deleted memories' spans cut out (NULL: nothing hidden),
@@ -370,6 +400,7 @@ MIGRATIONS: Sequence[str] = (
     _M002_LINKS,
     _M003_SEARCH_CONTEXT,
     _M004_FTS_OWNER,
+    _M005_VECTORS,
     _M006_FORGETTING,
     _M007_JOBS,
     _M008_OCCURRED_AT,
@@ -1730,6 +1761,153 @@ class Store:
         ) as cursor:
             rows = await cursor.fetchall()
         return [FullTextHit(_row_to_memory(row), float(row["score"]), 0.0, []) for row in rows]
+
+    async def keyword_candidates(
+        self, user_id: str, match: str, memory_filter: MemoryFilter, *, limit: int
+    ) -> tuple[list[tuple[int, float, bool]], int]:
+        """The first stage of hybrid search: the `limit` best full-text matches that pass `memory_filter`, as
+        (rowid, strength = -bm25 with `BM25_WEIGHTS`, whether the memory's own text matched), best first, and
+        how many match in all. "Own text" is content, entities and tags; a memory found only through its
+        source message, speaker or conversation context has it False (docs/search.md, provenance)."""
+        owned = owned_match(user_id, match)
+        own_text = owned_match(user_id, f"{{content entities tags}} : ({match})")
+        where, params = memory_filter.where(user_id)
+        weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
+        async with self._reader.execute(
+            # bm25() only where the FTS table is queried: a window function beside it is refused (see `search`).
+            f"WITH hits AS (SELECT m.rowid AS rowid, -bm25(memories_fts, {weights}) AS strength "
+            "FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
+            f"WHERE memories_fts MATCH ? AND {where}) "
+            "SELECT rowid, strength, count(*) OVER () AS total FROM hits ORDER BY strength DESC, rowid DESC LIMIT ?",
+            [owned, *params, limit],
+        ) as cursor:
+            rows = list(await cursor.fetchall())
+        if not rows:
+            return [], 0
+        rowids = [int(row["rowid"]) for row in rows]
+        marks = ", ".join("?" for _ in rowids)
+        async with self._reader.execute(
+            f"SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? AND rowid IN ({marks})", [own_text, *rowids]
+        ) as cursor:
+            own = {int(row[0]) for row in await cursor.fetchall()}
+        hits = [(rowid, float(row["strength"]), rowid in own) for rowid, row in zip(rowids, rows, strict=True)]
+        return hits, int(rows[0]["total"])
+
+    async def count_matching(self, user_id: str, match: str, rowids: Sequence[int]) -> int:
+        """How many of `rowids` match the FTS5 expression `match` (for the exact total of a hybrid search)."""
+        found = 0
+        for start in range(0, len(rowids), 500):
+            chunk = list(rowids[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            async with self._reader.execute(
+                f"SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ? AND rowid IN ({marks})",
+                [owned_match(user_id, match), *chunk],
+            ) as cursor:
+                row = await cursor.fetchone()
+            found += int(row[0]) if row else 0
+        return found
+
+    async def highlights(self, user_id: str, match: str, rowids: Sequence[int]) -> dict[int, list[str]]:
+        """The highlights of `Store.search` for those of `rowids` that match `match`."""
+        if not rowids:
+            return {}
+        details = await self._hit_details(owned_match(user_id, match), list(rowids))
+        return {rowid: marks for rowid, (_, marks) in details.items()}
+
+    # --- vectors (search by meaning; docs/search.md) ---
+
+    async def unembedded(
+        self, model: str, dimension: int, *, user_id: str | None = None, limit: int = 256
+    ) -> list[tuple[int, str, str, str]]:
+        """Memories (active or superseded) lacking a vector of `model` and `dimension`: (rowid, user_id, content,
+        category), oldest first, at most `limit`; only `user_id`'s when given. This is the durable embedding queue."""
+        owner = "m.user_id = ? AND " if user_id is not None else ""
+        async with self._reader.execute(
+            "SELECT m.rowid AS rowid, m.user_id AS user_id, m.content AS content, m.category AS category "
+            "FROM memories m "
+            "LEFT JOIN memory_vectors v ON v.rowid = m.rowid "
+            f"WHERE {owner}m.status IN ('active', 'superseded') "
+            "AND (v.rowid IS NULL OR v.model != ? OR v.dimension != ?) ORDER BY m.rowid LIMIT ?",
+            [*([user_id] if user_id is not None else []), model, dimension, limit],
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [(int(row["rowid"]), str(row["user_id"]), str(row["content"]), str(row["category"])) for row in rows]
+
+    async def vector_counts(self, model: str, dimension: int) -> tuple[int, int]:
+        """(memories active or superseded, how many of them lack a vector of `model` and `dimension`)."""
+        async with self._reader.execute(VECTOR_COUNTS_SQL, (model, dimension)) as cursor:
+            row = await cursor.fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    async def write_vectors(
+        self, db: aiosqlite.Connection, model: str, dimension: int, rows: Sequence[tuple[int, str, bytes]]
+    ) -> list[int]:
+        """Store (rowid, content embedded, float32 vector bytes) rows; return the rowids written.
+
+        A row is written only if the memory still says `content`, so a vector computed before a concurrent
+        rewrite never lands on the new text (the rewrite stays queued instead).
+        """
+        written: list[int] = []
+        for rowid, content, vector in rows:
+            async with db.execute(
+                "INSERT OR REPLACE INTO memory_vectors (rowid, user_id, model, dimension, vector) "
+                "SELECT rowid, user_id, ?, ?, ? FROM memories WHERE rowid = ? AND content = ?",
+                (model, dimension, vector, rowid, content),
+            ) as cursor:
+                if cursor.rowcount:
+                    written.append(rowid)
+        return written
+
+    async def clear_vectors(self, db: aiosqlite.Connection) -> int:
+        """Delete every stored vector (for `reindex`); return how many there were."""
+        async with db.execute("DELETE FROM memory_vectors") as cursor:
+            return int(cursor.rowcount)
+
+    async def user_vectors(
+        self, user_id: str, model: str, dimension: int, *, batch: int = 4096
+    ) -> AsyncIterator[tuple[int, list[tuple[int, bytes]]]]:
+        """Every vector of `user_id` made by `model` with `dimension`, by rowid, in batches of (rowid, float32
+        bytes); each batch comes with the number of such vectors in all (so a caller can allocate once)."""
+        where = "WHERE user_id = ? AND model = ? AND dimension = ?"
+        async with self._reader.execute(
+            f"SELECT count(*) FROM memory_vectors {where}", (user_id, model, dimension)
+        ) as c:
+            row = await c.fetchone()
+        total = int(row[0]) if row else 0
+        async with self._reader.execute(
+            f"SELECT rowid, vector FROM memory_vectors {where} ORDER BY rowid", (user_id, model, dimension)
+        ) as cursor:
+            while rows := await cursor.fetchmany(batch):
+                yield total, [(int(found[0]), bytes(found[1])) for found in rows]
+
+    async def admitted(self, user_id: str, memory_filter: MemoryFilter, rowids: Sequence[int]) -> list[int]:
+        """Those of `rowids` that are `user_id`'s memories and pass `memory_filter`, in the order given."""
+        where, params = memory_filter.where(user_id)
+        allowed: set[int] = set()
+        for start in range(0, len(rowids), 500):
+            chunk = list(rowids[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            async with self._reader.execute(
+                f"SELECT m.rowid FROM memories m WHERE m.rowid IN ({marks}) AND {where}", [*chunk, *params]
+            ) as cursor:
+                allowed |= {int(row[0]) for row in await cursor.fetchall()}
+        return [rowid for rowid in rowids if rowid in allowed]
+
+    async def candidates(self, user_id: str, rowids: Sequence[int]) -> dict[int, tuple[Memory, int]]:
+        """The memories `rowids` of `user_id` with their message group (the id that `Ranking`'s repeat penalty
+        groups by: the message they came from, else their own negated rowid)."""
+        out: dict[int, tuple[Memory, int]] = {}
+        for start in range(0, len(rowids), 500):
+            chunk = list(rowids[start : start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            async with self._reader.execute(
+                f"SELECT {_MEMORY_COLUMNS}, m.rowid AS hit_rowid, coalesce(m.message_id, -m.rowid) AS message_group "
+                f"FROM memories m WHERE m.rowid IN ({marks}) AND m.user_id = ?",
+                [*chunk, user_id],
+            ) as cursor:
+                for row in await cursor.fetchall():
+                    out[int(row["hit_rowid"])] = (_row_to_memory(row), int(row["message_group"]))
+        return out
 
     async def links(self, user_id: str, memory_id: str) -> dict[str, list[str]]:
         """The links of one memory: ids it `supersedes`, ids it is `superseded_by`, and `related` ids (both ways)."""

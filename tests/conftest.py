@@ -23,7 +23,11 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(db_path: Path) -> Settings:
-    return Settings(db_path=str(db_path), extractor="rules", default_user="default", max_message_bytes=32 * 1024)
+    # No embedder: most tests do not need meaning, and the model costs CPU on a shared machine (test_semantic.py
+    # runs the real one).
+    return Settings(
+        db_path=str(db_path), extractor="rules", default_user="default", max_message_bytes=32 * 1024, embedder="none"
+    )
 
 
 @pytest.fixture

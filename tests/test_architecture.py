@@ -29,6 +29,8 @@ FORBIDDEN = {
     "conflicts.py": {"mcp", "ollama", "harmonia_mcp.service", "harmonia_mcp.server", "harmonia_mcp.extract"},
     "jobs.py": {"mcp", "ollama", "harmonia_mcp.service", "harmonia_mcp.server", "harmonia_mcp.extract"},
     "extraction_queue.py": {"mcp", "harmonia_mcp.service", "harmonia_mcp.server", "harmonia_mcp.cli"},
+    "embed.py": {"mcp", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server", "sqlite3", "aiosqlite"},
+    "vectors.py": {"mcp", "harmonia_mcp.service", "harmonia_mcp.server", "sqlite3", "aiosqlite"},
 }
 
 

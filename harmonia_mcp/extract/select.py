@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -35,6 +35,7 @@ from harmonia_mcp.extract.ollama import Availability, OllamaExtractor
 from harmonia_mcp.extract.openai import OpenAIExtractor
 from harmonia_mcp.extract.rules import RulesExtractor
 from harmonia_mcp.models import ExtractedMemory
+from harmonia_mcp.tasks import running
 
 __all__ = ["RECHECK_SECONDS", "SLOW_AFTER", "FallbackExtractor", "ModelState", "open_extractor"]
 
@@ -236,23 +237,6 @@ def model_backend(settings: Settings) -> ModelExtractor:
 
 
 @asynccontextmanager
-async def running_in_background(task: Callable[[], Coroutine[Any, Any, None]]) -> AsyncIterator[None]:
-    """Run `task` (a coroutine that runs until cancelled) while the context is open; cancel it on exit.
-
-    An error raised by the body comes out as itself, not wrapped in the task group's exception group.
-    """
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(task)
-            yield
-            group.cancel_scope.cancel()
-    except BaseExceptionGroup as errors:
-        if len(errors.exceptions) == 1:
-            raise errors.exceptions[0] from None
-        raise
-
-
-@asynccontextmanager
 async def open_extractor(settings: Settings, *, recheck_seconds: float = RECHECK_SECONDS) -> AsyncIterator[Extractor]:
     """The extractor `settings.extractor` asks for, with its background probe running while in use.
 
@@ -269,7 +253,7 @@ async def open_extractor(settings: Settings, *, recheck_seconds: float = RECHECK
         if settings.extractor != "auto":
             yield extractor
             return
-        async with running_in_background(extractor.watch):
+        async with running(extractor.watch):
             yield extractor
     finally:
         with anyio.CancelScope(shield=True):

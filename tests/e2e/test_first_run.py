@@ -73,7 +73,10 @@ def test_the_server_says_at_start_up_which_database_extractor_and_embedder_it_us
     lines = [line for line in result.stderr.splitlines() if "database" in line]
     assert len(lines) == 1, result.stderr
     assert f"database {db};" in lines[0]
-    assert "extractor rules" in lines[0] and "embedder none" in lines[0]
+    # The default embedder is the packaged ONNX model (issue 9), named with the model that makes the vectors.
+    assert "extractor rules" in lines[0] and "embedder embedded all-MiniLM-L6-v2-int8" in lines[0]
+    keyword_only = _run("--db", str(db), HARMONIA_EMBEDDER="none")
+    assert "embedder none (keyword search only)" in keyword_only.stderr
     quiet = _run("--db", str(db), HARMONIA_LOG_LEVEL="ERROR")
     assert quiet.returncode == 0 and quiet.stderr == ""
 

@@ -118,3 +118,16 @@ async def test_a_locomo_conversation_end_to_end_over_stdio(
 
     with sqlite3.connect(db_path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+async def test_pets_finds_two_cats_over_stdio_with_no_setup(tmp_path: Path) -> None:
+    """The default install and configuration (no HARMONIA_EMBEDDER, no download, no Ollama) search by meaning."""
+    async with Client(server_parameters(tmp_path / "pets.db")) as client:
+        for message in ("I have two cats", "I work as a nurse", "The train was late again this morning"):
+            await call_tool(client, "store_memory", {"message": message})
+        found: dict[str, Any] = {}
+        with anyio.fail_after(60):
+            while found.get("mode") != "hybrid":  # the model loads in the background after start-up
+                found = await call_tool(client, "search_memories", {"query": "pets"})
+                await anyio.sleep(0.1)
+        assert found["results"][0]["content"] == "User has two cats"

@@ -1,0 +1,227 @@
+"""Hybrid search quality: keyword vs semantic vs hybrid on LoCoMo (dev) and on a paraphrase benchmark.
+
+In-process (the same `MemoryService` the server runs, with the rules extractor and the embedded MiniLM model):
+
+1. LoCoMo dev: every turn of `../shared/bench/locomo/turns.jsonl` is stored as `benchmarks/locomo_retrieval.py`
+   stores it (user = conversation, speaker, occurred_at = session date); every question is asked, and the
+   hits are mapped to evidence turns. recall@5, recall@10 and MRR@10 per category.
+2. Paraphrase: the facts of `benchmarks/data/paraphrase_<split>.jsonl` (first-person messages such as "I have a
+   dog called Biggie") are stored for one user among the first `--distractors` turns of LoCoMo conversation
+   conv-30 (other speakers, other topics); each query shares no content word with its fact ("what pets does
+   the user have"). top-3 hit rate: the fact's memory is among the first three results.
+
+The candidates of each question are gathered once (keyword candidates and nearest neighbours, as
+`MemoryService._hybrid` does), then ranked under each `Fusion` setting of `--grid`, so a grid of settings
+costs one pass of searches. Without `--grid` only the shipped `Fusion()` is measured.
+
+    .venv/bin/python benchmarks/hybrid_eval.py [--db FILE] [--split dev|heldout] [--grid]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import pickle
+import sys
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import anyio
+
+from harmonia_mcp import search
+from harmonia_mcp.embed import OnnxEmbedder
+from harmonia_mcp.extract.rules import RulesExtractor
+from harmonia_mcp.search import Candidate, Fusion, SearchMode
+from harmonia_mcp.service import MemoryService, ServiceLimits
+from harmonia_mcp.store import MemoryFilter, open_store
+from harmonia_mcp.vectors import VectorIndex
+
+LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "bench" / "locomo"  # replaced by --data
+DATA = Path(__file__).resolve().parent / "data"
+CATEGORIES = ("single-hop", "multi-hop", "temporal", "open-domain")
+DISTRACTOR_CONVERSATION = "conv-30"
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _scores(ranked: Sequence[str], evidence: Iterable[str]) -> tuple[float, float, float]:
+    wanted = set(evidence)
+    first = next((1.0 / (rank + 1) for rank, dia_id in enumerate(ranked[:10]) if dia_id in wanted), 0.0)
+    return len(wanted & set(ranked[:5])) / len(wanted), len(wanted & set(ranked[:10])) / len(wanted), first
+
+
+async def _fill(service: MemoryService, split: str, distractors: int) -> dict[str, Any]:
+    """Store LoCoMo dev and the paraphrase facts; return memory_id -> dia_ids and fact -> memory ids."""
+    turns_of: dict[str, list[str]] = defaultdict(list)
+    for turn in _jsonl(LOCOMO / "turns.jsonl"):
+        stored = await service.store_memory(
+            turn["text"],
+            user_id=turn["conv_id"],
+            speaker=turn["speaker"],
+            occurred_at=turn["session_date"],
+            metadata={"dia_id": turn["dia_id"]},
+        )
+        for memory in stored.memories:
+            if turn["dia_id"] not in turns_of[memory.memory_id]:
+                turns_of[memory.memory_id].append(turn["dia_id"])
+    facts: dict[str, list[str]] = {}
+    for name in ("dev", "heldout"):
+        path = DATA / f"paraphrase_{name}.jsonl"
+        if not path.exists():
+            continue
+        user = f"paraphrase-{name}"
+        pool = [turn for turn in _jsonl(LOCOMO / "turns.jsonl") if turn["conv_id"] == DISTRACTOR_CONVERSATION]
+        for turn in pool[:distractors]:
+            await service.store_memory(turn["text"], user_id=user, speaker=turn["speaker"])
+        for case in _jsonl(path):
+            stored = await service.store_memory(case["fact"], user_id=user)
+            facts[f"{name}:{case['fact']}"] = [memory.memory_id for memory in stored.memories]
+    assert service.vectors is not None
+    while await service.vectors.embed_pending():
+        pass
+    return {"turns_of": turns_of, "facts": facts}
+
+
+async def _candidates(service: MemoryService, user: str, query: str) -> list[Candidate]:
+    match = search.build_match_expression(query)
+    assert match is not None and service.vectors is not None
+    vector = await service.vectors.embed_query(query)
+    ranked, _ = await service._hybrid(user, match, vector, MemoryFilter(), "hybrid", 10, None)
+    return ranked
+
+
+def _rank(cands: list[Candidate], mode: SearchMode, fusion: Fusion, service: MemoryService) -> list[Candidate]:
+    from datetime import UTC, datetime
+
+    kept = [c for c in cands if c.strength > 0 or (c.cosine or 0.0) >= fusion.candidate_floor]
+    if mode == "semantic":
+        kept = [c for c in kept if (c.cosine or 0.0) >= fusion.candidate_floor]
+    if mode == "keyword":
+        kept = [c for c in kept if c.strength > 0]
+    return search.rank_candidates(kept, mode, fusion, service.ranking, now=datetime.now(UTC))
+
+
+def _grid() -> list[Fusion]:
+    out = [Fusion(weight, kind="rrf") for weight in (0.5, 0.6, 0.7)]
+    for weight, floor, ceiling, candidate in itertools.product(
+        (0.5, 0.6, 0.7, 0.8), (0.2, 0.3), (0.6, 0.8), (0.2, 0.3)
+    ):
+        out.append(Fusion(weight, floor, ceiling, 0.5, candidate))
+    return out
+
+
+def _describe(fusion: Fusion) -> str:
+    if fusion.kind == "rrf":
+        return f"rrf(k={fusion.rrf_k}, text_weight={fusion.text_weight})"
+    return (
+        f"weighted(text_weight={fusion.text_weight}, cosine {fusion.cosine_floor}-{fusion.cosine_ceiling}, "
+        f"provenance {fusion.provenance_weight}, candidate floor {fusion.candidate_floor})"
+    )
+
+
+async def _main(arguments: argparse.Namespace) -> int:
+    global LOCOMO
+    LOCOMO = arguments.data
+    folder = tempfile.mkdtemp(prefix="harmonia-hybrid-")
+    db = Path(arguments.db) if arguments.db else Path(folder) / "hybrid.db"
+    sidecar = db.with_suffix(".json")
+    limits = ServiceLimits(default_user="default", max_message_bytes=32 * 1024, timezone=ZoneInfo("UTC"))
+    async with open_store(str(db)) as store:
+        vectors = VectorIndex(store, OnnxEmbedder(threads=2))
+        # Candidates are gathered down to the lowest candidate floor of the grid; `_rank` applies each setting's.
+        service = MemoryService(store, RulesExtractor(), limits, vectors=vectors, fusion=Fusion(candidate_floor=0.1))
+        await vectors.load()
+        if sidecar.exists():
+            state = json.loads(sidecar.read_text())
+        else:
+            state = await _fill(service, arguments.split, arguments.distractors)
+            sidecar.write_text(json.dumps(state))
+        turns_of: dict[str, list[str]] = state["turns_of"]
+        questions = _jsonl(LOCOMO / "questions.jsonl")
+        cases = _jsonl(DATA / f"paraphrase_{arguments.split}.jsonl")
+        user = f"paraphrase-{arguments.split}"
+        # The gathered candidates, kept beside the database so a second run only ranks.
+        cache = db.with_suffix(f".{arguments.split}.candidates.pickle")
+        if cache.exists():
+            locomo, para = pickle.loads(cache.read_bytes())
+        else:
+            locomo = [(q, await _candidates(service, q["conv_id"], q["question"])) for q in questions]
+            para = [(c, await _candidates(service, user, c["query"])) for c in cases]
+            cache.write_bytes(pickle.dumps((locomo, para)))
+
+        def evaluate(mode: SearchMode, fusion: Fusion) -> tuple[dict[str, list[float]], float, list[str]]:
+            per: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+            for question, cands in locomo:
+                ranked: list[str] = []
+                for hit in _rank(list(cands), mode, fusion, service):
+                    for dia_id in [hit.memory.metadata.get("dia_id"), *turns_of.get(hit.memory.memory_id, [])]:
+                        if dia_id and dia_id not in ranked:
+                            ranked.append(dia_id)
+                score = _scores(ranked, question["evidence"])
+                per["overall"].append(score)
+                per[question["category"]].append(score)
+            means = {group: [sum(row[i] for row in rows) / len(rows) for i in range(3)] for group, rows in per.items()}
+            found, misses = 0, []
+            for case, cands in para:
+                top = [hit.memory.memory_id for hit in _rank(list(cands), mode, fusion, service)[:3]]
+                if set(top) & set(state["facts"].get(f"{arguments.split}:{case['fact']}", [])):
+                    found += 1
+                else:
+                    misses.append(case["query"])
+            return means, found / len(para), misses
+
+        def line(name: str, means: dict[str, list[float]], para_rate: float) -> str:
+            cells = " | ".join(
+                f"{means[g][0]:.3f} / {means[g][1]:.3f} / {means[g][2]:.3f}" for g in ("overall", *CATEGORIES)
+            )
+            return f"| {name} | {cells} | {para_rate:.2f} |"
+
+        print(f"LoCoMo dev: {len(questions)} questions; paraphrase {arguments.split}: {len(para)} queries")
+        print("| mode | overall R@5 / R@10 / MRR | " + " | ".join(CATEGORIES) + " | paraphrase top-3 |")
+        print("| --- |" + " --- |" * 6)
+        shipped = Fusion()
+        # Today's keyword ranking: the same formula with no provenance penalty (docs/search.md).
+        keyword_means, keyword_para, _ = evaluate("keyword", Fusion(provenance_weight=1.0))
+        print(line("keyword (before this change)", keyword_means, keyword_para))
+        for mode in ("keyword", "semantic", "hybrid"):
+            means, rate, misses = evaluate(mode, shipped)  # type: ignore[arg-type]
+            print(line(mode, means, rate))
+            if mode == "hybrid" and misses:
+                print("hybrid paraphrase misses: " + "; ".join(misses))
+        if arguments.grid:
+            rows = []
+            for fusion in _grid():
+                means, rate, _ = evaluate("hybrid", fusion)
+                floor_ok = all(means[g][1] >= keyword_means[g][1] - 1e-9 for g in ("overall", *CATEGORIES))
+                rows.append((means["overall"][1], rate, floor_ok, fusion, means))
+                print(f"  {_describe(fusion)}: recall@10 {means['overall'][1]:.3f} para {rate:.2f}", flush=True)
+            rows.sort(key=lambda row: (row[2], row[0] + row[1] * 0.1), reverse=True)
+            for recall, rate, ok, fusion, means in rows[:25]:
+                print(
+                    f"{_describe(fusion)} recall@10 {recall:.3f} para {rate:.2f} "
+                    f"no-category-below-keyword {ok} " + " ".join(f"{g}={means[g][1]:.3f}" for g in CATEGORIES)
+                )
+    print(f"database: {db}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=LOCOMO, help=f"the LoCoMo folder (default: {LOCOMO})")
+    parser.add_argument("--db", help="reuse (or create) this database and its .json sidecar between runs")
+    parser.add_argument("--split", choices=("dev", "heldout"), default="dev", help="paraphrase queries to ask")
+    parser.add_argument("--distractors", type=int, default=300, help="LoCoMo turns stored around the facts")
+    parser.add_argument("--grid", action="store_true", help="also rank under a grid of Fusion settings")
+    return anyio.run(_main, parser.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
