@@ -19,8 +19,9 @@ from mcp import Client
 from mcp.types import TextContent
 
 from harmonia_mcp.config import Settings
+from harmonia_mcp.errors import InvalidInput
 from harmonia_mcp.models import Category, ExtractedMemory
-from harmonia_mcp.search import build_match_expression
+from harmonia_mcp.search import build_match_expression, check_query
 from harmonia_mcp.server import create_server
 from harmonia_mcp.store import _M001_INITIAL, MIGRATIONS, MemoryFilter, NewMemory, Ranking, Store, open_store
 
@@ -295,6 +296,12 @@ def test_any_unicode_query_gives_a_valid_page_or_a_clear_error(seeded_db: Path, 
     async def ask() -> None:
         async with Client(create_server(Settings(db_path=str(seeded_db))), raise_exceptions=True) as client:
             result = await client.call_tool("search_memories", {"query": query, "limit": 2})
+        try:
+            check_query(query)
+        except InvalidInput as bound:  # past the documented query bounds (issue 12): that reason, as a tool error
+            assert result.is_error and isinstance(result.content[0], TextContent)
+            assert str(bound) in result.content[0].text
+            return
         if query.strip() != "*" and build_match_expression(query) is None:
             assert result.is_error
             assert isinstance(result.content[0], TextContent)
