@@ -115,6 +115,11 @@ def _serve_flags() -> argparse.ArgumentParser:
     return flags
 
 
+def _db_flag(command: argparse.ArgumentParser, help: str) -> None:
+    # Suppressed default: the bare command's --db (a serve flag) must not be overwritten by the subcommand's.
+    command.add_argument("--db", default=argparse.SUPPRESS, help=help)
+
+
 def _parser() -> argparse.ArgumentParser:
     serve_flags = _serve_flags()
     parser = argparse.ArgumentParser(
@@ -129,13 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="serve MCP (the default command)", parents=[serve_flags])
     # --db defaults suppressed: a top-level `harmonia-mcp --db PATH doctor` is not overwritten by None.
     demo = commands.add_parser("demo", help="run the server as a child process and show it working over stdio")
-    demo.add_argument(
-        "--db",
-        default=argparse.SUPPRESS,
-        help="the SQLite file to use (default: a temporary file, removed afterwards)",
-    )
+    _db_flag(demo, "the SQLite file to use (default: a temporary file, removed afterwards)")
     doctor = commands.add_parser("doctor", help="print the database, SQLite/FTS5 and Ollama status (changes nothing)")
-    doctor.add_argument("--db", default=argparse.SUPPRESS, help="the SQLite file to check")
+    _db_flag(doctor, "the SQLite file to check")
     importer = commands.add_parser(
         "import", help="load a JSON export (as export_memories writes it); memories already present are skipped"
     )
@@ -157,11 +158,7 @@ def _parser() -> argparse.ArgumentParser:
         help="import the valid rows of a file that has invalid ones (default: a file with any invalid row imports "
         "nothing)",
     )
-    importer.add_argument(
-        "--db",
-        default=argparse.SUPPRESS,
-        help="the SQLite file to load into (default: HARMONIA_DB_PATH or the data directory)",
-    )
+    _db_flag(importer, "the SQLite file to load into (default: HARMONIA_DB_PATH or the data directory)")
     exporter = commands.add_parser(
         "export", help="write a user's memories (JSON by default: every memory, with history and links, for import)"
     )
@@ -173,36 +170,24 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only active memories, without history (default for json: everything, as a backup)",
     )
-    exporter.add_argument(
-        "--db",
-        default=argparse.SUPPRESS,
-        help="the SQLite file to read (default: HARMONIA_DB_PATH or the data directory)",
-    )
+    _db_flag(exporter, "the SQLite file to read (default: HARMONIA_DB_PATH or the data directory)")
     forget = commands.add_parser(
         "forget-user", help="erase every memory of a user from the database file (cannot be undone)"
     )
     forget.add_argument("user", help="the user id to erase")
     forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    forget.add_argument(
-        "--db", default=argparse.SUPPRESS, help="the SQLite file (default: HARMONIA_DB_PATH or the data directory)"
-    )
+    _db_flag(forget, "the SQLite file (default: HARMONIA_DB_PATH or the data directory)")
     sweep = commands.add_parser("sweep", help="delete the memories whose expiry or retention time has passed")
-    sweep.add_argument(
-        "--db", default=argparse.SUPPRESS, help="the SQLite file (default: HARMONIA_DB_PATH or the data directory)"
-    )
+    _db_flag(sweep, "the SQLite file (default: HARMONIA_DB_PATH or the data directory)")
     delete = commands.add_parser("delete", help="delete one memory (--purge: remove it from the file for good)")
     delete.add_argument("memory_id", help="the memory's id, e.g. mem_0123456789abcdef")
     delete.add_argument("--user-id", help="whose memory it is (default: HARMONIA_DEFAULT_USER)")
     delete.add_argument("--purge", action="store_true", help="remove it, its history and its text from the file")
-    delete.add_argument(
-        "--db", default=argparse.SUPPRESS, help="the SQLite file (default: HARMONIA_DB_PATH or the data directory)"
-    )
+    _db_flag(delete, "the SQLite file (default: HARMONIA_DB_PATH or the data directory)")
     reindex = commands.add_parser(
         "reindex", help="embed the memories that lack a vector of the configured model (search by meaning)"
     )
-    reindex.add_argument(
-        "--db", default=argparse.SUPPRESS, help="the SQLite file (default: HARMONIA_DB_PATH or the data directory)"
-    )
+    _db_flag(reindex, "the SQLite file (default: HARMONIA_DB_PATH or the data directory)")
     reindex.add_argument("--all", action="store_true", help="drop every stored vector first and re-embed everything")
     return parser
 
