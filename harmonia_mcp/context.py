@@ -172,7 +172,8 @@ def profile_entries(memories: Sequence[Memory]) -> list[tuple[str, Memory]]:
         For each slot, at most its `keep` memories among those about their speaker (`_about_speaker`: "User's
         wife Anna", not "Those kids will be so happy") whose content names the slot ("lives in",
         "wife", "dog", "allergic", ...) in a category the slot allows; by tier, then newest first (by
-        `updated_at`, then `created_at`). A memory matching two slots is shown in the first. Memories
+        `updated_at`, then `created_at`), except that pinned memories come first and, within a tier, more important
+        ones (issue 11's `importance`) before newer ones. A memory matching two slots is shown in the first. Memories
         that repeat the content of one already shown (ignoring case and spaces) are left out.
     """
     newest = sorted(memories, key=lambda memory: (memory.updated_at, memory.created_at), reverse=True)
@@ -186,7 +187,7 @@ def profile_entries(memories: Sequence[Memory]) -> list[tuple[str, Memory]]:
             if (tier := _tier(slot, memory)) is not None and _about_speaker(memory)
         ]
         kept = 0
-        for _, _, memory in sorted(ranked, key=lambda entry: (entry[0], entry[1])):
+        for _, _, memory in sorted(ranked, key=lambda entry: _precedence(entry[0], entry[1], entry[2])):
             if kept >= slot.keep:
                 break
             key = _content_key(memory.content)
@@ -197,6 +198,16 @@ def profile_entries(memories: Sequence[Memory]) -> list[tuple[str, Memory]]:
             seen_content.add(key)
             kept += 1
     return entries
+
+
+# The importance of a memory that has none (issue 11: None is neutral), for ordering the profile.
+NEUTRAL_IMPORTANCE = 0.5
+
+
+def _precedence(tier: int, order: int, memory: Memory) -> tuple[int, int, float, int]:
+    """Within a slot: pinned memories first, then by tier, then higher importance, then newest (`order`)."""
+    importance = memory.importance if memory.importance is not None else NEUTRAL_IMPORTANCE
+    return (0 if memory.pinned else 1, tier, -importance, order)
 
 
 def _content_key(content: str) -> str:

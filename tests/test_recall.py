@@ -375,3 +375,14 @@ async def test_a_recurring_date_kept_without_a_year_comes_round_every_year(clien
         (in_five.isoformat(), "yearly"),
     ]
     assert all(event["event_time"] is None for event in events)
+
+
+async def test_a_pinned_fact_leads_its_profile_slot_over_a_newer_one(client: Client) -> None:
+    # Issue 15's profile puts pinned and important memories (issue 11) first within a slot.
+    first = await _store(client, ["I live in Porto."])
+    await _store(client, ["I live in Madrid."], resolution_strategy="keep_both")
+    home = (await _profile(client)).split("## home")[1].split("##")[0]
+    assert "Madrid" in home and "Porto" not in home  # newest first while neither is pinned
+    await _call(client, "pin_memory", {"memory_id": first[0]["memory_id"]})
+    home = (await _profile(client)).split("## home")[1].split("##")[0]
+    assert "Porto" in home and "Madrid" not in home
