@@ -192,6 +192,15 @@ def _reciprocal_rank_fusion(candidates: list[Candidate], fusion: Fusion) -> None
         candidate.match = (text + sense) * (k + 1)
 
 
+def pin_boost(memory: Memory) -> float:
+    """1 for a pinned memory, else clamp(2 * (importance - 0.5), 0, 1) with no importance counting 0.5: the
+    `b` of `store.Ranking`'s pin boost (the same formula as its SQL), so neutral memories get 0."""
+    if memory.pinned:
+        return 1.0
+    importance = memory.importance if memory.importance is not None else 0.5
+    return min(1.0, max(0.0, (importance - 0.5) * 2.0))
+
+
 def rank_candidates(
     candidates: list[Candidate],
     mode: SearchMode,
@@ -203,7 +212,8 @@ def rank_candidates(
 ) -> list[Candidate]:
     """Score `candidates` in place and return them best first.
 
-    relevance = match (see `Fusion`; keyword mode: the text part alone, semantic: the meaning part alone)
+    relevance = min(1, match * (1 + pin_weight * pin_boost)) (match: see `Fusion`; keyword mode: the text
+                part alone, semantic: the meaning part alone)
                 * repeat_penalty ** (n - 1) * recency * category factor, as `store.Ranking` defines them.
     Every factor is in 0-1, so relevance is. Ties go to the newest memory (highest rowid).
     """
@@ -229,7 +239,9 @@ def rank_candidates(
         age_days = max(0.0, (now - updated).total_seconds() / 86400.0)
         recency = 1.0 - ranking.recency_weight + ranking.recency_weight * 0.5 ** (age_days / ranking.half_life_days)
         category = 1.0 if boost is None or candidate.memory.category == boost else 1.0 - ranking.category_weight
+        # The pin/importance boost of `store.Ranking` (docs/search.md), capped so relevance stays in 0-1.
+        boosted = min(1.0, candidate.match * (1.0 + ranking.pin_weight * pin_boost(candidate.memory)))
         # Unrounded, so two weak matches still order by their words; callers round for display.
-        candidate.relevance = candidate.match * ranking.repeat_penalty**repeats * recency * category
+        candidate.relevance = boosted * ranking.repeat_penalty**repeats * recency * category
     candidates.sort(key=lambda candidate: (candidate.relevance, candidate.rowid), reverse=True)
     return candidates

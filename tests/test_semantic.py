@@ -401,3 +401,12 @@ async def test_ollama_down_leaves_search_by_keyword_with_a_warning(db_path: Path
             assert [hit.content for hit in result.results] == ["User has a dog called Biggie"]
     finally:
         await embedder.aclose()
+
+
+def test_a_pinned_memory_gets_the_keyword_paths_bounded_boost_in_hybrid_ranking_too() -> None:
+    plain, pinned = _candidate(2, strength=6.0, cosine=0.5), _candidate(1, strength=6.0, cosine=0.5)
+    pinned.memory = pinned.memory.model_copy(update={"pinned": True})
+    ranked = rank_candidates([plain, pinned], "hybrid", Fusion(), Ranking(), now=datetime.now(UTC))
+    assert [candidate.rowid for candidate in ranked] == [1, 2]  # the pinned one wins the tie, not the newer rowid
+    assert ranked[0].relevance == pytest.approx(min(1.0, ranked[1].relevance * (1 + Ranking().pin_weight)))
+    assert all(0.0 < candidate.relevance <= 1.0 for candidate in ranked)
