@@ -13,8 +13,8 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -150,14 +150,6 @@ DateFieldArg = Annotated[
 ]
 
 
-@contextmanager
-def _tool_errors() -> Iterator[None]:
-    try:
-        yield
-    except HarmoniaError as error:
-        raise ToolError(str(error)) from error
-
-
 def _service(ctx: AppCtx) -> MemoryService:
     return ctx.request_context.lifespan_context.service
 
@@ -245,21 +237,20 @@ async def store_memory(
     related to what was known, `related_memory_ids` and `supersedes` give the ids involved.
     Small talk and questions store nothing.
     """
-    with _tool_errors():
-        result = await _service(ctx).store_memory(
-            message,
-            facts=facts,
-            user_id=_user(ctx, user_id),
-            speaker=speaker,
-            session_id=session_id,
-            metadata=metadata,
-            occurred_at=occurred_at,
-            resolution_strategy=resolution_strategy,
-            timezone=timezone,
-            importance=importance,
-            expires_at=expires_at,
-            ttl_days=ttl_days,
-        )
+    result = await _service(ctx).store_memory(
+        message,
+        facts=facts,
+        user_id=_user(ctx, user_id),
+        speaker=speaker,
+        session_id=session_id,
+        metadata=metadata,
+        occurred_at=occurred_at,
+        resolution_strategy=resolution_strategy,
+        timezone=timezone,
+        importance=importance,
+        expires_at=expires_at,
+        ttl_days=ttl_days,
+    )
     if any(memory.action != "skipped" for memory in result.memories):
         await ctx.notify_resources_changed()
     return result
@@ -306,27 +297,26 @@ async def search_memories(
     highlights with matched words in [brackets]; pagination gives total_count and has_more. `mode` says which
     mode answered, `warnings` why meaning was not used when it was asked for.
     """
-    with _tool_errors():
-        return await _service(ctx).search_memories(
-            query,
-            user_id=_user(ctx, user_id),
-            limit=limit,
-            offset=offset,
-            category=category,
-            from_date=from_date,
-            to_date=to_date,
-            date_field=date_field,
-            min_confidence=min_confidence,
-            sort_by=sort_by,
-            include_metadata=include_metadata,
-            include_superseded=include_superseded,
-            tags=tags,
-            max_confidence=max_confidence,
-            session_id=session_id,
-            boost_category=boost_category,
-            include_archived=include_archived,
-            mode=mode,
-        )
+    return await _service(ctx).search_memories(
+        query,
+        user_id=_user(ctx, user_id),
+        limit=limit,
+        offset=offset,
+        category=category,
+        from_date=from_date,
+        to_date=to_date,
+        date_field=date_field,
+        min_confidence=min_confidence,
+        sort_by=sort_by,
+        include_metadata=include_metadata,
+        include_superseded=include_superseded,
+        tags=tags,
+        max_confidence=max_confidence,
+        session_id=session_id,
+        boost_category=boost_category,
+        include_archived=include_archived,
+        mode=mode,
+    )
 
 
 async def list_memories(
@@ -344,20 +334,19 @@ async def list_memories(
     include_archived: IncludeArchived = False,
 ) -> ListResult:
     """List the user's memories, newest first by default, with pagination."""
-    with _tool_errors():
-        return await _service(ctx).list_memories(
-            user_id=_user(ctx, user_id),
-            limit=limit,
-            offset=offset,
-            category=category,
-            from_date=from_date,
-            to_date=to_date,
-            date_field=date_field,
-            sort_by=sort_by,
-            sort_order=sort_order,
-            include_inactive=include_inactive,
-            include_archived=include_archived,
-        )
+    return await _service(ctx).list_memories(
+        user_id=_user(ctx, user_id),
+        limit=limit,
+        offset=offset,
+        category=category,
+        from_date=from_date,
+        to_date=to_date,
+        date_field=date_field,
+        sort_by=sort_by,
+        sort_order=sort_order,
+        include_inactive=include_inactive,
+        include_archived=include_archived,
+    )
 
 
 async def delete_memory(
@@ -373,8 +362,7 @@ async def delete_memory(
     the message it came from, for the other memories of that message; restore_memory undoes it.
     With purge=true it is removed from the database file with its history and cannot be restored.
     """
-    with _tool_errors():
-        result = await _service(ctx).delete_memory(memory_id, user_id=_user(ctx, user_id), purge=purge)
+    result = await _service(ctx).delete_memory(memory_id, user_id=_user(ctx, user_id), purge=purge)
     await ctx.notify_resources_changed()
     return result
 
@@ -389,8 +377,7 @@ async def delete_user_memories(
     Cannot be undone. confirm must repeat the user id (with a bearer token: the token's own user).
     Returns how many memories, history rows, links and messages were removed.
     """
-    with _tool_errors():
-        result = await _service(ctx).delete_user_memories(_user(ctx, user_id), confirm=confirm)
+    result = await _service(ctx).delete_user_memories(_user(ctx, user_id), confirm=confirm)
     await ctx.notify_resources_changed()
     return result
 
@@ -405,8 +392,7 @@ async def get_memory(
     update_history lists each change (changed_at in UTC, action, old_content, new_content,
     source_message), oldest first; links give the ids it supersedes, is superseded_by, and is related to.
     """
-    with _tool_errors():
-        return await _service(ctx).memory_details(memory_id, user_id=_user(ctx, user_id))
+    return await _service(ctx).memory_details(memory_id, user_id=_user(ctx, user_id))
 
 
 async def restore_memory(
@@ -419,8 +405,7 @@ async def restore_memory(
     The memory that superseded it stays active; its id is in active_successors: delete it with
     delete_memory if that change was wrong.
     """
-    with _tool_errors():
-        result = await _service(ctx).restore_memory(memory_id, user_id=_user(ctx, user_id))
+    result = await _service(ctx).restore_memory(memory_id, user_id=_user(ctx, user_id))
     await ctx.notify_resources_changed()
     return result
 
@@ -449,18 +434,17 @@ async def export_memories(
     For a full backup use format json with include_inactive and include_history: `harmonia-mcp import`
     restores it with statuses, links and history.
     """
-    with _tool_errors():
-        return await _service(ctx).export_memories(
-            user_id=_user(ctx, user_id),
-            format=format,
-            category=category,
-            from_date=from_date,
-            to_date=to_date,
-            max_memories=max_memories,
-            include_inactive=include_inactive,
-            include_history=include_history,
-            include_archived=include_archived,
-        )
+    return await _service(ctx).export_memories(
+        user_id=_user(ctx, user_id),
+        format=format,
+        category=category,
+        from_date=from_date,
+        to_date=to_date,
+        max_memories=max_memories,
+        include_inactive=include_inactive,
+        include_history=include_history,
+        include_archived=include_archived,
+    )
 
 
 async def extraction_status(
@@ -474,8 +458,7 @@ async def extraction_status(
     wait for it, how many failed, how long the model's memories take to land, and (with job_id) one job:
     pending, running, done (memory_ids are what the model stored; the provisional rules memories are then
     superseded) or failed (error says why; the rules memories stay)."""
-    with _tool_errors():
-        return await _service(ctx).extraction_status(user_id=_user(ctx, user_id), job_id=job_id)
+    return await _service(ctx).extraction_status(user_id=_user(ctx, user_id), job_id=job_id)
 
 
 MemoryId = Annotated[str, Field(description="The memory's id, e.g. mem_0123456789abcdef.")]
@@ -498,29 +481,26 @@ async def update_memory(
     corrected one now duplicates or contradicts are marked superseded (ids in superseded), related ones
     are linked (related_memory_ids).
     """
-    with _tool_errors():
-        result = await _service(ctx).update_memory(
-            memory_id,
-            user_id=_user(ctx, user_id),
-            content=content,
-            category=category,
-            event_time=event_time,
-            importance=importance,
-        )
+    result = await _service(ctx).update_memory(
+        memory_id,
+        user_id=_user(ctx, user_id),
+        content=content,
+        category=category,
+        event_time=event_time,
+        importance=importance,
+    )
     await ctx.notify_resources_changed()
     return result
 
 
 async def pin_memory(memory_id: MemoryId, ctx: AppCtx, user_id: UserId = None) -> MemoryView:
     """Pin an active memory: it never expires and ranks a little higher in search."""
-    with _tool_errors():
-        return await _service(ctx).set_pinned(memory_id, True, user_id=_user(ctx, user_id))
+    return await _service(ctx).set_pinned(memory_id, True, user_id=_user(ctx, user_id))
 
 
 async def unpin_memory(memory_id: MemoryId, ctx: AppCtx, user_id: UserId = None) -> MemoryView:
     """Unpin a memory: it ranks like the others again and retention may expire it."""
-    with _tool_errors():
-        return await _service(ctx).set_pinned(memory_id, False, user_id=_user(ctx, user_id))
+    return await _service(ctx).set_pinned(memory_id, False, user_id=_user(ctx, user_id))
 
 
 async def archive_memory(
@@ -530,8 +510,7 @@ async def archive_memory(
     archived: Annotated[bool, Field(description="true archives it; false brings it back.")] = True,
 ) -> MemoryView:
     """Archive an active memory: it is kept, but search, lists and exports skip it unless include_archived."""
-    with _tool_errors():
-        result = await _service(ctx).set_archived(memory_id, archived, user_id=_user(ctx, user_id))
+    result = await _service(ctx).set_archived(memory_id, archived, user_id=_user(ctx, user_id))
     await ctx.notify_resources_changed()
     return result
 
@@ -592,10 +571,9 @@ async def recall(
     with their dates; grouped by category, each line ending with its memory id; only current versions,
     no duplicates, whole memories only, never over `budget` tokens. memory_ids lists the ids used.
     """
-    with _tool_errors():
-        return await _service(ctx).recall(
-            topic, user_id=_user(ctx, user_id), budget=budget, upcoming_days=upcoming_days, include_ids=include_ids
-        )
+    return await _service(ctx).recall(
+        topic, user_id=_user(ctx, user_id), budget=budget, upcoming_days=upcoming_days, include_ids=include_ids
+    )
 
 
 async def upcoming_events(
@@ -608,8 +586,7 @@ async def upcoming_events(
     Recurring ones (birthdays and anniversaries with a date, "every Friday" habits) appear at their
     next occurrence with `recurrence` set.
     """
-    with _tool_errors():
-        return await _service(ctx).upcoming_events(user_id=_user(ctx, user_id), days=days)
+    return await _service(ctx).upcoming_events(user_id=_user(ctx, user_id), days=days)
 
 
 def profile_markdown(profile: Profile) -> str:
