@@ -394,6 +394,14 @@ _M008_OCCURRED_AT = """
         ALTER TABLE memories ADD COLUMN occurred_at TEXT;
 """
 
+# Search totals (issue 14): the memories a default search leaves out (not active, or archived), by user, so the
+# exact total of a two-stage search is FTS5's own count of the match less the few of these that match, instead
+# of a join of every matching row (`Store._count_matches`). The WHERE must stay `_UNSEARCHED` word for word.
+_UNSEARCHED = "status != 'active' OR archived = 1"
+_M009_SEARCH_TOTALS = f"""
+        CREATE INDEX memories_unsearched ON memories (user_id) WHERE {_UNSEARCHED};
+"""
+
 # Append only; `PRAGMA user_version` is the number of migrations applied.
 MIGRATIONS: Sequence[str] = (
     _M001_INITIAL,
@@ -404,6 +412,7 @@ MIGRATIONS: Sequence[str] = (
     _M006_FORGETTING,
     _M007_JOBS,
     _M008_OCCURRED_AT,
+    _M009_SEARCH_TOTALS,
 )
 
 LinkKind = Literal["supersedes", "related"]
@@ -592,6 +601,49 @@ class Ranking:
     repeat_penalty: float = 0.5
     pin_weight: float = 0.25
 
+
+# Two-stage ranking (issue 14, docs/search.md): a relevance-ordered search ranks only FTS5's this many best rows
+# by bm25 (`Store._two_stage_page`; what that makes approximate is written there); pages that end beyond
+# MAX_SEARCH_CANDIDATES run the one-statement exact query over every match.
+SEARCH_CANDIDATES = 200
+MAX_SEARCH_CANDIDATES = 12_800
+
+# The ranking query of `search`, over a `hits` subquery of (rowid, bm25_strength, pin_boost, message_group,
+# category, updated_at, sort_value): relevance per `Ranking` (best score, rank within a message, total by window
+# functions), ordered and paged. `_EXACT_HITS` is every match (bm25() may only be called where the FTS table is
+# queried, so it is taken there); `_WINDOW_HITS` is a JSON list of [rowid, strength] candidates from stage 1.
+# CROSS JOIN keeps the FTS5 match (or the candidate list) as the outer loop: without statistics the planner
+# may otherwise walk the user's index and probe the FTS table per row, seconds instead of milliseconds at 100k.
+_HIT_COLUMNS = """(CASE WHEN m.pinned = 1 THEN 1.0
+                        ELSE min(1.0, max(0.0, (coalesce(m.importance, 0.5) - 0.5) * 2.0)) END) AS pin_boost,
+                    coalesce(m.message_id, -m.rowid) AS message_group, m.category AS category,
+                    m.updated_at AS updated_at, {sort_value} AS sort_value"""
+_EXACT_HITS = (
+    "SELECT m.rowid AS rowid, -bm25(memories_fts, "
+    + ", ".join(str(weight) for weight in BM25_WEIGHTS)
+    + ") AS bm25_strength, "
+    + _HIT_COLUMNS
+    + " FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid"
+    " WHERE memories_fts MATCH ? AND {where}"
+)
+_WINDOW_HITS = (
+    "SELECT m.rowid AS rowid, json_extract(c.value, '$[1]') AS bm25_strength, "
+    + _HIT_COLUMNS
+    + " FROM json_each(?) c CROSS JOIN memories m ON m.rowid = json_extract(c.value, '$[0]') WHERE {where}"
+)
+_RANKED_SQL = """
+            WITH hits AS ({hits}), boosted AS (
+                SELECT *, bm25_strength * (1.0 + ? * pin_boost) AS strength FROM hits
+            ), scored AS (
+                SELECT rowid, strength, bm25_strength, sort_value, count(*) OVER () AS total,
+                    coalesce(strength / nullif(max(strength) OVER (), 0), 1.0)
+                    * pow(?, row_number() OVER (PARTITION BY message_group ORDER BY strength DESC, rowid DESC) - 1)
+                    * (1.0 - ? + ? * pow(0.5, max(0.0, julianday(?) - julianday(updated_at)) / ?))
+                    * (CASE WHEN ? IS NULL OR category = ? THEN 1.0 ELSE 1.0 - ? END) AS relevance
+                FROM boosted
+            )
+            SELECT rowid, strength, bm25_strength, relevance, total FROM scored ORDER BY {order} LIMIT ? OFFSET ?
+"""
 
 # Readers (issue 12): enough read-only connections that one slow search does not stall every other user's
 # reads, few enough that each still gets a CPU share on a small machine. SQLite releases the GIL while it
@@ -1651,64 +1703,32 @@ class Store:
         rank = ranking or Ranking()
         match = owned_match(user_id, match)
         where, params = memory_filter.where(user_id)
-        weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
         sort_value = "NULL" if sort_by == "relevance" else _SORT_COLUMNS[sort_by]
         order = "relevance DESC, rowid DESC"
         if sort_by != "relevance":
             order = f"sort_value IS NULL, sort_value DESC, {order}"
-        boost = boost_category.value if boost_category is not None else None
-        # CROSS JOIN keeps the FTS5 match as the outer loop: without statistics the planner may otherwise walk
-        # the user's index and probe the FTS table per row, seconds instead of milliseconds at 100k memories.
-        # bm25() may only be called where the FTS table is queried, so it is taken in `hits` and the window
-        # functions (best score, rank within a message, total) run over that result.
-        sql = f"""
-            WITH hits AS (
-                SELECT m.rowid AS rowid, -bm25(memories_fts, {weights}) AS bm25_strength,
-                    (CASE WHEN m.pinned = 1 THEN 1.0
-                        ELSE min(1.0, max(0.0, (coalesce(m.importance, 0.5) - 0.5) * 2.0)) END) AS pin_boost,
-                    coalesce(m.message_id, -m.rowid) AS message_group, m.category AS category,
-                    m.updated_at AS updated_at, {sort_value} AS sort_value
-                FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid
-                WHERE memories_fts MATCH ? AND {where}
-            ), boosted AS (
-                SELECT *, bm25_strength * (1.0 + ? * pin_boost) AS strength FROM hits
-            ), scored AS (
-                SELECT rowid, strength, bm25_strength, sort_value, count(*) OVER () AS total,
-                    coalesce(strength / nullif(max(strength) OVER (), 0), 1.0)
-                    * pow(?, row_number() OVER (PARTITION BY message_group ORDER BY strength DESC, rowid DESC) - 1)
-                    * (1.0 - ? + ? * pow(0.5, max(0.0, julianday(?) - julianday(updated_at)) / ?))
-                    * (CASE WHEN ? IS NULL OR category = ? THEN 1.0 ELSE 1.0 - ? END) AS relevance
-                FROM boosted
-            )
-            SELECT rowid, bm25_strength, relevance, total FROM scored ORDER BY {order} LIMIT ? OFFSET ?
-        """
-        arguments = [
-            match,
-            *params,
+        scoring = [
             rank.pin_weight,
             rank.repeat_penalty,
             rank.recency_weight,
             rank.recency_weight,
             now or utc_now(),
             rank.half_life_days,
-            boost,
-            boost,
+            boost_category.value if boost_category is not None else None,
+            boost_category.value if boost_category is not None else None,
             rank.category_weight,
-            limit,
-            offset,
         ]
-        async with self._reader.execute(sql, arguments) as cursor:
-            page = list(await cursor.fetchall())
-        if page:
-            total = int(page[0]["total"])
-        else:
-            async with self._reader.execute(
-                f"SELECT count(*) FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
-                f"WHERE memories_fts MATCH ? AND {where}",
-                [match, *params],
-            ) as cursor:
-                count_row = await cursor.fetchone()
-            return [], int(count_row[0]) if count_row else 0
+        page = None
+        # Only under the default filter: a narrower one could leave too few of the window's rows standing.
+        if sort_by == "relevance" and offset + limit <= MAX_SEARCH_CANDIDATES and memory_filter == MemoryFilter():
+            page, total = await self._two_stage_page(match, where, params, scoring, limit=limit, offset=offset)
+        if page is None:
+            sql = _RANKED_SQL.format(hits=_EXACT_HITS.format(where=where, sort_value=sort_value), order=order)
+            async with self._reader.execute(sql, [match, *params, *scoring, limit, offset]) as cursor:
+                page = list(await cursor.fetchall())
+            total = int(page[0]["total"]) if page else await self._count_matches(match, where, params)
+        if not page:
+            return [], total
         details = await self._hit_details(match, [int(row["rowid"]) for row in page])
         hits = []
         for row in page:
@@ -1719,6 +1739,65 @@ class Store:
                 FullTextHit(memory, -float(row["bm25_strength"]), round(float(row["relevance"]), 6), highlights)
             )
         return hits, total
+
+    async def _count_matches(self, match: str, where: str, params: list[Any]) -> int:
+        """How many memories match the FTS5 expression `match` (already owned) and pass the filter `where`.
+
+        Under the default filter (active, not archived) this is FTS5's count of the match (the owner token
+        keeps it to the user) less the matching rows of `memories_unsearched`;
+        any other filter joins every matching row.
+        """
+        default_where, default_params = MemoryFilter().where(params[0])
+        if where == default_where and params == default_params:
+            async with self._reader.execute(
+                "SELECT (SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?) - (SELECT "
+                "count(*) FROM memories_fts WHERE memories_fts MATCH ? AND rowid IN (SELECT rowid FROM memories "
+                f"INDEXED BY memories_unsearched WHERE user_id = ? AND ({_UNSEARCHED})))",
+                [match, match, params[0]],
+            ) as cursor:
+                row = await cursor.fetchone()
+            return int(row[0]) if row else 0
+        async with self._reader.execute(
+            f"SELECT count(*) FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
+            f"WHERE memories_fts MATCH ? AND {where}",
+            [match, *params],
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _two_stage_page(
+        self, match: str, where: str, params: list[Any], scoring: list[Any], *, limit: int, offset: int
+    ) -> tuple[list[Any] | None, int]:
+        """One relevance-ordered page of `search` ranked over FTS5's best rows by bm25 only, and the exact total
+        (None when the window's rows that pass the filter are fewer than the page).
+
+        Stage 1 lets FTS5 pick the `window` strongest rows by raw bm25 inside the index (no join, no window
+        function over every match); `window` is `SEARCH_CANDIDATES`, or twice the page's end when that is
+        more. Stage 2 applies `_RANKED_SQL`, the same formula as the exact query, to those rows only. What is
+        exact and what is approximate (docs/search.md, "Two-stage ranking"): when FTS5 finds no more rows than
+        the window, everything is exact; otherwise a row outside the window, weaker by bm25 than every row
+        in it, is left out even where recency, pin/importance or the category boost would have lifted it
+        onto the page, and "best bm25 of the query" is the window's best boosted strength. The total is
+        always exact (`_count_matches`).
+        """
+        weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
+        window = max(SEARCH_CANDIDATES, 2 * (offset + limit))
+        async with self._reader.execute(
+            f"SELECT rowid, -bm25(memories_fts, {weights}) AS strength FROM memories_fts "
+            "WHERE memories_fts MATCH ? ORDER BY strength DESC, rowid DESC LIMIT ?",
+            [match, window],
+        ) as cursor:
+            candidates = [[int(row[0]), float(row[1])] for row in await cursor.fetchall()]
+        sql = _RANKED_SQL.format(
+            hits=_WINDOW_HITS.format(where=where, sort_value="NULL"), order="relevance DESC, rowid DESC"
+        )
+        async with self._reader.execute(sql, [json.dumps(candidates), *params, *scoring, limit, offset]) as cursor:
+            page = list(await cursor.fetchall())
+        if len(candidates) < window:  # FTS5 found every match: exact, and so is the window's count
+            return page, int(page[0]["total"]) if page else await self._count_matches(match, where, params)
+        if len(page) < limit:  # archived or inactive rows thinned the window below the page: rank every match
+            return None, 0
+        return page, await self._count_matches(match, where, params)
 
     async def _hit_details(self, match: str, rowids: list[int]) -> dict[int, tuple[Memory, list[str]]]:
         """The memories `rowids` with their highlights, for one page of `search` (highlight() needs the MATCH)."""
