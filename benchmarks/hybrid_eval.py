@@ -155,14 +155,19 @@ async def _main(arguments: argparse.Namespace) -> int:
         questions = _jsonl(LOCOMO / "questions.jsonl")
         cases = _jsonl(DATA / f"paraphrase_{arguments.split}.jsonl")
         user = f"paraphrase-{arguments.split}"
-        # The gathered candidates, kept beside the database so a second run only ranks.
-        cache = db.with_suffix(f".{arguments.split}.candidates.pickle")
-        if cache.exists():
-            locomo, para = pickle.loads(cache.read_bytes())
+        # The gathered candidates, kept beside the database so a second run only ranks (LoCoMo's for every split).
+        locomo_cache = db.with_suffix(".locomo.candidates.pickle")
+        if locomo_cache.exists():
+            locomo = pickle.loads(locomo_cache.read_bytes())
         else:
             locomo = [(q, await _candidates(service, q["conv_id"], q["question"])) for q in questions]
+            locomo_cache.write_bytes(pickle.dumps(locomo))
+        cache = db.with_suffix(f".{arguments.split}.candidates.pickle")
+        if cache.exists():
+            para = pickle.loads(cache.read_bytes())
+        else:
             para = [(c, await _candidates(service, user, c["query"])) for c in cases]
-            cache.write_bytes(pickle.dumps((locomo, para)))
+            cache.write_bytes(pickle.dumps(para))
 
         def evaluate(mode: SearchMode, fusion: Fusion) -> tuple[dict[str, list[float]], float, list[str]]:
             per: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
