@@ -13,7 +13,7 @@ It prints the share of sequences that end in their expected state, overall and p
 "unrelated violations": sequences of kind `unrelated` where any memory was superseded, updated or
 merged (the target is none).
 
-    .venv/bin/python benchmarks/conflict_eval.py [--verbose]
+    .venv/bin/python benchmarks/conflict_eval.py [--verbose] [--embedder none]
 
 The sequences are this project's own, written for this benchmark (see docs/benchmarks.md).
 """
@@ -366,10 +366,25 @@ async def evaluate(
     return ok / total, violations
 
 
-async def main(verbose: bool) -> int:
+async def _wait_for_meaning(client: Client) -> str:
+    """Wait (up to 60 s) until the server's embedding model is ready, so every sequence is reconciled with the
+    vector neighbours too (issue 9); returns the search mode that answered ("keyword" with no embedder)."""
+    mode = "keyword"
+    with anyio.move_on_after(60):
+        while True:
+            mode = (await call_tool(client, "search_memories", {"query": "ready", "user_id": "warmup"}))["mode"]
+            if mode == "hybrid":
+                break
+            await anyio.sleep(0.1)
+    return mode
+
+
+async def main(verbose: bool, embedder: str) -> int:
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        async with Client(server_parameters(Path(folder) / "conflicts.db")) as client:
+        parameters = server_parameters(Path(folder) / "conflicts.db", {"HARMONIA_EMBEDDER": embedder})
+        async with Client(parameters) as client:
+            print(f"embedder {embedder}: searches answer in mode {await _wait_for_meaning(client)}")
             share, violations = await evaluate(client, "sequences", SEQUENCES, 0, verbose)
             held_share, held_violations = await evaluate(client, "held-out sequences", HELD_OUT, 1000, verbose)
             _, change_violations = await evaluate(client, "changes of mind (issue 10)", CHANGES_OF_MIND, 2000, verbose)
@@ -386,4 +401,8 @@ async def main(verbose: bool) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--verbose", action="store_true", help="print every sequence, not only the failures")
-    sys.exit(anyio.run(main, parser.parse_args().verbose))
+    parser.add_argument(
+        "--embedder", default="embedded", help="HARMONIA_EMBEDDER for the server; none: candidates by words only"
+    )
+    arguments = parser.parse_args()
+    sys.exit(anyio.run(main, arguments.verbose, arguments.embedder))

@@ -11,7 +11,8 @@ describes it (each turn indexed as "speaker: text", the OR of the question's low
 stop words removed, each double-quoted, ranked by bm25(); standard library sqlite3 only).
 
 Each question is asked once per search mode of `--modes` (keyword, semantic, hybrid; the server runs the
-embedded model, which loads after start-up: the searches wait until the server answers in hybrid mode).
+embedded model, which loads after start-up: the searches wait until the server answers in hybrid mode). The
+last table puts recall@5 / recall@10 / MRR@10 of plain BM25 and of every mode side by side, from the one run.
 
 Metrics (as in the README): recall@k = share of a question's evidence turns in the top k, averaged over
 questions; hit@10 = at least one evidence turn in the top 10; MRR@10 = 1/rank of the first evidence turn
@@ -188,6 +189,19 @@ def _print(ours: dict[str, list[tuple[float, ...]]], base: dict[str, list[tuple[
     return worse
 
 
+def _print_side_by_side(by_mode: dict[str, dict[str, list[tuple[float, ...]]]], base: dict[str, Any]) -> None:
+    """One table: recall@5 / recall@10 / MRR@10 per group for plain BM25 and each mode, from this one run."""
+    columns = {"plain BM25": base, **{f"{mode}": results for mode, results in by_mode.items()}}
+    print("\nrecall@5 / recall@10 / MRR@10, one run:\n")
+    print("| group | questions | " + " | ".join(columns) + " |")
+    print("| --- | ---: |" + " --- |" * len(columns))
+    for group in ("overall", *CATEGORIES):
+        if group not in base:
+            continue
+        cells = [" / ".join(f"{_mean(results[group], i):.3f}" for i in (0, 1, 3)) for results in columns.values()]
+        print(f"| {group} | {len(base[group])} | " + " | ".join(cells) + " |")
+
+
 def load_dev(data: Path, conversations: int | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The turns and questions of the first `conversations` conversations (all when None), and a summary line."""
     turns = _jsonl(data / "turns.jsonl")
@@ -222,6 +236,7 @@ async def _main(arguments: argparse.Namespace) -> int:
                 if group in ours and _mean(ours[group], 1) < _mean(by_mode["keyword"][group], 1)
             ]
             print(f"categories below keyword mode on recall@10: {', '.join(below) if below else 'none'}")
+    _print_side_by_side(by_mode, base)
     return 0
 
 

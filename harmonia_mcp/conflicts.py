@@ -38,6 +38,7 @@ import aiosqlite
 from rapidfuzz import fuzz
 
 from harmonia_mcp import search
+from harmonia_mcp.errors import MemoryNotFound
 from harmonia_mcp.models import Action, ConflictKind, ExtractedMemory, Memory, ResolutionStrategy
 from harmonia_mcp.store import NewMemory, Store
 
@@ -199,6 +200,26 @@ _PATTERNS: tuple[_Pattern, ...] = (
         "work job employer",
     ),
     _p("employer", _HEAD + r"(?:employed\s+(?:at|by)|joined|joins)\s+(?P<val>.+)$", "functional", "work job"),
+    # Where one teaches, or "is a <job> at X": an occupation noun (-er, -or, -ist, -ian, or a few others) before
+    # "at"/"for", so "is a teacher at Lincoln High" and "teaches at Roosevelt Middle School" read the same slot.
+    _p(
+        "employer",
+        _HEAD + r"(?:teach(?:es|ing)?|taught|lectures?|lectured)\s+(?:\w+\s+)?(?:at|for)\s+(?P<val>.+)$",
+        "functional",
+        "work job employer",
+    ),
+    _p(
+        "employer",
+        _COPULA + r"(?:an?\s+)(?:[a-z-]+\s+)?"
+        # Not a job, though it ends like one: these stay "is a ..." facts.
+        r"(?!(?:volunteer|member|customer|regular|player|supporter|user|owner|reader|viewer|subscriber|visitor|"
+        r"passenger|beginner|lover|fan|donor|neighbor|neighbour|partner|sponsor|collector|follower)\b)"
+        r"(?:[a-z-]+(?:er|or|ist|ian)|nurse|chef|cook|clerk|engineer|"
+        r"analyst|consultant|manager|intern|developer|barista|architect|pharmacist|surgeon|"
+        r"mechanic|designer)\s+(?:at|for|with)\s+(?P<val>.+)$",
+        "functional",
+        "work job employer",
+    ),
     _p(
         "residence",
         _HEAD + r"(?:lives?|lived|living|resides?|resided|moved|moves|relocated|relocates|based)\s+(?:in|to)\s+"
@@ -796,23 +817,50 @@ async def find_candidates(
     memory: ExtractedMemory,
     speakers: Sequence[str],
     judged: Mapping[str, Verdict] | None = None,
+    neighbours: Sequence[str] = (),
 ) -> list[Candidate]:
     """The user's active memories that `memory` duplicates, updates or complements, best match first.
 
-    `judged` maps a stored memory's id to a verdict decided beforehand (by `judge_unreadable_pairs`); it
-    replaces the rules' verdict for that memory.
+    Candidates are the FTS matches of `candidate_query`, then the memories `neighbours` (ids of the user's
+    memories nearest in meaning, found by the caller; those no longer active are skipped). `judged` maps a
+    stored memory's id to a verdict decided beforehand (by `judge_unreadable_pairs`); it replaces the rules'
+    verdict for that memory.
     """
     match = candidate_query(memory, speakers)
-    if match is None:
-        return []
-    hits = await store.find_candidates(db, user_id, match, limit=MAX_CANDIDATES)
+    hits = [] if match is None else await store.find_candidates(db, user_id, match, limit=MAX_CANDIDATES)
+    olds = [hit.memory for hit in hits]
+    olds += await _neighbour_memories(store, db, user_id, neighbours, {old.memory_id for old in olds})
     new = Fact.of_extracted(memory)
     out: list[Candidate] = []
-    for hit in hits:
-        names = [*speakers, hit.memory.speaker] if hit.memory.speaker else list(speakers)
-        verdict = (judged or {}).get(hit.memory.memory_id) or classify(new, Fact.of_memory(hit.memory), names)
+    for old in olds:
+        names = [*speakers, old.speaker] if old.speaker else list(speakers)
+        verdict = (judged or {}).get(old.memory_id) or classify(new, Fact.of_memory(old), names)
         if verdict.kind != "unrelated":
-            out.append(Candidate(hit.memory, verdict))
+            out.append(Candidate(old, verdict))
+    return out
+
+
+# Vector neighbours as candidates (issue 9, item 6): the memories whose meaning is nearest the new one's, found by
+# the caller (the service holds the vector index) before the transaction. "User now teaches at Roosevelt Middle
+# School" shares no indexed word with "User is a teacher at Lincoln High" (cosine 0.59); the classification
+# still decides, so a neighbour it does not read as the same slot is never superseded. The floor and count bound
+# the extra classifications (docs/conflicts.md; measured with benchmarks/conflict_eval.py).
+NEIGHBOUR_CANDIDATES = 5
+NEIGHBOUR_FLOOR = 0.5
+
+
+async def _neighbour_memories(
+    store: Store, db: aiosqlite.Connection, user_id: str, memory_ids: Sequence[str], known: set[str]
+) -> list[Memory]:
+    """The memories `memory_ids` that are still active (read on `db`, the open transaction) and not in `known`."""
+    out: list[Memory] = []
+    for memory_id in memory_ids:
+        if memory_id in known:
+            continue
+        try:
+            out.append(await store.get_memory_in(db, user_id, memory_id))
+        except MemoryNotFound:
+            continue  # superseded or deleted since the neighbours were found
     return out
 
 
@@ -860,6 +908,7 @@ async def reconcile(
     strategy: ResolutionStrategy,
     speakers: Sequence[str],
     judged: Mapping[str, Verdict] | None = None,
+    neighbours: Sequence[str] = (),
 ) -> Resolution:
     """Store `new` according to `strategy` and what the user already has, inside the open transaction `db`.
 
@@ -874,14 +923,14 @@ async def reconcile(
 
     "skip" returns the existing memory with `action="skipped"`; "version" creates the new memory, marks
     every memory it updates `superseded` and links them to it; "rewrite old" rewrites the old memory in
-    place (history keeps the old text); "merge" rewrites the old memory with `merge_content`. `judged`: see
-    `find_candidates`.
+    place (history keeps the old text); "merge" rewrites the old memory with `merge_content`. `judged` and
+    `neighbours` (memory ids nearest in meaning): see `find_candidates`.
 
     Raises:
         sqlite3.Error / MemoryNotFound: a write failed; the caller's transaction then rolls back.
     """
     user = new.user_id
-    candidates = await find_candidates(store, db, user, new.extracted, speakers, judged)
+    candidates = await find_candidates(store, db, user, new.extracted, speakers, judged, neighbours)
     duplicates = [c for c in candidates if c.verdict.kind == "duplicate"]
     updates = [c for c in candidates if c.verdict.kind == "update"]
     complements = [c for c in candidates if c.verdict.kind == "complement"]

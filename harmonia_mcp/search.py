@@ -137,15 +137,17 @@ class Fusion:
     Chosen by measurement on the LoCoMo dev split and the paraphrase benchmark (docs/benchmarks.md).
     """
 
-    text_weight: float = 0.8
+    text_weight: float = 0.7
     cosine_floor: float = 0.2
-    cosine_ceiling: float = 0.8
+    cosine_ceiling: float = 0.6
     # Hybrid only: the text part divides by max(best strength, text_reference), so a query whose best word match
     # is weak (a common word such as "user") gets a small text part and meaning decides. 0 turns it off.
     text_reference: float = 25.0
     provenance_weight: float = 0.5
     # Nearest neighbours below this cosine are not candidates (they may still rank through their words).
-    candidate_floor: float = 0.25
+    candidate_floor: float = 0.3
+    # ...nor those more than this below the best neighbour of the query (`admitted_neighbours`).
+    relative_floor: float = 0.2
     # How many candidates each side contributes at least (more when a page reaches deeper).
     depth: int = 100
     # "weighted" (the formula above) or "rrf": reciprocal rank fusion (Cormack, Clarke and Buettcher, SIGIR 2009),
@@ -168,6 +170,20 @@ class Candidate:
     match: float = 0.0
     relevance: float = 0.0
     highlights: list[str] = field(default_factory=list[str])
+
+
+def admitted_neighbours(near: list[tuple[int, float]], fusion: Fusion) -> list[tuple[int, float]]:
+    """The nearest neighbours that may be candidates: cosine at least `candidate_floor` and at most
+    `relative_floor` below the best neighbour's (`near` is (rowid, cosine), any order; the order is kept).
+
+    Why both: in a small collection the nearest of a few vectors is near only because nothing else is ("Kiwi"
+    is 0.26 from "User lives in Zanzibar" and 0.55 from "User has a parrot called Kiwi"); the absolute floor
+    drops the first, the relative one drops what is far behind the best match. Both cost nothing on the dev
+    paraphrase sets and LoCoMo dev (docs/search.md, Fusion).
+    """
+    best = max((cosine for _, cosine in near), default=0.0)
+    floor = max(fusion.candidate_floor, best - fusion.relative_floor)
+    return [(rowid, cosine) for rowid, cosine in near if cosine >= floor]
 
 
 def meaning(cosine: float | None, fusion: Fusion) -> float:

@@ -77,7 +77,7 @@ from harmonia_mcp.store import (
     utc_now,
 )
 from harmonia_mcp.temporal import parse_timestamp
-from harmonia_mcp.vectors import VectorIndex
+from harmonia_mcp.vectors import VectorIndex, embedding_text
 
 logger = logging.getLogger(__name__)
 
@@ -433,6 +433,7 @@ class MemoryService:
         logged = text if text is not None else "; ".join(item.content for item in extracted)
         stored: list[StoredMemory] = []
         job_id: int | None = None
+        neighbours = await self._meaning_neighbours(user, extracted)
         async with self.store.transaction() as db:
             context = await self.store.conversation_context(
                 db, user, session_id, reference, count=CONTEXT_MESSAGES, window_seconds=CONTEXT_WINDOW_SECONDS
@@ -448,11 +449,11 @@ class MemoryService:
                 extracted = [_with_referent(item, previous, who) for item in extracted]
             message_id = await self.store.record_message(db, user, session_id, who, logged, reference)
             await self.store.prune_messages(db, user, session_id, keep=CONTEXT_MESSAGES)
-            for item in extracted:
+            for item, near in zip(extracted, neighbours, strict=True):
                 new = NewMemory(
                     user, item, extraction.extractor, text, who, session_id, meta, message_id, context, said
                 )
-                resolution = await conflicts.reconcile(self.store, db, new, strategy, [who])
+                resolution = await conflicts.reconcile(self.store, db, new, strategy, [who], neighbours=near)
                 stored.append(_resolved(resolution))
             kept = [memory.memory_id for memory in stored if memory.action != "skipped"]
             if importance is not None or expires_at is not None:
@@ -472,6 +473,29 @@ class MemoryService:
         if not extracted and job_id is None:
             warnings.append("No durable fact found in the message (small talk, a question or a request).")
         return StoreResult(memories=stored, warnings=warnings, pending_extraction=job_id is not None, job_id=job_id)
+
+    async def _meaning_neighbours(self, user: str, extracted: Sequence[ExtractedMemory]) -> list[list[str]]:
+        """For each memory about to be written, the ids of the user's active memories nearest it in meaning
+        (at most `conflicts.NEIGHBOUR_CANDIDATES`, cosine at least `conflicts.NEIGHBOUR_FLOOR`): reconciliation
+        candidates beside the FTS ones (issue 9, item 6). Empty lists when there is no ready embedder or it
+        fails: reconciliation then works from words alone, as before. Read before the write transaction, so
+        the model call never holds the write lock."""
+        empty: list[list[str]] = [[] for _ in extracted]
+        if self.vectors is None or not self.vectors.ready or not extracted:
+            return empty
+        try:
+            out: list[list[str]] = []
+            for item in extracted:
+                vector = await self.vectors.embed_query(embedding_text(item.content, item.category.value))
+                near = await self.vectors.nearest(
+                    user, vector, MemoryFilter(), count=conflicts.NEIGHBOUR_CANDIDATES, floor=conflicts.NEIGHBOUR_FLOOR
+                )
+                details = await self.store.candidates(user, [rowid for rowid, _ in near])
+                out.append([details[rowid][0].memory_id for rowid, _ in near if rowid in details])
+            return out
+        except EmbeddingError as error:
+            logger.warning("no meaning neighbours for reconciliation: %s", error)
+            return empty
 
     async def _queue_job(
         self,
@@ -732,6 +756,7 @@ class MemoryService:
         if vector is not None:
             floor = self.fusion.candidate_floor
             near = await self.vectors.nearest(user, vector, memory_filter, count=depth, floor=floor)
+            near = search.admitted_neighbours(near, self.fusion)
             cosine = dict(near)
             missing = [rowid for rowid, _, _ in keyword if rowid not in cosine]
             cosine |= await self.vectors.similarities(user, vector, missing)
