@@ -1430,7 +1430,8 @@ class MemoryService:
         if not view.extractor.strip():
             raise InvalidInput("extractor is empty")
         zone = self.limits.timezone
-        fields = view.model_dump()
+        # The validated view's own field values (a model_dump would copy every nested value again).
+        fields = dict(view.__dict__)
         fields["content"] = content
         try:
             if view.event_time is not None:
