@@ -553,7 +553,13 @@ class MemoryService:
         """Write prepared messages in order in one transaction (any failure stores none), then wake the queue
         and embed the new memories (one round per user); one `StoreResult` per message."""
         async with self.store.transaction() as db:
-            outcomes = [await self._write_one(db, prepared) for prepared in batch]
+            outcomes = [await self._write_one(db, prepared, prune=len(batch) == 1) for prepared in batch]
+            if len(batch) > 1:
+                # The log only gives the next messages their context (the newest CONTEXT_MESSAGES are read):
+                # one prune per conversation after the batch leaves it as pruning after each message would.
+                for user in dict.fromkeys(prepared.user for prepared in batch):
+                    sessions = [prepared.session_id for prepared in batch if prepared.user == user]
+                    await self.store.prune_conversations(db, user, sessions, keep=CONTEXT_MESSAGES)
         for prepared, (_, job_id) in zip(batch, outcomes, strict=True):
             if prepared.queue is not None and job_id is not None:
                 prepared.queue.wake()
@@ -579,8 +585,11 @@ class MemoryService:
             )
         return results
 
-    async def _write_one(self, db: Any, prepared: _Prepared) -> tuple[list[StoredMemory], int | None]:
-        """Reconcile and write one prepared message inside the open transaction `db`; its memories and job id."""
+    async def _write_one(
+        self, db: Any, prepared: _Prepared, *, prune: bool = True
+    ) -> tuple[list[StoredMemory], int | None]:
+        """Reconcile and write one prepared message inside the open transaction `db`; its memories and job id.
+        `prune`: drop the conversation's message that falls out of the context window (a batch prunes once)."""
         extraction, user, who, text = prepared.extraction, prepared.user, prepared.who, prepared.text
         session_id, reference, queue = prepared.session_id, prepared.reference, prepared.queue
         extracted = extraction.memories
@@ -602,7 +611,8 @@ class MemoryService:
             )
             extracted = [_with_referent(item, previous, who) for item in extracted]
         message_id = await self.store.record_message(db, user, session_id, who, logged, reference)
-        await self.store.prune_messages(db, user, session_id, keep=CONTEXT_MESSAGES)
+        if prune:
+            await self.store.prune_messages(db, user, session_id, keep=CONTEXT_MESSAGES)
         for item in extracted:
             new = NewMemory(
                 user, item, extraction.extractor, text, who, session_id, prepared.meta, message_id, context, said

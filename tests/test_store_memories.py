@@ -177,3 +177,21 @@ async def test_with_the_model_each_message_is_queued_as_store_memory_does(
     assert len(fake_ollama.chat_requests()) == 2
     # The model's memories replaced the rules' provisional ones; the caller's fact stays.
     assert {m["extractor"] for m in listed["memories"]} == {"ollama", "caller"}
+
+
+async def test_the_message_log_keeps_the_last_two_messages_of_each_conversation(client: Client, db_path: Path) -> None:
+    items = [
+        {"message": f"I have {name} as a friend.", "session_id": session}
+        for name in ("Ana", "Ben", "Cy")
+        for session in ("s1", "s2")
+    ]
+    items.append({"message": "I like tea.", "session_id": "s1"})
+    await _call(client, "store_memories", {"items": items, "user_id": "log"})
+    with sqlite3.connect(db_path) as db:
+        kept = db.execute("SELECT session_id, text FROM messages WHERE user_id = 'log' ORDER BY message_id").fetchall()
+    assert kept == [
+        ("s2", "I have Ben as a friend."),
+        ("s1", "I have Cy as a friend."),
+        ("s2", "I have Cy as a friend."),
+        ("s1", "I like tea."),
+    ]
