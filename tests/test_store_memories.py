@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from fake_ollama import FakeOllama
 from mcp import Client
+from mcp_calls import call as _call
+from mcp_calls import error as _error
 from test_extraction_queue import JASON, MISO, queue_settings
 
 from harmonia_mcp.server import create_server
 
 pytestmark = pytest.mark.anyio
-
-
-async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def _error(client: Client, tool: str, arguments: dict[str, Any]) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error, result.structured_content
-    return " ".join(getattr(block, "text", "") for block in result.content)
 
 
 async def _active(client: Client, user: str) -> list[str]:
