@@ -991,7 +991,6 @@ def create_server(settings: Settings) -> HarmoniaServer:
     # The description the host model reads: the handler's docstring, then how to write facts.
     described = f"{inspect.cleandoc(store_memory.__doc__ or '')}\n\n{FACTS_GUIDE}"
     server.add_tool(store_memory, title="Store memory", description=described, annotations=writes)
-    server.add_tool(store_memories, title="Store many memories", annotations=writes)
     server.add_tool(search_memories, title="Search memories", annotations=reads)
     server.add_tool(list_memories, title="List memories", annotations=reads)
     server.add_tool(
@@ -1000,6 +999,8 @@ def create_server(settings: Settings) -> HarmoniaServer:
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False),
     )
     server.add_tool(export_memories, title="Export memories", annotations=reads)
+    # After the five contract tools, whose order clients and the demo show first.
+    server.add_tool(store_memories, title="Store many memories", annotations=writes)
     server.add_tool(get_memory, title="Get memory with history", annotations=reads)
     server.add_tool(
         restore_memory,
