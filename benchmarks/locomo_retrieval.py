@@ -1,7 +1,7 @@
 """Retrieval quality on LoCoMo (dev split): does `search_memories` return the turns that answer a question?
 
 Starts `harmonia-mcp` as a child process over stdio (the official mcp client), stores every turn of each
-conversation of `../shared/bench/locomo/turns.jsonl` with `store_memory` (user_id = the conversation id,
+conversation of `../shared/bench/locomo/turns.jsonl` with `store_memories` (user_id = the conversation id,
 speaker = the turn's speaker, occurred_at = the session date, metadata = {"dia_id": ...}), then asks every
 question of `questions.jsonl` with `search_memories` (limit=10, include_metadata=true) and maps the hits
 back to dia_ids in rank order, keeping the first occurrence of each. A turn whose memory was skipped as a
@@ -90,29 +90,38 @@ def _baseline(turns: list[dict[str, Any]], questions: list[dict[str, Any]]) -> d
     return results
 
 
+BATCH = 500  # turns per store_memories call (the tool takes up to 1,000)
+
+
 async def store_turns(client: Client, turns: list[dict[str, Any]], stats: dict[str, float]) -> dict[str, list[str]]:
-    """Store every turn with `store_memory`; return memory_id -> the dia_ids it stands for (its own turn, then
-    turns whose memory was skipped as its duplicate). Adds counts and "store seconds" to `stats`."""
+    """Store every turn with `store_memories` (one call per up to `BATCH` turns of a conversation, in order,
+    the same as one `store_memory` per turn); return memory_id -> the dia_ids it stands for (its own turn,
+    then turns whose memory was skipped as its duplicate). Adds counts and "store seconds" to `stats`."""
     turns_of: dict[str, list[str]] = defaultdict(list)
     started = time.perf_counter()
+    chunks: list[list[dict[str, Any]]] = []
     for turn in turns:
-        stored = await call_tool(
-            client,
-            "store_memory",
+        if not chunks or chunks[-1][0]["conv_id"] != turn["conv_id"] or len(chunks[-1]) >= BATCH:
+            chunks.append([])
+        chunks[-1].append(turn)
+    for chunk in chunks:
+        items = [
             {
                 "message": turn["text"],
-                "user_id": turn["conv_id"],
                 "speaker": turn["speaker"],
                 "occurred_at": turn["session_date"],
                 "metadata": {"dia_id": turn["dia_id"]},
-            },
-        )
-        stats["memories created"] += sum(m["action"] == "created" for m in stored["memories"])
-        stats["memories skipped as duplicates"] += sum(m["action"] == "skipped" for m in stored["memories"])
-        stats["turns with no memory"] += not stored["memories"]
-        for memory in stored["memories"]:
-            if turn["dia_id"] not in turns_of[memory["memory_id"]]:
-                turns_of[memory["memory_id"]].append(turn["dia_id"])
+            }
+            for turn in chunk
+        ]
+        batch = await call_tool(client, "store_memories", {"items": items, "user_id": chunk[0]["conv_id"]})
+        for turn, stored in zip(chunk, batch["items"], strict=True):
+            stats["memories created"] += sum(m["action"] == "created" for m in stored["memories"])
+            stats["memories skipped as duplicates"] += sum(m["action"] == "skipped" for m in stored["memories"])
+            stats["turns with no memory"] += not stored["memories"]
+            for memory in stored["memories"]:
+                if turn["dia_id"] not in turns_of[memory["memory_id"]]:
+                    turns_of[memory["memory_id"]].append(turn["dia_id"])
     stats["store seconds"] = time.perf_counter() - started
     return turns_of
 

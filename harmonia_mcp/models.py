@@ -157,6 +157,44 @@ class StoreResult(BaseModel):
     job_id: int | None = None
 
 
+class StoreItem(BaseModel):
+    """One message (or the caller's facts about it) of a `store_memories` batch; the fields of `store_memory`.
+
+    Checked by the service with store_memory's rules, so an error names the item (`items[3]: ...`).
+    """
+
+    message: str | None = Field(
+        default=None, description="What the speaker said. With facts, kept only as their source."
+    )
+    facts: list[CallerFact] | None = Field(
+        default=None, description="Durable facts you understood from this message (as store_memory's facts)."
+    )
+    speaker: str | None = Field(default=None, description="Who 'I' and 'my' are in the message (default 'User').")
+    session_id: str | None = Field(default=None, description="An optional conversation id kept with each memory.")
+    metadata: dict[str, Any] | None = Field(default=None, description="A JSON object kept with each memory.")
+    occurred_at: str | None = Field(default=None, description="When it was said (ISO-8601). Default: now.")
+    timezone: str | None = Field(default=None, description="The speaker's IANA time zone for this message.")
+    resolution_strategy: ResolutionStrategy | None = Field(
+        default=None, description="auto, update, merge, version, keep_both or skip; default: the configured one."
+    )
+    importance: float | None = Field(default=None, description="0-1, how much these memories matter.")
+    expires_at: str | None = Field(default=None, description="Forget these memories at this ISO-8601 time.")
+    ttl_days: float | None = Field(default=None, description="Forget these memories after this many days.")
+
+
+class StoredItem(StoreResult):
+    """What `store_memories` did with one item: `index` is its place in `items` (from 0)."""
+
+    index: int
+
+
+class StoreBatchResult(BaseModel):
+    """Result of `store_memories`: one entry per item, in item order, and how many memories were written."""
+
+    items: list[StoredItem]
+    memories_written: int  # created or rewritten; skipped duplicates not counted
+
+
 class Pagination(BaseModel):
     """Where a page sits: `has_more` is true when `offset + len(page) < total_count`."""
 

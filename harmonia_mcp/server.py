@@ -68,12 +68,15 @@ from harmonia_mcp.models import (
     SearchResult,
     SearchSort,
     SortOrder,
+    StoreBatchResult,
+    StoreItem,
     StoreResult,
     UpcomingResult,
     UpdateResult,
 )
 from harmonia_mcp.service import (
     DEFAULT_RECALL_BUDGET,
+    MAX_BATCH_ITEMS,
     MAX_LIST_LIMIT,
     MAX_OFFSET,
     MAX_RECALL_BUDGET,
@@ -252,6 +255,31 @@ async def store_memory(
         ttl_days=ttl_days,
     )
     if any(memory.action != "skipped" for memory in result.memories):
+        await ctx.notify_resources_changed()
+    return result
+
+
+async def store_memories(
+    ctx: AppCtx,
+    items: Annotated[
+        list[StoreItem],
+        Field(
+            description=f"1-{MAX_BATCH_ITEMS} messages in the order they were said, each {{message and/or facts, "
+            "speaker?, session_id?, metadata?, occurred_at?, timezone?, resolution_strategy?, importance?, "
+            "expires_at?, ttl_days?}, with store_memory's meaning."
+        ),
+    ],
+    user_id: UserId = None,
+) -> StoreBatchResult:
+    """Remember many messages (a conversation, an import) in one call: store_memory for each, in one transaction.
+
+    Items are stored in order, each reconciled with what the user had and with the earlier items ("I live in
+    Paris" then "I moved to Berlin" leaves Berlin current). Returns, per item (with its index), what
+    store_memory returns. If any item is invalid the whole call is refused, naming each bad item by index,
+    and nothing is stored: fix those items and send the batch again.
+    """
+    result = await _service(ctx).store_memories(items, user_id=_user(ctx, user_id))
+    if result.memories_written:
         await ctx.notify_resources_changed()
     return result
 
@@ -625,13 +653,15 @@ Read the conversation below and remember what is durable about me: facts about m
 life, preferences, plans and dated events, health notes I gave, work and skills. Leave out small talk, \
 questions and anything said only about the conversation itself.
 
-Call the harmonia-mcp tool `store_memory` once{user_clause}, with `facts`: a list of objects \
-{{"content": "<one third-person sentence, e.g. User has a dog called Biggie>", "category": "<personal, \
-relationship, preference, work, education, health, event, goal, skill, emotion, fact or other>", \
-"event_time": "<ISO-8601 date or timestamp with offset, only for a dated event>", "entities": [...], \
-"keywords": [...], "confidence": <0 to 1>}}; one fact per object, absolute dates instead of "tomorrow". \
-If `store_memory` takes no `facts` argument, call it once per message of mine with `message` set to that \
-message (and `occurred_at` when you know when it was said).
+Call the harmonia-mcp tool `store_memories` once{user_clause}, with `items`: one object per message that \
+says something durable, in the order they were said, {{"message": "<the message, verbatim>", "speaker": \
+"<who said it, e.g. User>", "occurred_at": "<ISO-8601 time it was said, when the conversation shows it>", \
+"facts": [...]}}, where `facts` lists what that message says worth keeping, each {{"content": "<one \
+third-person sentence, e.g. User has a dog called Biggie>", "category": "<personal, relationship, \
+preference, work, education, health, event, goal, skill, emotion, fact or other>", "event_time": \
+"<ISO-8601 date or timestamp with offset, only for a dated event>", "entities": [...], "keywords": [...], \
+"confidence": <0 to 1>}}; one fact per object, absolute dates instead of "tomorrow". If `store_memories` \
+is not available, call `store_memory` once per item with the same fields.
 
 Conversation:
 {conversation}"""
@@ -661,7 +691,7 @@ async def remember_prompt(
     conversation: Annotated[str, Field(description="The conversation to remember, pasted as text.")],
     user_id: Annotated[str | None, Field(description="Whose memories (default: the configured user).")] = None,
 ) -> str:
-    """Turn a pasted conversation into a store_memory call with the facts worth remembering."""
+    """Turn a pasted conversation into one store_memories call with the facts worth remembering."""
     try:
         user = _user(ctx, user_id or None)
     except HarmoniaError as error:
@@ -969,6 +999,8 @@ def create_server(settings: Settings) -> HarmoniaServer:
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False),
     )
     server.add_tool(export_memories, title="Export memories", annotations=reads)
+    # After the five contract tools, whose order clients and the demo show first.
+    server.add_tool(store_memories, title="Store many memories", annotations=writes)
     server.add_tool(get_memory, title="Get memory with history", annotations=reads)
     server.add_tool(
         restore_memory,

@@ -59,7 +59,10 @@ from harmonia_mcp.models import (
     SearchResult,
     SearchSort,
     SortOrder,
+    StoreBatchResult,
+    StoredItem,
     StoredMemory,
+    StoreItem,
     StoreResult,
     UpcomingEvent,
     UpcomingResult,
@@ -91,6 +94,10 @@ MAX_LIST_LIMIT = 500
 MAX_METADATA_BYTES = 16 * 1024
 MAX_SPEAKER_CHARS = 100
 RECENT_COUNT = 50
+# store_memories: items per call (one transaction holds the single writer for the whole batch; at the
+# measured ~2,000 messages/s a full batch takes about half a second) and bad items named in one error.
+MAX_BATCH_ITEMS = 1000
+MAX_REPORTED_ITEMS = 5
 MAX_FILTER_TAGS = 20
 # Conversation context indexed with each memory (docs/search.md): the messages said just before it in the
 # same user's session, if said within this window (a later session is a new conversation).
@@ -136,6 +143,24 @@ class ServiceLimits:
     user_retention_days: Mapping[str, float] = field(default_factory=dict[str, float])
     # How often the sweep runs: on the first call after each interval (see `MemoryService.sweep_expired`).
     sweep_interval_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One message checked and extracted, ready for `MemoryService._write_one` (see `store_memory`'s args)."""
+
+    extraction: Extraction
+    user: str
+    who: str
+    text: str | None
+    session_id: str | None
+    meta: dict[str, Any] | None
+    strategy: ResolutionStrategy
+    reference: datetime
+    queue: ExtractionQueue | None
+    importance: float | None
+    expires_at: str | None
+    cleaned: bool  # control characters were removed from the message (a warning says so)
 
 
 class MemoryService:
@@ -336,6 +361,115 @@ class MemoryService:
             InvalidInput: neither message nor facts, or any argument or fact out of range; nothing is stored.
             sqlite3.Error: a write failed; the transaction is rolled back and nothing is stored.
         """
+        prepared = await self._prepare(
+            message,
+            facts=facts,
+            user_id=user_id,
+            speaker=speaker,
+            session_id=session_id,
+            metadata=metadata,
+            occurred_at=occurred_at,
+            resolution_strategy=resolution_strategy,
+            timezone=timezone,
+            importance=importance,
+            expires_at=expires_at,
+            ttl_days=ttl_days,
+        )
+        await self._sweep_if_due()
+        return (await self._write_prepared([prepared]))[0]
+
+    async def store_memories(self, items: Sequence[StoreItem], *, user_id: str | None = None) -> StoreBatchResult:
+        """Store a batch of messages (or caller facts) of one user in one transaction, in item order.
+
+        Each item takes store_memory's arguments and rules (its own occurred_at, speaker, session_id, ...).
+        Items are reconciled in order against what the user had and against the earlier items of the batch
+        ("I live in Paris" then "I moved to Berlin" leaves Berlin active), so one call equals the same
+        store_memory calls made one by one, only faster (one transaction, one embedding round).
+
+        Args:
+            items: 1 to `MAX_BATCH_ITEMS` items.
+            user_id: whose memories these are; the default user when None.
+
+        Returns:
+            A `StoreBatchResult`: per item (with its `index`), what store_memory would have returned.
+
+        Raises:
+            InvalidInput: no items, too many, or any item invalid; the message names every bad item by its
+                index (`items[2]: ...`, at most `MAX_REPORTED_ITEMS`) and nothing of the batch is stored, so the
+                corrected batch can be sent again whole.
+            sqlite3.Error / StoreBusy: a write failed; the transaction is rolled back and nothing is stored.
+        """
+        if not items:
+            raise InvalidInput(f"items is empty: give 1 to {MAX_BATCH_ITEMS} messages or facts to store")
+        if len(items) > MAX_BATCH_ITEMS:
+            raise InvalidInput(
+                f"items has {len(items)} entries; the limit is {MAX_BATCH_ITEMS} per call: split the batch"
+            )
+        user = self.user(user_id)
+        prepared: list[_Prepared] = []
+        problems: list[str] = []
+        for index, item in enumerate(items):
+            try:
+                prepared.append(
+                    await self._prepare(
+                        item.message,
+                        facts=item.facts,
+                        user_id=user,
+                        speaker=item.speaker,
+                        session_id=item.session_id,
+                        metadata=item.metadata,
+                        occurred_at=item.occurred_at,
+                        resolution_strategy=item.resolution_strategy,
+                        timezone=item.timezone,
+                        importance=item.importance,
+                        expires_at=item.expires_at,
+                        ttl_days=item.ttl_days,
+                    )
+                )
+            except InvalidInput as error:
+                problems.append(f"items[{index}]: {error}")
+        if problems:
+            shown = "; ".join(problems[:MAX_REPORTED_ITEMS])
+            more = f" (and {len(problems) - MAX_REPORTED_ITEMS} more)" if len(problems) > MAX_REPORTED_ITEMS else ""
+            raise InvalidInput(
+                f"{len(problems)} of {len(items)} items are invalid, so nothing was stored: {shown}{more}"
+            )
+        await self._sweep_if_due()
+        results = await self._write_prepared(prepared)
+        stored = [
+            StoredItem(
+                index=index,
+                memories=result.memories,
+                warnings=result.warnings,
+                pending_extraction=result.pending_extraction,
+                job_id=result.job_id,
+            )
+            for index, result in enumerate(results)
+        ]
+        written = sum(1 for result in results for memory in result.memories if memory.action != "skipped")
+        return StoreBatchResult(items=stored, memories_written=written)
+
+    async def _prepare(
+        self,
+        message: str | None,
+        *,
+        facts: Sequence[CallerFact] | None,
+        user_id: str | None,
+        speaker: str | None,
+        session_id: str | None,
+        metadata: dict[str, Any] | None,
+        occurred_at: str | None,
+        resolution_strategy: str | None,
+        timezone: str | None,
+        importance: float | None,
+        expires_at: str | None,
+        ttl_days: float | None,
+    ) -> _Prepared:
+        """Check one message's arguments and extract its memories (nothing is written yet).
+
+        Raises:
+            InvalidInput: as `store_memory`.
+        """
         if message is None and facts is None:
             raise InvalidInput(
                 "give message (what was said) or facts (a list of durable facts, e.g. "
@@ -351,7 +485,6 @@ class MemoryService:
         reference = self._reference_time(occurred_at, timezone)
         _importance(importance)
         expiry = self._expiry(expires_at, ttl_days)
-        await self._sweep_if_due()
         queue = self.queue
         if facts is not None:
             # The caller's model already understood the message: no extractor reads it, no job is queued.
@@ -368,26 +501,10 @@ class MemoryService:
                     queue = None
             else:
                 extraction = await run_extractor(self.extractor, text, speaker=who, reference_time=reference)
-        result = await self.write_memories(
-            extraction,
-            user,
-            who,
-            text,
-            session_id,
-            meta,
-            strategy,
-            reference,
-            queue=queue,
-            importance=importance,
-            expires_at=expiry,
+        cleaned = message is not None and _has_controls(message)
+        return _Prepared(
+            extraction, user, who, text, session_id, meta, strategy, reference, queue, importance, expiry, cleaned
         )
-        if message is not None and _has_controls(message):
-            result.warnings.insert(
-                0,
-                "Control characters (other than newline and tab) and terminal escape sequences were removed "
-                "from the message before it was stored.",
-            )
-        return result
 
     def caller_facts(
         self, facts: Sequence[CallerFact], *, speaker: str, reference_time: datetime
@@ -427,52 +544,107 @@ class MemoryService:
         for the background model extraction (issue 13), whose memories later replace these provisional ones.
         `importance` (0-1) and `expires_at` (UTC ISO-8601), already checked, are set on every memory written.
         """
+        prepared = _Prepared(
+            extraction, user, who, text, session_id, meta, strategy, reference, queue, importance, expires_at, False
+        )
+        return (await self._write_prepared([prepared]))[0]
+
+    async def _write_prepared(self, batch: Sequence[_Prepared]) -> list[StoreResult]:
+        """Write prepared messages in order in one transaction (any failure stores none), then wake the queue
+        and embed the new memories (one round per user); one `StoreResult` per message."""
+        # Meaning neighbours are read before the transaction, so the model never holds the write lock (a
+        # batch's later items see its earlier ones through the FTS candidates only).
+        neighbours = [await self._meaning_neighbours(prepared.user, prepared.extraction.memories) for prepared in batch]
+        async with self.store.transaction() as db:
+            outcomes = [
+                await self._write_one(db, prepared, near, prune=len(batch) == 1)
+                for prepared, near in zip(batch, neighbours, strict=True)
+            ]
+            if len(batch) > 1:
+                # The log only gives the next messages their context (the newest CONTEXT_MESSAGES are read):
+                # one prune per conversation after the batch leaves it as pruning after each message would.
+                for user in dict.fromkeys(prepared.user for prepared in batch):
+                    sessions = [prepared.session_id for prepared in batch if prepared.user == user]
+                    await self.store.prune_conversations(db, user, sessions, keep=CONTEXT_MESSAGES)
+        for prepared, (_, job_id) in zip(batch, outcomes, strict=True):
+            if prepared.queue is not None and job_id is not None:
+                prepared.queue.wake()
+        for user in dict.fromkeys(prepared.user for prepared in batch):
+            await self._embed_written(user)
+        results: list[StoreResult] = []
+        for prepared, (stored, job_id) in zip(batch, outcomes, strict=True):
+            warnings = list(prepared.extraction.warnings)
+            if prepared.queue is not None and job_id is None:
+                warnings.append(
+                    "The extraction queue is full: the rules extractor read the message and the model will not."
+                )
+            if not prepared.extraction.memories and job_id is None:
+                warnings.append("No durable fact found in the message (small talk, a question or a request).")
+            if prepared.cleaned:
+                warnings.insert(
+                    0,
+                    "Control characters (other than newline and tab) and terminal escape sequences were removed "
+                    "from the message before it was stored.",
+                )
+            results.append(
+                StoreResult(memories=stored, warnings=warnings, pending_extraction=job_id is not None, job_id=job_id)
+            )
+        return results
+
+    async def _write_one(
+        self, db: Any, prepared: _Prepared, neighbours: Sequence[list[str]], *, prune: bool = True
+    ) -> tuple[list[StoredMemory], int | None]:
+        """Reconcile and write one prepared message inside the open transaction `db`; its memories and job id.
+        `neighbours`: per extracted memory, the memory ids nearest it in meaning (`_meaning_neighbours`).
+        `prune`: drop the conversation's message that falls out of the context window (a batch prunes once)."""
+        extraction, user, who, text = prepared.extraction, prepared.user, prepared.who, prepared.text
+        session_id, reference, queue = prepared.session_id, prepared.reference, prepared.queue
         extracted = extraction.memories
         said = to_utc_text(reference)
         # Without a message (facts only) the facts are what was said, for the next message's context.
         logged = text if text is not None else "; ".join(item.content for item in extracted)
         stored: list[StoredMemory] = []
         job_id: int | None = None
-        neighbours = await self._meaning_neighbours(user, extracted)
-        async with self.store.transaction() as db:
-            context = await self.store.conversation_context(
-                db, user, session_id, reference, count=CONTEXT_MESSAGES, window_seconds=CONTEXT_WINDOW_SECONDS
+        context = await self.store.conversation_context(
+            db, user, session_id, reference, count=CONTEXT_MESSAGES, window_seconds=CONTEXT_WINDOW_SECONDS
+        )
+        if (
+            extraction.extractor != CALLER
+            and session_id is not None
+            and any(opens_with_pronoun(item.content) for item in extracted)
+        ):
+            previous = await self.store.previous_message(
+                db, user, session_id, who, reference, window_seconds=CONTEXT_WINDOW_SECONDS
             )
-            if (
-                extraction.extractor != CALLER
-                and session_id is not None
-                and any(opens_with_pronoun(item.content) for item in extracted)
-            ):
-                previous = await self.store.previous_message(
-                    db, user, session_id, who, reference, window_seconds=CONTEXT_WINDOW_SECONDS
-                )
-                extracted = [_with_referent(item, previous, who) for item in extracted]
-            message_id = await self.store.record_message(db, user, session_id, who, logged, reference)
+            extracted = [_with_referent(item, previous, who) for item in extracted]
+        message_id = await self.store.record_message(db, user, session_id, who, logged, reference)
+        if prune:
             await self.store.prune_messages(db, user, session_id, keep=CONTEXT_MESSAGES)
-            for item, near in zip(extracted, neighbours, strict=True):
-                new = NewMemory(
-                    user, item, extraction.extractor, text, who, session_id, meta, message_id, context, said
-                )
-                resolution = await conflicts.reconcile(self.store, db, new, strategy, [who], neighbours=near)
-                stored.append(_resolved(resolution))
-            kept = [memory.memory_id for memory in stored if memory.action != "skipped"]
-            if importance is not None or expires_at is not None:
-                await self.store.set_flags(db, user, kept, importance=importance, expires_at=expires_at)
-            if queue is not None and text is not None:
-                job_id = await self._queue_job(
-                    queue, db, user, who, session_id, meta, text, reference, strategy, message_id, context, stored
-                )
-        if queue is not None and job_id is not None:
-            queue.wake()
-        await self._embed_written(user)
-        warnings = list(extraction.warnings)
-        if queue is not None and job_id is None:
-            warnings.append(
-                "The extraction queue is full: the rules extractor read the message and the model will not."
+        for item, near in zip(extracted, neighbours, strict=True):
+            new = NewMemory(
+                user, item, extraction.extractor, text, who, session_id, prepared.meta, message_id, context, said
             )
-        if not extracted and job_id is None:
-            warnings.append("No durable fact found in the message (small talk, a question or a request).")
-        return StoreResult(memories=stored, warnings=warnings, pending_extraction=job_id is not None, job_id=job_id)
+            resolution = await conflicts.reconcile(self.store, db, new, prepared.strategy, [who], neighbours=near)
+            stored.append(_resolved(resolution))
+        kept = [memory.memory_id for memory in stored if memory.action != "skipped"]
+        if prepared.importance is not None or prepared.expires_at is not None:
+            await self.store.set_flags(db, user, kept, importance=prepared.importance, expires_at=prepared.expires_at)
+        if queue is not None and text is not None:
+            job_id = await self._queue_job(
+                queue,
+                db,
+                user,
+                who,
+                session_id,
+                prepared.meta,
+                text,
+                reference,
+                prepared.strategy,
+                message_id,
+                context,
+                stored,
+            )
+        return stored, job_id
 
     async def _meaning_neighbours(self, user: str, extracted: Sequence[ExtractedMemory]) -> list[list[str]]:
         """For each memory about to be written, the ids of the user's active memories nearest it in meaning
@@ -1299,7 +1471,8 @@ class MemoryService:
         if not view.extractor.strip():
             raise InvalidInput("extractor is empty")
         zone = self.limits.timezone
-        fields = view.model_dump()
+        # The validated view's own field values (a model_dump would copy every nested value again).
+        fields = dict(view.__dict__)
         fields["content"] = content
         try:
             if view.event_time is not None:

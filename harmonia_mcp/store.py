@@ -1101,12 +1101,12 @@ class Store:
 
     async def _hides_in_conversation(self, db: aiosqlite.Connection, user_id: str, session_id: str | None) -> bool:
         """Whether any deleted memory of this conversation hides a span (the common answer, no, in one lookup)."""
-        async with db.execute(
+        rows = await db.execute_fetchall(
             "SELECT 1 FROM memories WHERE user_id = ? AND status = 'deleted' AND hidden_span IS NOT NULL "
             "AND session_id IS ? LIMIT 1",
             (user_id, session_id),
-        ) as cursor:
-            return await cursor.fetchone() is not None
+        )
+        return bool(list(rows))
 
     async def _refresh_around(self, db: aiosqlite.Connection, user_id: str, memory_id: str, span: str | None) -> None:
         """Recompute what the memories near `memory_id` show (see `_affected`)."""
@@ -1405,22 +1405,24 @@ class Store:
         )
 
     async def _get(self, db: aiosqlite.Connection, user_id: str, memory_id: str) -> Memory | None:
-        async with db.execute(
-            f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.memory_id = ? AND m.user_id = ?",
-            (memory_id, user_id),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return _row_to_memory(row) if row else None
+        rows = list(
+            await db.execute_fetchall(
+                f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.memory_id = ? AND m.user_id = ?",
+                (memory_id, user_id),
+            )
+        )
+        return _row_to_memory(rows[0]) if rows else None
 
     async def _active_content(self, db: aiosqlite.Connection, user_id: str, memory_id: str) -> str:
-        async with db.execute(
-            "SELECT content FROM memories WHERE memory_id = ? AND user_id = ? AND status = 'active'",
-            (memory_id, user_id),
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
+        rows = list(
+            await db.execute_fetchall(
+                "SELECT content FROM memories WHERE memory_id = ? AND user_id = ? AND status = 'active'",
+                (memory_id, user_id),
+            )
+        )
+        if not rows:
             raise MemoryNotFound(memory_id, user_id)
-        return str(row["content"])
+        return str(rows[0]["content"])
 
     async def _record(
         self,
@@ -1452,12 +1454,14 @@ class Store:
         occurred_at: datetime,
     ) -> int:
         """Append one message to the user's conversation log; return its `message_id`."""
-        async with db.execute(
+        # execute_insert: the insert and its rowid in one trip to the database thread (the write path's cost
+        # is mostly these trips, docs/benchmarks.md "Issue 14: write path").
+        row = await db.execute_insert(
             "INSERT INTO messages (user_id, session_id, speaker, text, occurred_at_utc, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (user_id, session_id, speaker, text, to_utc_text(occurred_at), utc_now()),
-        ) as cursor:
-            return int(cursor.lastrowid or 0)
+        )
+        return int(row[0]) if row else 0
 
     async def conversation_context(
         self,
@@ -1473,12 +1477,13 @@ class Store:
         `occurred_at` (and not after it), oldest first, one `speaker: text` line each; None when there are none.
         """
         start = to_utc_text(occurred_at - timedelta(seconds=window_seconds))
-        async with db.execute(
-            "SELECT speaker, text FROM messages WHERE user_id = ? AND session_id IS ? "
-            "AND occurred_at_utc BETWEEN ? AND ? ORDER BY message_id DESC LIMIT ?",
-            (user_id, session_id, start, to_utc_text(occurred_at), count),
-        ) as cursor:
-            rows = list(await cursor.fetchall())
+        rows = list(
+            await db.execute_fetchall(
+                "SELECT speaker, text FROM messages WHERE user_id = ? AND session_id IS ? "
+                "AND occurred_at_utc BETWEEN ? AND ? ORDER BY message_id DESC LIMIT ?",
+                (user_id, session_id, start, to_utc_text(occurred_at), count),
+            )
+        )
         lines = [f"{row['speaker']}: {row['text']}" if row["speaker"] else str(row["text"]) for row in reversed(rows)]
         return "\n".join(lines) or None
 
@@ -1495,13 +1500,14 @@ class Store:
         """The text of `speaker`'s last message in this user's session said at most `window_seconds` before
         `occurred_at` (and not after it), or None. Read before the new message is recorded."""
         start = to_utc_text(occurred_at - timedelta(seconds=window_seconds))
-        async with db.execute(
-            "SELECT text FROM messages WHERE user_id = ? AND session_id = ? AND speaker IS ? "
-            "AND occurred_at_utc BETWEEN ? AND ? ORDER BY message_id DESC LIMIT 1",
-            (user_id, session_id, speaker, start, to_utc_text(occurred_at)),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return str(row["text"]) if row else None
+        rows = list(
+            await db.execute_fetchall(
+                "SELECT text FROM messages WHERE user_id = ? AND session_id = ? AND speaker IS ? "
+                "AND occurred_at_utc BETWEEN ? AND ? ORDER BY message_id DESC LIMIT 1",
+                (user_id, session_id, speaker, start, to_utc_text(occurred_at)),
+            )
+        )
+        return str(rows[0]["text"]) if rows else None
 
     async def prune_messages(self, db: aiosqlite.Connection, user_id: str, session_id: str | None, keep: int) -> None:
         """Forget the message of this user and session that just fell out of the newest `keep` (at most one).
@@ -1513,6 +1519,21 @@ class Store:
             "DELETE FROM messages WHERE message_id = (SELECT message_id FROM messages WHERE user_id = ? "
             "AND session_id IS ? ORDER BY message_id DESC LIMIT 1 OFFSET ?)",
             (user_id, session_id, max(1, keep)),
+        )
+
+    async def prune_conversations(
+        self, db: aiosqlite.Connection, user_id: str, session_ids: Sequence[str | None], keep: int
+    ) -> None:
+        """Keep only the newest `keep` messages of each of this user's `session_ids` (None: no session).
+
+        The batch form of `prune_messages`: `store_memories` records a batch's messages and prunes once per
+        conversation at the end, in one statement, instead of once per message.
+        """
+        await db.executemany(
+            "DELETE FROM messages WHERE user_id = ? AND session_id IS ? AND message_id < COALESCE(("
+            "SELECT message_id FROM messages WHERE user_id = ? AND session_id IS ? "
+            "ORDER BY message_id DESC LIMIT 1 OFFSET ?), -1)",
+            [(user_id, session, user_id, session, max(1, keep) - 1) for session in dict.fromkeys(session_ids)],
         )
 
     async def import_memories(self, db: aiosqlite.Connection, memories: Sequence[Memory]) -> tuple[int, int]:
@@ -1832,13 +1853,12 @@ class Store:
         # Only what a memory itself says counts: its source message and conversation context would make
         # every memory of a busy conversation a candidate.
         own_text = owned_match(user_id, f"{{content entities tags}} : ({match})")
-        async with db.execute(
+        rows = await db.execute_fetchall(
             f"SELECT {_MEMORY_COLUMNS}, bm25(memories_fts, {weights}) AS score FROM memories_fts "
             "CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
             "WHERE memories_fts MATCH ? AND m.user_id = ? AND m.status = 'active' ORDER BY score LIMIT ?",
             (own_text, user_id, limit),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         return [FullTextHit(_row_to_memory(row), float(row["score"]), 0.0, []) for row in rows]
 
     async def keyword_candidates(

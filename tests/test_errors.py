@@ -158,7 +158,11 @@ async def test_every_argument_of_every_tool_is_named_when_its_value_is_of_the_wr
     checked = 0
     for tool in (await client.list_tools()).tools:
         properties: dict[str, Any] = tool.input_schema.get("properties", {})
-        required = dict.fromkeys(tool.input_schema.get("required", []), "x")
+        # A well-typed value for each required argument ("x", or an empty list for store_memories' items),
+        # so that only the argument under test is of the wrong kind.
+        required = {
+            key: [] if properties[key].get("type") == "array" else "x" for key in tool.input_schema.get("required", [])
+        }
         for name, schema in properties.items():
             value = _bad_value(schema)
             text = await _error(client, tool.name, {**required, name: value})

@@ -272,14 +272,14 @@ async def test_recall_prompt_carries_the_recall_block(client: Client) -> None:
     assert "out of range" in str(refused.value)
 
 
-async def test_remember_prompt_asks_for_store_memory_with_facts(client: Client) -> None:
+async def test_remember_prompt_asks_for_one_store_memories_call_with_facts(client: Client) -> None:
     conversation = "User: I just adopted a cat called Miso.\nAssistant: Congratulations!"
     prompt = await client.get_prompt("remember", {"conversation": conversation, "user_id": "alice"})
     content = prompt.messages[0].content
     assert isinstance(content, TextContent)
     assert conversation in content.text
-    assert "store_memory" in content.text and "`facts`" in content.text and '"alice"' in content.text
-    for field in ("content", "category", "event_time", "entities", "keywords", "confidence"):
+    assert "`store_memories` once" in content.text and "`items`" in content.text and '"alice"' in content.text
+    for field in ("message", "speaker", "occurred_at", "facts", "content", "category", "event_time", "entities"):
         assert f'"{field}"' in content.text
 
 
