@@ -1979,6 +1979,23 @@ class Store:
             while rows := await cursor.fetchmany(batch):
                 yield total, [(int(found[0]), bytes(found[1])) for found in rows]
 
+    async def vectors_of(
+        self, user_id: str, model: str, dimension: int, rowids: Sequence[int]
+    ) -> list[tuple[int, bytes]]:
+        """The vectors (rowid, float32 bytes) of those of `rowids` that are `user_id`'s and made by `model` with
+        `dimension`, in rowid order (issue 9's exact re-score of the coarse search's candidates)."""
+        out: list[tuple[int, bytes]] = []
+        for start in range(0, len(rowids), 900):
+            chunk = list(rowids[start : start + 900])
+            marks = ", ".join("?" for _ in chunk)
+            async with self._reader.execute(
+                f"SELECT rowid, vector FROM memory_vectors WHERE rowid IN ({marks}) "
+                "AND user_id = ? AND model = ? AND dimension = ?",
+                [*chunk, user_id, model, dimension],
+            ) as cursor:
+                out.extend((int(row[0]), bytes(row[1])) for row in await cursor.fetchall())
+        return out
+
     async def admitted(self, user_id: str, memory_filter: MemoryFilter, rowids: Sequence[int]) -> list[int]:
         """Those of `rowids` that are `user_id`'s memories and pass `memory_filter`, in the order given."""
         where, params = memory_filter.where(user_id)

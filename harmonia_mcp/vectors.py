@@ -6,13 +6,27 @@ the server, or the first use), embeds every memory that lacks a vector of the cu
 brute-force cosine over the user's vectors with numpy. Each user's vectors are read once into a matrix
 and kept in step with the writes made through this index; another user's vectors are never read.
 
-Exact search because it always works (this Python cannot load SQLite extensions such as sqlite-vec) and
-is fast enough: a 100,000 x 384 float32 product is a few milliseconds (docs/benchmarks.md).
+Two regimes, by the user's number of vectors (docs/search.md, "Vector side: memory and speed" in
+docs/benchmarks.md):
+
+- below `COARSE_FROM` vectors: the full float32 matrix, brute-force cosine. Exact.
+- from `COARSE_FROM` on: only a `COARSE_DIMENSION`-column projection of each vector is kept in memory (the top
+  principal directions of the user's vectors, fitted on a sample at load), and a query scores all rows in that
+  projection, takes the best `RERANK_FACTOR` x `count` (at least `RERANK_MIN`) and re-scores those exactly in
+  float32 from the vectors stored in the file. Every cosine returned is exact; which memories make the top
+  `count` is approximate (a true neighbour can miss the re-scored pool); overlap@k with exact search is
+  measured in docs/benchmarks.md. At 100,000 x 384 this holds 26 MB instead of 154 MB and reads a quarter of
+  the bytes per query (a float32 product over the full matrix is memory-bound: about 20 ms here).
+
+Why not sqlite-vec: it is a loadable SQLite extension and this Python's `sqlite3` has no
+`enable_load_extension` (pyenv builds without it), so it cannot be the path that always works; the numpy
+path needs no extension.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,6 +44,14 @@ from harmonia_mcp.tasks import running
 logger = logging.getLogger(__name__)
 
 EMBED_BATCH = 64  # texts per model call: onnxruntime's throughput flattens out around here (models.md)
+# The two-stage regime (module docstring). Chosen by measurement on real MiniLM vectors (benchmarks/vector_scale.py
+# --overlap): below COARSE_FROM the exact product is a few milliseconds and small, so exactness costs nothing.
+COARSE_FROM = 20_000
+COARSE_DIMENSION = 64
+RERANK_FACTOR = 8
+RERANK_MIN = 512
+COARSE_SAMPLE = 8192  # vectors the projection is fitted on (the first read, in rowid order)
+QUERY_CACHE = 256  # query vectors kept (an assistant repeats and pages through the same queries)
 
 
 def embedding_text(content: str, category: str) -> str:
@@ -45,19 +67,31 @@ def embedding_text(content: str, category: str) -> str:
 
 @dataclass
 class _UserMatrix:
-    """One user's vectors: row i of `matrix` is the memory `rowids[i]` (-1: a removed row, kept as zeros)."""
+    """One user's vectors: row i of `matrix` is the memory `rowids[i]` (-1: a removed row, kept as zeros).
+
+    With a `basis` (dimension x k, orthonormal columns) the rows are the vectors projected on it (the coarse
+    regime of the module docstring); without, they are the vectors themselves.
+    """
 
     rowids: npt.NDArray[np.int64]
     matrix: Vectors
     size: int = 0
     position: dict[int, int] = field(default_factory=dict[int, int])
+    basis: Vectors | None = None
+
+    @property
+    def coarse(self) -> bool:
+        return self.basis is not None
+
+    def project(self, vectors: Vectors) -> Vectors:
+        """`vectors` as this table stores them (projected in the coarse regime)."""
+        return vectors if self.basis is None else np.ascontiguousarray(vectors @ self.basis, dtype=np.float32)
 
     @classmethod
-    def build(cls, rowids: Sequence[int], vectors: Vectors, dimension: int) -> _UserMatrix:
-        capacity = max(16, len(rowids))
-        table = cls(np.full(capacity, -1, dtype=np.int64), np.zeros((capacity, dimension), dtype=np.float32))
-        table.upsert(rowids, vectors)
-        return table
+    def build(cls, dimension: int, basis: Vectors | None = None) -> _UserMatrix:
+        """An empty table of `dimension`-long vectors (stored projected on `basis` when given)."""
+        columns = dimension if basis is None else basis.shape[1]
+        return cls(np.full(16, -1, dtype=np.int64), np.zeros((16, columns), dtype=np.float32), basis=basis)
 
     def reserve(self, capacity: int) -> None:
         """Make room for `capacity` rows in all (read in batches, the matrix is allocated once)."""
@@ -70,6 +104,8 @@ class _UserMatrix:
             self.rowids, self.matrix = rowids, matrix
 
     def upsert(self, rowids: Sequence[int], vectors: Vectors) -> None:
+        """Add or replace the full vectors of `rowids` (projected here in the coarse regime)."""
+        vectors = self.project(vectors)
         if rowids and not any(rowid in self.position for rowid in rowids):  # all new (a load): one bulk copy
             if self.size + len(rowids) > len(self.rowids):
                 self.reserve(self.size + max(len(rowids), self.size // 4))
@@ -99,17 +135,33 @@ class _UserMatrix:
                 self.matrix[index] = 0.0
 
 
+def fit_basis(sample: Vectors, columns: int) -> Vectors:
+    """The `columns` directions that keep most of the dot products among `sample`'s rows: the top eigenvectors
+    of the uncentred second-moment matrix (PCA without centring, so that a dot product of projections
+    approximates the dot product itself), shape (dimension, columns), orthonormal columns."""
+    moment = (sample.T @ sample).astype(np.float64)
+    _, vectors = np.linalg.eigh(moment)  # ascending eigenvalues
+    return np.ascontiguousarray(vectors[:, ::-1][:, :columns], dtype=np.float32)
+
+
+def _vectors_of(rows: Sequence[tuple[int, bytes]], dimension: int) -> Vectors:
+    return np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32).reshape(len(rows), dimension)
+
+
 class VectorIndex:
     """Embeds memories and finds a user's nearest ones. See the module docstring.
 
     Args:
         store: the open store.
         embedder: what makes the vectors; its `model` and `dimension` name them in the table.
+        coarse_from: a user with at least this many vectors is searched in two stages (module docstring).
     """
 
-    def __init__(self, store: Store, embedder: Embedder) -> None:
+    def __init__(self, store: Store, embedder: Embedder, *, coarse_from: int = COARSE_FROM) -> None:
         self.store = store
         self.embedder = embedder
+        self.coarse_from = coarse_from
+        self._queries: OrderedDict[str, Vectors] = OrderedDict()
         self._ready = anyio.Event()
         self._failure: str | None = None
         self._loading = False
@@ -229,35 +281,71 @@ class VectorIndex:
     async def _matrix(self, user_id: str) -> _UserMatrix:
         table = self._cache.get(user_id)
         if table is None:
-            table = _UserMatrix.build([], np.zeros((0, self.dimension), dtype=np.float32), self.dimension)
-            async for total, rows in self.store.user_vectors(user_id, self.model, self.dimension):
-                table.reserve(total)
-                vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32)
-                table.upsert([rowid for rowid, _ in rows], vectors.reshape(len(rows), self.dimension))
+            table = await self._read_matrix(user_id)
             self._cache[user_id] = table
         return table
 
+    async def _read_matrix(self, user_id: str) -> _UserMatrix:
+        """The user's table, read from the file in batches (never all float32 vectors at once in the coarse
+        regime: the first `COARSE_SAMPLE` fit the projection, then each batch is projected as it arrives)."""
+        table: _UserMatrix | None = None
+        held: list[tuple[int, bytes]] = []
+        async for total, rows in self.store.user_vectors(user_id, self.model, self.dimension):
+            if table is None and total >= self.coarse_from:
+                held.extend(rows)
+                if len(held) < min(COARSE_SAMPLE, total):
+                    continue
+                table = _UserMatrix.build(
+                    self.dimension, fit_basis(_vectors_of(held, self.dimension), COARSE_DIMENSION)
+                )
+                rows, held = held, []
+            elif table is None:
+                table = _UserMatrix.build(self.dimension)
+            table.reserve(total)
+            table.upsert([rowid for rowid, _ in rows], _vectors_of(rows, self.dimension))
+        return table or _UserMatrix.build(self.dimension)
+
+    async def _exact(self, user_id: str, query: Vectors, rowids: Sequence[int]) -> dict[int, float]:
+        """The exact float32 cosine of `query` to each of `rowids` that has a current vector, read from the file."""
+        rows = await self.store.vectors_of(user_id, self.model, self.dimension, rowids)
+        if not rows:
+            return {}
+        scores = _vectors_of(rows, self.dimension) @ query
+        return {rowid: float(score) for (rowid, _), score in zip(rows, scores, strict=True)}
+
     async def embed_query(self, text: str) -> Vectors:
-        """The query's vector, shape (dimension,).
+        """The query's vector, shape (dimension,). The last `QUERY_CACHE` distinct queries are remembered.
 
         Raises:
             EmbeddingError: the model is not ready or failed.
         """
         if not self.ready:
             raise EmbeddingError(self._failure or "the embedding model is still loading")
+        cached = self._queries.get(text)
+        if cached is not None:
+            self._queries.move_to_end(text)
+            return cached
         vectors = await self.embedder.embed([text])
         if vectors.shape != (1, self.dimension):
             raise EmbeddingError(f"the query's vector has shape {vectors.shape}, expected (1, {self.dimension})")
-        return np.asarray(vectors[0], dtype=np.float32)
+        vector = np.array(vectors[0], dtype=np.float32)
+        vector.setflags(write=False)  # shared by every caller of the cache
+        self._queries[text] = vector
+        if len(self._queries) > QUERY_CACHE:
+            self._queries.popitem(last=False)
+        return vector
 
     async def nearest(
         self, user_id: str, query: Vectors, memory_filter: MemoryFilter, *, count: int, floor: float = -1.0
     ) -> list[tuple[int, float]]:
         """The `count` memories of `user_id` that pass `memory_filter` with the highest cosine to `query` (at
-        least `floor`), best first, as (rowid, cosine)."""
+        least `floor`), best first, as (rowid, cosine). Exact below `coarse_from` vectors; from there the
+        cosines are exact and the membership approximate (module docstring)."""
         table = await self._matrix(user_id)
         if table.size == 0:
             return []
+        if table.coarse:
+            return await self._nearest_coarse(table, user_id, query, memory_filter, count=count, floor=floor)
         scores = table.matrix[: table.size] @ query
         step = max(4 * count, 64)
         if step < table.size:
@@ -288,15 +376,37 @@ class VectorIndex:
                 break  # best first: everything after this chunk is below the floor too
         return found[:count]
 
+    async def _nearest_coarse(
+        self, table: _UserMatrix, user_id: str, query: Vectors, memory_filter: MemoryFilter, *, count: int, floor: float
+    ) -> list[tuple[int, float]]:
+        """`nearest` in the coarse regime: score the projections, re-score the best pool exactly, widen the
+        pool (x4) while the filters leave fewer than `count`."""
+        scores = table.matrix[: table.size] @ table.project(query[None, :])[0]
+        pool = max(RERANK_FACTOR * count, RERANK_MIN)
+        seen: set[int] = set()
+        found: list[tuple[int, float]] = []
+        while True:
+            head = np.argpartition(-scores, pool)[:pool] if pool < table.size else np.arange(table.size)
+            rowids = [int(rowid) for rowid in table.rowids[head] if rowid >= 0 and int(rowid) not in seen]
+            seen.update(rowids)
+            exact = await self._exact(user_id, query, rowids)
+            above = sorted((rowid for rowid, score in exact.items() if score >= floor), key=lambda r: -exact[r])
+            admitted = await self.store.admitted(user_id, memory_filter, above)
+            found.extend((rowid, exact[rowid]) for rowid in admitted)
+            if len(found) >= count or pool >= table.size or len(above) < len(exact):
+                break  # enough, everything seen, or the pool already reaches below the floor
+            pool *= 4
+        found.sort(key=lambda pair: -pair[1])
+        return found[:count]
+
     async def similarities(self, user_id: str, query: Vectors, rowids: Sequence[int]) -> dict[int, float]:
-        """The cosine of `query` to each of `rowids` that has a current vector (of `user_id`'s only)."""
+        """The cosine of `query` to each of `rowids` that has a current vector (of `user_id`'s only); exact in
+        both regimes (read from the file in the coarse one)."""
         table = await self._matrix(user_id)
-        out: dict[int, float] = {}
-        for rowid in rowids:
-            index = table.position.get(rowid)
-            if index is not None:
-                out[rowid] = float(table.matrix[index] @ query)
-        return out
+        known = [rowid for rowid in rowids if rowid in table.position]
+        if table.coarse:
+            return await self._exact(user_id, query, known) if known else {}
+        return {rowid: float(table.matrix[table.position[rowid]] @ query) for rowid in known}
 
 
 def make_embedder(settings: Settings) -> Embedder | None:

@@ -1,0 +1,192 @@
+"""The vector side's two regimes (exact, and coarse projection + exact re-score) and the query cache, on real
+SQLite files. Vectors are written under a model name directly, so the search maths is checked against a brute-force
+float32 reference computed here; the real model's queries are covered in test_semantic.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+from harmonia_mcp.embed import Vectors
+from harmonia_mcp.extract.rules import RulesExtractor
+from harmonia_mcp.models import Category
+from harmonia_mcp.service import MemoryService, ServiceLimits
+from harmonia_mcp.store import MemoryFilter, Store, open_store
+from harmonia_mcp.vectors import RERANK_MIN, VectorIndex, fit_basis
+
+pytestmark = pytest.mark.anyio
+
+LIMITS = ServiceLimits(default_user="default", max_message_bytes=32 * 1024, timezone=ZoneInfo("UTC"))
+DIMENSION = 128
+HEALTH = MemoryFilter(category=Category.HEALTH)
+MODEL = "test-structured"
+
+
+class Structured:
+    """An embedder whose vectors have the low-rank structure of sentence embeddings (a few strong directions plus
+    noise), so a projection on the top directions keeps most of each dot product, as it does for MiniLM."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._rng = np.random.default_rng(11)
+        self._mix = self._rng.standard_normal((8, DIMENSION)).astype(np.float32)
+
+    @property
+    def model(self) -> str:
+        return MODEL
+
+    @property
+    def dimension(self) -> int:
+        return DIMENSION
+
+    async def start(self) -> None:
+        return None
+
+    def sample(self, count: int) -> Vectors:
+        latent = self._rng.standard_normal((count, 8)).astype(np.float32)
+        noise = 0.3 * self._rng.standard_normal((count, DIMENSION)).astype(np.float32)
+        vectors = latent @ self._mix + noise
+        return np.asarray(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), dtype=np.float32)
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        self.calls += 1
+        return self.sample(len(texts))
+
+
+def _export(user: str, count: int) -> str:
+    memories = [
+        {
+            "memory_id": f"mem_{(ord(user[0]) << 40) + index:016x}",
+            "content": f"User note number {index}",
+            "category": "health" if index % 10 == 0 else "other",
+            "confidence": 0.9,
+            "entities": [],
+            "tags": [],
+            "event_time": None,
+            "source_message": None,
+            "speaker": "User",
+            "session_id": None,
+            "metadata": {},
+            "extractor": "rules",
+            "status": "active",
+            "created_at": "2024-01-01T00:00:00+00:00",
+            "updated_at": "2024-01-01T00:00:00+00:00",
+        }
+        for index in range(count)
+    ]
+    return json.dumps({"memories": memories})
+
+
+async def _with_vectors(store: Store, embedder: Structured, user: str, count: int) -> dict[int, Vectors]:
+    await MemoryService(store, RulesExtractor(), LIMITS).import_memories(_export(user, count), user_id=user)
+    pending = await store.unembedded(MODEL, DIMENSION, user_id=user, limit=10**6)
+    vectors = embedder.sample(len(pending))
+    rows = [(rowid, content, vector.tobytes()) for (rowid, _, content, _), vector in zip(pending, vectors, strict=True)]
+    async with store.transaction() as db:
+        await store.write_vectors(db, MODEL, DIMENSION, rows)
+    return {rowid: vector for (rowid, _, _, _), vector in zip(pending, vectors, strict=True)}
+
+
+def _exact_top(vectors: dict[int, Vectors], query: Vectors, count: int, admit: set[int] | None = None) -> list[int]:
+    ranked = sorted(vectors, key=lambda rowid: -float(vectors[rowid] @ query))
+    return [rowid for rowid in ranked if admit is None or rowid in admit][:count]
+
+
+async def test_the_coarse_regime_returns_exact_cosines_and_nearly_the_exact_top_k(db_path: Path) -> None:
+    embedder = Structured()
+    async with open_store(str(db_path)) as store:
+        vectors = await _with_vectors(store, embedder, "alice", 4 * RERANK_MIN)
+        coarse = VectorIndex(store, embedder, coarse_from=1)
+        exact = VectorIndex(store, embedder)
+        await coarse.load()
+        await exact.load()
+        overlaps = []
+        for query in embedder.sample(20):
+            found = await coarse.nearest("alice", query, MemoryFilter(), count=20)
+            for rowid, cosine in found:
+                assert cosine == pytest.approx(float(vectors[rowid] @ query), abs=1e-6)  # re-scored exactly
+            assert [cosine for _, cosine in found] == sorted((cosine for _, cosine in found), reverse=True)
+            truth = _exact_top(vectors, query, 20)
+            assert [rowid for rowid, _ in await exact.nearest("alice", query, MemoryFilter(), count=20)] == truth
+            overlaps.append(len({rowid for rowid, _ in found} & set(truth)) / 20)
+        assert np.mean(overlaps) >= 0.95, overlaps
+        assert coarse._cache["alice"].matrix.shape[1] < DIMENSION  # the projection is what is held
+
+
+async def test_the_coarse_regime_applies_filters_widens_its_pool_and_keeps_to_one_user(db_path: Path) -> None:
+    embedder = Structured()
+    async with open_store(str(db_path)) as store:
+        vectors = await _with_vectors(store, embedder, "alice", 3 * RERANK_MIN)
+        others = await _with_vectors(store, embedder, "bob", 200)
+        index = VectorIndex(store, embedder, coarse_from=1)
+        await index.load()
+        health = set(await store.admitted("alice", HEALTH, list(vectors)))
+        assert 0 < len(health) < len(vectors) // 5
+        query = embedder.sample(1)[0]
+        # 100 of a category that holds a tenth: the first pool (512) cannot hold them, so it must widen.
+        found = await index.nearest("alice", query, HEALTH, count=100)
+        assert len(found) == 100 and {rowid for rowid, _ in found} <= health
+        truth = _exact_top(vectors, query, 100, admit=health)
+        assert len({rowid for rowid, _ in found} & set(truth)) >= 90
+        everything = await index.nearest("alice", query, MemoryFilter(), count=10**4)
+        assert len(everything) == len(vectors) and not {rowid for rowid, _ in everything} & set(others)
+        floor = sorted(float(vector @ query) for vector in vectors.values())[-30]
+        above = await index.nearest("alice", query, MemoryFilter(), count=100, floor=floor)
+        assert all(cosine >= floor for _, cosine in above) and len(above) >= 27
+
+
+async def test_the_coarse_regime_stays_in_step_with_writes_and_similarities_are_exact(db_path: Path) -> None:
+    embedder = Structured()
+    async with open_store(str(db_path)) as store:
+        vectors = await _with_vectors(store, embedder, "alice", 2 * RERANK_MIN)
+        index = VectorIndex(store, embedder, coarse_from=1)
+        await index.load()
+        query = embedder.sample(1)[0]
+        await index.nearest("alice", query, MemoryFilter(), count=5)  # reads the user's table
+        some = list(vectors)[:50]
+        similar = await index.similarities("alice", query, [*some, 10**9])
+        assert set(similar) == set(some)
+        for rowid in some:
+            assert similar[rowid] == pytest.approx(float(vectors[rowid] @ query), abs=1e-6)
+        # A new memory whose vector equals the query becomes the nearest through the cached (projected) table.
+        await MemoryService(store, RulesExtractor(), LIMITS).import_memories(
+            _export("alice", 2 * RERANK_MIN + 1), user_id="alice"
+        )
+        (newest,) = await store.unembedded(MODEL, DIMENSION, user_id="alice", limit=10)
+        target = query.copy()
+
+        class Exactly(Structured):
+            async def embed(self, texts: Sequence[str]) -> Vectors:
+                return np.tile(target, (len(texts), 1))
+
+        index.embedder = Exactly()
+        assert await index.embed_pending(user_id="alice") == 1
+        (best,) = await index.nearest("alice", query, MemoryFilter(), count=1)
+        assert best[0] == newest[0] and best[1] == pytest.approx(1.0, abs=1e-5)
+
+
+async def test_a_repeated_query_is_embedded_once(db_path: Path) -> None:
+    embedder = Structured()
+    async with open_store(str(db_path)) as store:
+        index = VectorIndex(store, embedder)
+        await index.load()
+        first = await index.embed_query("what pets does the user have")
+        again = await index.embed_query("what pets does the user have")
+        other = await index.embed_query("where does the user live")
+        assert embedder.calls == 2 and np.array_equal(first, again) and not np.array_equal(first, other)
+        with pytest.raises(ValueError):
+            first[0] = 2.0  # the cached vector is shared, so it is read-only
+
+
+def test_the_projection_keeps_the_strong_directions() -> None:
+    sample = Structured().sample(4000)
+    basis = fit_basis(sample, 8)
+    assert basis.shape == (DIMENSION, 8)
+    assert np.allclose(basis.T @ basis, np.eye(8), atol=1e-4)
+    kept = np.linalg.norm(sample @ basis, axis=1) ** 2
+    assert kept.mean() > 0.8  # 8 latent directions, noise 0.3 per coordinate: most of the energy is kept
