@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -269,3 +270,115 @@ class SessionCapMiddleware:
             await self.app(scope, receive, recording_send)
         finally:
             opened()
+
+
+_SSE_SESSION = re.compile(rb"session_id=([0-9a-f]{32})")
+
+
+@dataclass
+class _SseStream:
+    caller: str
+    last_active: float
+    session: str | None = None
+
+
+class SseCapMiddleware:
+    """ASGI middleware (inside the SDK's authentication) for the SSE transport: at most `per_caller` open SSE
+    streams per caller and `total` for all callers together, each closed once idle for `idle_seconds`.
+
+    The SDK's SSE app has neither a cap nor an idle timeout, so one token could hold connections (and
+    their sessions) until the server runs out of memory or file descriptors. A stream is open from its
+    `GET {sse_path}` until the response ends; the request that would open one more gets `429` (per caller)
+    or `503` (all callers) saying so. A stream is active when its client posts a message to it (the
+    `session_id` the SDK names in its first `endpoint` event) or the server sends it a message; keep-alive
+    pings do not count. An idle stream is ended cleanly (the response completes), which ends its session.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        per_caller: int,
+        total: int,
+        idle_seconds: float,
+        sse_path: str = "/sse",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.per_caller = per_caller
+        self.total = total
+        self.idle_seconds = idle_seconds
+        self._sse_path = sse_path
+        self._clock = clock
+        self._streams: dict[int, _SseStream] = {}
+        self._by_session: dict[str, _SseStream] = {}
+
+    def open_streams(self, caller: str | None = None) -> int:
+        """How many SSE streams are open: of `caller`, or of every caller when None."""
+        return sum(1 for stream in self._streams.values() if caller is None or stream.caller == caller)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") == "POST":
+            found = _SSE_SESSION.search(scope.get("query_string", b""))
+            stream = self._by_session.get(found[1].decode()) if found else None
+            if stream is not None:
+                stream.last_active = self._clock()
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") != "GET" or scope.get("path", "").rstrip("/") != self._sse_path:
+            await self.app(scope, receive, send)
+            return
+        caller = _caller(scope)
+        if self.per_caller > 0 and self.open_streams(caller) >= self.per_caller:
+            message = (
+                f"too many open SSE connections: this caller already has {self.per_caller} "
+                "(HARMONIA_MAX_SESSIONS_PER_CALLER); close one, then retry"
+            )
+            await send_json_error(send, 429, message, [(b"retry-after", b"60")])
+            return
+        if self.open_streams() >= self.total:
+            message = f"the server has {self.total} SSE connections open (HARMONIA_MAX_SESSIONS); retry later"
+            await send_json_error(send, 503, message, [(b"retry-after", b"60")])
+            return
+        await self._serve_stream(scope, receive, send, caller)
+
+    async def _serve_stream(self, scope: Scope, receive: Receive, send: Send, caller: str) -> None:
+        stream = _SseStream(caller, self._clock())
+        self._streams[id(stream)] = stream
+        state = {"started": False, "ended": False}
+
+        async def watching_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if stream.session is None and b"event: endpoint" in body:
+                    found = _SSE_SESSION.search(body)
+                    if found:
+                        stream.session = found[1].decode()
+                        self._by_session[stream.session] = stream
+                if b"event: message" in body:
+                    stream.last_active = self._clock()
+                state["ended"] = not message.get("more_body", False)
+            await send(message)
+
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def reap_when_idle() -> None:
+                    while (idle := self._clock() - stream.last_active) < self.idle_seconds:
+                        await anyio.sleep(self.idle_seconds - idle)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(reap_when_idle)
+                await self.app(scope, receive, watching_send)
+                group.cancel_scope.cancel()
+            if state["started"] and not state["ended"]:  # reaped: end the response instead of dropping it
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            self._streams.pop(id(stream), None)
+            if stream.session is not None:
+                self._by_session.pop(stream.session, None)
