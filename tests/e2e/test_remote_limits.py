@@ -60,16 +60,21 @@ async def _open_session(http: httpx2.AsyncClient, token: str) -> httpx2.Response
     )
 
 
-async def test_one_token_cannot_hold_every_session_and_idle_ones_are_reaped(tmp_path: Path) -> None:
-    # Issue 12 item 2: the SDK's cap is for all callers together; ours is per token, and idle sessions end.
+def _two_sessions_each(tmp_path: Path, *, idle_seconds: str) -> dict[str, str]:
+    """Server environment: tokens for alice and bob, no rate limit, 2 sessions per caller, this idle timeout."""
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{ALICE} alice\n{BOB} bob\n", encoding="utf-8")
-    env = {
+    return {
         "HARMONIA_AUTH_TOKENS_FILE": str(tokens),
         "HARMONIA_RATE_LIMIT_PER_MINUTE": "0",
         "HARMONIA_MAX_SESSIONS_PER_CALLER": "2",
-        "HARMONIA_SESSION_IDLE_SECONDS": "2",
+        "HARMONIA_SESSION_IDLE_SECONDS": idle_seconds,
     }
+
+
+async def test_one_token_cannot_hold_every_session_and_idle_ones_are_reaped(tmp_path: Path) -> None:
+    # Issue 12 item 2: the SDK's cap is for all callers together; ours is per token, and idle sessions end.
+    env = _two_sessions_each(tmp_path, idle_seconds="2")
     with running(tmp_path, "streamable-http", env=env) as server:
         async with httpx2.AsyncClient(base_url=server.base, timeout=30.0) as http:
             opened = [await _open_session(http, ALICE) for _ in range(2)]
@@ -118,14 +123,7 @@ async def _sse_stream(
 
 async def test_sse_connections_are_capped_per_token_and_idle_ones_are_closed(tmp_path: Path) -> None:
     # Issue 12 item 2 for SSE: the SDK's SSE app has no cap at all; ours is per token, and idle streams end.
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{ALICE} alice\n{BOB} bob\n", encoding="utf-8")
-    env = {
-        "HARMONIA_AUTH_TOKENS_FILE": str(tokens),
-        "HARMONIA_RATE_LIMIT_PER_MINUTE": "0",
-        "HARMONIA_MAX_SESSIONS_PER_CALLER": "2",
-        "HARMONIA_SESSION_IDLE_SECONDS": "3",
-    }
+    env = _two_sessions_each(tmp_path, idle_seconds="3")
     with running(tmp_path, "sse", env=env) as server:
         async with httpx2.AsyncClient(base_url=server.base, timeout=60.0) as http, AsyncExitStack() as streams:
             first, _, first_rest = await streams.enter_async_context(_sse_stream(http, ALICE))
