@@ -7,7 +7,7 @@ memories, errors, elapsed seconds and stores per second. Described in docs/bench
 
     .venv/bin/python benchmarks/concurrency.py --clients 20 --memories 50
 
-The throughput run turns the per-token rate limit off (`--rate-limit 0`; each client sends far more than
+The throughput run turns the per-token rate limit and read budget off (`--rate-limit 0`; each client sends far more than
 100 requests a minute). `--hostile` measures fairness instead, with the server's default limits: N
 well-behaved clients (paced under the rate limit) store and search, first alone (calm), then again while M
 hostile clients each send the most expensive searches the query bounds allow, several at once, and open
@@ -152,6 +152,9 @@ def main() -> int:
         default="both",
         help="with --hostile: what the hostile clients do (default both)",
     )
+    parser.add_argument(
+        "--read-seconds", help="with --hostile: the server's HARMONIA_READ_SECONDS_PER_MINUTE (default: its default)"
+    )
     parser.add_argument("--hostile-worker", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.hostile_worker:
@@ -171,6 +174,8 @@ def main() -> int:
             tokens = [f"bench-token-{number:05d}-0123456789abcdef" for number in range(arguments.clients)]
             lines = [f"{token} user{n}\n" for n, token in enumerate(tokens)]
             limit = {"HARMONIA_RATE_LIMIT_PER_MINUTE": arguments.rate_limit}
+            if arguments.rate_limit == "0":  # throughput: no per-caller budget of read work either
+                limit["HARMONIA_READ_SECONDS_PER_MINUTE"] = "0"
             process, url = _start_server(Path(folder), db_path, lines, arguments.transport, limit)
         try:
             if process is not None:
@@ -366,7 +371,10 @@ def hostile_main(arguments: argparse.Namespace) -> int:
             _seed(db_path, users, arguments.seed)
             lines = [f"{t} calm{n}\n" for n, t in enumerate(calm)]
             lines += [f"{t} {u}\n" for t, u in zip(hostile, users, strict=True)]
-            process, url = _start_server(Path(folder), db_path, lines, arguments.transport, {})
+            limits = (
+                {} if arguments.read_seconds is None else {"HARMONIA_READ_SECONDS_PER_MINUTE": arguments.read_seconds}
+            )
+            process, url = _start_server(Path(folder), db_path, lines, arguments.transport, limits)
             base = url.rsplit("/", 1)[0]
             try:
                 _wait_ready(base, process)

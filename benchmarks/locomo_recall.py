@@ -54,6 +54,13 @@ async def _run(
     rows: dict[str, list[tuple[float, ...]]] = defaultdict(list)
     async with Client(server_parameters(db_path)) as client:
         turns_of = await store_turns(client, turns, stats)
+        # The model loads after start-up, and memories stored before that are embedded in the background: wait
+        # until search runs hybrid, so that every question is asked of the retriever the server ships.
+        probe: dict[str, Any] = {}
+        with anyio.fail_after(120):
+            while probe.get("mode") != "hybrid":
+                probe = await call_tool(client, "search_memories", {"query": "probe", "user_id": turns[0]["conv_id"]})
+                await anyio.sleep(0.5)
         started = time.perf_counter()
         for question in questions:
             user = question["conv_id"]

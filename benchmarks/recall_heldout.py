@@ -1,11 +1,14 @@
-"""`recall` on hand-written held-out questions (benchmarks/data/recall_heldout.json), at several budgets.
+"""`recall` on hand-written held-out questions (benchmarks/data/recall_heldout*.json), at several budgets.
 
 Starts harmonia-mcp as a child process over stdio, stores the user's messages (in order, so "I moved to
 Leeds" supersedes "I live in Manchester"), then asks each question with `recall(topic=question, budget=B)`.
 A question counts as answered when every `must_contain` word is in the block and no `absent` word is.
 Prints, per budget, the share answered and the mean block tokens, and the profile (the resource).
 
-    .venv/bin/python benchmarks/recall_heldout.py [--budgets 300,800,1500]
+Each file is one user's life; `recall_heldout_2.json` (70 messages) is long enough that small budgets must
+choose what goes in.
+
+    .venv/bin/python benchmarks/recall_heldout.py [--budgets 300,800,1500] [--data FILE ...]
 """
 
 from __future__ import annotations
@@ -15,17 +18,24 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import anyio
 from mcp import Client
 
 from harmonia_mcp.child import call_tool, server_parameters
 
-DATA = Path(__file__).resolve().parent / "data" / "recall_heldout.json"
+DATA = sorted((Path(__file__).resolve().parent / "data").glob("recall_heldout*.json"))
 
 
-async def _main(budgets: list[int]) -> int:
-    case = json.loads(DATA.read_text(encoding="utf-8"))
+async def _main(budgets: list[int], files: list[Path]) -> int:
+    for path in files:
+        print(f"# {path.name}")
+        await _one(json.loads(path.read_text(encoding="utf-8")), budgets)
+    return 0
+
+
+async def _one(case: dict[str, Any], budgets: list[int]) -> None:
     user = case["user_id"]
     with tempfile.TemporaryDirectory(prefix="harmonia-recall-heldout-") as folder:
         async with Client(server_parameters(Path(folder) / "heldout.db")) as client:
@@ -33,6 +43,11 @@ async def _main(budgets: list[int]) -> int:
                 await call_tool(
                     client, "store_memory", {"message": message, "user_id": user, "occurred_at": case["occurred_at"]}
                 )
+            probe: dict[str, Any] = {}
+            with anyio.fail_after(120):  # ask the retriever the server ships: hybrid, once the model has loaded
+                while probe.get("mode") != "hybrid":
+                    probe = await call_tool(client, "search_memories", {"query": "probe", "user_id": user})
+                    await anyio.sleep(0.5)
             print(f"{len(case['messages'])} messages, {len(case['questions'])} questions\n")
             print("| budget | answered | mean tokens | misses |")
             print("| ---: | ---: | ---: | --- |")
@@ -54,14 +69,14 @@ async def _main(budgets: list[int]) -> int:
                 print(f"| {budget} | {answered / count:.3f} | {tokens / count:.0f} | {', '.join(misses) or '-'} |")
             profile = await client.read_resource(f"memory://{user}/profile")
             print("\n" + getattr(profile.contents[0], "text", ""))
-    return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budgets", default="300,800,1500", help="comma-separated token budgets")
+    parser.add_argument("--data", type=Path, nargs="+", default=DATA, help="held-out files (default: all)")
     arguments = parser.parse_args()
-    return anyio.run(_main, [int(value) for value in arguments.budgets.split(",")])
+    return anyio.run(_main, [int(value) for value in arguments.budgets.split(",")], arguments.data)
 
 
 if __name__ == "__main__":

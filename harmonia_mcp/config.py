@@ -143,14 +143,24 @@ class Settings(BaseSettings):
         default=2, ge=0, description="Tool calls and resource reads of one caller running at once (8 more wait)."
     )
     max_sessions_per_caller: int = Field(
-        default=16, ge=0, description="Streamable HTTP sessions one caller may hold open at once."
+        default=16, ge=0, description="Streamable HTTP sessions (or SSE connections) one caller may hold open at once."
+    )
+    read_seconds_per_minute: float = Field(
+        default=6.0,
+        ge=0,
+        description="Seconds of read work (searches, lists, recall) per caller per minute, a third of it at once, "
+        "before its reads wait in one shared lane (0: no budget).",
     )
     read_connections: int = Field(
         default=4, ge=1, le=32, description="Read-only SQLite connections serving reads in parallel."
     )
-    max_sessions: int = Field(default=1000, ge=1, description="Streamable HTTP sessions open at once, all callers.")
+    max_sessions: int = Field(
+        default=1000, ge=1, description="Streamable HTTP sessions (or SSE connections) open at once, all callers."
+    )
     session_idle_seconds: float = Field(
-        default=600.0, gt=0, description="A streamable HTTP session with no request for this long is closed."
+        default=600.0,
+        gt=0,
+        description="A streamable HTTP session or SSE connection with no request for this long is closed.",
     )
     resolution_strategy: ResolutionStrategy = Field(
         default="auto", description="store_memory's reconciliation strategy when a call names none."

@@ -6,6 +6,8 @@ What this module adds around the SDK's apps (`MCPServer.sse_app`, `MCPServer.str
 - DNS-rebinding protection (`Host` / `Origin` checks) through the SDK's `TransportSecuritySettings`,
   with loopback names, the bound address and `HARMONIA_ALLOWED_HOSTS` allowed;
 - the SDK's request body cap, set from `HARMONIA_MAX_REQUEST_BYTES`;
+- per-caller rate limits, and caps on the sessions (streamable HTTP) or connections (SSE) one caller holds
+  open, with idle ones closed (`throttle.py`);
 - the start-up refusal to expose an unauthenticated server on a non-loopback address;
 - query strings redacted from uvicorn's access log (a client may put a token or session id there).
 
@@ -33,7 +35,7 @@ from harmonia_mcp import __version__
 from harmonia_mcp.auth import TokenTable
 from harmonia_mcp.config import Settings
 from harmonia_mcp.server import create_server
-from harmonia_mcp.throttle import RateLimiter, RateLimitMiddleware, SessionCapMiddleware
+from harmonia_mcp.throttle import RateLimiter, RateLimitMiddleware, SessionCapMiddleware, SseCapMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +166,15 @@ def http_app(settings: Settings, transport: HttpTransport) -> Starlette:
         max_request_body_size=settings.max_request_bytes, transport_security=security, host=settings.host
     )
     _add_rate_limit(app, settings)
+    # The SDK's SSE app has no session cap or idle timeout of its own: the same limits as streamable HTTP.
+    app.user_middleware.append(
+        Middleware(
+            SseCapMiddleware,
+            per_caller=settings.max_sessions_per_caller,
+            total=settings.max_sessions,
+            idle_seconds=settings.session_idle_seconds,
+        )
+    )
     lifespan = server.settings.lifespan
     assert lifespan is not None  # create_server always sets one
 

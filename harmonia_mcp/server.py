@@ -981,7 +981,9 @@ def create_server(settings: Settings) -> HarmoniaServer:
         subscriptions=events,
         middleware=[
             ThrottleMiddleware(
-                per_minute=settings.rate_limit(http=False), max_concurrent=settings.max_concurrent_requests
+                per_minute=settings.rate_limit(http=False),
+                max_concurrent=settings.max_concurrent_requests,
+                read_seconds_per_minute=settings.read_seconds_per_minute,
             )
         ],
         **auth,

@@ -4,8 +4,10 @@ A caller is its bearer token (the fingerprint `auth.TokenTable` hands the SDK, n
 shared key for unauthenticated callers (stdio, loopback HTTP without tokens). Over HTTP, `RateLimitMiddleware`
 answers `429 Too Many Requests` with `Retry-After` (RFC 6585 section 4); under stdio, `ThrottleMiddleware`
 answers a tool call over the rate with a tool error. `ThrottleMiddleware` also caps how many tool calls and
-resource reads of one caller run at once, on every transport, and `SessionCapMiddleware` how many streamable
-HTTP sessions one caller holds open.
+resource reads of one caller run at once, on every transport, and charges their time to the caller's
+`ReadBudget`, so that a caller sending costly reads waits in a shared lane instead of taking every CPU;
+`SessionCapMiddleware` and `SseCapMiddleware` cap how many streamable HTTP sessions or SSE connections one
+caller holds open.
 
 The default rate, 100 requests per minute, is the Harmonia API's documented limit.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -102,6 +106,27 @@ class ConcurrencyCap:
                 self._slots.pop(key, None)
 
 
+# The read-only tools (server.py annotates them so; tests/test_limits.py checks the two agree): their calls are
+# charged to the caller's `ReadBudget`, as are resource reads.
+READ_TOOLS = frozenset(
+    {
+        "search_memories",
+        "list_memories",
+        "export_memories",
+        "get_memory",
+        "extraction_status",
+        "recall",
+        "upcoming_events",
+    }
+)
+
+
+def _is_read(ctx: ServerRequestContext[Any, Any]) -> bool:
+    if ctx.method == "resources/read":
+        return True
+    return ctx.params is not None and ctx.params.get("name") in READ_TOOLS
+
+
 def caller_key() -> str:
     """The current request's caller: its token fingerprint, or `ANONYMOUS` without a token."""
     token = get_access_token()
@@ -125,9 +150,13 @@ class ThrottleMiddleware:
     is a JSON-RPC error with the same text.
     """
 
-    def __init__(self, *, per_minute: int, max_concurrent: int, max_waiting: int = 8) -> None:
+    def __init__(
+        self, *, per_minute: int, max_concurrent: int, max_waiting: int = 8, read_seconds_per_minute: float = 0.0
+    ) -> None:
         self.rate = RateLimiter(per_minute)
         self.cap = ConcurrencyCap(max_concurrent, max_waiting)
+        # Reads only: writes are serialized by the store's write lock already, and bulk writers must not queue.
+        self.reads = ReadBudget(read_seconds_per_minute, lane_slots=max(1, (os.cpu_count() or 2) // 2))
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method not in _WORK_METHODS:
@@ -150,7 +179,10 @@ class ThrottleMiddleware:
                     f"{self.cap.max_waiting} waiting (HARMONIA_MAX_CONCURRENT_REQUESTS); wait for them to finish, "
                     "then retry",
                 )
-            return await call_next(ctx)
+            if not _is_read(ctx):
+                return await call_next(ctx)
+            async with self.reads.run(key):
+                return await call_next(ctx)
 
 
 class RateLimitMiddleware:
@@ -269,3 +301,232 @@ class SessionCapMiddleware:
             await self.app(scope, receive, recording_send)
         finally:
             opened()
+
+
+_SSE_SESSION = re.compile(rb"session_id=([0-9a-f]{32})")
+
+
+@dataclass
+class _SseStream:
+    caller: str
+    last_active: float
+    session: str | None = None
+
+
+class SseCapMiddleware:
+    """ASGI middleware (inside the SDK's authentication) for the SSE transport: at most `per_caller` open SSE
+    streams per caller and `total` for all callers together, each closed once idle for `idle_seconds`.
+
+    The SDK's SSE app has neither a cap nor an idle timeout, so one token could hold connections (and
+    their sessions) until the server runs out of memory or file descriptors. A stream is open from its
+    `GET {sse_path}` until the response ends; the request that would open one more gets `429` (per caller)
+    or `503` (all callers) saying so. A stream is active when its client posts a message to it (the
+    `session_id` the SDK names in its first `endpoint` event) or the server sends it a message; keep-alive
+    pings do not count. An idle stream is ended cleanly (the response completes), which ends its session.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        per_caller: int,
+        total: int,
+        idle_seconds: float,
+        sse_path: str = "/sse",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.per_caller = per_caller
+        self.total = total
+        self.idle_seconds = idle_seconds
+        self._sse_path = sse_path
+        self._clock = clock
+        self._streams: dict[int, _SseStream] = {}
+        self._by_session: dict[str, _SseStream] = {}
+
+    def open_streams(self, caller: str | None = None) -> int:
+        """How many SSE streams are open: of `caller`, or of every caller when None."""
+        return sum(1 for stream in self._streams.values() if caller is None or stream.caller == caller)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") == "POST":
+            found = _SSE_SESSION.search(scope.get("query_string", b""))
+            stream = self._by_session.get(found[1].decode()) if found else None
+            if stream is not None:
+                stream.last_active = self._clock()
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") != "GET" or scope.get("path", "").rstrip("/") != self._sse_path:
+            await self.app(scope, receive, send)
+            return
+        caller = _caller(scope)
+        if self.per_caller > 0 and self.open_streams(caller) >= self.per_caller:
+            message = (
+                f"too many open SSE connections: this caller already has {self.per_caller} "
+                "(HARMONIA_MAX_SESSIONS_PER_CALLER); close one, then retry"
+            )
+            await send_json_error(send, 429, message, [(b"retry-after", b"60")])
+            return
+        if self.open_streams() >= self.total:
+            message = f"the server has {self.total} SSE connections open (HARMONIA_MAX_SESSIONS); retry later"
+            await send_json_error(send, 503, message, [(b"retry-after", b"60")])
+            return
+        await self._serve_stream(scope, receive, send, caller)
+
+    async def _serve_stream(self, scope: Scope, receive: Receive, send: Send, caller: str) -> None:
+        stream = _SseStream(caller, self._clock())
+        self._streams[id(stream)] = stream
+        state = {"started": False, "ended": False}
+
+        async def watching_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if stream.session is None and b"event: endpoint" in body:
+                    found = _SSE_SESSION.search(body)
+                    if found:
+                        stream.session = found[1].decode()
+                        self._by_session[stream.session] = stream
+                if b"event: message" in body:
+                    stream.last_active = self._clock()
+                state["ended"] = not message.get("more_body", False)
+            await send(message)
+
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def reap_when_idle() -> None:
+                    while (idle := self._clock() - stream.last_active) < self.idle_seconds:
+                        await anyio.sleep(self.idle_seconds - idle)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(reap_when_idle)
+                await self.app(scope, receive, watching_send)
+                group.cancel_scope.cancel()
+            if state["started"] and not state["ended"]:  # reaped: end the response instead of dropping it
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            self._streams.pop(id(stream), None)
+            if stream.session is not None:
+                self._by_session.pop(stream.session, None)
+
+
+@dataclass
+class _Account:
+    balance: float  # seconds of work left; negative: in debt
+    refilled: float  # clock reading of the last refill
+    running: int = 0  # its calls running in the over-budget lane
+
+
+class ReadBudget:
+    """A per-caller budget of work time, so that callers within their budget never wait behind one over it.
+
+    Each caller has a token bucket of seconds (Tanenbaum's token bucket, as in network traffic shaping):
+    it holds at most `burst` seconds and refills at `per_minute / 60` seconds a second; every call is charged
+    the seconds it took. A caller with a positive balance runs at once. A caller out of budget still gets
+    served, in the over-budget lane: at most `lane_slots` such calls run at once (one per caller), and a
+    free slot goes to the waiting caller that is least in debt (first come first served among equals), so
+    heavy callers share the lane round-robin instead of one of them holding it.
+
+    Why: the costliest search the query bounds allow is CPU-bound (about 0.46 s on 2 cores, docs/benchmarks.md),
+    and a few tokens sending them within the rate limit take more CPU than a small machine has; capping
+    requests does not cap their cost. With the lane, all over-budget callers together hold at most
+    `lane_slots` CPUs, and the rest stays for everyone else.
+
+    `per_minute` 0 turns the budget off (every call runs at once).
+    """
+
+    def __init__(
+        self,
+        per_minute: float,
+        *,
+        burst: float | None = None,
+        lane_slots: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_minute = per_minute
+        self.burst = burst if burst is not None else per_minute / 3
+        self.lane_slots = lane_slots
+        self._clock = clock
+        self._accounts: dict[str, _Account] = {}
+        self._lane_running = 0
+        self._waiting: list[tuple[str, anyio.Event]] = []
+
+    def balance(self, key: str) -> float:
+        """`key`'s seconds of budget left (refilled up to now); `burst` for a caller not seen lately."""
+        now = self._clock()
+        account = self._accounts.get(key)
+        if account is None:
+            return self.burst
+        account.balance = min(self.burst, account.balance + (now - account.refilled) * self.per_minute / 60)
+        account.refilled = now
+        return account.balance
+
+    def _account(self, key: str) -> _Account:
+        balance = self.balance(key)
+        return self._accounts.setdefault(key, _Account(balance, self._clock()))
+
+    def charge(self, key: str, seconds: float) -> None:
+        """Take `seconds` of work from `key`'s budget."""
+        if self.per_minute > 0:
+            self._account(key).balance -= seconds
+
+    @asynccontextmanager
+    async def run(self, key: str) -> AsyncIterator[None]:
+        """Run one call of `key`: at once within its budget, else when the lane gives it a slot; charged after."""
+        if self.per_minute <= 0:
+            yield
+            return
+        in_lane = self.balance(key) <= 0
+        if in_lane:
+            await self._enter_lane(key)
+        started = self._clock()
+        try:
+            yield
+        finally:
+            self.charge(key, self._clock() - started)
+            if in_lane:
+                self._leave_lane(key)
+            self._forget_settled()
+
+    def _can_enter(self, key: str) -> bool:
+        account = self._accounts.get(key)
+        return self._lane_running < self.lane_slots and (account is None or not account.running)
+
+    async def _enter_lane(self, key: str) -> None:
+        if not self._waiting and self._can_enter(key):
+            self._lane_running += 1
+            self._account(key).running += 1
+            return
+        turn = (key, anyio.Event())
+        self._waiting.append(turn)
+        try:
+            await turn[1].wait()
+        except BaseException:
+            if turn in self._waiting:
+                self._waiting.remove(turn)
+            else:  # handed a slot while being cancelled: pass it on
+                self._leave_lane(key)
+            raise
+
+    def _leave_lane(self, key: str) -> None:
+        self._lane_running -= 1
+        self._account(key).running -= 1
+        ready = [turn for turn in self._waiting if self._can_enter(turn[0])]
+        if ready:
+            turn = max(ready, key=lambda waiting: self.balance(waiting[0]))  # max() keeps the first of equals
+            self._waiting.remove(turn)
+            self._lane_running += 1
+            self._account(turn[0]).running += 1
+            turn[1].set()
+
+    def _forget_settled(self) -> None:
+        # Bounded memory: a caller back at a full bucket with nothing running or waiting has no state to keep.
+        waiting = {key for key, _ in self._waiting}
+        for key in [key for key, account in self._accounts.items() if not account.running and key not in waiting]:
+            if self.balance(key) >= self.burst:
+                del self._accounts[key]

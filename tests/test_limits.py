@@ -17,7 +17,7 @@ from harmonia_mcp.errors import QueryTooExpensive
 from harmonia_mcp.search import MAX_PREFIX_TERMS, MAX_QUERY_CHARS, MAX_QUERY_TERMS
 from harmonia_mcp.server import create_server
 from harmonia_mcp.store import MemoryFilter, open_store
-from harmonia_mcp.throttle import RateLimiter, ThrottleMiddleware
+from harmonia_mcp.throttle import READ_TOOLS, RateLimiter, ReadBudget, ThrottleMiddleware
 
 pytestmark = pytest.mark.anyio
 
@@ -123,6 +123,7 @@ def test_the_rate_window_slides() -> None:
 class _Ctx:
     method: str
     request: Any = None
+    params: Any = None
 
 
 async def test_a_caller_past_its_concurrency_cap_waits_then_is_refused_when_the_queue_is_full() -> None:
@@ -209,3 +210,68 @@ async def test_a_free_reader_goes_to_the_caller_holding_the_fewest(tmp_path: Pat
                     await anyio.sleep(0)
                 release["h2"].set()
     assert order[2:] == ["victim read", "h3 read"]
+
+
+async def test_a_caller_within_its_read_budget_never_waits_behind_callers_over_it() -> None:
+    # Issue 12's hostile load: callers over their budget share one lane, least in debt first; a caller
+    # within its budget runs at once, so it finishes before the over-budget calls queued ahead of it.
+    now = [0.0]
+    budget = ReadBudget(6.0, burst=2.0, lane_slots=1, clock=lambda: now[0])
+    budget.charge("heavy", 10.0)
+    budget.charge("other-heavy", 5.0)
+    finished: list[str] = []
+    release = {name: anyio.Event() for name in ("a", "b", "c")}
+    entered: list[str] = []
+
+    async def read(caller: str, name: str) -> None:
+        async with budget.run(caller):
+            entered.append(name)
+            if name in release:
+                await release[name].wait()
+            now[0] += 1.0  # each read is charged one second
+        finished.append(name)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(read, "heavy", "a")
+        while entered != ["a"]:
+            await anyio.sleep(0)
+        group.start_soon(read, "heavy", "b")  # queued first, but its caller is the most in debt
+        group.start_soon(read, "other-heavy", "c")
+        for _ in range(20):
+            await anyio.sleep(0)
+        assert entered == ["a"]  # one lane slot, and one lane call per caller
+        with anyio.fail_after(10):  # a hang guard: were "light" queued in the lane, it would wait for ever
+            await read("light", "v")  # within budget: runs at once, while "a" still holds the lane
+        assert finished == ["v"]
+        release["a"].set()
+        while len(entered) < 3:
+            await anyio.sleep(0)
+        assert entered == ["a", "v", "c"]  # round-robin: the less indebted caller's call goes next
+        release["c"].set()
+        release["b"].set()
+    assert finished == ["v", "a", "c", "b"]
+    now[0] += 1000.0  # refilled: a caller back at a full bucket is forgotten (bounded memory)
+    async with budget.run("light"):
+        pass
+    assert budget.balance("heavy") == pytest.approx(2.0)
+
+
+async def test_read_tools_are_charged_to_the_read_budget_and_are_the_read_only_tools(tmp_path: Path) -> None:
+    settings = Settings(db_path=str(tmp_path / "m.db"), extractor="rules", embedder="none")
+    server = create_server(settings)
+    async with Client(server) as client:
+        listed = (await client.list_tools()).tools
+        read_only = {tool.name for tool in listed if tool.annotations and tool.annotations.read_only_hint}
+        assert read_only == READ_TOOLS
+    middleware = ThrottleMiddleware(per_minute=0, max_concurrent=2, read_seconds_per_minute=6.0)
+    clock = [0.0]
+    middleware.reads._clock = lambda: clock[0]  # pyright: ignore[reportPrivateUsage]
+
+    async def slow(_: Any) -> Any:
+        clock[0] += 0.5
+        return {"ok": True}
+
+    await middleware(cast(Any, _Ctx("tools/call", params={"name": "store_memory"})), slow)
+    assert middleware.reads.balance("anonymous") == pytest.approx(2.0)  # writes are not charged
+    await middleware(cast(Any, _Ctx("tools/call", params={"name": "search_memories"})), slow)
+    assert middleware.reads.balance("anonymous") == pytest.approx(1.5)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -59,16 +60,21 @@ async def _open_session(http: httpx2.AsyncClient, token: str) -> httpx2.Response
     )
 
 
-async def test_one_token_cannot_hold_every_session_and_idle_ones_are_reaped(tmp_path: Path) -> None:
-    # Issue 12 item 2: the SDK's cap is for all callers together; ours is per token, and idle sessions end.
+def _two_sessions_each(tmp_path: Path, *, idle_seconds: str) -> dict[str, str]:
+    """Server environment: tokens for alice and bob, no rate limit, 2 sessions per caller, this idle timeout."""
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{ALICE} alice\n{BOB} bob\n", encoding="utf-8")
-    env = {
+    return {
         "HARMONIA_AUTH_TOKENS_FILE": str(tokens),
         "HARMONIA_RATE_LIMIT_PER_MINUTE": "0",
         "HARMONIA_MAX_SESSIONS_PER_CALLER": "2",
-        "HARMONIA_SESSION_IDLE_SECONDS": "2",
+        "HARMONIA_SESSION_IDLE_SECONDS": idle_seconds,
     }
+
+
+async def test_one_token_cannot_hold_every_session_and_idle_ones_are_reaped(tmp_path: Path) -> None:
+    # Issue 12 item 2: the SDK's cap is for all callers together; ours is per token, and idle sessions end.
+    env = _two_sessions_each(tmp_path, idle_seconds="2")
     with running(tmp_path, "streamable-http", env=env) as server:
         async with httpx2.AsyncClient(base_url=server.base, timeout=30.0) as http:
             opened = [await _open_session(http, ALICE) for _ in range(2)]
@@ -91,3 +97,67 @@ async def test_one_token_cannot_hold_every_session_and_idle_ones_are_reaped(tmp_
                 },
             )
             assert gone.status_code == 404
+
+
+@asynccontextmanager
+async def _sse_stream(
+    http: httpx2.AsyncClient, token: str
+) -> AsyncIterator[tuple[httpx2.Response, str, AsyncIterator[str]]]:
+    """An open SSE stream, what the server sent first on it ("" when it was refused), and the rest of it.
+
+    The rest must be read from the same iterator: a dropped one closes the stream when collected.
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.stream("GET", "/sse", headers=headers) as response:
+        first = ""
+        rest = response.aiter_text()
+        if response.status_code == 200:
+            async for chunk in rest:
+                first += chunk
+                if "session_id=" in first:
+                    break
+        else:
+            await response.aread()
+        yield response, first, rest
+
+
+async def test_sse_connections_are_capped_per_token_and_idle_ones_are_closed(tmp_path: Path) -> None:
+    # Issue 12 item 2 for SSE: the SDK's SSE app has no cap at all; ours is per token, and idle streams end.
+    env = _two_sessions_each(tmp_path, idle_seconds="3")
+    with running(tmp_path, "sse", env=env) as server:
+        async with httpx2.AsyncClient(base_url=server.base, timeout=60.0) as http, AsyncExitStack() as streams:
+            first, _, first_rest = await streams.enter_async_context(_sse_stream(http, ALICE))
+            second, _, _ = await streams.enter_async_context(_sse_stream(http, ALICE))
+            assert (first.status_code, second.status_code) == (200, 200)
+            async with _sse_stream(http, ALICE) as (refused, _, _):
+                assert refused.status_code == 429
+                assert "too many open SSE connections" in refused.json()["error"]["message"]
+            async with _sse_stream(http, BOB) as (bob, hello, _):
+                assert bob.status_code == 200 and "session_id=" in hello  # bob is not locked out
+            # Idle past the timeout, alice's streams are ended by the server (the body completes) ...
+            with anyio.fail_after(60):  # a hang guard: the reaping is the server's timer
+                async for _ in first_rest:
+                    pass
+            # ... and she may open new ones.
+            async with _sse_stream(http, ALICE) as (again, hello, _):
+                assert again.status_code == 200 and "session_id=" in hello
+
+
+async def test_an_sse_session_in_use_is_not_reaped_and_unauthenticated_clients_share_one_cap(tmp_path: Path) -> None:
+    # Without tokens (loopback) every client is one caller: the cap is per server. A client that keeps
+    # calling tools keeps its stream, however long it lasts.
+    env = {
+        "HARMONIA_RATE_LIMIT_PER_MINUTE": "0",
+        "HARMONIA_MAX_SESSIONS_PER_CALLER": "1",
+        "HARMONIA_SESSION_IDLE_SECONDS": "2",
+    }
+    with running(tmp_path, "sse", env=env) as server:
+        async with connect(server, None) as client:
+            async with httpx2.AsyncClient(base_url=server.base, timeout=30.0) as http:
+                async with _sse_stream(http, "") as (refused, _, _):
+                    assert refused.status_code == 429
+            for number in range(6):  # about 3 idle timeouts in all, each call well within one
+                await call(client, "store_memory", {"message": f"I have {number + 2} plants", "user_id": "u"})
+                await anyio.sleep(0.5)
+            listed = await call(client, "list_memories", {"user_id": "u"})
+            assert listed["pagination"]["total_count"] >= 1
