@@ -137,9 +137,9 @@ class Fusion:
     Chosen by measurement on the LoCoMo dev split and the paraphrase benchmark (docs/benchmarks.md).
     """
 
-    text_weight: float = 0.7
+    text_weight: float = 0.8
     cosine_floor: float = 0.2
-    cosine_ceiling: float = 0.6
+    cosine_ceiling: float = 0.8
     # Hybrid only: the text part divides by max(best strength, text_reference), so a query whose best word match
     # is weak (a common word such as "user") gets a small text part and meaning decides. 0 turns it off.
     text_reference: float = 25.0
