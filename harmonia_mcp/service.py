@@ -656,15 +656,17 @@ class MemoryService:
         if self.vectors is None or not self.vectors.ready or not extracted:
             return empty
         try:
-            out: list[list[str]] = []
-            for item in extracted:
-                vector = await self.vectors.embed_query(embedding_text(item.content, item.category.value))
-                near = await self.vectors.nearest(
+            vectors = await self.vectors.embed_texts(
+                [embedding_text(item.content, item.category.value) for item in extracted]
+            )
+            nearest = [
+                await self.vectors.nearest(
                     user, vector, MemoryFilter(), count=conflicts.NEIGHBOUR_CANDIDATES, floor=conflicts.NEIGHBOUR_FLOOR
                 )
-                details = await self.store.candidates(user, [rowid for rowid, _ in near])
-                out.append([details[rowid][0].memory_id for rowid, _ in near if rowid in details])
-            return out
+                for vector in vectors
+            ]
+            details = await self.store.candidates(user, list({rowid for near in nearest for rowid, _ in near}))
+            return [[details[rowid][0].memory_id for rowid, _ in near if rowid in details] for near in nearest]
         except EmbeddingError as error:
             logger.warning("no meaning neighbours for reconciliation: %s", error)
             return empty

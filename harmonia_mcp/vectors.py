@@ -232,9 +232,8 @@ class VectorIndex:
                     if owner in self._cache:
                         self._cache[owner].remove([rowid for rowid, who, _, _ in pending if who == owner])
                 try:
-                    vectors = await self.embedder.embed([embedding_text(text, kind) for _, _, text, kind in pending])
-                    if vectors.shape != (len(pending), self.dimension):
-                        raise EmbeddingError(f"vectors of shape {vectors.shape} for {len(pending)} texts")
+                    # Through the cache: a memory just written was embedded once already to find its neighbours.
+                    vectors = await self.embed_texts([embedding_text(text, kind) for _, _, text, kind in pending])
                 except EmbeddingError as error:
                     logger.warning("embedding %d memories failed (they stay queued): %s", len(pending), error)
                     break
@@ -321,19 +320,35 @@ class VectorIndex:
         """
         if not self.ready:
             raise EmbeddingError(self._failure or "the embedding model is still loading")
-        cached = self._queries.get(text)
-        if cached is not None:
+        return (await self.embed_texts([text]))[0]
+
+    async def embed_texts(self, texts: Sequence[str]) -> list[Vectors]:
+        """One vector, shape (dimension,), per text, in order; texts not among the last `QUERY_CACHE` distinct
+        ones embedded are embedded in one model call. The vectors are read-only (shared through the cache).
+
+        Raises:
+            EmbeddingError: the model is not ready or failed, or answered with the wrong shape.
+        """
+        if not self.ready:
+            raise EmbeddingError(self._failure or "the embedding model is still loading")
+        missing = list(dict.fromkeys(text for text in texts if text not in self._queries))
+        if missing:
+            vectors = await self.embedder.embed(missing)
+            if vectors.shape != (len(missing), self.dimension):
+                raise EmbeddingError(
+                    f"vectors of shape {vectors.shape} for {len(missing)} texts, expected dimension {self.dimension}"
+                )
+            for text, row in zip(missing, vectors, strict=True):
+                vector = np.array(row, dtype=np.float32)
+                vector.setflags(write=False)  # shared by every caller of the cache
+                self._queries[text] = vector
+        out: list[Vectors] = []
+        for text in texts:
             self._queries.move_to_end(text)
-            return cached
-        vectors = await self.embedder.embed([text])
-        if vectors.shape != (1, self.dimension):
-            raise EmbeddingError(f"the query's vector has shape {vectors.shape}, expected (1, {self.dimension})")
-        vector = np.array(vectors[0], dtype=np.float32)
-        vector.setflags(write=False)  # shared by every caller of the cache
-        self._queries[text] = vector
-        if len(self._queries) > QUERY_CACHE:
+            out.append(self._queries[text])
+        while len(self._queries) > QUERY_CACHE:  # trimmed last, so every text of this call is still there above
             self._queries.popitem(last=False)
-        return vector
+        return out
 
     async def nearest(
         self, user_id: str, query: Vectors, memory_filter: MemoryFilter, *, count: int, floor: float = -1.0
