@@ -331,7 +331,9 @@ class VectorIndex:
         """
         if not self.ready:
             raise EmbeddingError(self._failure or "the embedding model is still loading")
-        missing = list(dict.fromkeys(text for text in texts if text not in self._queries))
+        # Taken from the cache before the model call: another call may trim the cache while this one waits.
+        found = {text: self._queries[text] for text in texts if text in self._queries}
+        missing = list(dict.fromkeys(text for text in texts if text not in found))
         if missing:
             vectors = await self.embedder.embed(missing)
             if vectors.shape != (len(missing), self.dimension):
@@ -341,14 +343,13 @@ class VectorIndex:
             for text, row in zip(missing, vectors, strict=True):
                 vector = np.array(row, dtype=np.float32)
                 vector.setflags(write=False)  # shared by every caller of the cache
-                self._queries[text] = vector
-        out: list[Vectors] = []
-        for text in texts:
+                found[text] = vector
+        for text in dict.fromkeys(texts):
+            self._queries[text] = found[text]
             self._queries.move_to_end(text)
-            out.append(self._queries[text])
-        while len(self._queries) > QUERY_CACHE:  # trimmed last, so every text of this call is still there above
+        while len(self._queries) > QUERY_CACHE:
             self._queries.popitem(last=False)
-        return out
+        return [found[text] for text in texts]
 
     async def nearest(
         self, user_id: str, query: Vectors, memory_filter: MemoryFilter, *, count: int, floor: float = -1.0

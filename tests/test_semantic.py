@@ -122,6 +122,51 @@ def test_a_query_of_thousands_of_words_is_cut_before_embedding(minilm: OnnxEmbed
     assert np.allclose(minilm.embed_sync([long]), minilm.embed_sync([long[: embed.MAX_EMBED_CHARS]]))
 
 
+class Gated(Renamed):
+    """The real model, but each call waits for `gate` when `hold` is set (to interleave two calls)."""
+
+    def __init__(self, inner: OnnxEmbedder) -> None:
+        super().__init__(inner, inner.model)
+        self.gate = anyio.Event()
+        self.hold = False
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        if self.hold:
+            await self.gate.wait()
+        return await super().embed(texts)
+
+
+async def test_embedding_many_texts_survives_another_call_trimming_the_cache(
+    tmp_path: Path, minilm: OnnxEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A call that found "cached" in the cache and then waited for the model must still answer it after
+    # another call filled the cache past its size and evicted it (this raised KeyError once).
+    from harmonia_mcp import vectors as vectors_module
+
+    monkeypatch.setattr(vectors_module, "QUERY_CACHE", 2)
+    gated = Gated(minilm)
+    async with open_store(str(tmp_path / "m.db")) as store:
+        index = VectorIndex(store, gated)
+        await index.load()
+        (cached,) = await index.embed_texts(["cached"])
+        gated.hold = True
+        answers: dict[str, list[Vectors]] = {}
+
+        async def slow() -> None:
+            answers["slow"] = await index.embed_texts(["cached", "waits for the model"])
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(slow)
+            await anyio.sleep(0.05)
+            gated.hold = False
+            answers["fast"] = await index.embed_texts(["one", "two", "three"])
+            gated.gate.set()
+    first, second = answers["slow"]
+    assert np.array_equal(first, cached)
+    assert np.allclose(second, minilm.embed_sync(["waits for the model"])[0], atol=1e-5)
+    assert len(answers["fast"]) == 3
+
+
 def test_a_corrupt_model_file_is_refused_by_its_checksum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     corrupt = tmp_path / "model.onnx"
     corrupt.write_bytes(b"not a model")
