@@ -31,15 +31,23 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
-import numpy as np
-import numpy.typing as npt
 
 from harmonia_mcp.config import Settings
-from harmonia_mcp.embed import Embedder, EmbeddingError, OllamaEmbedder, OnnxEmbedder, Vectors
+from harmonia_mcp.embed import Embedder, EmbeddingError, OllamaEmbedder, OnnxEmbedder
 from harmonia_mcp.store import MemoryFilter, Store
 from harmonia_mcp.tasks import running
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from harmonia_mcp.embed import Vectors
+
+# numpy is imported in the functions that compute, not with the module: the stdio server answers `initialize`
+# before any vector is read (docs/benchmarks.md, "Cold start and footprint").
 
 logger = logging.getLogger(__name__)
 
@@ -85,16 +93,22 @@ class _UserMatrix:
 
     def project(self, vectors: Vectors) -> Vectors:
         """`vectors` as this table stores them (projected in the coarse regime)."""
+        import numpy as np
+
         return vectors if self.basis is None else np.ascontiguousarray(vectors @ self.basis, dtype=np.float32)
 
     @classmethod
     def build(cls, dimension: int, basis: Vectors | None = None) -> _UserMatrix:
         """An empty table of `dimension`-long vectors (stored projected on `basis` when given)."""
+        import numpy as np
+
         columns = dimension if basis is None else basis.shape[1]
         return cls(np.full(16, -1, dtype=np.int64), np.zeros((16, columns), dtype=np.float32), basis=basis)
 
     def reserve(self, capacity: int) -> None:
         """Make room for `capacity` rows in all (read in batches, the matrix is allocated once)."""
+        import numpy as np
+
         if capacity > len(self.rowids):
             # One new array and a copy: concatenating with a zero block would hold both at once (2x at 100k).
             rowids = np.full(capacity, -1, dtype=np.int64)
@@ -139,12 +153,16 @@ def fit_basis(sample: Vectors, columns: int) -> Vectors:
     """The `columns` directions that keep most of the dot products among `sample`'s rows: the top eigenvectors
     of the uncentred second-moment matrix (PCA without centring, so that a dot product of projections
     approximates the dot product itself), shape (dimension, columns), orthonormal columns."""
+    import numpy as np
+
     moment = (sample.T @ sample).astype(np.float64)
     _, vectors = np.linalg.eigh(moment)  # ascending eigenvalues
     return np.ascontiguousarray(vectors[:, ::-1][:, :columns], dtype=np.float32)
 
 
 def _vectors_of(rows: Sequence[tuple[int, bytes]], dimension: int) -> Vectors:
+    import numpy as np
+
     return np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32).reshape(len(rows), dimension)
 
 
@@ -329,6 +347,8 @@ class VectorIndex:
         Raises:
             EmbeddingError: the model is not ready or failed, or answered with the wrong shape.
         """
+        import numpy as np
+
         if not self.ready:
             raise EmbeddingError(self._failure or "the embedding model is still loading")
         missing = list(dict.fromkeys(text for text in texts if text not in self._queries))
@@ -356,6 +376,8 @@ class VectorIndex:
         """The `count` memories of `user_id` that pass `memory_filter` with the highest cosine to `query` (at
         least `floor`), best first, as (rowid, cosine). Exact below `coarse_from` vectors; from there the
         cosines are exact and the membership approximate (module docstring)."""
+        import numpy as np
+
         table = await self._matrix(user_id)
         if table.size == 0:
             return []
@@ -396,6 +418,8 @@ class VectorIndex:
     ) -> list[tuple[int, float]]:
         """`nearest` in the coarse regime: score the projections, re-score the best pool exactly, widen the
         pool (x4) while the filters leave fewer than `count`."""
+        import numpy as np
+
         scores = table.matrix[: table.size] @ table.project(query[None, :])[0]
         pool = max(RERANK_FACTOR * count, RERANK_MIN)
         seen: set[int] = set()
