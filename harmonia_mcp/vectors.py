@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EMBED_BATCH = 64  # texts per model call: onnxruntime's throughput flattens out around here (models.md)
+EMBED_BATCH = 64  # memories per pass (one read, one transaction); the model takes them 8 at a time (MODEL_BATCH)
 # The two-stage regime (module docstring). Chosen by measurement on real MiniLM vectors (benchmarks/vector_scale.py
 # --overlap): below COARSE_FROM the exact product is a few milliseconds and small, so exactness costs nothing.
 COARSE_FROM = 20_000

@@ -16,6 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from harmonia_mcp.embed import (
+    MODEL_BATCH,
     OnnxEmbedder,
     default_model_path,
     gather_before_dequantize,
@@ -116,3 +117,13 @@ def test_shipped_model_rewritten_embeds_as_the_file_does() -> None:
     np.testing.assert_allclose(lean, pooled, atol=1e-5)
     rewritten = onnx.load_from_string(lean_model_bytes(default_model_path()))
     assert sum(1 for node in rewritten.graph.node if node.name.endswith("_lean_gather")) == 2  # word + position
+
+
+def test_many_texts_come_back_in_the_order_given_whatever_their_lengths() -> None:
+    # More than one model call (MODEL_BATCH), lengths out of order: the calls run shortest first.
+    texts = [f"User {'really ' * (index * 7 % 11)}likes hobby number {index}" for index in range(3 * MODEL_BATCH + 1)]
+    embedder = OnnxEmbedder()
+    together = embedder.embed_sync(texts)
+    one_by_one = np.concatenate([embedder.embed_sync([text]) for text in texts])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    assert len({row.tobytes() for row in together}) == len(texts)
