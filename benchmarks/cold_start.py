@@ -1,13 +1,16 @@
 """Cold start: process start to the `initialize` answer over stdio, with the official mcp client.
 
-Starts `harmonia-mcp` (as Claude Desktop does: no arguments, the database in `HARMONIA_DB_PATH`) `--runs` times
-on a fresh SQLite file each time and on one file reused (migrated already), and times `Client.__aenter__`:
-spawn, Python start-up, imports, `create_server`, the lifespan (opening the store), and the `initialize`
-request answered. The embedded model is loaded after `initialize` (docs/search.md), so it is not in the
-figure. Also prints the import time of the stdio entry point alone (`python -c "import ..."`, the
-`-X importtime` total of `harmonia_mcp.cli` plus what `serve` imports), in a child process each run.
+Starts the server (as Claude Desktop starts `harmonia-mcp`: no arguments, the database in `HARMONIA_DB_PATH`)
+`--runs` times on a new SQLite file each time and on one file reused (migrated already), and times
+`Client.__aenter__`: spawn, Python start-up, imports, `create_server`, the lifespan (opening the store), and the
+`initialize` request answered. The embedded model loads after `initialize` (docs/search.md), so it is not in the
+figure. It also times the import of the stdio entry point alone (`python -c "import ..."`) in a child each run.
 
-    .venv/bin/python benchmarks/cold_start.py [--runs 10] [--extractor rules|auto]
+With `--source DIR` it measures, in the same run and alternating with this installation, the `harmonia_mcp`
+package in DIR (e.g. `git archive f83160c harmonia_mcp | tar -x -C DIR`), run by this Python with the
+editable install's finder removed, and prints the ratios.
+
+    .venv/bin/python benchmarks/cold_start.py [--runs 10] [--extractor rules|auto] [--source DIR]
 
 Timings are wall-clock on whatever else the machine is doing; report `uptime` next to them.
 """
@@ -23,7 +26,7 @@ import time
 from pathlib import Path
 
 import anyio
-from mcp import Client
+from mcp import Client, StdioServerParameters
 
 from harmonia_mcp.child import server_parameters
 
@@ -31,18 +34,36 @@ from harmonia_mcp.child import server_parameters
 ENTRY_IMPORTS = "import harmonia_mcp.cli, harmonia_mcp.server, harmonia_mcp.stdio"
 
 
-async def _initialize(db_path: Path, extractor: str) -> float:
+def _from_source(source: Path, code: str) -> str:
+    """`code` run against the harmonia_mcp package in `source` instead of the editable install."""
+    return (
+        "import sys\n"
+        "sys.meta_path[:] = [finder for finder in sys.meta_path if 'editable' not in repr(finder)]\n"
+        f"sys.path.insert(0, {str(source)!r})\n"
+        f"{code}\n"
+    )
+
+
+def _parameters(db_path: Path, extractor: str, source: Path | None) -> StdioServerParameters:
+    parameters = server_parameters(db_path, {"HARMONIA_EXTRACTOR": extractor, "HARMONIA_LOG_LEVEL": "ERROR"})
+    if source is None:
+        return parameters
+    serve = _from_source(source, "from harmonia_mcp.cli import main\nsys.exit(main())")
+    return parameters.model_copy(update={"command": sys.executable, "args": ["-c", serve]})
+
+
+async def _initialize(parameters: StdioServerParameters) -> float:
     started = time.perf_counter()
-    environment = {"HARMONIA_EXTRACTOR": extractor, "HARMONIA_LOG_LEVEL": "ERROR"}
-    async with Client(server_parameters(db_path, environment)) as client:
+    async with Client(parameters) as client:
         elapsed = time.perf_counter() - started
         assert client.server_capabilities is not None
     return elapsed
 
 
-def _import_seconds() -> float:
+def _import_seconds(source: Path | None) -> float:
+    code = ENTRY_IMPORTS if source is None else _from_source(source, ENTRY_IMPORTS)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", ENTRY_IMPORTS], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True)
     return time.perf_counter() - started
 
 
@@ -51,22 +72,35 @@ def _summary(times: list[float]) -> str:
 
 
 async def _main(arguments: argparse.Namespace) -> int:
-    fresh: list[float] = []
-    reused: list[float] = []
-    imports: list[float] = []
+    sources: list[Path | None] = [None] if arguments.source is None else [None, arguments.source]
+    times: dict[tuple[Path | None, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="harmonia-cold-") as folder:
-        kept = Path(folder) / "kept.db"
-        await _initialize(kept, arguments.extractor)  # creates and migrates it once
         for run in range(arguments.runs):
-            fresh.append(await _initialize(Path(folder) / f"fresh{run}.db", arguments.extractor))
-            reused.append(await _initialize(kept, arguments.extractor))
-            imports.append(_import_seconds())
+            for number, source in enumerate(sources):  # alternating, so both see the same load
+                kept = Path(folder) / f"kept{number}.db"
+                if run == 0:
+                    await _initialize(_parameters(kept, arguments.extractor, source))  # creates and migrates it
+                fresh = Path(folder) / f"fresh{number}-{run}.db"
+                times.setdefault((source, "new"), []).append(
+                    await _initialize(_parameters(fresh, arguments.extractor, source))
+                )
+                times.setdefault((source, "existing"), []).append(
+                    await _initialize(_parameters(kept, arguments.extractor, source))
+                )
+                times.setdefault((source, "import"), []).append(_import_seconds(source))
     print("| figure | measured | target |")
     print("| --- | --- | --- |")
-    extractor = f"HARMONIA_EXTRACTOR={arguments.extractor}"
-    print(f"| start to `initialize` answered, new database, {extractor} | {_summary(fresh)} | <= 1 s |")
-    print(f"| start to `initialize` answered, existing database, {extractor} | {_summary(reused)} | <= 1 s |")
-    print(f"| `python -c '{ENTRY_IMPORTS}'` (interpreter start + imports) | {_summary(imports)} | |")
+    for source in sources:
+        code = "this installation" if source is None else f"{source}"
+        extractor = f"HARMONIA_EXTRACTOR={arguments.extractor}"
+        for kind in ("new", "existing"):
+            figure = f"start to `initialize` answered, {kind} database, {extractor}, {code}"
+            print(f"| {figure} | {_summary(times[(source, kind)])} | <= 1 s |")
+        print(f"| interpreter start + `{ENTRY_IMPORTS}`, {code} | {_summary(times[(source, 'import')])} | |")
+    if arguments.source is not None:
+        for kind in ("new", "existing", "import"):
+            ratio = statistics.median(times[(None, kind)]) / statistics.median(times[(arguments.source, kind)])
+            print(f"| ratio of medians, this installation / {arguments.source}, {kind} | {ratio:.2f} | |")
     return 0
 
 
@@ -79,6 +113,7 @@ def main() -> int:
         choices=("rules", "auto"),
         help="HARMONIA_EXTRACTOR of the server (auto, the default install's, builds the Ollama client at start)",
     )
+    parser.add_argument("--source", type=Path, help="also measure the harmonia_mcp package in this folder")
     return anyio.run(_main, parser.parse_args())
 
 
