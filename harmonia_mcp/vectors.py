@@ -183,6 +183,7 @@ class VectorIndex:
         self.coarse_from = coarse_from
         self._queries: OrderedDict[str, Vectors] = OrderedDict()
         self._ready = anyio.Event()
+        self._started = False  # the embedder started (it may embed before `ready`, see `load`)
         self._failure: str | None = None
         self._loading = False
         self._cache: dict[str, _UserMatrix] = {}
@@ -223,6 +224,13 @@ class VectorIndex:
             self._failure = str(error)
             logger.warning("search by meaning is off: %s; search answers by keyword only", error)
         else:
+            self._started = True
+            # The memories written while the model loaded get their vectors before searches turn hybrid, so a
+            # search that says "hybrid" has seen them (up to one batch; a longer queue goes on in the background).
+            try:
+                await self.embed_pending(limit=EMBED_BATCH)
+            except Exception:  # the queue stays in the file for the background worker
+                logger.exception("embedding the memories written during start-up failed")
             logger.info("search by meaning is ready (%s, %d dimensions)", self.model, self.dimension)
         finally:
             self._ready.set()
@@ -239,7 +247,7 @@ class VectorIndex:
 
         A batch that fails to embed is left queued (logged once per failure kind) and the call stops.
         """
-        if not self.ready:
+        if not self._started or self._failure is not None:
             return 0
         done = 0
         async with self._embed_lock:
@@ -353,7 +361,7 @@ class VectorIndex:
         """
         import numpy as np
 
-        if not self.ready:
+        if not self._started or self._failure is not None:
             raise EmbeddingError(self._failure or "the embedding model is still loading")
         missing = list(dict.fromkeys(text for text in texts if text not in self._queries))
         if missing:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import onnx
@@ -22,6 +24,12 @@ from harmonia_mcp.embed import (
     gather_before_dequantize,
     lean_model_bytes,
 )
+from harmonia_mcp.extract.rules import RulesExtractor
+from harmonia_mcp.service import MemoryService, ServiceLimits
+from harmonia_mcp.store import MemoryFilter, open_store
+from harmonia_mcp.vectors import VectorIndex
+
+LIMITS = ServiceLimits(default_user="default", max_message_bytes=32 * 1024, timezone=ZoneInfo("UTC"))
 
 # Heavy modules the stdio server does not need before it answers `initialize`. (uvicorn and starlette are imported
 # by the mcp SDK's own package __init__ in mcp 2.3.0, whatever we do, so they are not listed.)
@@ -127,3 +135,21 @@ def test_many_texts_come_back_in_the_order_given_whatever_their_lengths() -> Non
     one_by_one = np.concatenate([embedder.embed_sync([text]) for text in texts])
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
     assert len({row.tobytes() for row in together}) == len(texts)
+
+
+@pytest.mark.anyio
+async def test_memories_written_while_the_model_loads_are_searchable_once_it_is_ready(tmp_path: Path) -> None:
+    # No background worker runs here: only `load` can have embedded them before it reports ready.
+    async with open_store(str(tmp_path / "loading.db")) as store:
+        service = MemoryService(store, RulesExtractor(), LIMITS)
+        for message in ("I have two cats", "I work as a nurse", "The train was late again this morning"):
+            await service.store_memory(message, user_id="ana")
+        index = VectorIndex(store, OnnxEmbedder())
+        assert await index.load()
+        assert index.ready
+        query = await index.embed_query("pets")
+        nearest = await index.nearest("ana", query, MemoryFilter(), count=1)
+        assert len(nearest) == 1
+        (memory, _), *_ = (await store.candidates("ana", [nearest[0][0]])).values()
+        assert memory.content == "User has two cats"
+        assert await store.unembedded(index.model, index.dimension, user_id="ana", limit=10) == []
