@@ -210,8 +210,11 @@ class VectorIndex:
     def dimension(self) -> int:
         return self.embedder.dimension
 
-    async def load(self) -> bool:
-        """Load the model if not yet done (off the event loop); True when it is usable. Never raises."""
+    async def load(self, *, embed_new: bool = False) -> bool:
+        """Load the model if not yet done (off the event loop); True when it is usable. Never raises.
+
+        With `embed_new`, one batch of memories that have no vector yet is embedded before `ready` turns true.
+        """
         if self._ready.is_set():
             return self._failure is None
         if self._loading:
@@ -225,10 +228,13 @@ class VectorIndex:
             logger.warning("search by meaning is off: %s; search answers by keyword only", error)
         else:
             self._started = True
-            # The memories written while the model loaded get their vectors before searches turn hybrid, so a
-            # search that says "hybrid" has seen them (up to one batch; a longer queue goes on in the background).
+            # With `embed_new` (the server's worker, `run`): the memories written while the model loaded (no vector
+            # at all) get theirs before searches turn hybrid,
+            # so a search that says "hybrid" has seen them (up to one batch). Vectors of another model, and a longer
+            # queue, are left to the background worker, as before.
             try:
-                await self.embed_pending(limit=EMBED_BATCH)
+                if embed_new:
+                    await self.embed_pending(limit=EMBED_BATCH, only_new=True)
             except Exception:  # the queue stays in the file for the background worker
                 logger.exception("embedding the memories written during start-up failed")
             logger.info("search by meaning is ready (%s, %d dimensions)", self.model, self.dimension)
@@ -242,8 +248,11 @@ class VectorIndex:
 
     # --- writing vectors ---
 
-    async def embed_pending(self, *, user_id: str | None = None, limit: int | None = None) -> int:
+    async def embed_pending(
+        self, *, user_id: str | None = None, limit: int | None = None, only_new: bool = False
+    ) -> int:
         """Embed memories that lack a current vector (one user's, or everyone's), in batches; return how many.
+        With `only_new`, one batch of those that have no vector of any model (not those of a model change).
 
         A batch that fails to embed is left queued (logged once per failure kind) and the call stops.
         """
@@ -254,6 +263,10 @@ class VectorIndex:
             while limit is None or done < limit:
                 size = EMBED_BATCH if limit is None else min(EMBED_BATCH, limit - done)
                 pending = await self.store.unembedded(self.model, self.dimension, user_id=user_id, limit=size)
+                if only_new:
+                    stale = await self.store.with_any_vector([rowid for rowid, _, _, _ in pending])
+                    pending = [row for row in pending if row[0] not in stale]
+                    limit = done + len(pending)  # one batch
                 if not pending:
                     break
                 for owner in {owner for _, owner, _, _ in pending}:
@@ -286,7 +299,7 @@ class VectorIndex:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The background worker: load the model, embed the queue, then embed whatever `notify` signals."""
         task_status.started()
-        if not await self.load():
+        if not await self.load(embed_new=True):
             return
         while True:
             self._wake = anyio.Event()

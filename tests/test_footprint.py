@@ -139,13 +139,13 @@ def test_many_texts_come_back_in_the_order_given_whatever_their_lengths() -> Non
 
 @pytest.mark.anyio
 async def test_memories_written_while_the_model_loads_are_searchable_once_it_is_ready(tmp_path: Path) -> None:
-    # No background worker runs here: only `load` can have embedded them before it reports ready.
+    # No background worker runs here: only `load` can have embedded them before it reported ready.
     async with open_store(str(tmp_path / "loading.db")) as store:
         service = MemoryService(store, RulesExtractor(), LIMITS)
         for message in ("I have two cats", "I work as a nurse", "The train was late again this morning"):
             await service.store_memory(message, user_id="ana")
         index = VectorIndex(store, OnnxEmbedder())
-        assert await index.load()
+        assert await index.load(embed_new=True)  # as the server's worker (`VectorIndex.run`) loads it
         assert index.ready
         query = await index.embed_query("pets")
         nearest = await index.nearest("ana", query, MemoryFilter(), count=1)
