@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, cast
 
 import anyio
-import httpx
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
@@ -292,6 +291,8 @@ def _fts5_version() -> str:
 
 
 async def _ollama_status(host: str) -> tuple[bool, str]:
+    import httpx  # only `doctor` needs it: not imported when serving (cold start)
+
     try:
         async with httpx.AsyncClient(base_url=host, timeout=2.0) as client:
             response = await client.get("/api/version")

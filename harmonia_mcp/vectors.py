@@ -31,19 +31,27 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
-import numpy as np
-import numpy.typing as npt
 
 from harmonia_mcp.config import Settings
-from harmonia_mcp.embed import Embedder, EmbeddingError, OllamaEmbedder, OnnxEmbedder, Vectors
+from harmonia_mcp.embed import Embedder, EmbeddingError, OllamaEmbedder, OnnxEmbedder, release_free_memory
 from harmonia_mcp.store import MemoryFilter, Store
 from harmonia_mcp.tasks import running
 
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from harmonia_mcp.embed import Vectors
+
+# numpy is imported in the functions that compute, not with the module: the stdio server answers `initialize`
+# before any vector is read (docs/benchmarks.md, "Cold start and footprint").
+
 logger = logging.getLogger(__name__)
 
-EMBED_BATCH = 64  # texts per model call: onnxruntime's throughput flattens out around here (models.md)
+EMBED_BATCH = 64  # memories per pass (one read, one transaction); the model takes them 8 at a time (MODEL_BATCH)
 # The two-stage regime (module docstring). Chosen by measurement on real MiniLM vectors (benchmarks/vector_scale.py
 # --overlap): below COARSE_FROM the exact product is a few milliseconds and small, so exactness costs nothing.
 COARSE_FROM = 20_000
@@ -51,6 +59,8 @@ COARSE_DIMENSION = 64
 RERANK_FACTOR = 8
 RERANK_MIN = 512
 COARSE_SAMPLE = 8192  # vectors the projection is fitted on (the first read, in rowid order)
+# Vectors read for one user from which the freed read buffers are handed back to the system (10-30 MB at 10k-100k).
+TRIM_AFTER_READ = 5_000
 QUERY_CACHE = 256  # query vectors kept (an assistant repeats and pages through the same queries)
 
 
@@ -85,16 +95,22 @@ class _UserMatrix:
 
     def project(self, vectors: Vectors) -> Vectors:
         """`vectors` as this table stores them (projected in the coarse regime)."""
+        import numpy as np
+
         return vectors if self.basis is None else np.ascontiguousarray(vectors @ self.basis, dtype=np.float32)
 
     @classmethod
     def build(cls, dimension: int, basis: Vectors | None = None) -> _UserMatrix:
         """An empty table of `dimension`-long vectors (stored projected on `basis` when given)."""
+        import numpy as np
+
         columns = dimension if basis is None else basis.shape[1]
         return cls(np.full(16, -1, dtype=np.int64), np.zeros((16, columns), dtype=np.float32), basis=basis)
 
     def reserve(self, capacity: int) -> None:
         """Make room for `capacity` rows in all (read in batches, the matrix is allocated once)."""
+        import numpy as np
+
         if capacity > len(self.rowids):
             # One new array and a copy: concatenating with a zero block would hold both at once (2x at 100k).
             rowids = np.full(capacity, -1, dtype=np.int64)
@@ -139,12 +155,16 @@ def fit_basis(sample: Vectors, columns: int) -> Vectors:
     """The `columns` directions that keep most of the dot products among `sample`'s rows: the top eigenvectors
     of the uncentred second-moment matrix (PCA without centring, so that a dot product of projections
     approximates the dot product itself), shape (dimension, columns), orthonormal columns."""
+    import numpy as np
+
     moment = (sample.T @ sample).astype(np.float64)
     _, vectors = np.linalg.eigh(moment)  # ascending eigenvalues
     return np.ascontiguousarray(vectors[:, ::-1][:, :columns], dtype=np.float32)
 
 
 def _vectors_of(rows: Sequence[tuple[int, bytes]], dimension: int) -> Vectors:
+    import numpy as np
+
     return np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32).reshape(len(rows), dimension)
 
 
@@ -163,6 +183,7 @@ class VectorIndex:
         self.coarse_from = coarse_from
         self._queries: OrderedDict[str, Vectors] = OrderedDict()
         self._ready = anyio.Event()
+        self._started = False  # the embedder started (it may embed before `ready`, see `load`)
         self._failure: str | None = None
         self._loading = False
         self._cache: dict[str, _UserMatrix] = {}
@@ -189,8 +210,11 @@ class VectorIndex:
     def dimension(self) -> int:
         return self.embedder.dimension
 
-    async def load(self) -> bool:
-        """Load the model if not yet done (off the event loop); True when it is usable. Never raises."""
+    async def load(self, *, embed_new: bool = False) -> bool:
+        """Load the model if not yet done (off the event loop); True when it is usable. Never raises.
+
+        With `embed_new`, one batch of memories that have no vector yet is embedded before `ready` turns true.
+        """
         if self._ready.is_set():
             return self._failure is None
         if self._loading:
@@ -203,6 +227,16 @@ class VectorIndex:
             self._failure = str(error)
             logger.warning("search by meaning is off: %s; search answers by keyword only", error)
         else:
+            self._started = True
+            # With `embed_new` (the server's worker, `run`): the memories written while the model loaded (no vector
+            # at all) get theirs before searches turn hybrid,
+            # so a search that says "hybrid" has seen them (up to one batch). Vectors of another model, and a longer
+            # queue, are left to the background worker, as before.
+            try:
+                if embed_new:
+                    await self.embed_pending(limit=EMBED_BATCH, only_new=True)
+            except Exception:  # the queue stays in the file for the background worker
+                logger.exception("embedding the memories written during start-up failed")
             logger.info("search by meaning is ready (%s, %d dimensions)", self.model, self.dimension)
         finally:
             self._ready.set()
@@ -214,18 +248,25 @@ class VectorIndex:
 
     # --- writing vectors ---
 
-    async def embed_pending(self, *, user_id: str | None = None, limit: int | None = None) -> int:
+    async def embed_pending(
+        self, *, user_id: str | None = None, limit: int | None = None, only_new: bool = False
+    ) -> int:
         """Embed memories that lack a current vector (one user's, or everyone's), in batches; return how many.
+        With `only_new`, one batch of those that have no vector of any model (not those of a model change).
 
         A batch that fails to embed is left queued (logged once per failure kind) and the call stops.
         """
-        if not self.ready:
+        if not self._started or self._failure is not None:
             return 0
         done = 0
         async with self._embed_lock:
             while limit is None or done < limit:
                 size = EMBED_BATCH if limit is None else min(EMBED_BATCH, limit - done)
                 pending = await self.store.unembedded(self.model, self.dimension, user_id=user_id, limit=size)
+                if only_new:
+                    stale = await self.store.with_any_vector([rowid for rowid, _, _, _ in pending])
+                    pending = [row for row in pending if row[0] not in stale]
+                    limit = done + len(pending)  # one batch
                 if not pending:
                     break
                 for owner in {owner for _, owner, _, _ in pending}:
@@ -258,7 +299,7 @@ class VectorIndex:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The background worker: load the model, embed the queue, then embed whatever `notify` signals."""
         task_status.started()
-        if not await self.load():
+        if not await self.load(embed_new=True):
             return
         while True:
             self._wake = anyio.Event()
@@ -302,6 +343,8 @@ class VectorIndex:
                 table = _UserMatrix.build(self.dimension)
             table.reserve(total)
             table.upsert([rowid for rowid, _ in rows], _vectors_of(rows, self.dimension))
+        if table is not None and table.size >= TRIM_AFTER_READ:
+            release_free_memory()  # the batches read (bytes, the projection's sample) were freed but stay resident
         return table or _UserMatrix.build(self.dimension)
 
     async def _exact(self, user_id: str, query: Vectors, rowids: Sequence[int]) -> dict[int, float]:
@@ -329,7 +372,9 @@ class VectorIndex:
         Raises:
             EmbeddingError: the model is not ready or failed, or answered with the wrong shape.
         """
-        if not self.ready:
+        import numpy as np
+
+        if not self._started or self._failure is not None:
             raise EmbeddingError(self._failure or "the embedding model is still loading")
         # Taken from the cache before the model call: another call may trim the cache while this one waits.
         found = {text: self._queries[text] for text in texts if text in self._queries}
@@ -357,6 +402,8 @@ class VectorIndex:
         """The `count` memories of `user_id` that pass `memory_filter` with the highest cosine to `query` (at
         least `floor`), best first, as (rowid, cosine). Exact below `coarse_from` vectors; from there the
         cosines are exact and the membership approximate (module docstring)."""
+        import numpy as np
+
         table = await self._matrix(user_id)
         if table.size == 0:
             return []
@@ -397,6 +444,8 @@ class VectorIndex:
     ) -> list[tuple[int, float]]:
         """`nearest` in the coarse regime: score the projections, re-score the best pool exactly, widen the
         pool (x4) while the filters leave fewer than `count`."""
+        import numpy as np
+
         scores = table.matrix[: table.size] @ table.project(query[None, :])[0]
         pool = max(RERANK_FACTOR * count, RERANK_MIN)
         seen: set[int] = set()

@@ -28,11 +28,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-import httpx
-from ollama import AsyncClient, ResponseError
 from pydantic import BaseModel, Field, JsonValue, ValidationError, field_validator
 
 from harmonia_mcp.extract import ExtractionError
@@ -40,6 +38,12 @@ from harmonia_mcp.extract.prompts import PROMPT_VERSION, chat_messages
 from harmonia_mcp.extract.rules import third_person
 from harmonia_mcp.models import Category, ExtractedMemory
 from harmonia_mcp.temporal import resolve_time, with_absolute_time
+
+if TYPE_CHECKING:
+    from ollama import AsyncClient, ResponseError
+
+# `ollama` (and httpx under it) is imported when an OllamaExtractor is built, not with this module: with the rules
+# extractor it is never loaded (cold start, docs/benchmarks.md "Cold start and footprint").
 
 __all__ = [
     "MAX_TOKENS",
@@ -167,6 +171,8 @@ class OllamaExtractor:
         self.max_tokens = max_tokens
         self.keep_alive = keep_alive
         self.repeat_penalty = repeat_penalty
+        from ollama import AsyncClient
+
         self._owns_client = client is None
         self._client = client or AsyncClient(host=host, timeout=timeout_seconds)
 
@@ -204,6 +210,9 @@ class OllamaExtractor:
     async def _chat(
         self, messages: list[dict[str, str]], schema: dict[str, Any] = REPLY_SCHEMA, max_tokens: int | None = None
     ) -> str:
+        import httpx
+        from ollama import ResponseError
+
         try:
             response = await self._client.chat(
                 model=self.model,
@@ -244,6 +253,9 @@ class OllamaExtractor:
         Returns:
             `Availability(ok=True, ...)` when the model is pulled, otherwise the reason. Never raises.
         """
+        import httpx
+        from ollama import ResponseError
+
         try:
             with anyio.fail_after(min(self.timeout_seconds, 5.0)):
                 listed = await self._client.list()

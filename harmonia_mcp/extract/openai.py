@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 
 from harmonia_mcp.extract import ExtractionError
 from harmonia_mcp.extract.ollama import (
@@ -40,6 +39,9 @@ from harmonia_mcp.extract.ollama import (
 )
 from harmonia_mcp.extract.prompts import PROMPT_VERSION, chat_messages
 from harmonia_mcp.models import ExtractedMemory
+
+if TYPE_CHECKING:
+    import httpx  # imported when an OpenAIExtractor is built, not with this module (cold start)
 
 __all__ = ["OpenAIExtractor"]
 
@@ -87,6 +89,8 @@ class OpenAIExtractor:
         self.repeat_penalty = repeat_penalty
         self.schema_supported: bool | None = None  # None until the server has accepted or refused response_format
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        import httpx
+
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(base_url=self.host, headers=headers, timeout=timeout_seconds)
 
@@ -170,6 +174,8 @@ class OpenAIExtractor:
         return content if isinstance(content, str) else ""
 
     async def _post(self, body: dict[str, Any]) -> httpx.Response:
+        import httpx
+
         try:
             return await self._client.post("/chat/completions", json=body)
         except httpx.ConnectError:
@@ -209,6 +215,8 @@ class OpenAIExtractor:
             ok when the server answers; the detail says whether it lists the model (servers such as
             llama-server serve one model under any name, so an unlisted name is not an error).
         """
+        import httpx
+
         limit = min(self.timeout_seconds, 5.0)
         try:
             with anyio.fail_after(limit):
