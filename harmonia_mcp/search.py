@@ -139,9 +139,9 @@ class Fusion:
     Chosen by measurement on the LoCoMo dev split and the paraphrase benchmark (docs/search.md, Fusion).
     """
 
-    text_weight: float = 0.85
+    text_weight: float = 0.9
     cosine_floor: float = 0.2
-    cosine_ceiling: float = 0.6
+    cosine_ceiling: float = 0.7
     # Hybrid only: the text part divides by max(best strength, text_reference), so a query whose best word match
     # is weak (a common word such as "user") gets a small text part and meaning decides. 0 turns it off.
     text_reference: float = 25.0
@@ -159,7 +159,7 @@ class Fusion:
     rrf_k: int = 60
     # Keyword evidence (hybrid, weighted only): a query whose best bm25 strength is below this trusts its words
     # less, linearly down to `weak_text_weight` (`text_weight_for`). 0 keeps the weight fixed at `text_weight`.
-    evidence_strength: float = 15.0
+    evidence_strength: float = 20.0
     weak_text_weight: float = 0.2
 
 
@@ -218,7 +218,7 @@ def meaning(cosine: float | None, fusion: Fusion) -> float:
 def _semantic_match(cosine: float | None, fusion: Fusion) -> float:
     """Semantic mode's match: the cosine mapped from `cosine_floor` up to 1 (clipped to 0-1). The hybrid ceiling
     is not used here: alone, the meaning part must keep the order of neighbours above the ceiling, which in a
-    conversation of 1,000 memories are many (LoCoMo dev recall@10 0.584 -> 0.476 with the ceiling at 0.6)."""
+    conversation of 1,000 memories are many (LoCoMo dev recall@10 0.584 -> 0.476 with a ceiling of 0.6)."""
     return meaning(cosine, replace(fusion, cosine_ceiling=1.0))
 
 
