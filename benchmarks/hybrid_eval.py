@@ -9,6 +9,9 @@ In-process (the same `MemoryService` the server runs, with the rules extractor a
    dog called Biggie") are stored for one user among the first `--distractors` turns of LoCoMo conversation
    conv-30 (other speakers, other topics); each query shares no content word with its fact ("what pets does
    the user have"). top-3 hit rate: the fact's memory is among the first three results.
+3. The end-to-end test's check (`tests/e2e/test_stdio.py`): of the first 10 questions of conv-26, how many have an
+   evidence turn among the first 10 hits' own dia_ids (floor 6). bm25 depends on every row in the file, so this
+   matches the test only on a database of conv-26 alone (`--data` a folder holding that conversation only).
 
 The candidates of each question are gathered once (keyword candidates and nearest neighbours, as
 `MemoryService._hybrid` does), then ranked under each `Fusion` setting of `--grid`, so a grid of settings
