@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
@@ -129,17 +129,19 @@ SearchMode = Literal["hybrid", "keyword", "semantic"]
 class Fusion:
     """How a hybrid hit's match score is made from its text match and its meaning (docs/search.md).
 
-    match = text_weight * text + (1 - text_weight) * meaning, where
+    match = w * text + (1 - w) * meaning, where
       text    = strength / max(best strength of the query, text_reference) (0 when the words do not match),
                 times `provenance_weight` when only the memory's source message or context matched (keyword
                 mode divides by the best strength alone, as the SQL ranking does);
-      meaning = (cosine - cosine_floor) / (cosine_ceiling - cosine_floor), clipped to 0-1.
-    Chosen by measurement on the LoCoMo dev split and the paraphrase benchmark (docs/benchmarks.md).
+      meaning = (cosine - cosine_floor) / (cosine_ceiling - cosine_floor), clipped to 0-1;
+      w       = `text_weight_for` the query's best strength: from `weak_text_weight` (no word evidence) up to
+                `text_weight` once the best word match reaches `evidence_strength` (0: w = text_weight always).
+    Chosen by measurement on the LoCoMo dev split and the paraphrase benchmark (docs/search.md, Fusion).
     """
 
-    text_weight: float = 0.8
+    text_weight: float = 0.9
     cosine_floor: float = 0.2
-    cosine_ceiling: float = 0.8
+    cosine_ceiling: float = 0.7
     # Hybrid only: the text part divides by max(best strength, text_reference), so a query whose best word match
     # is weak (a common word such as "user") gets a small text part and meaning decides. 0 turns it off.
     text_reference: float = 25.0
@@ -155,6 +157,25 @@ class Fusion:
     # comparison in docs/benchmarks.md.
     kind: Literal["weighted", "rrf"] = "weighted"
     rrf_k: int = 60
+    # Keyword evidence (hybrid, weighted only): a query whose best bm25 strength is below this trusts its words
+    # less, linearly down to `weak_text_weight` (`text_weight_for`). 0 keeps the weight fixed at `text_weight`.
+    evidence_strength: float = 20.0
+    weak_text_weight: float = 0.2
+
+
+def text_weight_for(best_strength: float, fusion: Fusion) -> float:
+    """The text weight `w` of a hybrid query whose best keyword match has bm25 strength `best_strength` (>= 0).
+
+    w = weak_text_weight + (text_weight - weak_text_weight) * min(1, best_strength / evidence_strength).
+    Why: a query whose words match strongly (a name and a topic, as in LoCoMo questions) is best answered by
+    its words, while one whose best match is a common word ("user", "living") is what a paraphrase looks like,
+    and there the meaning should decide. A fixed weight has to trade one for the other: on LoCoMo dev every
+    fixed weight that lifted the paraphrase sets cost single-hop recall (docs/search.md, Fusion).
+    """
+    if fusion.evidence_strength <= 0:
+        return fusion.text_weight
+    evidence = min(1.0, max(0.0, best_strength) / fusion.evidence_strength)
+    return fusion.weak_text_weight + (fusion.text_weight - fusion.weak_text_weight) * evidence
 
 
 @dataclass
@@ -192,6 +213,13 @@ def meaning(cosine: float | None, fusion: Fusion) -> float:
         return 0.0
     span = fusion.cosine_ceiling - fusion.cosine_floor
     return min(1.0, max(0.0, (cosine - fusion.cosine_floor) / span))
+
+
+def _semantic_match(cosine: float | None, fusion: Fusion) -> float:
+    """Semantic mode's match: the cosine mapped from `cosine_floor` up to 1 (clipped to 0-1). The hybrid ceiling
+    is not used here: alone, the meaning part must keep the order of neighbours above the ceiling, which in a
+    conversation of 1,000 memories are many (LoCoMo dev recall@10 0.584 -> 0.476 with a ceiling of 0.6)."""
+    return meaning(cosine, replace(fusion, cosine_ceiling=1.0))
 
 
 def _reciprocal_rank_fusion(candidates: list[Candidate], fusion: Fusion) -> None:
@@ -237,6 +265,7 @@ def rank_candidates(
         _reciprocal_rank_fusion(candidates, fusion)
     else:
         best = max((candidate.strength for candidate in candidates), default=0.0)
+        weight = text_weight_for(best, fusion)
         if mode == "hybrid":
             best = max(best, fusion.text_reference)
         for candidate in candidates:
@@ -244,8 +273,10 @@ def rank_candidates(
             if not candidate.own_text:
                 text *= fusion.provenance_weight
             sense = meaning(candidate.cosine, fusion)
-            weighted = fusion.text_weight * text + (1 - fusion.text_weight) * sense
-            candidate.match = {"keyword": text, "semantic": sense}.get(mode, weighted)
+            weighted = weight * text + (1 - weight) * sense
+            candidate.match = {"keyword": text, "semantic": _semantic_match(candidate.cosine, fusion)}.get(
+                mode, weighted
+            )
     candidates.sort(key=lambda candidate: (candidate.match, candidate.rowid), reverse=True)
     seen: dict[int, int] = {}
     for candidate in candidates:

@@ -20,7 +20,7 @@ from harmonia_mcp.config import Settings
 from harmonia_mcp.embed import EmbeddingError, OnnxEmbedder, Vectors
 from harmonia_mcp.extract.rules import RulesExtractor
 from harmonia_mcp.models import Category, Memory
-from harmonia_mcp.search import Candidate, Fusion, rank_candidates
+from harmonia_mcp.search import Candidate, Fusion, rank_candidates, text_weight_for
 from harmonia_mcp.server import create_server
 from harmonia_mcp.service import MemoryService, ServiceLimits
 from harmonia_mcp.store import Ranking, open_store
@@ -234,7 +234,7 @@ def test_fusion_ranks_the_union_and_a_hit_found_by_one_side_still_ranks() -> Non
     words_only = _candidate(2, strength=10.0, cosine=None)
     meaning_only = _candidate(3, strength=0.0, cosine=0.65)
     neither_much = _candidate(4, strength=1.0, cosine=0.1)
-    fusion = Fusion(text_weight=0.5, cosine_floor=0.2, cosine_ceiling=0.7, text_reference=0.0)
+    fusion = Fusion(text_weight=0.5, cosine_floor=0.2, cosine_ceiling=0.7, text_reference=0.0, evidence_strength=0.0)
     ranked = rank_candidates(
         [neither_much, words_only, meaning_only, both], "hybrid", fusion, Ranking(), now=datetime.now(UTC)
     )
@@ -249,6 +249,39 @@ def test_keyword_and_semantic_modes_score_by_one_side_only() -> None:
     now = datetime.now(UTC)
     assert [c.rowid for c in rank_candidates([words, meaning], "keyword", Fusion(), Ranking(), now=now)] == [1, 2]
     assert [c.rowid for c in rank_candidates([words, meaning], "semantic", Fusion(), Ranking(), now=now)] == [2, 1]
+
+
+def test_the_text_weight_follows_the_querys_keyword_evidence() -> None:
+    fusion = Fusion()
+    assert text_weight_for(0.0, fusion) == pytest.approx(fusion.weak_text_weight)
+    assert text_weight_for(fusion.evidence_strength / 2, fusion) == pytest.approx(
+        (fusion.weak_text_weight + fusion.text_weight) / 2
+    )
+    assert text_weight_for(10 * fusion.evidence_strength, fusion) == pytest.approx(fusion.text_weight)
+    assert text_weight_for(1.0, Fusion(text_weight=0.7, evidence_strength=0.0)) == pytest.approx(0.7)
+
+
+def test_meaning_decides_when_the_only_word_match_is_weak_and_words_decide_when_it_is_strong() -> None:
+    now = datetime.now(UTC)
+    fixed_high, fixed_low = Fusion(evidence_strength=0.0), Fusion(text_weight=0.2, evidence_strength=0.0)
+
+    def order(strength: float, fusion: Fusion) -> list[int]:
+        words, meaning = _candidate(1, strength=strength, cosine=0.3), _candidate(2, strength=0.0, cosine=0.55)
+        return [c.rowid for c in rank_candidates([words, meaning], "hybrid", fusion, Ranking(), now=now)]
+
+    # A common word matched weakly (a paraphrase): the memory that means it wins, where a fixed 0.85 lets words win.
+    assert order(4.0, Fusion()) == [2, 1]
+    assert order(4.0, fixed_high) == [1, 2]
+    # A strong word match: words win, where a fixed low text weight lets the nearer meaning win.
+    assert order(30.0, Fusion()) == [1, 2]
+    assert order(30.0, fixed_low) == [2, 1]
+
+
+def test_semantic_mode_keeps_the_order_of_neighbours_above_the_hybrid_ceiling() -> None:
+    fusion = Fusion()
+    nearer, near = _candidate(1, 0.0, fusion.cosine_ceiling + 0.1), _candidate(2, 0.0, fusion.cosine_ceiling + 0.05)
+    ranked = rank_candidates([near, nearer], "semantic", fusion, Ranking(), now=datetime.now(UTC))
+    assert [c.rowid for c in ranked] == [1, 2] and ranked[0].relevance > ranked[1].relevance
 
 
 def test_a_provenance_only_match_cannot_outrank_a_match_by_the_memorys_own_text() -> None:
