@@ -605,26 +605,44 @@ class MemoryService:
         logged = text if text is not None else "; ".join(item.content for item in extracted)
         stored: list[StoredMemory] = []
         job_id: int | None = None
-        context = await self.store.conversation_context(
-            db, user, session_id, reference, count=CONTEXT_MESSAGES, window_seconds=CONTEXT_WINDOW_SECONDS
-        )
-        if (
+        resolve = (
             extraction.extractor != CALLER
             and session_id is not None
             and any(opens_with_pronoun(item.content) for item in extracted)
-        ):
-            previous = await self.store.previous_message(
-                db, user, session_id, who, reference, window_seconds=CONTEXT_WINDOW_SECONDS
-            )
-            extracted = [_with_referent(item, previous, who) for item in extracted]
-        message_id = await self.store.record_message(db, user, session_id, who, logged, reference)
-        if prune:
-            await self.store.prune_messages(db, user, session_id, keep=CONTEXT_MESSAGES)
-        for item, near in zip(extracted, neighbours, strict=True):
+        )
+        # The context, the speaker's previous message, the log entry, the prune and the first round of candidate
+        # lookups for all the message's memories: one trip (Store.log_message). A memory that opens with a
+        # pronoun is rewritten with the previous message first, so then its candidates are read afterwards.
+        matches = [] if resolve else [conflicts.candidate_query(item, [who]) for item in extracted]
+        log = await self.store.log_message(
+            db,
+            user,
+            session_id,
+            who,
+            logged,
+            reference,
+            count=CONTEXT_MESSAGES,
+            window_seconds=CONTEXT_WINDOW_SECONDS,
+            previous_of=who if resolve else None,
+            prune_to=CONTEXT_MESSAGES if prune else None,
+            candidates=matches,
+            candidate_limit=conflicts.MAX_CANDIDATES,
+        )
+        context, message_id = log.context, log.message_id
+        if resolve:
+            extracted = [_with_referent(item, log.previous, who) for item in extracted]
+        written = False
+        for index, (item, near) in enumerate(zip(extracted, neighbours, strict=True)):
             new = NewMemory(
                 user, item, extraction.extractor, text, who, session_id, prepared.meta, message_id, context, said
             )
-            resolution = await conflicts.reconcile(self.store, db, new, prepared.strategy, [who], neighbours=near)
+            # Read before this message wrote anything; once an earlier memory of it was written, read again,
+            # so each memory is still reconciled against the ones before it.
+            prefetched = log.candidates[index] if matches and not written else None
+            resolution = await conflicts.reconcile(
+                self.store, db, new, prepared.strategy, [who], neighbours=near, prefetched=prefetched
+            )
+            written = written or resolution.action != "skipped"
             stored.append(_resolved(resolution))
         kept = [memory.memory_id for memory in stored if memory.action != "skipped"]
         if prepared.importance is not None or prepared.expires_at is not None:
