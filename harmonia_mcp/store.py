@@ -23,7 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import aiosqlite
 import anyio
@@ -804,6 +804,48 @@ async def _on_thread(db: aiosqlite.Connection, work: Callable[[sqlite3.Connectio
     return cast(_T, await db._execute(work, connection))  # type: ignore[no-untyped-call]
 
 
+def _owners_of(conn: sqlite3.Connection, memory_ids: Sequence[str]) -> dict[str, str]:
+    """The user of each of `memory_ids` that exists in the file (any user, any status); on the database thread."""
+    owners: dict[str, str] = {}
+    for start in range(0, len(memory_ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
+        chunk = list(memory_ids[start : start + 500])
+        marks = ", ".join("?" for _ in chunk)
+        rows = conn.execute(f"SELECT memory_id, user_id FROM memories WHERE memory_id IN ({marks})", chunk)
+        owners |= {str(row[0]): str(row[1]) for row in rows}
+    return owners
+
+
+class ImportRow(NamedTuple):
+    """One memory for `Store.import_rows`, as the export has it (checked by `MemoryService.import_row`'s rules):
+    the columns of `Memory`, with `category` as its value and times as UTC ISO-8601."""
+
+    memory_id: str
+    user_id: str
+    content: str
+    category: str
+    confidence: float
+    entities: list[str]
+    tags: list[str]
+    event_time: str | None
+    source_message: str | None
+    speaker: str | None
+    session_id: str | None
+    metadata: dict[str, Any]
+    extractor: str
+    status: str
+    created_at: str
+    updated_at: str
+
+
+class ImportCounts(NamedTuple):
+    """What `Store.import_rows` did: rows inserted, of those how many under a new id, and which of the rows'
+    own ids were in the file before (any user)."""
+
+    inserted: int
+    moved: int
+    present: set[str]
+
+
 @dataclass(frozen=True)
 class LoggedMessage:
     """What `Store.log_message` read and wrote for one message."""
@@ -1573,79 +1615,73 @@ class Store:
             [(user_id, session, user_id, session, max(1, keep) - 1) for session in dict.fromkeys(session_ids)],
         )
 
-    async def import_memories(self, db: aiosqlite.Connection, memories: Sequence[Memory]) -> tuple[int, int]:
-        """Insert `memories` as they are (ids, times, status) with a `created` history row each; return how
-        many were inserted and how many of those got a new id. The FTS index follows by trigger.
+    async def import_rows(self, db: aiosqlite.Connection, rows: Sequence[ImportRow]) -> ImportCounts:
+        """Insert `rows` as they are (ids, times, status) with a `created` history row each, in one trip to the
+        database thread; return how many were inserted, how many of those got a new id, and which of the rows'
+        own ids were in the file before. The FTS index follows by trigger.
 
         A memory whose `memory_id` its user already has is skipped. One whose id belongs to another user (ids
         are unique in the file) is inserted under `derived_memory_id(user, id)`, skipped in turn if the user
         already has that, so importing the same rows twice never adds them twice, for any user.
         """
-        owners = await self._owners_of(db, [memory.memory_id for memory in memories])
-        renamed = {
-            memory.memory_id: derived_memory_id(memory.user_id, memory.memory_id)
-            for memory in memories
-            if owners.get(memory.memory_id, memory.user_id) != memory.user_id
-        }
-        owners |= await self._owners_of(db, list(renamed.values()))
-        fresh: dict[str, Memory] = {}
-        moved = 0
-        for memory in memories:
-            memory_id = renamed.get(memory.memory_id, memory.memory_id)
-            if memory_id in owners or memory_id in fresh:
-                continue  # already there (a derived id another user holds would need 2**64 luck; skipped too)
-            if memory_id != memory.memory_id:
-                memory = memory.model_copy(update={"memory_id": memory_id})
-                moved += 1
-            fresh[memory_id] = memory
-        await db.executemany(
-            """
-            INSERT INTO memories (memory_id, user_id, content, category, confidence, entities, tags, event_time,
-                event_time_utc, source_message, speaker, session_id, metadata, extractor, status, created_at,
-                updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """,
-            [
-                (
-                    m.memory_id,
-                    m.user_id,
-                    m.content,
-                    m.category.value,
-                    m.confidence,
-                    json.dumps(m.entities, ensure_ascii=False),
-                    json.dumps(m.tags, ensure_ascii=False),
-                    m.event_time,
-                    to_utc_text(datetime.fromisoformat(m.event_time)) if m.event_time else None,
-                    m.source_message,
-                    m.speaker,
-                    m.session_id,
-                    json.dumps(m.metadata, ensure_ascii=False),
-                    m.extractor,
-                    m.status,
-                    m.created_at,
-                    m.updated_at,
-                )
-                for m in fresh.values()
-            ],
-        )
-        await db.executemany(
-            "INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message, "
-            "changed_at) VALUES (?, ?, 'created', NULL, ?, ?, ?)",
-            [(m.memory_id, m.user_id, m.content, m.source_message, m.created_at) for m in fresh.values()],
-        )
-        return len(fresh), moved
 
-    async def _owners_of(self, db: aiosqlite.Connection, memory_ids: Sequence[str]) -> dict[str, str]:
-        """The user of each of `memory_ids` that exists in the file (any user, any status)."""
-        owners: dict[str, str] = {}
-        for start in range(0, len(memory_ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
-            chunk = list(memory_ids[start : start + 500])
-            marks = ", ".join("?" for _ in chunk)
-            async with db.execute(
-                f"SELECT memory_id, user_id FROM memories WHERE memory_id IN ({marks})", chunk
-            ) as cursor:
-                owners |= {str(row[0]): str(row[1]) for row in await cursor.fetchall()}
-        return owners
+        def work(conn: sqlite3.Connection) -> ImportCounts:
+            owners = _owners_of(conn, [row.memory_id for row in rows])
+            present = set(owners)
+            renamed = {
+                row.memory_id: derived_memory_id(row.user_id, row.memory_id)
+                for row in rows
+                if owners.get(row.memory_id, row.user_id) != row.user_id
+            }
+            owners |= _owners_of(conn, list(renamed.values()))
+            fresh: dict[str, ImportRow] = {}
+            moved = 0
+            for row in rows:
+                memory_id = renamed.get(row.memory_id, row.memory_id)
+                if memory_id in owners or memory_id in fresh:
+                    continue  # already there (a derived id another user holds would need 2**64 luck; skipped too)
+                if memory_id != row.memory_id:
+                    row = row._replace(memory_id=memory_id)
+                    moved += 1
+                fresh[memory_id] = row
+            conn.executemany(
+                """
+                INSERT INTO memories (memory_id, user_id, content, category, confidence, entities, tags, event_time,
+                    event_time_utc, source_message, speaker, session_id, metadata, extractor, status, created_at,
+                    updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                [
+                    (
+                        m.memory_id,
+                        m.user_id,
+                        m.content,
+                        m.category,
+                        m.confidence,
+                        json.dumps(m.entities, ensure_ascii=False),
+                        json.dumps(m.tags, ensure_ascii=False),
+                        m.event_time,
+                        to_utc_text(datetime.fromisoformat(m.event_time)) if m.event_time else None,
+                        m.source_message,
+                        m.speaker,
+                        m.session_id,
+                        json.dumps(m.metadata, ensure_ascii=False),
+                        m.extractor,
+                        m.status,
+                        m.created_at,
+                        m.updated_at,
+                    )
+                    for m in fresh.values()
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message, "
+                "changed_at) VALUES (?, ?, 'created', NULL, ?, ?, ?)",
+                [(m.memory_id, m.user_id, m.content, m.source_message, m.created_at) for m in fresh.values()],
+            )
+            return ImportCounts(len(fresh), moved, present)
+
+        return await _on_thread(db, work)
 
     # --- reads ---
 
@@ -2131,16 +2167,6 @@ class Store:
             rows = await cursor.fetchall()
         return [{key: str(row[key]) for key in ("from_id", "to_id", "kind", "created_at")} for row in rows]
 
-    async def existing_memory_ids(self, db: aiosqlite.Connection, memory_ids: Sequence[str]) -> set[str]:
-        """Which of `memory_ids` are in the file already (any user, any status)."""
-        present: set[str] = set()
-        for start in range(0, len(memory_ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
-            chunk = list(memory_ids[start : start + 500])
-            marks = ", ".join("?" for _ in chunk)
-            async with db.execute(f"SELECT memory_id FROM memories WHERE memory_id IN ({marks})", chunk) as cursor:
-                present |= {str(row[0]) for row in await cursor.fetchall()}
-        return present
-
     async def import_history_and_links(
         self,
         db: aiosqlite.Connection,
@@ -2159,40 +2185,44 @@ class Store:
             occurred: memory id → `occurred_at` (UTC ISO-8601), for ids imported by this call.
             links: `from_id`, `to_id`, `kind` (`supersedes` or `related`), optional `created_at`.
         """
-        for memory_id, rows in history.items():
-            if not rows:
-                continue
-            await db.execute("DELETE FROM memory_history WHERE memory_id = ? AND user_id = ?", (memory_id, user_id))
-            await db.executemany(
-                "INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message, "
-                "changed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        now = utc_now()
+
+        def work(conn: sqlite3.Connection) -> None:
+            for memory_id, rows in history.items():
+                if not rows:
+                    continue
+                conn.execute("DELETE FROM memory_history WHERE memory_id = ? AND user_id = ?", (memory_id, user_id))
+                conn.executemany(
+                    _INSERT_HISTORY,
+                    [
+                        (
+                            memory_id,
+                            user_id,
+                            row["action"],
+                            row.get("old_content"),
+                            row.get("new_content"),
+                            row.get("source_message"),
+                            row["changed_at"],
+                        )
+                        for row in rows
+                    ],
+                )
+            conn.executemany(
+                "UPDATE memories SET occurred_at = ? WHERE memory_id = ? AND user_id = ? AND occurred_at IS NULL",
+                [(when, memory_id, user_id) for memory_id, when in occurred.items()],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO memory_links (user_id, from_id, to_id, kind, created_at) SELECT ?, ?, ?, ?, ? "
+                "WHERE (SELECT COUNT(*) FROM memories WHERE user_id = ? AND memory_id IN (?, ?)) = 2",
                 [
-                    (
-                        memory_id,
-                        user_id,
-                        row["action"],
-                        row.get("old_content"),
-                        row.get("new_content"),
-                        row.get("source_message"),
-                        row["changed_at"],
-                    )
-                    for row in rows
+                    (user_id, link["from_id"], link["to_id"], link["kind"], link.get("created_at") or now, user_id)
+                    + (link["from_id"], link["to_id"])
+                    for link in links
                 ],
             )
-        await db.executemany(
-            "UPDATE memories SET occurred_at = ? WHERE memory_id = ? AND user_id = ? AND occurred_at IS NULL",
-            [(when, memory_id, user_id) for memory_id, when in occurred.items()],
-        )
-        now = utc_now()
-        await db.executemany(
-            "INSERT OR IGNORE INTO memory_links (user_id, from_id, to_id, kind, created_at) "
-            "SELECT ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM memories WHERE user_id = ? AND memory_id IN (?, ?)) = 2",
-            [
-                (user_id, link["from_id"], link["to_id"], link["kind"], link.get("created_at") or now, user_id)
-                + (link["from_id"], link["to_id"])
-                for link in links
-            ],
-        )
+
+        # One trip to the database thread for the batch (a trip per memory with history was most of its time).
+        await _on_thread(db, work)
 
     async def list_users(self, prefix: str = "", *, limit: int = 100) -> list[str]:
         """Distinct user ids with at least one memory (any status) that start with `prefix`, sorted, at most `limit`.
