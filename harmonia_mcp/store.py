@@ -770,6 +770,7 @@ _INSERT_HISTORY = (
     "INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message, changed_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+_MEMORY_BY_ID = f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.memory_id = ? AND m.user_id = ?"
 _INSERT_LINK = "INSERT OR IGNORE INTO memory_links (user_id, from_id, to_id, kind, created_at) VALUES (?, ?, ?, ?, ?)"
 # Whether any deleted memory of this conversation hides a span (the common answer, no, in one lookup).
 _HIDES_IN_CONVERSATION = (
@@ -1119,18 +1120,29 @@ class Store:
         Raises:
             MemoryNotFound: no memory `memory_id` for `user_id`, or its status is not one of `expected`.
         """
-        memory = await self._get(db, user_id, memory_id)
-        if memory is None:
+        now = utc_now()
+        action = "superseded" if status == "superseded" else "restored"
+
+        def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            # The read, the change and its history row: one trip to the database thread.
+            row: sqlite3.Row | None = conn.execute(_MEMORY_BY_ID, (memory_id, user_id)).fetchone()
+            if row is None or row["status"] not in expected:
+                return row
+            conn.execute(
+                "UPDATE memories SET status = ?, updated_at = ? WHERE memory_id = ? AND user_id = ?",
+                (status, now, memory_id, user_id),
+            )
+            conn.execute(
+                _INSERT_HISTORY, (memory_id, user_id, action, row["content"], row["content"], source_message, now)
+            )
+            return row
+
+        found = await _on_thread(db, work)
+        if found is None:
             raise MemoryNotFound(memory_id, user_id)
+        memory = _row_to_memory(found)
         if memory.status not in expected:
             raise MemoryNotFound(memory_id, user_id, f"it is {memory.status}, not {' or '.join(expected)}")
-        now = utc_now()
-        await db.execute(
-            "UPDATE memories SET status = ?, updated_at = ? WHERE memory_id = ? AND user_id = ?",
-            (status, now, memory_id, user_id),
-        )
-        action = "superseded" if status == "superseded" else "restored"
-        await self._record(db, memory_id, user_id, action, memory.content, memory.content, source_message, now)
         if memory.status == "deleted":
             await self._unhide(db, user_id, memory_id)
         return memory
@@ -1493,12 +1505,7 @@ class Store:
         await db.execute(_INSERT_LINK, (user_id, from_id, to_id, kind, utc_now()))
 
     async def _get(self, db: aiosqlite.Connection, user_id: str, memory_id: str) -> Memory | None:
-        rows = list(
-            await db.execute_fetchall(
-                f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.memory_id = ? AND m.user_id = ?",
-                (memory_id, user_id),
-            )
-        )
+        rows = list(await db.execute_fetchall(_MEMORY_BY_ID, (memory_id, user_id)))
         return _row_to_memory(rows[0]) if rows else None
 
     async def _active_content(self, db: aiosqlite.Connection, user_id: str, memory_id: str) -> str:
