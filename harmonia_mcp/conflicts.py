@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import re
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -99,7 +101,13 @@ def _stem(word: str) -> str:
 
 
 def _content_tokens(text: str, drop: Iterable[str] = ()) -> frozenset[str]:
-    dropped = {word.lower() for word in drop}
+    return _tokens_without(text, frozenset(word.lower() for word in drop))
+
+
+# Cached like `_parse_slot` (below), and for the same reason: the same stored sentences are read again for
+# every new memory they are a candidate of. Pure, and frozensets are immutable, so sharing results is safe.
+@functools.lru_cache(maxsize=8192)
+def _tokens_without(text: str, dropped: frozenset[str]) -> frozenset[str]:
     return frozenset(
         _stem(word)
         for word in _words(text)
@@ -123,6 +131,7 @@ def same_words(a: frozenset[str], b: frozenset[str]) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=8192)  # pure; see `_tokens_without`
 def _normal_sentence(text: str) -> str:
     return " ".join(word for word in _words(text) if word not in _MARKERS)
 
@@ -818,21 +827,35 @@ async def find_candidates(
     speakers: Sequence[str],
     judged: Mapping[str, Verdict] | None = None,
     neighbours: Sequence[str] = (),
+    prefetched: Sequence[sqlite3.Row] | None = None,
 ) -> list[Candidate]:
     """The user's active memories that `memory` duplicates, updates or complements, best match first.
 
     Candidates are the FTS matches of `candidate_query`, then the memories `neighbours` (ids of the user's
     memories nearest in meaning, found by the caller; those no longer active are skipped). `judged` maps a
     stored memory's id to a verdict decided beforehand (by `judge_unreadable_pairs`); it replaces the rules'
-    verdict for that memory.
+    verdict for that memory. `prefetched`: the FTS matches already read in this transaction, with nothing
+    written since (`Store.log_message(candidates=...)`), instead of reading them again.
     """
-    match = candidate_query(memory, speakers)
-    hits = [] if match is None else await store.find_candidates(db, user_id, match, limit=MAX_CANDIDATES)
-    olds = [hit.memory for hit in hits]
-    olds += await _neighbour_memories(store, db, user_id, neighbours, {old.memory_id for old in olds})
+    if prefetched is not None:
+        rows = list(prefetched)
+    else:
+        match = candidate_query(memory, speakers)
+        rows = [] if match is None else await store.candidate_rows(db, user_id, match, limit=MAX_CANDIDATES)
     new = Fact.of_extracted(memory)
     out: list[Candidate] = []
-    for old in olds:
+    # Why rows: most candidates are unrelated, and a `Memory` of each was a fifth of reconciliation's time;
+    # one is built only for the candidates kept (the same verdicts, from the same columns).
+    for row in rows:
+        speaker = row["speaker"]
+        names = [*speakers, speaker] if speaker else list(speakers)
+        event_time = row["event_time"]
+        old_fact = Fact(row["content"], tuple(json.loads(row["entities"])), event_time[:10] if event_time else None)
+        verdict = (judged or {}).get(row["memory_id"]) or classify(new, old_fact, names)
+        if verdict.kind != "unrelated":
+            out.append(Candidate(store.row_memory(row), verdict))
+    known = {str(row["memory_id"]) for row in rows}
+    for old in await _neighbour_memories(store, db, user_id, neighbours, known):
         names = [*speakers, old.speaker] if old.speaker else list(speakers)
         verdict = (judged or {}).get(old.memory_id) or classify(new, Fact.of_memory(old), names)
         if verdict.kind != "unrelated":
@@ -909,6 +932,7 @@ async def reconcile(
     speakers: Sequence[str],
     judged: Mapping[str, Verdict] | None = None,
     neighbours: Sequence[str] = (),
+    prefetched: Sequence[sqlite3.Row] | None = None,
 ) -> Resolution:
     """Store `new` according to `strategy` and what the user already has, inside the open transaction `db`.
 
@@ -924,13 +948,14 @@ async def reconcile(
     "skip" returns the existing memory with `action="skipped"`; "version" creates the new memory, marks
     every memory it updates `superseded` and links them to it; "rewrite old" rewrites the old memory in
     place (history keeps the old text); "merge" rewrites the old memory with `merge_content`. `judged` and
-    `neighbours` (memory ids nearest in meaning): see `find_candidates`.
+    `neighbours` (memory ids nearest in meaning) and `prefetched` (its FTS candidates, already read): see
+    `find_candidates`.
 
     Raises:
         sqlite3.Error / MemoryNotFound: a write failed; the caller's transaction then rolls back.
     """
     user = new.user_id
-    candidates = await find_candidates(store, db, user, new.extracted, speakers, judged, neighbours)
+    candidates = await find_candidates(store, db, user, new.extracted, speakers, judged, neighbours, prefetched)
     duplicates = [c for c in candidates if c.verdict.kind == "duplicate"]
     updates = [c for c in candidates if c.verdict.kind == "update"]
     complements = [c for c in candidates if c.verdict.kind == "complement"]
@@ -983,10 +1008,8 @@ async def reconcile(
         memory = await store.rewrite_memory(db, user, target.memory_id, merged, "merged", new.source_message)
         return Resolution(memory, "merged", "complement", [target.memory_id])
 
-    created = await store.insert_memory(db, new)
     linked = [c.memory.memory_id for c in (*duplicates, *updates)] + related
-    for other in linked:
-        await store.add_link(db, user, created.memory_id, other, "related")
+    created = await store.insert_memory(db, new, related=linked)
     kind: ConflictKind | None = None
     if duplicates:
         kind = "duplicate"

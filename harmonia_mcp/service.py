@@ -11,7 +11,9 @@ import dataclasses
 import io
 import json
 import logging
+import marshal
 import re
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -72,6 +74,7 @@ from harmonia_mcp.search import Candidate, Fusion, SearchMode
 from harmonia_mcp.store import (
     EXPIRED_REASON,
     DateField,
+    ImportRow,
     MemoryFilter,
     NewMemory,
     Ranking,
@@ -605,26 +608,44 @@ class MemoryService:
         logged = text if text is not None else "; ".join(item.content for item in extracted)
         stored: list[StoredMemory] = []
         job_id: int | None = None
-        context = await self.store.conversation_context(
-            db, user, session_id, reference, count=CONTEXT_MESSAGES, window_seconds=CONTEXT_WINDOW_SECONDS
-        )
-        if (
+        resolve = (
             extraction.extractor != CALLER
             and session_id is not None
             and any(opens_with_pronoun(item.content) for item in extracted)
-        ):
-            previous = await self.store.previous_message(
-                db, user, session_id, who, reference, window_seconds=CONTEXT_WINDOW_SECONDS
-            )
-            extracted = [_with_referent(item, previous, who) for item in extracted]
-        message_id = await self.store.record_message(db, user, session_id, who, logged, reference)
-        if prune:
-            await self.store.prune_messages(db, user, session_id, keep=CONTEXT_MESSAGES)
-        for item, near in zip(extracted, neighbours, strict=True):
+        )
+        # The context, the speaker's previous message, the log entry, the prune and the first round of candidate
+        # lookups for all the message's memories: one trip (Store.log_message). A memory that opens with a
+        # pronoun is rewritten with the previous message first, so then its candidates are read afterwards.
+        matches = [] if resolve else [conflicts.candidate_query(item, [who]) for item in extracted]
+        log = await self.store.log_message(
+            db,
+            user,
+            session_id,
+            who,
+            logged,
+            reference,
+            count=CONTEXT_MESSAGES,
+            window_seconds=CONTEXT_WINDOW_SECONDS,
+            previous_of=who if resolve else None,
+            prune_to=CONTEXT_MESSAGES if prune else None,
+            candidates=matches,
+            candidate_limit=conflicts.MAX_CANDIDATES,
+        )
+        context, message_id = log.context, log.message_id
+        if resolve:
+            extracted = [_with_referent(item, log.previous, who) for item in extracted]
+        written = False
+        for index, (item, near) in enumerate(zip(extracted, neighbours, strict=True)):
             new = NewMemory(
                 user, item, extraction.extractor, text, who, session_id, prepared.meta, message_id, context, said
             )
-            resolution = await conflicts.reconcile(self.store, db, new, prepared.strategy, [who], neighbours=near)
+            # Read before this message wrote anything; once an earlier memory of it was written, read again,
+            # so each memory is still reconciled against the ones before it.
+            prefetched = log.candidates[index] if matches and not written else None
+            resolution = await conflicts.reconcile(
+                self.store, db, new, prepared.strategy, [who], neighbours=near, prefetched=prefetched
+            )
+            written = written or resolution.action != "skipped"
             stored.append(_resolved(resolution))
         kept = [memory.memory_id for memory in stored if memory.action != "skipped"]
         if prepared.importance is not None or prepared.expires_at is not None:
@@ -1365,52 +1386,51 @@ class MemoryService:
         invalid: dict[int, str] = {}
         first_index: dict[str, int] = {}
         rows = 0
-        for index, raw in enumerate(export.read_json_export(stream, header)):
-            rows += 1
-            try:
-                memory = self.import_row(raw, "_")
-                _row_history(raw)
-            except InvalidInput as error:
-                invalid[index] = str(error)
-                continue
-            earlier = first_index.setdefault(memory.memory_id, index)
-            if earlier != index:
-                invalid[index] = f"memory_id {memory.memory_id!r} repeats memories[{earlier}]"
-        if user_id is None and header.user_id is not None and not isinstance(header.user_id, str):
-            raise InvalidInput('the import file\'s "user_id" must be a string (or pass --user-id)')
-        owner = self.user(user_id if user_id is not None else header.user_id)
-        if invalid and not skip_invalid:
-            raise InvalidInput(_invalid_rows_message(invalid, rows))
-        stream.seek(0)
-        links = _exported_links(export.read_json_links(stream))
-        stream.seek(0)
-        imported = renamed = 0
-        batch: list[tuple[Memory, Any]] = []
-        done = 0
-
-        async def flush() -> None:
-            nonlocal imported, renamed, done
-            added, moved = await self._import_batch(owner, batch)
-            imported, renamed, done = imported + added, renamed + moved, done + len(batch)
-            batch.clear()
-            if progress is not None:
-                progress(done, rows - len(invalid))
-
-        for index, raw in enumerate(export.read_json_export(stream, export.ExportHeader())):
-            if index in invalid:
-                continue
-            batch.append((self.import_row(raw, owner), raw))
-            if len(batch) >= IMPORT_BATCH:
-                await flush()
-        if batch:
-            await flush()
+        # Why a spool: the second pass used to parse and check every row again (two thirds of an import's Python
+        # time); now the first pass writes each checked row, in batches, to a temporary file (marshal, only the
+        # batch in memory) and the second reads them back. Memory stays bounded by one batch.
+        with tempfile.TemporaryFile(prefix="harmonia-import-") as spool:
+            pending: list[tuple[Any, ...]] = []
+            for index, raw in enumerate(export.read_json_export(stream, header)):
+                rows += 1
+                try:
+                    fields = self._import_fields(raw)
+                    history, when = _row_history(raw)
+                except InvalidInput as error:
+                    invalid[index] = str(error)
+                    continue
+                earlier = first_index.setdefault(fields["memory_id"], index)
+                if earlier != index:
+                    invalid[index] = f"memory_id {fields['memory_id']!r} repeats memories[{earlier}]"
+                    continue
+                pending.append((_import_columns(fields), history, when))
+                if len(pending) >= IMPORT_BATCH:
+                    marshal.dump(pending, spool)
+                    pending = []
+            if pending:
+                marshal.dump(pending, spool)
+            if user_id is None and header.user_id is not None and not isinstance(header.user_id, str):
+                raise InvalidInput('the import file\'s "user_id" must be a string (or pass --user-id)')
+            owner = self.user(user_id if user_id is not None else header.user_id)
+            if invalid and not skip_invalid:
+                raise InvalidInput(_invalid_rows_message(invalid, rows))
+            stream.seek(0)
+            links = _exported_links(export.read_json_links(stream))
+            spool.seek(0)
+            imported = renamed = done = 0
+            valid = rows - len(invalid)
+            while done < valid:
+                batch: list[tuple[Any, ...]] = marshal.load(spool)
+                added, moved = await self._import_batch(owner, batch)
+                imported, renamed, done = imported + added, renamed + moved, done + len(batch)
+                if progress is not None:
+                    progress(done, valid)
         if links:
             # Links last: both ends must be memories of `owner` by now (Store.import_history_and_links checks).
             async with self.store.transaction() as db:
                 await self.store.import_history_and_links(db, owner, {}, {}, links)
         if self.vectors is not None:
             self.vectors.notify()  # vectors are derived, never imported: the worker embeds them in batches
-        valid = rows - len(invalid)
         return ImportResult(
             user_id=owner,
             imported=imported,
@@ -1419,26 +1439,35 @@ class MemoryService:
             invalid=[ImportProblem(index=index, reason=reason) for index, reason in sorted(invalid.items())],
         )
 
-    async def _import_batch(self, owner: str, rows: list[tuple[Memory, Any]]) -> tuple[int, int]:
-        """Insert one batch in one transaction, with the exported history and occurred_at of each memory that
-        is new under its own id (a memory already there keeps its own history)."""
-        memories = [memory for memory, _ in rows]
+    async def _import_batch(self, owner: str, rows: list[tuple[Any, ...]]) -> tuple[int, int]:
+        """Insert one batch of spooled rows (`_import_columns`, history rows, occurred_at) for `owner` in one
+        transaction, with the exported history and occurred_at of each memory that is new under its own id (a
+        memory already there keeps its own history); how many were inserted and how many got a new id."""
+        memories = [ImportRow(columns[0], owner, *columns[1:]) for columns, _, _ in rows]
         async with self.store.transaction() as db:
-            present = await self.store.existing_memory_ids(db, [memory.memory_id for memory in memories])
-            counts = await self.store.import_memories(db, memories)
+            counts = await self.store.import_rows(db, memories)
             history: dict[str, list[dict[str, Any]]] = {}
             occurred: dict[str, str] = {}
-            for memory, raw in rows:
-                if memory.memory_id in present or memory.memory_id in history:
+            for memory, (_, rows_of, when) in zip(memories, rows, strict=True):
+                if memory.memory_id in counts.present or memory.memory_id in history:
                     continue
-                history[memory.memory_id], when = _row_history(raw)
+                history[memory.memory_id] = rows_of
                 if when is not None:
                     occurred[memory.memory_id] = when
             await self.store.import_history_and_links(db, owner, history, occurred, [])
-        return counts
+        return counts.inserted, counts.moved
 
     def import_row(self, raw: Any, owner: str) -> Memory:
-        """One row of a JSON export as the `Memory` to insert for `owner`, checked as the tools check values.
+        """One row of a JSON export as the `Memory` to insert for `owner` (the checks of `_import_fields`).
+
+        Raises:
+            InvalidInput: the row is not an object or a field is missing or invalid; the message names the field.
+        """
+        return Memory.model_construct(user_id=owner, **self._import_fields(raw))  # validated, as MemoryView
+
+    def _import_fields(self, raw: Any) -> dict[str, Any]:
+        """One row of a JSON export checked as the tools check values: the fields of the `Memory` to insert
+        (without `user_id`).
 
         The per-row mapping of `import_memories`: the fields of `MemoryView`, a `mem_` + 16 hex id, non-empty
         content within `max_message_bytes`, confidence 0-1, speaker, session_id and metadata by the same rules
@@ -1486,7 +1515,7 @@ class MemoryService:
             if isinstance(error, InvalidInput):
                 raise
             raise InvalidInput(f"a time is out of range (years 1-9999 in UTC): {error}") from None
-        return Memory.model_construct(user_id=owner, **fields)  # validated just above, as MemoryView
+        return fields
 
     # --- context for the next prompt (recall, profile, upcoming events; harmonia_mcp/context.py) ---
 
@@ -1704,6 +1733,29 @@ def _row_history(raw: Any) -> tuple[list[dict[str, Any]], str | None]:
             f"{', '.join(sorted(_HISTORY_ACTIONS))}), changed_at, and old_content/new_content/source_message"
         )
     return rows, occurred
+
+
+def _import_columns(fields: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The `store.ImportRow` of checked row fields (`MemoryService._import_fields`) without its `user_id`, as
+    plain values (what marshal can spool): memory_id first, then the columns after user_id in order."""
+    category = fields["category"]
+    return (
+        fields["memory_id"],
+        fields["content"],
+        category.value if isinstance(category, Category) else str(category),
+        fields["confidence"],
+        list(fields["entities"]),
+        list(fields["tags"]),
+        fields["event_time"],
+        fields["source_message"],
+        fields["speaker"],
+        fields["session_id"],
+        fields["metadata"],
+        fields["extractor"],
+        fields["status"],
+        fields["created_at"],
+        fields["updated_at"],
+    )
 
 
 def _exported_links(links: Any) -> list[dict[str, str]]:

@@ -17,13 +17,13 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import aiosqlite
 import anyio
@@ -33,6 +33,7 @@ from harmonia_mcp.errors import MemoryNotFound, QueryTooExpensive, StoreBusy
 from harmonia_mcp.models import Category, ExtractedMemory, Memory
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 BUSY_TIMEOUT_MS = 5000
 # Waits of BUSY_TIMEOUT_MS for another process's write lock before a write gives up with `StoreBusy`.
@@ -758,6 +759,104 @@ class _ReaderPool:
             self._release(owner, reader)
 
 
+# The write path's statements, shared by the one-trip functions below (`_on_thread`) and the methods.
+_INSERT_MEMORY = """
+    INSERT INTO memories (memory_id, user_id, content, category, confidence, entities, tags, event_time,
+        event_time_utc, source_message, speaker, session_id, metadata, extractor, status, created_at,
+        updated_at, message_id, context, occurred_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?)
+"""
+_INSERT_HISTORY = (
+    "INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message, changed_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_MEMORY_BY_ID = f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.memory_id = ? AND m.user_id = ?"
+_INSERT_LINK = "INSERT OR IGNORE INTO memory_links (user_id, from_id, to_id, kind, created_at) VALUES (?, ?, ?, ?, ?)"
+# Whether any deleted memory of this conversation hides a span (the common answer, no, in one lookup).
+_HIDES_IN_CONVERSATION = (
+    "SELECT 1 FROM memories WHERE user_id = ? AND status = 'deleted' AND hidden_span IS NOT NULL "
+    "AND session_id IS ? LIMIT 1"
+)
+
+
+# Reconciliation's candidates: the user's active memories whose own text (content, entities, tags) best
+# matches, by the index's weighted bm25(). Only what a memory itself says counts: its source message and
+# conversation context would make every memory of a busy conversation a candidate.
+_CANDIDATES = (
+    f"SELECT {_MEMORY_COLUMNS}, bm25(memories_fts, {', '.join(str(weight) for weight in BM25_WEIGHTS)}) AS score "
+    "FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
+    "WHERE memories_fts MATCH ? AND m.user_id = ? AND m.status = 'active' ORDER BY score LIMIT ?"
+)
+
+
+def _candidate_parameters(user_id: str, match: str, limit: int) -> tuple[str, str, int]:
+    return owned_match(user_id, f"{{content entities tags}} : ({match})"), user_id, limit
+
+
+async def _on_thread(db: aiosqlite.Connection, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    """Run `work` with `db`'s sqlite3 connection on aiosqlite's own thread: several statements, one trip.
+
+    Why: each `await db.execute(...)` is a hand-off to that thread and back (a queue put, a thread wake-up, a
+    future resolved on the event loop), which cost the write path more than most of its statements do
+    (docs/benchmarks.md, "Issue 14: write path, second round"). aiosqlite runs its own methods the same way
+    (`Connection._execute(fn, ...)`); `work` runs inside the caller's open transaction and must not await.
+    """
+    connection = db._conn
+    return cast(_T, await db._execute(work, connection))  # type: ignore[no-untyped-call]
+
+
+def _owners_of(conn: sqlite3.Connection, memory_ids: Sequence[str]) -> dict[str, str]:
+    """The user of each of `memory_ids` that exists in the file (any user, any status); on the database thread."""
+    owners: dict[str, str] = {}
+    for start in range(0, len(memory_ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
+        chunk = list(memory_ids[start : start + 500])
+        marks = ", ".join("?" for _ in chunk)
+        rows = conn.execute(f"SELECT memory_id, user_id FROM memories WHERE memory_id IN ({marks})", chunk)
+        owners |= {str(row[0]): str(row[1]) for row in rows}
+    return owners
+
+
+class ImportRow(NamedTuple):
+    """One memory for `Store.import_rows`, as the export has it (checked by `MemoryService.import_row`'s rules):
+    the columns of `Memory`, with `category` as its value and times as UTC ISO-8601."""
+
+    memory_id: str
+    user_id: str
+    content: str
+    category: str
+    confidence: float
+    entities: list[str]
+    tags: list[str]
+    event_time: str | None
+    source_message: str | None
+    speaker: str | None
+    session_id: str | None
+    metadata: dict[str, Any]
+    extractor: str
+    status: str
+    created_at: str
+    updated_at: str
+
+
+class ImportCounts(NamedTuple):
+    """What `Store.import_rows` did: rows inserted, of those how many under a new id, and which of the rows'
+    own ids were in the file before (any user)."""
+
+    inserted: int
+    moved: int
+    present: set[str]
+
+
+@dataclass(frozen=True)
+class LoggedMessage:
+    """What `Store.log_message` read and wrote for one message."""
+
+    message_id: int
+    context: str | None  # the conversation just before it, `speaker: text` lines, oldest first
+    previous: str | None  # the speaker's own previous message in the session, when asked for
+    candidates: list[list[sqlite3.Row]]  # per expression given, its `candidate_rows`
+
+
 def _fact_columns(extracted: ExtractedMemory) -> tuple[str, str, float, str, str, str | None, str | None]:
     """The column values of what a memory says: content, category, confidence, entities and tags (JSON),
     event_time and event_time_utc. A date-only event keeps its precision as an ISO date; event_time_utc
@@ -842,40 +941,42 @@ class Store:
 
     # --- writes: each takes the connection of an open `transaction()` ---
 
-    async def insert_memory(self, db: aiosqlite.Connection, new: NewMemory) -> Memory:
-        """Insert one active memory and its `created` history row; return it as stored."""
+    async def insert_memory(self, db: aiosqlite.Connection, new: NewMemory, *, related: Sequence[str] = ()) -> Memory:
+        """Insert one active memory and its `created` history row, with a `related` link from it to each of
+        `related` (as `add_link`); return it as stored."""
         now = utc_now()
         extracted = new.extracted
         facts = _fact_columns(extracted)
         memory_id = new_memory_id()
-        await db.execute(
-            """
-            INSERT INTO memories (memory_id, user_id, content, category, confidence, entities, tags, event_time,
-                event_time_utc, source_message, speaker, session_id, metadata, extractor, status, created_at,
-                updated_at, message_id, context, occurred_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?)
-            """,
-            (
-                memory_id,
-                new.user_id,
-                *facts,
-                new.source_message,
-                new.speaker,
-                new.session_id,
-                json.dumps(new.metadata or {}, ensure_ascii=False),
-                new.extractor,
-                now,
-                now,
-                new.message_id,
-                new.context,
-                new.occurred_at,
-            ),
+        row = (
+            memory_id,
+            new.user_id,
+            *facts,
+            new.source_message,
+            new.speaker,
+            new.session_id,
+            json.dumps(new.metadata or {}, ensure_ascii=False),
+            new.extractor,
+            now,
+            now,
+            new.message_id,
+            new.context,
+            new.occurred_at,
         )
-        await self._record(db, memory_id, new.user_id, "created", None, extracted.content, new.source_message, now)
-        if new.context and await self._hides_in_conversation(db, new.user_id, new.session_id):
-            async with db.execute("SELECT rowid FROM memories WHERE memory_id = ?", (memory_id,)) as cursor:
-                inserted = await cursor.fetchone()
-            await self._refresh_redactions(db, new.user_id, [int(inserted[0])] if inserted else [])
+        history = (memory_id, new.user_id, "created", None, extracted.content, new.source_message, now)
+
+        def write(conn: sqlite3.Connection) -> int | None:
+            # The memory, its history row and the check for hidden spans: one trip to the database thread.
+            rowid = conn.execute(_INSERT_MEMORY, row).lastrowid
+            conn.execute(_INSERT_HISTORY, history)
+            conn.executemany(_INSERT_LINK, [(new.user_id, memory_id, other, "related", now) for other in related])
+            if new.context and conn.execute(_HIDES_IN_CONVERSATION, (new.user_id, new.session_id)).fetchone():
+                return rowid
+            return None
+
+        hiding = await _on_thread(db, write)
+        if hiding is not None:
+            await self._refresh_redactions(db, new.user_id, [hiding])
         return Memory(
             memory_id=memory_id,
             user_id=new.user_id,
@@ -1019,18 +1120,29 @@ class Store:
         Raises:
             MemoryNotFound: no memory `memory_id` for `user_id`, or its status is not one of `expected`.
         """
-        memory = await self._get(db, user_id, memory_id)
-        if memory is None:
+        now = utc_now()
+        action = "superseded" if status == "superseded" else "restored"
+
+        def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            # The read, the change and its history row: one trip to the database thread.
+            row: sqlite3.Row | None = conn.execute(_MEMORY_BY_ID, (memory_id, user_id)).fetchone()
+            if row is None or row["status"] not in expected:
+                return row
+            conn.execute(
+                "UPDATE memories SET status = ?, updated_at = ? WHERE memory_id = ? AND user_id = ?",
+                (status, now, memory_id, user_id),
+            )
+            conn.execute(
+                _INSERT_HISTORY, (memory_id, user_id, action, row["content"], row["content"], source_message, now)
+            )
+            return row
+
+        found = await _on_thread(db, work)
+        if found is None:
             raise MemoryNotFound(memory_id, user_id)
+        memory = _row_to_memory(found)
         if memory.status not in expected:
             raise MemoryNotFound(memory_id, user_id, f"it is {memory.status}, not {' or '.join(expected)}")
-        now = utc_now()
-        await db.execute(
-            "UPDATE memories SET status = ?, updated_at = ? WHERE memory_id = ? AND user_id = ?",
-            (status, now, memory_id, user_id),
-        )
-        action = "superseded" if status == "superseded" else "restored"
-        await self._record(db, memory_id, user_id, action, memory.content, memory.content, source_message, now)
         if memory.status == "deleted":
             await self._unhide(db, user_id, memory_id)
         return memory
@@ -1098,15 +1210,6 @@ class Store:
                     if other["context"] and span in other["context"]
                 ]
         return rowids
-
-    async def _hides_in_conversation(self, db: aiosqlite.Connection, user_id: str, session_id: str | None) -> bool:
-        """Whether any deleted memory of this conversation hides a span (the common answer, no, in one lookup)."""
-        rows = await db.execute_fetchall(
-            "SELECT 1 FROM memories WHERE user_id = ? AND status = 'deleted' AND hidden_span IS NOT NULL "
-            "AND session_id IS ? LIMIT 1",
-            (user_id, session_id),
-        )
-        return bool(list(rows))
 
     async def _refresh_around(self, db: aiosqlite.Connection, user_id: str, memory_id: str, span: str | None) -> None:
         """Recompute what the memories near `memory_id` show (see `_affected`)."""
@@ -1399,18 +1502,10 @@ class Store:
 
     async def add_link(self, db: aiosqlite.Connection, user_id: str, from_id: str, to_id: str, kind: LinkKind) -> None:
         """Record that `from_id` supersedes (or is related to) `to_id`; a link already there is kept as is."""
-        await db.execute(
-            "INSERT OR IGNORE INTO memory_links (user_id, from_id, to_id, kind, created_at) VALUES (?, ?, ?, ?, ?)",
-            (user_id, from_id, to_id, kind, utc_now()),
-        )
+        await db.execute(_INSERT_LINK, (user_id, from_id, to_id, kind, utc_now()))
 
     async def _get(self, db: aiosqlite.Connection, user_id: str, memory_id: str) -> Memory | None:
-        rows = list(
-            await db.execute_fetchall(
-                f"SELECT {_MEMORY_COLUMNS} FROM memories m WHERE m.memory_id = ? AND m.user_id = ?",
-                (memory_id, user_id),
-            )
-        )
+        rows = list(await db.execute_fetchall(_MEMORY_BY_ID, (memory_id, user_id)))
         return _row_to_memory(rows[0]) if rows else None
 
     async def _active_content(self, db: aiosqlite.Connection, user_id: str, memory_id: str) -> str:
@@ -1436,15 +1531,10 @@ class Store:
         changed_at: str,
     ) -> None:
         await db.execute(
-            """
-            INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message,
-                changed_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?)
-            """,
-            (memory_id, user_id, action, old_content, new_content, source_message, changed_at),
+            _INSERT_HISTORY, (memory_id, user_id, action, old_content, new_content, source_message, changed_at)
         )
 
-    async def record_message(
+    async def log_message(
         self,
         db: aiosqlite.Connection,
         user_id: str,
@@ -1452,81 +1542,77 @@ class Store:
         speaker: str | None,
         text: str,
         occurred_at: datetime,
-    ) -> int:
-        """Append one message to the user's conversation log; return its `message_id`."""
-        # execute_insert: the insert and its rowid in one trip to the database thread (the write path's cost
-        # is mostly these trips, docs/benchmarks.md "Issue 14: write path").
-        row = await db.execute_insert(
-            "INSERT INTO messages (user_id, session_id, speaker, text, occurred_at_utc, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (user_id, session_id, speaker, text, to_utc_text(occurred_at), utc_now()),
-        )
-        return int(row[0]) if row else 0
-
-    async def conversation_context(
-        self,
-        db: aiosqlite.Connection,
-        user_id: str,
-        session_id: str | None,
-        occurred_at: datetime,
         *,
         count: int,
         window_seconds: float,
-    ) -> str | None:
-        """The last `count` messages of the same user and session said at most `window_seconds` before
-        `occurred_at` (and not after it), oldest first, one `speaker: text` line each; None when there are none.
+        previous_of: str | None = None,
+        prune_to: int | None = None,
+        candidates: Sequence[str | None] = (),
+        candidate_limit: int = 0,
+    ) -> LoggedMessage:
+        """Read the conversation context of a new message, append it to the user's conversation log and prune
+        the log, in one trip to the database thread.
+
+        Args:
+            count, window_seconds: the context is the last `count` messages of the same user and session said
+                at most `window_seconds` before `occurred_at` (and not after it), one `speaker: text` line each.
+            previous_of: a speaker whose own previous message in the session (same window) is wanted too,
+                read before this one is recorded (to resolve an opening "She"/"He"); None: not read. Needs a
+                session.
+            prune_to: forget the message of this conversation that falls out of the newest `prune_to`
+                (at most one); None: no pruning (a batch prunes once at the end, `prune_conversations`).
+            candidates: FTS5 expressions (`conflicts.candidate_query`; None: no query) whose `candidate_rows`
+                (at most `candidate_limit` each) are read too, in the same trip, before any memory is written:
+                reconciliation's first round of candidate lookups for all of the message's memories.
+
+        Why the log is pruned: it exists only to give the next messages their context; a memory keeps its own
+        `source_message`, and its `message_id` stays as a group key.
         """
         start = to_utc_text(occurred_at - timedelta(seconds=window_seconds))
-        rows = list(
-            await db.execute_fetchall(
+        said = to_utc_text(occurred_at)
+
+        def work(conn: sqlite3.Connection) -> LoggedMessage:
+            rows = conn.execute(
                 "SELECT speaker, text FROM messages WHERE user_id = ? AND session_id IS ? "
                 "AND occurred_at_utc BETWEEN ? AND ? ORDER BY message_id DESC LIMIT ?",
-                (user_id, session_id, start, to_utc_text(occurred_at), count),
-            )
-        )
-        lines = [f"{row['speaker']}: {row['text']}" if row["speaker"] else str(row["text"]) for row in reversed(rows)]
-        return "\n".join(lines) or None
+                (user_id, session_id, start, said, count),
+            ).fetchall()
+            lines = [f"{row['speaker']}: {row['text']}" if row["speaker"] else str(row["text"]) for row in rows[::-1]]
+            previous = None
+            if previous_of is not None and session_id is not None:
+                found = conn.execute(
+                    "SELECT text FROM messages WHERE user_id = ? AND session_id = ? AND speaker IS ? "
+                    "AND occurred_at_utc BETWEEN ? AND ? ORDER BY message_id DESC LIMIT 1",
+                    (user_id, session_id, previous_of, start, said),
+                ).fetchone()
+                previous = str(found["text"]) if found else None
+            message_id = conn.execute(
+                "INSERT INTO messages (user_id, session_id, speaker, text, occurred_at_utc, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (user_id, session_id, speaker, text, said, utc_now()),
+            ).lastrowid
+            if prune_to is not None:
+                conn.execute(
+                    "DELETE FROM messages WHERE message_id = (SELECT message_id FROM messages WHERE user_id = ? "
+                    "AND session_id IS ? ORDER BY message_id DESC LIMIT 1 OFFSET ?)",
+                    (user_id, session_id, max(1, prune_to)),
+                )
+            found_candidates = [
+                []
+                if match is None
+                else conn.execute(_CANDIDATES, _candidate_parameters(user_id, match, candidate_limit)).fetchall()
+                for match in candidates
+            ]
+            return LoggedMessage(int(message_id or 0), "\n".join(lines) or None, previous, found_candidates)
 
-    async def previous_message(
-        self,
-        db: aiosqlite.Connection,
-        user_id: str,
-        session_id: str,
-        speaker: str,
-        occurred_at: datetime,
-        *,
-        window_seconds: float,
-    ) -> str | None:
-        """The text of `speaker`'s last message in this user's session said at most `window_seconds` before
-        `occurred_at` (and not after it), or None. Read before the new message is recorded."""
-        start = to_utc_text(occurred_at - timedelta(seconds=window_seconds))
-        rows = list(
-            await db.execute_fetchall(
-                "SELECT text FROM messages WHERE user_id = ? AND session_id = ? AND speaker IS ? "
-                "AND occurred_at_utc BETWEEN ? AND ? ORDER BY message_id DESC LIMIT 1",
-                (user_id, session_id, speaker, start, to_utc_text(occurred_at)),
-            )
-        )
-        return str(rows[0]["text"]) if rows else None
-
-    async def prune_messages(self, db: aiosqlite.Connection, user_id: str, session_id: str | None, keep: int) -> None:
-        """Forget the message of this user and session that just fell out of the newest `keep` (at most one).
-
-        Why: the log exists only to give the next messages their context, so it holds at most `keep` messages
-        per conversation; a memory keeps its own `source_message`, and its `message_id` stays as a group key.
-        """
-        await db.execute(
-            "DELETE FROM messages WHERE message_id = (SELECT message_id FROM messages WHERE user_id = ? "
-            "AND session_id IS ? ORDER BY message_id DESC LIMIT 1 OFFSET ?)",
-            (user_id, session_id, max(1, keep)),
-        )
+        return await _on_thread(db, work)
 
     async def prune_conversations(
         self, db: aiosqlite.Connection, user_id: str, session_ids: Sequence[str | None], keep: int
     ) -> None:
         """Keep only the newest `keep` messages of each of this user's `session_ids` (None: no session).
 
-        The batch form of `prune_messages`: `store_memories` records a batch's messages and prunes once per
+        The batch form of `log_message`'s pruning: `store_memories` records a batch's messages and prunes once per
         conversation at the end, in one statement, instead of once per message.
         """
         await db.executemany(
@@ -1536,79 +1622,73 @@ class Store:
             [(user_id, session, user_id, session, max(1, keep) - 1) for session in dict.fromkeys(session_ids)],
         )
 
-    async def import_memories(self, db: aiosqlite.Connection, memories: Sequence[Memory]) -> tuple[int, int]:
-        """Insert `memories` as they are (ids, times, status) with a `created` history row each; return how
-        many were inserted and how many of those got a new id. The FTS index follows by trigger.
+    async def import_rows(self, db: aiosqlite.Connection, rows: Sequence[ImportRow]) -> ImportCounts:
+        """Insert `rows` as they are (ids, times, status) with a `created` history row each, in one trip to the
+        database thread; return how many were inserted, how many of those got a new id, and which of the rows'
+        own ids were in the file before. The FTS index follows by trigger.
 
         A memory whose `memory_id` its user already has is skipped. One whose id belongs to another user (ids
         are unique in the file) is inserted under `derived_memory_id(user, id)`, skipped in turn if the user
         already has that, so importing the same rows twice never adds them twice, for any user.
         """
-        owners = await self._owners_of(db, [memory.memory_id for memory in memories])
-        renamed = {
-            memory.memory_id: derived_memory_id(memory.user_id, memory.memory_id)
-            for memory in memories
-            if owners.get(memory.memory_id, memory.user_id) != memory.user_id
-        }
-        owners |= await self._owners_of(db, list(renamed.values()))
-        fresh: dict[str, Memory] = {}
-        moved = 0
-        for memory in memories:
-            memory_id = renamed.get(memory.memory_id, memory.memory_id)
-            if memory_id in owners or memory_id in fresh:
-                continue  # already there (a derived id another user holds would need 2**64 luck; skipped too)
-            if memory_id != memory.memory_id:
-                memory = memory.model_copy(update={"memory_id": memory_id})
-                moved += 1
-            fresh[memory_id] = memory
-        await db.executemany(
-            """
-            INSERT INTO memories (memory_id, user_id, content, category, confidence, entities, tags, event_time,
-                event_time_utc, source_message, speaker, session_id, metadata, extractor, status, created_at,
-                updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """,
-            [
-                (
-                    m.memory_id,
-                    m.user_id,
-                    m.content,
-                    m.category.value,
-                    m.confidence,
-                    json.dumps(m.entities, ensure_ascii=False),
-                    json.dumps(m.tags, ensure_ascii=False),
-                    m.event_time,
-                    to_utc_text(datetime.fromisoformat(m.event_time)) if m.event_time else None,
-                    m.source_message,
-                    m.speaker,
-                    m.session_id,
-                    json.dumps(m.metadata, ensure_ascii=False),
-                    m.extractor,
-                    m.status,
-                    m.created_at,
-                    m.updated_at,
-                )
-                for m in fresh.values()
-            ],
-        )
-        await db.executemany(
-            "INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message, "
-            "changed_at) VALUES (?, ?, 'created', NULL, ?, ?, ?)",
-            [(m.memory_id, m.user_id, m.content, m.source_message, m.created_at) for m in fresh.values()],
-        )
-        return len(fresh), moved
 
-    async def _owners_of(self, db: aiosqlite.Connection, memory_ids: Sequence[str]) -> dict[str, str]:
-        """The user of each of `memory_ids` that exists in the file (any user, any status)."""
-        owners: dict[str, str] = {}
-        for start in range(0, len(memory_ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
-            chunk = list(memory_ids[start : start + 500])
-            marks = ", ".join("?" for _ in chunk)
-            async with db.execute(
-                f"SELECT memory_id, user_id FROM memories WHERE memory_id IN ({marks})", chunk
-            ) as cursor:
-                owners |= {str(row[0]): str(row[1]) for row in await cursor.fetchall()}
-        return owners
+        def work(conn: sqlite3.Connection) -> ImportCounts:
+            owners = _owners_of(conn, [row.memory_id for row in rows])
+            present = set(owners)
+            renamed = {
+                row.memory_id: derived_memory_id(row.user_id, row.memory_id)
+                for row in rows
+                if owners.get(row.memory_id, row.user_id) != row.user_id
+            }
+            owners |= _owners_of(conn, list(renamed.values()))
+            fresh: dict[str, ImportRow] = {}
+            moved = 0
+            for row in rows:
+                memory_id = renamed.get(row.memory_id, row.memory_id)
+                if memory_id in owners or memory_id in fresh:
+                    continue  # already there (a derived id another user holds would need 2**64 luck; skipped too)
+                if memory_id != row.memory_id:
+                    row = row._replace(memory_id=memory_id)
+                    moved += 1
+                fresh[memory_id] = row
+            conn.executemany(
+                """
+                INSERT INTO memories (memory_id, user_id, content, category, confidence, entities, tags, event_time,
+                    event_time_utc, source_message, speaker, session_id, metadata, extractor, status, created_at,
+                    updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                [
+                    (
+                        m.memory_id,
+                        m.user_id,
+                        m.content,
+                        m.category,
+                        m.confidence,
+                        json.dumps(m.entities, ensure_ascii=False),
+                        json.dumps(m.tags, ensure_ascii=False),
+                        m.event_time,
+                        to_utc_text(datetime.fromisoformat(m.event_time)) if m.event_time else None,
+                        m.source_message,
+                        m.speaker,
+                        m.session_id,
+                        json.dumps(m.metadata, ensure_ascii=False),
+                        m.extractor,
+                        m.status,
+                        m.created_at,
+                        m.updated_at,
+                    )
+                    for m in fresh.values()
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message, "
+                "changed_at) VALUES (?, ?, 'created', NULL, ?, ?, ?)",
+                [(m.memory_id, m.user_id, m.content, m.source_message, m.created_at) for m in fresh.values()],
+            )
+            return ImportCounts(len(fresh), moved, present)
+
+        return await _on_thread(db, work)
 
     # --- reads ---
 
@@ -1849,17 +1929,21 @@ class Store:
         Runs on `db`, the connection of an open transaction, so memories written earlier in that
         transaction are seen. FTS5 picks the rows from its index; there is no scan of the table.
         """
-        weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
-        # Only what a memory itself says counts: its source message and conversation context would make
-        # every memory of a busy conversation a candidate.
-        own_text = owned_match(user_id, f"{{content entities tags}} : ({match})")
-        rows = await db.execute_fetchall(
-            f"SELECT {_MEMORY_COLUMNS}, bm25(memories_fts, {weights}) AS score FROM memories_fts "
-            "CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
-            "WHERE memories_fts MATCH ? AND m.user_id = ? AND m.status = 'active' ORDER BY score LIMIT ?",
-            (own_text, user_id, limit),
-        )
+        rows = await self.candidate_rows(db, user_id, match, limit=limit)
         return [FullTextHit(_row_to_memory(row), float(row["score"]), 0.0, []) for row in rows]
+
+    async def candidate_rows(
+        self, db: aiosqlite.Connection, user_id: str, match: str, *, limit: int
+    ) -> list[sqlite3.Row]:
+        """`find_candidates` as rows (the columns of `row_memory`, and `score`): reconciliation reads a few
+        columns of each and builds a `Memory` (`row_memory`) only for the candidates it keeps."""
+        rows = await db.execute_fetchall(_CANDIDATES, _candidate_parameters(user_id, match, limit))
+        return list(rows)
+
+    @staticmethod
+    def row_memory(row: sqlite3.Row) -> Memory:
+        """The `Memory` of a row of `candidate_rows`."""
+        return _row_to_memory(row)
 
     async def keyword_candidates(
         self, user_id: str, match: str, memory_filter: MemoryFilter, *, limit: int
@@ -2101,16 +2185,6 @@ class Store:
             rows = await cursor.fetchall()
         return [{key: str(row[key]) for key in ("from_id", "to_id", "kind", "created_at")} for row in rows]
 
-    async def existing_memory_ids(self, db: aiosqlite.Connection, memory_ids: Sequence[str]) -> set[str]:
-        """Which of `memory_ids` are in the file already (any user, any status)."""
-        present: set[str] = set()
-        for start in range(0, len(memory_ids), 500):  # SQLite's bound-parameter limit is 999 on old builds
-            chunk = list(memory_ids[start : start + 500])
-            marks = ", ".join("?" for _ in chunk)
-            async with db.execute(f"SELECT memory_id FROM memories WHERE memory_id IN ({marks})", chunk) as cursor:
-                present |= {str(row[0]) for row in await cursor.fetchall()}
-        return present
-
     async def import_history_and_links(
         self,
         db: aiosqlite.Connection,
@@ -2129,40 +2203,44 @@ class Store:
             occurred: memory id → `occurred_at` (UTC ISO-8601), for ids imported by this call.
             links: `from_id`, `to_id`, `kind` (`supersedes` or `related`), optional `created_at`.
         """
-        for memory_id, rows in history.items():
-            if not rows:
-                continue
-            await db.execute("DELETE FROM memory_history WHERE memory_id = ? AND user_id = ?", (memory_id, user_id))
-            await db.executemany(
-                "INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message, "
-                "changed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        now = utc_now()
+
+        def work(conn: sqlite3.Connection) -> None:
+            for memory_id, rows in history.items():
+                if not rows:
+                    continue
+                conn.execute("DELETE FROM memory_history WHERE memory_id = ? AND user_id = ?", (memory_id, user_id))
+                conn.executemany(
+                    _INSERT_HISTORY,
+                    [
+                        (
+                            memory_id,
+                            user_id,
+                            row["action"],
+                            row.get("old_content"),
+                            row.get("new_content"),
+                            row.get("source_message"),
+                            row["changed_at"],
+                        )
+                        for row in rows
+                    ],
+                )
+            conn.executemany(
+                "UPDATE memories SET occurred_at = ? WHERE memory_id = ? AND user_id = ? AND occurred_at IS NULL",
+                [(when, memory_id, user_id) for memory_id, when in occurred.items()],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO memory_links (user_id, from_id, to_id, kind, created_at) SELECT ?, ?, ?, ?, ? "
+                "WHERE (SELECT COUNT(*) FROM memories WHERE user_id = ? AND memory_id IN (?, ?)) = 2",
                 [
-                    (
-                        memory_id,
-                        user_id,
-                        row["action"],
-                        row.get("old_content"),
-                        row.get("new_content"),
-                        row.get("source_message"),
-                        row["changed_at"],
-                    )
-                    for row in rows
+                    (user_id, link["from_id"], link["to_id"], link["kind"], link.get("created_at") or now, user_id)
+                    + (link["from_id"], link["to_id"])
+                    for link in links
                 ],
             )
-        await db.executemany(
-            "UPDATE memories SET occurred_at = ? WHERE memory_id = ? AND user_id = ? AND occurred_at IS NULL",
-            [(when, memory_id, user_id) for memory_id, when in occurred.items()],
-        )
-        now = utc_now()
-        await db.executemany(
-            "INSERT OR IGNORE INTO memory_links (user_id, from_id, to_id, kind, created_at) "
-            "SELECT ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM memories WHERE user_id = ? AND memory_id IN (?, ?)) = 2",
-            [
-                (user_id, link["from_id"], link["to_id"], link["kind"], link.get("created_at") or now, user_id)
-                + (link["from_id"], link["to_id"])
-                for link in links
-            ],
-        )
+
+        # One trip to the database thread for the batch (a trip per memory with history was most of its time).
+        await _on_thread(db, work)
 
     async def list_users(self, prefix: str = "", *, limit: int = 100) -> list[str]:
         """Distinct user ids with at least one memory (any status) that start with `prefix`, sorted, at most `limit`.
