@@ -313,6 +313,28 @@ def next_occurrence(memory: Memory, today: date) -> tuple[date, Recurrence] | No
     return None
 
 
+# --- relevant memories ---------------------------------------------------------------------------
+
+# Reciprocal rank fusion's constant k = 60 (Cormack, Clarke and Buettcher, "Reciprocal rank fusion outperforms
+# Condorcet and individual rank learning methods", SIGIR 2009).
+RRF_K = 60
+# What `recall`'s second list (nearest by meaning, no floor) weighs against search's ranking: 0.3-0.45 gave the
+# same context recall on the LoCoMo dev questions (0.78-0.79 all-in, from 0.765), 0.8 less than none
+# (docs/benchmarks.md).
+MEANING_WEIGHT = 0.4
+
+
+def fuse_rankings(first: Sequence[str], second: Sequence[str], second_weight: float = MEANING_WEIGHT) -> list[str]:
+    """The ids of two rankings (best first) in one order by weighted reciprocal rank fusion: each id scores
+    1 / (RRF_K + rank) in `first` plus `second_weight` / (RRF_K + rank) in `second` (ranks from 0). Ties keep
+    `first`'s order, then `second`'s. Each id appears once."""
+    scores: dict[str, float] = {}
+    for weight, ranking in ((1.0, first), (second_weight, second)):
+        for rank, key in enumerate(dict.fromkeys(ranking)):
+            scores[key] = scores.get(key, 0.0) + weight / (RRF_K + rank)
+    return sorted(scores, key=lambda key: -scores[key])
+
+
 # --- the block -----------------------------------------------------------------------------------
 
 

@@ -119,6 +119,28 @@ def build_match_expression(query: str) -> str | None:
     return " OR ".join(terms) if terms else None
 
 
+def topic_query(topic: str) -> str | None:
+    """A search query for `recall` from a whole user message, within `check_query`'s bounds: the message itself
+    when it is within them, else its first `MAX_QUERY_TERMS` distinct words that are not stop words (plain
+    words: quotes and `*` lose their query meaning), or None when it has no searchable word.
+
+    A user message is not a query its author wrote for search, so it is cut to size rather than refused."""
+    try:
+        check_query(topic)
+    except InvalidInput:
+        pass
+    else:
+        return topic if build_match_expression(topic) is not None else None
+    words = list(dict.fromkeys(word.rstrip("*").lower() for word in _words(topic)))
+    content = [word for word in words if word and word not in STOP_WORDS] or [word for word in words if word]
+    chosen: list[str] = []
+    for word in content[:MAX_QUERY_TERMS]:
+        if len(" ".join([*chosen, word])) > MAX_QUERY_CHARS:
+            break
+        chosen.append(word)
+    return " ".join(chosen) or None
+
+
 # --- hybrid ranking (search by meaning; docs/search.md) ---------------------------------------------------
 
 

@@ -590,7 +590,7 @@ async def recall(
     ] = 7,
     include_ids: Annotated[
         bool,
-        Field(description="End each line with its memory id (about 19 tokens a line); memory_ids lists them anyway."),
+        Field(description="End each line with its memory id (about 13 tokens a line); memory_ids lists them anyway."),
     ] = True,
 ) -> RecallResult:
     """Context for the next prompt: one Markdown block to put before the user's message.

@@ -1625,9 +1625,10 @@ class MemoryService:
         """One Markdown block of what the user's assistant should know now, at most `budget` tokens.
 
         Sections, in this order: the profile (`profile`), the memories most relevant to `topic` (through
-        `search_memories`, so whatever retriever it uses), and upcoming events (`upcoming_events`). Within
-        each, memories are grouped by category; each line ends with the memory id, dated ones start with
-        their date. Only active memories (the newest version of a fact) are used, each at most once, and
+        `search_memories`, so whatever retriever it uses, fused with the nearest by meaning:
+        `_with_meaning_neighbours`; a topic beyond search's bounds is cut by `search.topic_query`), and upcoming
+        events (`upcoming_events`). Within each, memories are grouped by category; each line ends with the
+        memory id, dated ones start with their date. Only active memories (the newest version of a fact) are used, each at most once, and
         a memory goes in whole or not at all (`context.assemble`). The profile gets at most a quarter of
         the budget and upcoming events a fifth, filled first; relevant memories get the rest.
 
@@ -1636,7 +1637,7 @@ class MemoryService:
                 section.
             budget: `MIN_RECALL_BUDGET` to `MAX_RECALL_BUDGET` tokens, counted by `context.estimate_tokens`.
             upcoming_days: how far ahead upcoming events go, 0 to `MAX_UPCOMING_DAYS`.
-            include_ids: end each line with its memory id (19 tokens a line); `memory_ids` lists them anyway.
+            include_ids: end each line with its memory id (about 13 tokens a line); `memory_ids` lists them anyway.
 
         Raises:
             InvalidInput: budget or upcoming_days out of range, a bad `user_id`.
@@ -1648,9 +1649,17 @@ class MemoryService:
             )
         profile = await self.profile(user_id=user)
         upcoming = await self.upcoming_events(user_id=user, days=upcoming_days, today=today)
-        relevant: list[SearchHit] = []
-        if topic is not None and search.build_match_expression(topic) is not None:
-            relevant = (await self.search_memories(topic, user_id=user, limit=MAX_SEARCH_LIMIT)).results
+        relevant: list[context.Item] = []
+        query = search.topic_query(topic) if topic is not None else None
+        if topic is not None and query is not None:
+            hits = (await self.search_memories(query, user_id=user, limit=MAX_SEARCH_LIMIT)).results
+            relevant = [
+                context.Item(
+                    hit.memory_id, hit.content, hit.category, context.display_date(hit.event_time), include_ids
+                )
+                for hit in hits
+            ]
+            relevant = await self._with_meaning_neighbours(user, topic, relevant, include_ids)
         sections = [
             context.Section(
                 "profile",
@@ -1664,12 +1673,7 @@ class MemoryService:
             context.Section(
                 "relevant",
                 "Relevant memories",
-                [
-                    context.Item(
-                        hit.memory_id, hit.content, hit.category, context.display_date(hit.event_time), include_ids
-                    )
-                    for hit in relevant
-                ],
+                relevant,
             ),
             context.Section(
                 "upcoming",
@@ -1700,6 +1704,36 @@ class MemoryService:
             upcoming_ids=block.ids["upcoming"],
             left_out=block.left_out,
         )
+
+    async def _with_meaning_neighbours(
+        self, user: str, topic: str, found: list[context.Item], include_ids: bool
+    ) -> list[context.Item]:
+        """`found` (search's hits for `topic`, best first) fused (`context.fuse_rankings`) with the user's
+        `MAX_SEARCH_LIMIT` active memories nearest to `topic` by meaning, with none of search's neighbour floors:
+        a search answer should hold only what matches, a context block should fill its budget with what is
+        nearest. Unchanged when no embedder is ready or embedding fails (search has said why in its log)."""
+        if self.vectors is None or not self.vectors.ready:
+            return found
+        try:
+            vector = await self.vectors.embed_query(topic)
+        except EmbeddingError:
+            return found
+        near = await self.vectors.nearest(user, vector, MemoryFilter(), count=MAX_SEARCH_LIMIT)
+        details = await self.store.candidates(user, [rowid for rowid, _ in near])
+        items = {item.memory_id: item for item in found}
+        for memory, _ in details.values():
+            items.setdefault(
+                memory.memory_id,
+                context.Item(
+                    memory.memory_id,
+                    memory.content,
+                    memory.category,
+                    context.display_date(memory.event_time),
+                    include_ids,
+                ),
+            )
+        nearest = [details[rowid][0].memory_id for rowid, _ in near if rowid in details]
+        return [items[key] for key in context.fuse_rankings([item.memory_id for item in found], nearest)]
 
     async def list_users(self, prefix: str = "", *, limit: int = 100) -> list[str]:
         """User ids that have memories and start with `prefix`, sorted, at most `limit` (for completion)."""

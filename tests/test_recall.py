@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import anyio
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
@@ -386,3 +387,56 @@ async def test_a_pinned_fact_leads_its_profile_slot_over_a_newer_one(client: Cli
     await _call(client, "pin_memory", {"memory_id": first[0]["memory_id"]})
     home = (await _profile(client)).split("## home")[1].split("##")[0]
     assert "Porto" in home and "Madrid" not in home
+
+
+async def _wait_for_meaning(client: Client, user_id: str = "default") -> None:
+    for _ in range(240):
+        found = await _call(client, "search_memories", {"query": "anything", "user_id": user_id})
+        if found["mode"] == "hybrid":
+            return
+        await anyio.sleep(0.25)
+    raise AssertionError("the embedding model did not become ready")
+
+
+async def test_recall_fills_the_block_with_memories_near_by_meaning_that_search_leaves_out(client: Client) -> None:
+    await _store(client, LIFE)
+    await _wait_for_meaning(client)
+    found = await _call(client, "search_memories", {"query": "Biggie", "limit": 100})
+    searched = {hit["memory_id"] for hit in found["results"]}
+    block = await _call(client, "recall", {"topic": "Biggie", "budget": 1500})
+    contents = await _contents(client)
+    extra = [memory_id for memory_id in block["relevant_ids"] if memory_id not in searched]
+    assert extra, (found["results"], block["text"])
+    # Search's own best hit still leads: the neighbours by meaning come after what matches.
+    best = found["results"][0]["memory_id"]
+    assert best in block["memory_ids"]
+    assert all(contents[memory_id] in block["text"] for memory_id in extra)
+
+
+async def test_recall_takes_a_whole_user_message_longer_than_a_search_query(client: Client) -> None:
+    await _store(client, LIFE)
+    message = (
+        "Hey, quick one before I forget: my sister is visiting next month and she keeps asking which "
+        "restaurants near the river serve something without peanuts, because last time her kids got "
+        "sick at a wedding buffet and nobody could tell which sauce had nuts; also remind me what "
+        "language classes I signed up for, and whether Biggie needs his vaccination soon?"
+    )
+    refused = await client.call_tool("search_memories", {"query": message})
+    assert refused.is_error  # beyond search's bounds (issue 12) ...
+    block = await _call(client, "recall", {"topic": message, "budget": 1500})  # ... yet recall takes it
+    contents = await _contents(client)
+    relevant = [contents[memory_id] for memory_id in block["relevant_ids"]] + [
+        contents[memory_id] for memory_id in block["profile_ids"]
+    ]
+    assert any("peanuts" in content for content in relevant)
+    assert any("Biggie" in content for content in relevant)
+
+
+def test_fused_rankings_keep_both_sides_and_weigh_the_second_less() -> None:
+    from harmonia_mcp.context import fuse_rankings
+
+    # "b" is second in both lists and beats "a", first in one list only; "z", found only by the second list,
+    # still ranks, below what the first list put at the same rank.
+    assert fuse_rankings(["a", "b", "c"], ["x", "b", "z"], 1.0) == ["b", "a", "x", "c", "z"]
+    assert fuse_rankings(["a", "b", "c"], ["x", "b", "z"], 0.4) == ["b", "a", "c", "x", "z"]
+    assert fuse_rankings(["a", "a", "b"], []) == ["a", "b"]

@@ -63,3 +63,24 @@ def test_any_unicode_query_builds_a_valid_expression(query: str) -> None:
     expression = build_match_expression(query)
     if expression is not None:
         db.execute("SELECT rowid FROM t WHERE t MATCH ?", (expression,)).fetchall()
+
+
+def test_a_topic_within_the_query_bounds_is_searched_as_given() -> None:
+    from harmonia_mcp.search import topic_query
+
+    assert topic_query('where does "my sister" live?') == 'where does "my sister" live?'
+    assert topic_query("who? what?") == "who? what?"  # stop words only: still searched, as a query is
+    assert topic_query("?!") is None
+
+
+def test_a_topic_beyond_the_query_bounds_keeps_its_first_distinct_content_words() -> None:
+    from harmonia_mcp.search import MAX_QUERY_CHARS, MAX_QUERY_TERMS, check_query, topic_query
+
+    words = [f"word{number}" for number in range(50)]
+    message = "I think " + " and the ".join(words) + ' "quoted" a* ' + " ".join(words)
+    query = topic_query(message)
+    assert query is not None
+    assert query.split() == ["think", *words[: MAX_QUERY_TERMS - 1]]
+    check_query(query)  # within bounds: never refused
+    long = topic_query("dog " * 5000 + "cat")
+    assert long == "dog cat" and len(long) <= MAX_QUERY_CHARS
