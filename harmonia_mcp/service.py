@@ -1628,9 +1628,10 @@ class MemoryService:
         `search_memories`, so whatever retriever it uses, fused with the nearest by meaning:
         `_with_meaning_neighbours`; a topic beyond search's bounds is cut by `search.topic_query`), and upcoming
         events (`upcoming_events`). Within each, memories are grouped by category; each line ends with the
-        memory id, dated ones start with their date. Only active memories (the newest version of a fact) are used, each at most once, and
-        a memory goes in whole or not at all (`context.assemble`). The profile gets at most a quarter of
-        the budget and upcoming events a fifth, filled first; relevant memories get the rest.
+        memory id, dated ones start with their date. Only active memories (the newest version of a fact) are
+        used, each at most once, and a memory goes in whole or not at all (`context.assemble`). The profile
+        gets at most a quarter of the budget and upcoming events a fifth, filled first; relevant memories get
+        the rest.
 
         Args:
             topic: the user's current message or topic; None or no searchable word gives no relevant
