@@ -32,6 +32,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.types import CallToolResult, TextContent
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from harmonia_mcp.fairqueue import FairQueue
 from harmonia_mcp.store import READ_OWNER
 
 WINDOW_SECONDS = 60.0
@@ -454,7 +455,7 @@ class ReadBudget:
         self._clock = clock
         self._accounts: dict[str, _Account] = {}
         self._lane_running = 0
-        self._waiting: list[tuple[str, anyio.Event]] = []
+        self._waiting: FairQueue[None] = FairQueue()
 
     def balance(self, key: str) -> float:
         """`key`'s seconds of budget left (refilled up to now); `burst` for a caller not seen lately."""
@@ -502,31 +503,19 @@ class ReadBudget:
             self._lane_running += 1
             self._account(key).running += 1
             return
-        turn = (key, anyio.Event())
-        self._waiting.append(turn)
-        try:
-            await turn[1].wait()
-        except BaseException:
-            if turn in self._waiting:
-                self._waiting.remove(turn)
-            else:  # handed a slot while being cancelled: pass it on
-                self._leave_lane(key)
-            raise
+        await self._waiting.wait(key, lambda key, _: self._leave_lane(key))  # counted by `_leave_lane`
 
     def _leave_lane(self, key: str) -> None:
         self._lane_running -= 1
         self._account(key).running -= 1
-        ready = [turn for turn in self._waiting if self._can_enter(turn[0])]
-        if ready:
-            turn = max(ready, key=lambda waiting: self.balance(waiting[0]))  # max() keeps the first of equals
-            self._waiting.remove(turn)
+        chosen = self._waiting.hand(None, rank=self.balance, eligible=self._can_enter)
+        if chosen is not None:
             self._lane_running += 1
-            self._account(turn[0]).running += 1
-            turn[1].set()
+            self._account(chosen).running += 1
 
     def _forget_settled(self) -> None:
         # Bounded memory: a caller back at a full bucket with nothing running or waiting has no state to keep.
-        waiting = {key for key, _ in self._waiting}
+        waiting = self._waiting.keys()
         for key in [key for key, account in self._accounts.items() if not account.running and key not in waiting]:
             if self.balance(key) >= self.burst:
                 del self._accounts[key]
