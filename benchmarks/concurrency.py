@@ -12,7 +12,9 @@ The throughput run turns the per-token rate limit and read budget off (`--rate-l
 well-behaved clients (paced under the rate limit) store and search, first alone (calm), then again while M
 hostile clients each send the most expensive searches the query bounds allow, several at once, and open
 streamable HTTP sessions in a loop without closing them. It reports the well-behaved clients' p50/p95
-latency and errors in both runs, what the hostile clients were refused, and acknowledged writes lost.
+latency and errors in both runs (and per tool), what the hostile clients were refused, and acknowledged
+writes lost. Each run first waits until the server has embedded the hostile users' seeded memories (its
+background worker would otherwise take a core for a minute or more); `--during-backlog` measures at once.
 
     .venv/bin/python benchmarks/concurrency.py --hostile --clients 5 --hostile-clients 3 --memories 20
 """
@@ -155,6 +157,11 @@ def main() -> int:
     parser.add_argument(
         "--read-seconds", help="with --hostile: the server's HARMONIA_READ_SECONDS_PER_MINUTE (default: its default)"
     )
+    parser.add_argument(
+        "--during-backlog",
+        action="store_true",
+        help="with --hostile: measure at once, while the server still embeds the seeded memories (default: wait)",
+    )
     parser.add_argument("--hostile-worker", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.hostile_worker:
@@ -248,6 +255,32 @@ def _seed(db_path: Path, users: list[str], count: int) -> None:
         assert cli(["import", str(path), "--db", str(db_path)]) == 0
 
 
+BACKLOG_SQL = (
+    "SELECT count(*) FROM memories m LEFT JOIN memory_vectors v ON v.rowid = m.rowid "
+    "WHERE m.status IN ('active', 'superseded') AND v.rowid IS NULL"
+)
+
+
+def _settle(db_path: Path, process: subprocess.Popen[bytes], timeout: float = 900.0) -> float:
+    """Wait until the server's background worker has embedded every seeded memory; return the seconds it took.
+
+    Why: right after the import the worker embeds the hostile users' memories (5,000 each: most of a core for
+    a minute or more); measuring during that would time the backlog, not the hostile clients."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with status {process.returncode}")
+        with sqlite3.connect(db_path, timeout=30) as db:
+            if not db.execute(BACKLOG_SQL).fetchone()[0]:
+                return time.monotonic() - started
+        time.sleep(0.5)
+    raise SystemExit(f"the seeded memories were not all embedded within {timeout} s")
+
+
+def _load() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
@@ -255,6 +288,7 @@ def _percentile(values: list[float], share: float) -> float:
 
 async def _calm(url: str, transport: str, tokens: list[str], memories: int, pace: float) -> dict[str, Any]:
     latencies: list[float] = []
+    by_tool: dict[str, list[float]] = {}
     errors: list[str] = []
     acknowledged: list[str] = []
 
@@ -270,6 +304,7 @@ async def _calm(url: str, transport: str, tokens: list[str], memories: int, pace
                         started = time.perf_counter()
                         result = await client.call_tool(tool, arguments)
                         latencies.append(time.perf_counter() - started)
+                        by_tool.setdefault(tool, []).append(latencies[-1])
                         if result.is_error:
                             errors.append(f"{tool}: {' '.join(getattr(b, 'text', '') for b in result.content)}")
                         elif tool == "store_memory":
@@ -281,7 +316,7 @@ async def _calm(url: str, transport: str, tokens: list[str], memories: int, pace
     async with anyio.create_task_group() as group:
         for number in range(len(tokens)):
             group.start_soon(one, number)
-    return {"latencies": latencies, "errors": errors, "acknowledged": acknowledged}
+    return {"latencies": latencies, "by_tool": by_tool, "errors": errors, "acknowledged": acknowledged}
 
 
 async def _hostile(
@@ -378,8 +413,11 @@ def hostile_main(arguments: argparse.Namespace) -> int:
             base = url.rsplit("/", 1)[0]
             try:
                 _wait_ready(base, process)
-
+                settled = None if arguments.during_backlog else _settle(db_path, process)
+                load_before = _load()
                 results[mode], got = _one_run(mode, url, arguments.transport, calm, hostile, arguments)
+                results[mode]["settled"] = settled
+                results[mode]["load"] = f"{load_before} -> {_load()}"
                 tally.update(got)
             finally:
                 process.send_signal(signal.SIGTERM)
@@ -395,10 +433,18 @@ def hostile_main(arguments: argparse.Namespace) -> int:
     )
     for mode, outcome in results.items():
         latencies = outcome["latencies"]
+        settled = outcome["settled"]
         print(
             f"{mode:8} calls {len(latencies):5}  p50 {_percentile(latencies, 0.5) * 1000:7.1f} ms  "
-            f"p95 {_percentile(latencies, 0.95) * 1000:7.1f} ms  errors {len(outcome['errors'])}"
+            f"p95 {_percentile(latencies, 0.95) * 1000:7.1f} ms  errors {len(outcome['errors'])}  "
+            f"(load average {outcome['load']}; "
+            + ("measured during the embedding backlog)" if settled is None else f"backlog embedded in {settled:.0f} s)")
         )
+        for tool, values in sorted(outcome["by_tool"].items()):
+            print(
+                f"         {tool:16} p50 {_percentile(values, 0.5) * 1000:7.1f} ms  "
+                f"p95 {_percentile(values, 0.95) * 1000:7.1f} ms  max {max(values) * 1000:7.1f} ms"
+            )
         for error in outcome["errors"][:5]:
             print(f"         {error[:160]}")
     print("hostile: " + ", ".join(f"{key} {value}" for key, value in sorted(tally.items())))

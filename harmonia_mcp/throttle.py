@@ -20,7 +20,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +37,9 @@ from harmonia_mcp.store import READ_OWNER
 
 WINDOW_SECONDS = 60.0
 ANONYMOUS = "anonymous"
+# The share of time the over-budget lane may be busy (`ReadBudget`): on 2 cores, over-budget callers together
+# hold at most half of one (measured with benchmarks/concurrency.py --hostile, docs/benchmarks.md).
+LANE_DUTY = 0.5
 # Methods that do a caller's work (the rest are handshakes, listings and notifications, cheap and bounded).
 _WORK_METHODS = frozenset({"tools/call", "resources/read"})
 
@@ -157,7 +160,9 @@ class ThrottleMiddleware:
         self.rate = RateLimiter(per_minute)
         self.cap = ConcurrencyCap(max_concurrent, max_waiting)
         # Reads only: writes are serialized by the store's write lock already, and bulk writers must not queue.
-        self.reads = ReadBudget(read_seconds_per_minute, lane_slots=max(1, (os.cpu_count() or 2) // 2))
+        self.reads = ReadBudget(
+            read_seconds_per_minute, lane_slots=max(1, (os.cpu_count() or 2) // 2), lane_duty=LANE_DUTY
+        )
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method not in _WORK_METHODS:
@@ -431,12 +436,16 @@ class ReadBudget:
     the seconds it took. A caller with a positive balance runs at once. A caller out of budget still gets
     served, in the over-budget lane: at most `lane_slots` such calls run at once (one per caller), and a
     free slot goes to the waiting caller that is least in debt (first come first served among equals), so
-    heavy callers share the lane round-robin instead of one of them holding it.
+    heavy callers share the lane round-robin instead of one of them holding it. The lane also rests: after
+    a call of d seconds its next call starts d * (1 / `lane_duty` - 1) seconds later at the earliest, so the
+    lane is busy at most `lane_duty` of the time.
 
     Why: the costliest search the query bounds allow is CPU-bound (about 0.46 s on 2 cores, docs/benchmarks.md),
     and a few tokens sending them within the rate limit take more CPU than a small machine has; capping
     requests does not cap their cost. With the lane, all over-budget callers together hold at most
-    `lane_slots` CPUs, and the rest stays for everyone else.
+    `lane_slots` x `lane_duty` CPUs, and the rest stays for everyone else. Why the rest: a lane that is never
+    idle held a whole core of two, and the well-behaved clients' p95 under three hostile tokens was 4x
+    their calm p95 (docs/benchmarks.md, issue 12 third round).
 
     `per_minute` 0 turns the budget off (every call runs at once).
     """
@@ -447,12 +456,17 @@ class ReadBudget:
         *,
         burst: float | None = None,
         lane_slots: int = 1,
+        lane_duty: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self.per_minute = per_minute
         self.burst = burst if burst is not None else per_minute / 3
         self.lane_slots = lane_slots
+        self.lane_duty = lane_duty
         self._clock = clock
+        self._sleep = sleep
+        self._lane_opens_at = 0.0  # clock reading before which no lane call starts (the lane's rest)
         self._accounts: dict[str, _Account] = {}
         self._lane_running = 0
         self._waiting: FairQueue[None] = FairQueue()
@@ -485,12 +499,22 @@ class ReadBudget:
         in_lane = self.balance(key) <= 0
         if in_lane:
             await self._enter_lane(key)
+            try:
+                rest = self._lane_opens_at - self._clock()
+                if rest > 0:
+                    await self._sleep(rest)  # holding the slot: the lane stays idle meanwhile
+            except BaseException:
+                self._leave_lane(key)
+                raise
         started = self._clock()
         try:
             yield
         finally:
-            self.charge(key, self._clock() - started)
+            ended = self._clock()
+            self.charge(key, ended - started)
             if in_lane:
+                rest = (ended - started) * (1 / self.lane_duty - 1)
+                self._lane_opens_at = max(self._lane_opens_at, ended + rest)
                 self._leave_lane(key)
             self._forget_settled()
 
