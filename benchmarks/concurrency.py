@@ -289,12 +289,15 @@ def _percentile(values: list[float], share: float) -> float:
 async def _calm(url: str, transport: str, tokens: list[str], memories: int, pace: float) -> dict[str, Any]:
     latencies: list[float] = []
     by_tool: dict[str, list[float]] = {}
+    slowest: list[tuple[float, str]] = []  # (latency, where): which calls make the tail
     errors: list[str] = []
     acknowledged: list[str] = []
+    began = time.perf_counter()
 
     async def one(number: int) -> None:
         try:
             async with _connect(url, transport, tokens[number]) as client:
+                await client.list_tools()  # untimed, as a host does on connecting (the client caches the schemas)
                 for index in range(memories):
                     name = f"Calm{number}x{index}"
                     for tool, arguments in (
@@ -305,6 +308,8 @@ async def _calm(url: str, transport: str, tokens: list[str], memories: int, pace
                         result = await client.call_tool(tool, arguments)
                         latencies.append(time.perf_counter() - started)
                         by_tool.setdefault(tool, []).append(latencies[-1])
+                        where = f"{tool} of client {number}, call {index + 1}, at +{started - began:.1f} s"
+                        slowest.append((latencies[-1], where))
                         if result.is_error:
                             errors.append(f"{tool}: {' '.join(getattr(b, 'text', '') for b in result.content)}")
                         elif tool == "store_memory":
@@ -316,7 +321,14 @@ async def _calm(url: str, transport: str, tokens: list[str], memories: int, pace
     async with anyio.create_task_group() as group:
         for number in range(len(tokens)):
             group.start_soon(one, number)
-    return {"latencies": latencies, "by_tool": by_tool, "errors": errors, "acknowledged": acknowledged}
+    slowest = sorted(slowest, reverse=True)[: max(1, len(latencies) // 20)]
+    return {
+        "latencies": latencies,
+        "by_tool": by_tool,
+        "slowest": slowest,
+        "errors": errors,
+        "acknowledged": acknowledged,
+    }
 
 
 async def _hostile(
@@ -445,6 +457,9 @@ def hostile_main(arguments: argparse.Namespace) -> int:
                 f"         {tool:16} p50 {_percentile(values, 0.5) * 1000:7.1f} ms  "
                 f"p95 {_percentile(values, 0.95) * 1000:7.1f} ms  max {max(values) * 1000:7.1f} ms"
             )
+        print(
+            "         slowest 5%: " + "; ".join(f"{value * 1000:.0f} ms {where}" for value, where in outcome["slowest"])
+        )
         for error in outcome["errors"][:5]:
             print(f"         {error[:160]}")
     print("hostile: " + ", ".join(f"{key} {value}" for key, value in sorted(tally.items())))
