@@ -3,7 +3,6 @@ over a minute in `benchmarks/concurrency.py --hostile` was their stores waiting 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +11,7 @@ from zoneinfo import ZoneInfo
 import anyio
 import numpy as np
 import pytest
+from test_vector_regimes import _export  # 'User note number N' rows, as an import writes them
 
 from harmonia_mcp.embed import Vectors
 from harmonia_mcp.extract.rules import RulesExtractor
@@ -22,7 +22,7 @@ from harmonia_mcp.vectors import VectorIndex
 pytestmark = pytest.mark.anyio
 
 LIMITS = ServiceLimits(default_user="default", max_message_bytes=32 * 1024, timezone=ZoneInfo("UTC"))
-BACKLOG_TEXT = "User note number"
+BACKLOG_TEXT = "User note number"  # what test_vector_regimes._export writes
 
 
 class HeldBacklog:
@@ -55,35 +55,11 @@ class HeldBacklog:
         return np.asarray(rows / np.linalg.norm(rows, axis=1, keepdims=True), dtype=np.float32)
 
 
-def _export(count: int) -> str:
-    rows = [
-        {
-            "memory_id": f"mem_{index:016x}",
-            "content": f"{BACKLOG_TEXT} {index}",
-            "category": "other",
-            "confidence": 0.9,
-            "entities": [],
-            "tags": [],
-            "event_time": None,
-            "source_message": None,
-            "speaker": "User",
-            "session_id": None,
-            "metadata": {},
-            "extractor": "rules",
-            "status": "active",
-            "created_at": "2024-01-01T00:00:00+00:00",
-            "updated_at": "2024-01-01T00:00:00+00:00",
-        }
-        for index in range(count)
-    ]
-    return json.dumps({"memories": rows})
-
-
 async def test_a_store_is_embedded_and_answers_while_the_backlog_is_still_being_embedded(db_path: Path) -> None:
     embedder = HeldBacklog()
     async with open_store(str(db_path)) as store:
         service = MemoryService(store, RulesExtractor(), LIMITS)
-        await service.import_memories(_export(200), user_id="bulk")
+        await service.import_memories(_export("bulk", 200), user_id="bulk")
         index = VectorIndex(store, embedder)
         service.vectors = index
         async with anyio.create_task_group() as group:
