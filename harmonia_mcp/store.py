@@ -30,6 +30,7 @@ import anyio
 
 from harmonia_mcp import spans
 from harmonia_mcp.errors import MemoryNotFound, QueryTooExpensive, StoreBusy
+from harmonia_mcp.fairqueue import FairQueue
 from harmonia_mcp.models import Category, ExtractedMemory, Memory
 
 logger = logging.getLogger(__name__)
@@ -701,24 +702,13 @@ class _ReaderPool:
         self._idle = list(readers)
         self.connections = tuple(reader.connection for reader in readers)
         self._held: dict[str, int] = {}
-        self._waiting: list[tuple[str, anyio.Event]] = []
-        self._granted: dict[int, _Reader] = {}  # id(turn) -> the reader handed to that waiter
+        self._waiting: FairQueue[_Reader] = FairQueue()
 
     async def _acquire(self, owner: str) -> _Reader:
         if self._idle and not self._waiting:
             self._held[owner] = self._held.get(owner, 0) + 1
             return self._idle.pop()
-        turn = (owner, anyio.Event())
-        self._waiting.append(turn)
-        try:
-            await turn[1].wait()
-        except BaseException:
-            if turn in self._waiting:
-                self._waiting.remove(turn)
-            else:  # granted (and counted) while being cancelled: pass the reader on
-                self._release(owner, self._granted.pop(id(turn)))
-            raise
-        return self._granted.pop(id(turn))
+        return await self._waiting.wait(owner, self._release)  # counted by `_release` when handed over
 
     def _release(self, owner: str, reader: _Reader) -> None:
         held = self._held.get(owner, 1) - 1
@@ -726,14 +716,11 @@ class _ReaderPool:
             self._held[owner] = held
         else:
             self._held.pop(owner, None)
-        if not self._waiting:
+        chosen = self._waiting.hand(reader, rank=lambda waiting: -self._held.get(waiting, 0))
+        if chosen is None:
             self._idle.append(reader)
-            return
-        turn = min(self._waiting, key=lambda waiting: self._held.get(waiting[0], 0))  # min() keeps the first
-        self._waiting.remove(turn)
-        self._held[turn[0]] = self._held.get(turn[0], 0) + 1
-        self._granted[id(turn)] = reader
-        turn[1].set()
+        else:
+            self._held[chosen] = self._held.get(chosen, 0) + 1
 
     @asynccontextmanager
     async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> AsyncIterator[aiosqlite.Cursor]:

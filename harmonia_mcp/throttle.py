@@ -20,7 +20,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -32,10 +32,14 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.types import CallToolResult, TextContent
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from harmonia_mcp.fairqueue import FairQueue
 from harmonia_mcp.store import READ_OWNER
 
 WINDOW_SECONDS = 60.0
 ANONYMOUS = "anonymous"
+# The share of time the over-budget lane may be busy (`ReadBudget`): on 2 cores, over-budget callers together
+# hold at most half of one (measured with benchmarks/concurrency.py --hostile, docs/benchmarks.md).
+LANE_DUTY = 0.5
 # Methods that do a caller's work (the rest are handshakes, listings and notifications, cheap and bounded).
 _WORK_METHODS = frozenset({"tools/call", "resources/read"})
 
@@ -156,7 +160,9 @@ class ThrottleMiddleware:
         self.rate = RateLimiter(per_minute)
         self.cap = ConcurrencyCap(max_concurrent, max_waiting)
         # Reads only: writes are serialized by the store's write lock already, and bulk writers must not queue.
-        self.reads = ReadBudget(read_seconds_per_minute, lane_slots=max(1, (os.cpu_count() or 2) // 2))
+        self.reads = ReadBudget(
+            read_seconds_per_minute, lane_slots=max(1, (os.cpu_count() or 2) // 2), lane_duty=LANE_DUTY
+        )
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method not in _WORK_METHODS:
@@ -430,12 +436,16 @@ class ReadBudget:
     the seconds it took. A caller with a positive balance runs at once. A caller out of budget still gets
     served, in the over-budget lane: at most `lane_slots` such calls run at once (one per caller), and a
     free slot goes to the waiting caller that is least in debt (first come first served among equals), so
-    heavy callers share the lane round-robin instead of one of them holding it.
+    heavy callers share the lane round-robin instead of one of them holding it. The lane also rests: after
+    a call of d seconds its next call starts d * (1 / `lane_duty` - 1) seconds later at the earliest, so the
+    lane is busy at most `lane_duty` of the time.
 
     Why: the costliest search the query bounds allow is CPU-bound (about 0.46 s on 2 cores, docs/benchmarks.md),
     and a few tokens sending them within the rate limit take more CPU than a small machine has; capping
     requests does not cap their cost. With the lane, all over-budget callers together hold at most
-    `lane_slots` CPUs, and the rest stays for everyone else.
+    `lane_slots` x `lane_duty` CPUs, and the rest stays for everyone else. Why the rest: a lane that is never
+    idle held a whole core of two, and the well-behaved clients' p95 under three hostile tokens was 4x
+    their calm p95 (docs/benchmarks.md, issue 12 third round).
 
     `per_minute` 0 turns the budget off (every call runs at once).
     """
@@ -446,15 +456,20 @@ class ReadBudget:
         *,
         burst: float | None = None,
         lane_slots: int = 1,
+        lane_duty: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self.per_minute = per_minute
         self.burst = burst if burst is not None else per_minute / 3
         self.lane_slots = lane_slots
+        self.lane_duty = lane_duty
         self._clock = clock
+        self._sleep = sleep
+        self._lane_opens_at = 0.0  # clock reading before which no lane call starts (the lane's rest)
         self._accounts: dict[str, _Account] = {}
         self._lane_running = 0
-        self._waiting: list[tuple[str, anyio.Event]] = []
+        self._waiting: FairQueue[None] = FairQueue()
 
     def balance(self, key: str) -> float:
         """`key`'s seconds of budget left (refilled up to now); `burst` for a caller not seen lately."""
@@ -484,12 +499,22 @@ class ReadBudget:
         in_lane = self.balance(key) <= 0
         if in_lane:
             await self._enter_lane(key)
+            try:
+                rest = self._lane_opens_at - self._clock()
+                if rest > 0:
+                    await self._sleep(rest)  # holding the slot: the lane stays idle meanwhile
+            except BaseException:
+                self._leave_lane(key)
+                raise
         started = self._clock()
         try:
             yield
         finally:
-            self.charge(key, self._clock() - started)
+            ended = self._clock()
+            self.charge(key, ended - started)
             if in_lane:
+                rest = (ended - started) * (1 / self.lane_duty - 1)
+                self._lane_opens_at = max(self._lane_opens_at, ended + rest)
                 self._leave_lane(key)
             self._forget_settled()
 
@@ -502,31 +527,19 @@ class ReadBudget:
             self._lane_running += 1
             self._account(key).running += 1
             return
-        turn = (key, anyio.Event())
-        self._waiting.append(turn)
-        try:
-            await turn[1].wait()
-        except BaseException:
-            if turn in self._waiting:
-                self._waiting.remove(turn)
-            else:  # handed a slot while being cancelled: pass it on
-                self._leave_lane(key)
-            raise
+        await self._waiting.wait(key, lambda key, _: self._leave_lane(key))  # counted by `_leave_lane`
 
     def _leave_lane(self, key: str) -> None:
         self._lane_running -= 1
         self._account(key).running -= 1
-        ready = [turn for turn in self._waiting if self._can_enter(turn[0])]
-        if ready:
-            turn = max(ready, key=lambda waiting: self.balance(waiting[0]))  # max() keeps the first of equals
-            self._waiting.remove(turn)
+        chosen = self._waiting.hand(None, rank=self.balance, eligible=self._can_enter)
+        if chosen is not None:
             self._lane_running += 1
-            self._account(turn[0]).running += 1
-            turn[1].set()
+            self._account(chosen).running += 1
 
     def _forget_settled(self) -> None:
         # Bounded memory: a caller back at a full bucket with nothing running or waiting has no state to keep.
-        waiting = {key for key, _ in self._waiting}
+        waiting = self._waiting.keys()
         for key in [key for key, account in self._accounts.items() if not account.running and key not in waiting]:
             if self.balance(key) >= self.burst:
                 del self._accounts[key]

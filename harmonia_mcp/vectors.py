@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -259,7 +259,13 @@ class VectorIndex:
         if not self._started or self._failure is not None:
             return 0
         done = 0
-        async with self._embed_lock:
+        # Trigger: a pass over every user (the background worker's backlog, `reindex`) vs one user's (a write's).
+        # Why: the backlog of an import (15,000 memories: a minute of model time) held this lock from start to
+        # end, so every write's own embedding waited for all of it (the calm run's p95 of over a minute in
+        # benchmarks/concurrency.py --hostile). Outcome: only passes over every user take turns; a write's pass
+        # runs at once. Its texts are in the query cache already (embedded to find its neighbours), and a row
+        # that both passes take gets the same vector written twice (write_vectors checks the content).
+        async with self._embed_lock if user_id is None else nullcontext():
             while limit is None or done < limit:
                 size = EMBED_BATCH if limit is None else min(EMBED_BATCH, limit - done)
                 pending = await self.store.unembedded(self.model, self.dimension, user_id=user_id, limit=size)

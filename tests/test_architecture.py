@@ -31,6 +31,7 @@ FORBIDDEN = {
     "extraction_queue.py": {"mcp", "harmonia_mcp.service", "harmonia_mcp.server", "harmonia_mcp.cli"},
     "embed.py": {"mcp", "harmonia_mcp.store", "harmonia_mcp.service", "harmonia_mcp.server", "sqlite3", "aiosqlite"},
     "vectors.py": {"mcp", "harmonia_mcp.service", "harmonia_mcp.server", "sqlite3", "aiosqlite"},
+    "fairqueue.py": {"mcp", "harmonia_mcp", "sqlite3", "aiosqlite"},  # below the store: anyio only
 }
 
 

@@ -256,6 +256,36 @@ async def test_a_caller_within_its_read_budget_never_waits_behind_callers_over_i
     assert budget.balance("heavy") == pytest.approx(2.0)
 
 
+async def test_the_over_budget_lane_rests_so_it_is_busy_at_most_its_duty() -> None:
+    # Issue 12, third round: a lane that never rests held a whole core of two under three hostile tokens.
+    now = [0.0]
+    rests: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        rests.append(seconds)
+        now[0] += seconds
+
+    budget = ReadBudget(6.0, burst=2.0, lane_slots=1, lane_duty=0.25, clock=lambda: now[0], sleep=sleep)
+    budget.charge("heavy", 100.0)
+    spans: list[tuple[str, float, float]] = []
+
+    async def read(caller: str, seconds: float) -> None:
+        async with budget.run(caller):
+            started = now[0]
+            now[0] += seconds
+        spans.append((caller, started, now[0]))
+
+    await read("heavy", 2.0)  # the lane was idle: no rest
+    await read("light", 0.5)  # within budget: never rests
+    await read("heavy", 1.0)  # 2 s busy at a duty of 1/4: the lane rests 6 s first
+    await read("heavy", 1.0)
+    assert rests == [pytest.approx(5.5), pytest.approx(3.0)]  # 6 s after the first ended, 3 s after the second
+    assert spans == [("heavy", 0.0, 2.0), ("light", 2.0, 2.5), ("heavy", 8.0, 9.0), ("heavy", 12.0, 13.0)]
+    busy = sum(end - start for caller, start, end in spans if caller == "heavy")
+    opens_at = budget._lane_opens_at  # pyright: ignore[reportPrivateUsage]
+    assert busy / (opens_at - spans[0][1]) == pytest.approx(0.25)  # busy a quarter of the time, rests included
+
+
 async def test_read_tools_are_charged_to_the_read_budget_and_are_the_read_only_tools(tmp_path: Path) -> None:
     settings = Settings(db_path=str(tmp_path / "m.db"), extractor="rules", embedder="none")
     server = create_server(settings)

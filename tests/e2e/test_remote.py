@@ -250,3 +250,20 @@ async def test_recall_profile_and_user_id_completion_stay_within_the_token(serve
         assert none.completion.values == []
     if server.transport == "sse":
         assert "the sse transport is deprecated" in server.log()
+
+
+def test_a_proxied_host_without_a_port_is_accepted_for_a_wildcard_port_allowed_host(tmp_path: Path) -> None:
+    # Issue 12 item 6, the documented reverse-proxy setup: a proxy on 443 sends `Host: memory.example.lan`.
+    with running(tmp_path, "streamable-http", arguments=["--allowed-host", "memory.example.lan:*"]) as server:
+        statuses: dict[str, int] = {}
+        for host in ("memory.example.lan", "memory.example.lan:443", "memory.example.lan.evil", "evil.example"):
+            # One connection per request: a refused request may leave uvicorn closing it.
+            with httpx2.Client(base_url=server.base, timeout=10.0) as http:
+                headers = {**MCP_HEADERS, "Host": host, "Origin": f"https://{host}"}
+                statuses[host] = http.post("/mcp", content=json.dumps(INITIALIZE), headers=headers).status_code
+    assert statuses == {
+        "memory.example.lan": 200,
+        "memory.example.lan:443": 200,
+        "memory.example.lan.evil": 421,
+        "evil.example": 421,
+    }

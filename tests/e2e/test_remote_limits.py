@@ -161,3 +161,16 @@ async def test_an_sse_session_in_use_is_not_reaped_and_unauthenticated_clients_s
                 await anyio.sleep(0.5)
             listed = await call(client, "list_memories", {"user_id": "u"})
             assert listed["pagination"]["total_count"] >= 1
+
+
+async def test_without_tokens_every_streamable_http_client_shares_one_session_cap(tmp_path: Path) -> None:
+    # Issue 12 item 2: unauthenticated loopback clients are one caller, so the cap is per server.
+    env = {"HARMONIA_RATE_LIMIT_PER_MINUTE": "0", "HARMONIA_MAX_SESSIONS_PER_CALLER": "2"}
+    with running(tmp_path, "streamable-http", env=env) as server:
+        statuses = []
+        for _ in range(3):  # three clients, each with its own connection
+            async with httpx2.AsyncClient(base_url=server.base, timeout=30.0) as http:
+                response = await http.post("/mcp", content=json.dumps(INITIALIZE), headers=HEADERS)
+                statuses.append(response.status_code)
+        assert statuses == [200, 200, 429]
+        assert "too many open sessions: this caller already has 2" in response.json()["error"]["message"]
