@@ -17,13 +17,13 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 import anyio
@@ -821,7 +821,8 @@ class _ReaderPool:
         try:
             # aiosqlite's own queue to the connection's thread (`Connection._execute`, the method behind its
             # public calls since 0.17): the only way to run several statements there in one hand-over.
-            return cast(_T, await reader.connection._execute(in_snapshot))  # noqa: SLF001
+            queue: Callable[[Callable[[], _T]], Awaitable[_T]] = reader.connection._execute  # noqa: SLF001
+            return await queue(in_snapshot)
         finally:
             self._release(owner, reader)
 
@@ -918,6 +919,34 @@ def _two_stage_page(
     if len(page) < limit:  # archived or inactive rows thinned the window below the page: rank every match
         return None, 0
     return page, _count_matches(read, match, where, params)
+
+
+def _keyword_window(
+    read: ReadStatement, match: str, where: str, params: list[Any], *, limit: int
+) -> tuple[list[sqlite3.Row] | None, int]:
+    """Two-stage candidates for `Store.keyword_candidates` under the default filter: FTS5's `limit` strongest rows
+    by bm25 (chosen inside the index, as `_two_stage_page` stage 1) that pass `where`, and the exact total; None
+    when archived or inactive rows in that window leave it short although FTS5 found more (then every match is
+    ranked). The rows are the same as ordering every match that passes `where` by bm25: a row that fails the
+    filter is dropped either way, and no row outside the window is stronger than the ones in it."""
+    rows = read(
+        f"WITH window_rows AS MATERIALIZED (SELECT rowid, -{_BM25_SQL} AS strength FROM memories_fts "
+        "WHERE memories_fts MATCH ? ORDER BY strength DESC, rowid DESC LIMIT ?) "
+        "SELECT c.rowid AS rowid, c.strength AS strength, (SELECT count(*) FROM window_rows) AS window_count "
+        f"FROM window_rows c CROSS JOIN memories m ON m.rowid = c.rowid WHERE {where} "
+        "ORDER BY c.strength DESC, c.rowid DESC",
+        [match, limit, *params],
+    )
+    held = int(rows[0]["window_count"]) if rows else -1
+    if len(rows) < limit and held != len(rows):
+        # Short: either FTS5 found fewer than `limit` (then the filtered rows are every match, exact) or some
+        # of the window failed the filter (then a weaker row outside it may belong in the page).
+        sized = read(
+            "SELECT count(*) FROM (SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? LIMIT ?)", [match, limit]
+        )
+        if int(sized[0][0]) >= limit:
+            return None, 0
+    return rows, _count_matches(read, match, where, params) if rows else 0
 
 
 def _hit_details(read: ReadStatement, match: str, rowids: list[int]) -> dict[int, tuple[Memory, list[str]]]:
@@ -1945,26 +1974,38 @@ class Store:
         owned = owned_match(user_id, match)
         own_text = owned_match(user_id, f"{{content entities tags}} : ({match})")
         where, params = memory_filter.where(user_id)
-        weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
-        async with self._reader.execute(
-            # bm25() only where the FTS table is queried: a window function beside it is refused (see `search`).
-            f"WITH hits AS (SELECT m.rowid AS rowid, -bm25(memories_fts, {weights}) AS strength "
-            "FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
-            f"WHERE memories_fts MATCH ? AND {where}) "
-            "SELECT rowid, strength, count(*) OVER () AS total FROM hits ORDER BY strength DESC, rowid DESC LIMIT ?",
-            [owned, *params, limit],
-        ) as cursor:
-            rows = list(await cursor.fetchall())
-        if not rows:
-            return [], 0
-        rowids = [int(row["rowid"]) for row in rows]
-        marks = ", ".join("?" for _ in rowids)
-        async with self._reader.execute(
-            f"SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? AND rowid IN ({marks})", [own_text, *rowids]
-        ) as cursor:
-            own = {int(row[0]) for row in await cursor.fetchall()}
-        hits = [(rowid, float(row["strength"]), rowid in own) for rowid, row in zip(rowids, rows, strict=True)]
-        return hits, int(rows[0]["total"])
+
+        def work(read: ReadStatement) -> tuple[list[tuple[int, float, bool]], int]:
+            rows = None
+            if memory_filter == MemoryFilter():
+                rows, total = _keyword_window(read, owned, where, params, limit=limit)
+            if rows is None:
+                rows = read(
+                    # bm25() only where the FTS table is queried: a window function beside it is refused.
+                    f"WITH hits AS (SELECT m.rowid AS rowid, -{_BM25_SQL} AS strength "
+                    "FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
+                    f"WHERE memories_fts MATCH ? AND {where}) "
+                    "SELECT rowid, strength FROM hits ORDER BY strength DESC, rowid DESC LIMIT ?",
+                    [owned, *params, limit],
+                )
+                total = _count_matches(read, owned, where, params) if rows else 0
+            if not rows:
+                return [], 0
+            rowids = [int(row["rowid"]) for row in rows]
+            marks = ", ".join("?" for _ in rowids)
+            own = {
+                int(row[0])
+                for row in read(
+                    f"SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? AND rowid IN ({marks})",
+                    [own_text, *rowids],
+                )
+            }
+            return [
+                (rowid, float(row["strength"]), rowid in own) for rowid, row in zip(rowids, rows, strict=True)
+            ], total
+
+        # One trip to a reader's thread, in one snapshot (`_ReaderPool.run`).
+        return await self._reader.run(work)
 
     async def count_matching(self, user_id: str, match: str, rowids: Sequence[int]) -> int:
         """How many of `rowids` match the FTS5 expression `match` (for the exact total of a hybrid search)."""
