@@ -12,10 +12,7 @@ first pages (ids in order) and totals are identical; then the same for the hybri
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,8 @@ from harmonia_mcp.search import Fusion, build_match_expression
 from harmonia_mcp.store import MemoryFilter, Store, open_store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scale import _queries, synthetic_export  # noqa: E402
+from lean_path import build  # noqa: E402
+from scale import _queries  # noqa: E402
 
 NOW = "2026-12-01T00:00:00Z"
 
@@ -90,12 +88,7 @@ def main() -> int:
     parser.add_argument("--memories", type=int, default=100_000, help="memories of the user (default 100000)")
     parser.add_argument("--queries", type=int, default=100, help="queries (default 100)")
     arguments = parser.parse_args()
-    if not arguments.db.exists():
-        with tempfile.TemporaryDirectory() as folder:
-            export = Path(folder) / "big.json"
-            export.write_text(json.dumps(synthetic_export("big", arguments.memories, 0)), encoding="utf-8")
-            script = Path(sys.executable).parent / "harmonia-mcp"
-            subprocess.run([str(script), "import", str(export), "--db", str(arguments.db)], check=True)
+    build(arguments.db, "big", arguments.memories)
     anyio.run(_run, arguments.db, arguments.queries)
     return 0
 

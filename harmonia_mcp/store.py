@@ -689,6 +689,18 @@ class _Reader:
         self.used += _PROGRESS_STEPS
         return 1 if self.budget is not None and self.used > self.budget else 0
 
+    def check_budget(self, error: sqlite3.OperationalError) -> None:
+        """Raise `QueryTooExpensive` from `error` when it is this reader's budget that interrupted the statement.
+
+        Raises:
+            QueryTooExpensive: the statement ran past its work budget.
+        """
+        if self.budget is not None and self.used > self.budget:
+            raise QueryTooExpensive(
+                "this request needs more work than one request may use: search for fewer or rarer words, "
+                "or narrow it with category, tags or dates"
+            ) from error
+
     async def install(self) -> None:
         if self.budget is not None:
             await self.connection.set_progress_handler(self._progress, _PROGRESS_STEPS)
@@ -770,11 +782,7 @@ class _ReaderPool:
             async with reader.connection.execute(sql, parameters) as cursor:
                 yield cursor
         except sqlite3.OperationalError as error:
-            if reader.budget is not None and reader.used > reader.budget:
-                raise QueryTooExpensive(
-                    "this request needs more work than one request may use: search for fewer or rarer words, "
-                    "or narrow it with category, tags or dates"
-                ) from error
+            reader.check_budget(error)
             raise
         finally:
             self._release(owner, reader)
@@ -798,11 +806,7 @@ class _ReaderPool:
             try:
                 return connection.execute(sql, parameters).fetchall()
             except sqlite3.OperationalError as error:
-                if reader.budget is not None and reader.used > reader.budget:
-                    raise QueryTooExpensive(
-                        "this request needs more work than one request may use: search for fewer or rarer "
-                        "words, or narrow it with category, tags or dates"
-                    ) from error
+                reader.check_budget(error)
                 raise
 
         def in_snapshot() -> _T:
