@@ -17,7 +17,7 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -613,7 +613,7 @@ MAX_SEARCH_CANDIDATES = 12_800
 # The ranking query of `search`, over a `hits` subquery of (rowid, bm25_strength, pin_boost, message_group,
 # category, updated_at, sort_value): relevance per `Ranking` (best score, rank within a message, total by window
 # functions), ordered and paged. `_EXACT_HITS` is every match (bm25() may only be called where the FTS table is
-# queried, so it is taken there); `_WINDOW_HITS` is a JSON list of [rowid, strength] candidates from stage 1.
+# queried, so it is taken there); `_TWO_STAGE_SQL` takes its hits from FTS5's best rows (`window_rows`).
 # CROSS JOIN keeps the FTS5 match (or the candidate list) as the outer loop: without statistics the planner
 # may otherwise walk the user's index and probe the FTS table per row, seconds instead of milliseconds at 100k.
 _HIT_COLUMNS = """(CASE WHEN m.pinned = 1 THEN 1.0
@@ -628,11 +628,6 @@ _EXACT_HITS = (
     + " FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid"
     " WHERE memories_fts MATCH ? AND {where}"
 )
-_WINDOW_HITS = (
-    "SELECT m.rowid AS rowid, json_extract(c.value, '$[1]') AS bm25_strength, "
-    + _HIT_COLUMNS
-    + " FROM json_each(?) c CROSS JOIN memories m ON m.rowid = json_extract(c.value, '$[0]') WHERE {where}"
-)
 _RANKED_SQL = """
             WITH hits AS ({hits}), boosted AS (
                 SELECT *, bm25_strength * (1.0 + ? * pin_boost) AS strength FROM hits
@@ -646,6 +641,29 @@ _RANKED_SQL = """
             )
             SELECT rowid, strength, bm25_strength, relevance, total FROM scored ORDER BY {order} LIMIT ? OFFSET ?
 """
+
+_BM25_SQL = "bm25(memories_fts, " + ", ".join(str(weight) for weight in BM25_WEIGHTS) + ")"
+# Both stages of `_two_stage_page` in one statement: `window_rows` is FTS5's `window` strongest rows by raw bm25
+# (ties to the newest insert), materialized so that FTS5 scores the match once; the ranking formula then runs
+# over those that pass `{where}`, and `window_count` says how many the window held. One statement rather than
+# two with a JSON list between them: 0.3 ms less per search at 10,000 memories (docs/benchmarks.md, issue 14).
+_TWO_STAGE_SQL = _RANKED_SQL.format(
+    hits="SELECT m.rowid AS rowid, c.strength AS bm25_strength, "
+    + _HIT_COLUMNS.format(sort_value="NULL")
+    + " FROM window_rows c CROSS JOIN memories m ON m.rowid = c.rowid WHERE {where}",
+    order="relevance DESC, rowid DESC",
+)
+_TWO_STAGE_SQL = _TWO_STAGE_SQL.replace(
+    "WITH hits AS",
+    f"WITH window_rows AS MATERIALIZED (SELECT rowid, -{_BM25_SQL} AS strength FROM memories_fts "
+    "WHERE memories_fts MATCH ? ORDER BY strength DESC, rowid DESC LIMIT ?), hits AS",
+    1,
+).replace(
+    "SELECT rowid, strength, bm25_strength, relevance, total FROM scored",
+    "SELECT rowid, strength, bm25_strength, relevance, total, (SELECT count(*) FROM window_rows) AS window_count "
+    "FROM scored",
+    1,
+)
 
 # Readers (issue 12): enough read-only connections that one slow search does not stall every other user's
 # reads, few enough that each still gets a CPU share on a small machine. SQLite releases the GIL while it
@@ -673,10 +691,25 @@ class _Reader:
         self.used += _PROGRESS_STEPS
         return 1 if self.budget is not None and self.used > self.budget else 0
 
+    def check_budget(self, error: sqlite3.OperationalError) -> None:
+        """Raise `QueryTooExpensive` from `error` when it is this reader's budget that interrupted the statement.
+
+        Raises:
+            QueryTooExpensive: the statement ran past its work budget.
+        """
+        if self.budget is not None and self.used > self.budget:
+            raise QueryTooExpensive(
+                "this request needs more work than one request may use: search for fewer or rarer words, "
+                "or narrow it with category, tags or dates"
+            ) from error
+
     async def install(self) -> None:
         if self.budget is not None:
             await self.connection.set_progress_handler(self._progress, _PROGRESS_STEPS)
 
+
+# One statement of `_ReaderPool.run`: (sql, parameters) -> every row.
+ReadStatement = Callable[[str, Sequence[Any]], list[sqlite3.Row]]
 
 # Who the current read is for (a caller key; the server sets it per request). When every reader is busy, a free
 # one goes to the waiting caller that holds the fewest, so one caller's many slow reads cannot queue another's.
@@ -736,12 +769,51 @@ class _ReaderPool:
             async with reader.connection.execute(sql, parameters) as cursor:
                 yield cursor
         except sqlite3.OperationalError as error:
-            if reader.budget is not None and reader.used > reader.budget:
-                raise QueryTooExpensive(
-                    "this request needs more work than one request may use: search for fewer or rarer words, "
-                    "or narrow it with category, tags or dates"
-                ) from error
+            reader.check_budget(error)
             raise
+        finally:
+            self._release(owner, reader)
+
+    async def run(self, work: Callable[[ReadStatement], _T]) -> _T:
+        """`work(read)` on one reader's own thread, in one trip, inside one read transaction (one snapshot).
+
+        `read(sql, parameters)` runs one statement and returns all its rows; each statement has its own
+        work budget, as with `execute`. Why: each `execute` costs three hand-overs between the event loop
+        and the connection's thread (execute, fetch, close), which on a busy two-core machine cost more
+        than a small search's SQL (issue 14, docs/benchmarks.md); a search's four statements go in one.
+
+        Raises:
+            QueryTooExpensive: a statement ran past its work budget and was interrupted.
+        """
+        owner = READ_OWNER.get()
+        reader = await self._acquire(owner)
+
+        def read(sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
+            reader.used = 0
+            try:
+                return connection.execute(sql, parameters).fetchall()
+            except sqlite3.OperationalError as error:
+                reader.check_budget(error)
+                raise
+
+        def in_snapshot() -> _T:
+            # Autocommit connections (isolation_level=None): BEGIN/COMMIT are ours. The in-memory store's one
+            # connection may be inside a write transaction already; its statements then read that.
+            if connection.in_transaction:
+                return work(read)
+            connection.execute("BEGIN")
+            try:
+                return work(read)
+            finally:
+                if connection.in_transaction:
+                    connection.execute("COMMIT")
+
+        connection = reader.connection._conn  # noqa: SLF001  # the sqlite3 connection, used only on its thread
+        try:
+            # aiosqlite's own queue to the connection's thread (`Connection._execute`, the method behind its
+            # public calls since 0.17): the only way to run several statements there in one hand-over.
+            queue: Callable[[Callable[[], _T]], Awaitable[_T]] = reader.connection._execute  # noqa: SLF001
+            return await queue(in_snapshot)
         finally:
             self._release(owner, reader)
 
@@ -877,6 +949,114 @@ def _same_message(message_a: int | None, source_a: str | None, message_b: int | 
     if message_a is not None or message_b is not None:
         return message_a == message_b
     return source_a is not None and source_a == source_b
+
+
+# --- keyword search, run on a reader's thread (`_ReaderPool.run`; `Store.search`, issue 14) ---
+
+
+def _count_matches(read: ReadStatement, match: str, where: str, params: list[Any]) -> int:
+    """How many memories match the FTS5 expression `match` (already owned) and pass the filter `where`.
+
+    Under the default filter (active, not archived) this is FTS5's count of the match (the owner token
+    keeps it to the user) less the matching rows of `memories_unsearched`;
+    any other filter joins every matching row.
+    """
+    default_where, default_params = MemoryFilter().where(params[0])
+    if where == default_where and params == default_params:
+        rows = read(
+            "SELECT (SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?) - (SELECT "
+            "count(*) FROM memories_fts WHERE memories_fts MATCH ? AND rowid IN (SELECT rowid FROM memories "
+            f"INDEXED BY memories_unsearched WHERE user_id = ? AND ({_UNSEARCHED})))",
+            [match, match, params[0]],
+        )
+    else:
+        rows = read(
+            f"SELECT count(*) FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
+            f"WHERE memories_fts MATCH ? AND {where}",
+            [match, *params],
+        )
+    return int(rows[0][0]) if rows else 0
+
+
+def _two_stage_page(
+    read: ReadStatement, match: str, where: str, params: list[Any], scoring: list[Any], *, limit: int, offset: int
+) -> tuple[list[sqlite3.Row] | None, int]:
+    """One relevance-ordered page of `Store.search` ranked over FTS5's best rows by bm25 only, and the exact
+    total (None when the window's rows that pass the filter are fewer than the page).
+
+    Stage 1 lets FTS5 pick the `window` strongest rows by raw bm25 inside the index (no join, no window
+    function over every match); `window` is `SEARCH_CANDIDATES`, or twice the page's end when that is
+    more. Stage 2 applies `_RANKED_SQL`, the same formula as the exact query, to those rows only; both
+    are one statement (`_TWO_STAGE_SQL`). What is
+    exact and what is approximate (docs/search.md, "Two-stage ranking"): when FTS5 finds no more rows than
+    the window, everything is exact; otherwise a row outside the window, weaker by bm25 than every row
+    in it, is left out even where recency, pin/importance or the category boost would have lifted it
+    onto the page, and "best bm25 of the query" is the window's best boosted strength. The total is
+    always exact (`_count_matches`).
+    """
+    window = max(SEARCH_CANDIDATES, 2 * (offset + limit))
+    page = read(_TWO_STAGE_SQL.format(where=where), [match, window, *params, *scoring, limit, offset])
+    if not page:  # nothing of the window passes the filter: its size decides as below
+        sized = read(
+            "SELECT count(*) FROM (SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? LIMIT ?)", [match, window]
+        )
+        held = int(sized[0][0])
+    else:
+        held = int(page[0]["window_count"])
+    if held < window:  # FTS5 found every match: exact, and so is the window's count
+        return page, int(page[0]["total"]) if page else _count_matches(read, match, where, params)
+    if len(page) < limit:  # archived or inactive rows thinned the window below the page: rank every match
+        return None, 0
+    return page, _count_matches(read, match, where, params)
+
+
+def _keyword_window(
+    read: ReadStatement, match: str, where: str, params: list[Any], *, limit: int
+) -> tuple[list[sqlite3.Row] | None, int]:
+    """Two-stage candidates for `Store.keyword_candidates` under the default filter: FTS5's `limit` strongest rows
+    by bm25 (chosen inside the index, as `_two_stage_page` stage 1) that pass `where`, and the exact total; None
+    when archived or inactive rows in that window leave it short although FTS5 found more (then every match is
+    ranked). The rows are the same as ordering every match that passes `where` by bm25: a row that fails the
+    filter is dropped either way, and no row outside the window is stronger than the ones in it."""
+    rows = read(
+        f"WITH window_rows AS MATERIALIZED (SELECT rowid, -{_BM25_SQL} AS strength FROM memories_fts "
+        "WHERE memories_fts MATCH ? ORDER BY strength DESC, rowid DESC LIMIT ?) "
+        "SELECT c.rowid AS rowid, c.strength AS strength, (SELECT count(*) FROM window_rows) AS window_count "
+        f"FROM window_rows c CROSS JOIN memories m ON m.rowid = c.rowid WHERE {where} "
+        "ORDER BY c.strength DESC, c.rowid DESC",
+        [match, limit, *params],
+    )
+    held = int(rows[0]["window_count"]) if rows else -1
+    if len(rows) < limit and held != len(rows):
+        # Short: either FTS5 found fewer than `limit` (then the filtered rows are every match, exact) or some
+        # of the window failed the filter (then a weaker row outside it may belong in the page).
+        sized = read(
+            "SELECT count(*) FROM (SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? LIMIT ?)", [match, limit]
+        )
+        if int(sized[0][0]) >= limit:
+            return None, 0
+    return rows, _count_matches(read, match, where, params) if rows else 0
+
+
+def _hit_details(read: ReadStatement, match: str, rowids: list[int]) -> dict[int, tuple[Memory, list[str]]]:
+    """The memories `rowids` with their highlights, for one page of `search` (highlight() needs the MATCH)."""
+    marks = ", ".join("?" for _ in rowids)
+    source = FTS_COLUMNS.index("source_message")
+    rows = read(
+        f"SELECT {_MEMORY_COLUMNS}, m.rowid AS hit_rowid, highlight(memories_fts, 0, '[', ']') AS highlight, "
+        f"snippet(memories_fts, {source}, '[', ']', '...', 16) AS marked, "
+        f"snippet(memories_fts, {source}, '', '', '...', 16) AS unmarked "
+        f"FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
+        f"WHERE memories_fts MATCH ? AND memories_fts.rowid IN ({marks})",
+        [match, *rowids],
+    )
+    details: dict[int, tuple[Memory, list[str]]] = {}
+    for row in rows:
+        highlights = [str(row["highlight"])]
+        if row["marked"] and row["marked"] != row["unmarked"]:
+            highlights.append(str(row["marked"]))
+        details[int(row["hit_rowid"])] = (_row_to_memory(row), highlights)
+    return details
 
 
 class Store:
@@ -1806,107 +1986,33 @@ class Store:
             boost_category.value if boost_category is not None else None,
             rank.category_weight,
         ]
-        page = None
-        # Only under the default filter: a narrower one could leave too few of the window's rows standing.
-        if sort_by == "relevance" and offset + limit <= MAX_SEARCH_CANDIDATES and memory_filter == MemoryFilter():
-            page, total = await self._two_stage_page(match, where, params, scoring, limit=limit, offset=offset)
-        if page is None:
-            sql = _RANKED_SQL.format(hits=_EXACT_HITS.format(where=where, sort_value=sort_value), order=order)
-            async with self._reader.execute(sql, [match, *params, *scoring, limit, offset]) as cursor:
-                page = list(await cursor.fetchall())
-            total = int(page[0]["total"]) if page else await self._count_matches(match, where, params)
-        if not page:
-            return [], total
-        details = await self._hit_details(match, [int(row["rowid"]) for row in page])
+        two_stage = (
+            sort_by == "relevance" and offset + limit <= MAX_SEARCH_CANDIDATES and memory_filter == MemoryFilter()
+        )
+        exact_sql = _RANKED_SQL.format(hits=_EXACT_HITS.format(where=where, sort_value=sort_value), order=order)
+
+        def work(read: ReadStatement) -> tuple[list[sqlite3.Row], int, dict[int, tuple[Memory, list[str]]]]:
+            page = None
+            # Only under the default filter: a narrower one could leave too few of the window's rows standing.
+            if two_stage:
+                page, total = _two_stage_page(read, match, where, params, scoring, limit=limit, offset=offset)
+            if page is None:
+                page = read(exact_sql, [match, *params, *scoring, limit, offset])
+                total = int(page[0]["total"]) if page else _count_matches(read, match, where, params)
+            details = _hit_details(read, match, [int(row["rowid"]) for row in page]) if page else {}
+            return page, total, details
+
+        # One trip to a reader's thread for the whole search (`_ReaderPool.run`), in one snapshot.
+        page, total, details = await self._reader.run(work)
         hits = []
         for row in page:
             if int(row["rowid"]) not in details:
-                continue  # changed by a write between the two reads; the next search will see it
+                continue  # not matched any more (a concurrent write is excluded by the snapshot; kept as a guard)
             memory, highlights = details[int(row["rowid"])]
             hits.append(
                 FullTextHit(memory, -float(row["bm25_strength"]), round(float(row["relevance"]), 6), highlights)
             )
         return hits, total
-
-    async def _count_matches(self, match: str, where: str, params: list[Any]) -> int:
-        """How many memories match the FTS5 expression `match` (already owned) and pass the filter `where`.
-
-        Under the default filter (active, not archived) this is FTS5's count of the match (the owner token
-        keeps it to the user) less the matching rows of `memories_unsearched`;
-        any other filter joins every matching row.
-        """
-        default_where, default_params = MemoryFilter().where(params[0])
-        if where == default_where and params == default_params:
-            async with self._reader.execute(
-                "SELECT (SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?) - (SELECT "
-                "count(*) FROM memories_fts WHERE memories_fts MATCH ? AND rowid IN (SELECT rowid FROM memories "
-                f"INDEXED BY memories_unsearched WHERE user_id = ? AND ({_UNSEARCHED})))",
-                [match, match, params[0]],
-            ) as cursor:
-                row = await cursor.fetchone()
-            return int(row[0]) if row else 0
-        async with self._reader.execute(
-            f"SELECT count(*) FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
-            f"WHERE memories_fts MATCH ? AND {where}",
-            [match, *params],
-        ) as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
-
-    async def _two_stage_page(
-        self, match: str, where: str, params: list[Any], scoring: list[Any], *, limit: int, offset: int
-    ) -> tuple[list[Any] | None, int]:
-        """One relevance-ordered page of `search` ranked over FTS5's best rows by bm25 only, and the exact total
-        (None when the window's rows that pass the filter are fewer than the page).
-
-        Stage 1 lets FTS5 pick the `window` strongest rows by raw bm25 inside the index (no join, no window
-        function over every match); `window` is `SEARCH_CANDIDATES`, or twice the page's end when that is
-        more. Stage 2 applies `_RANKED_SQL`, the same formula as the exact query, to those rows only. What is
-        exact and what is approximate (docs/search.md, "Two-stage ranking"): when FTS5 finds no more rows than
-        the window, everything is exact; otherwise a row outside the window, weaker by bm25 than every row
-        in it, is left out even where recency, pin/importance or the category boost would have lifted it
-        onto the page, and "best bm25 of the query" is the window's best boosted strength. The total is
-        always exact (`_count_matches`).
-        """
-        weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
-        window = max(SEARCH_CANDIDATES, 2 * (offset + limit))
-        async with self._reader.execute(
-            f"SELECT rowid, -bm25(memories_fts, {weights}) AS strength FROM memories_fts "
-            "WHERE memories_fts MATCH ? ORDER BY strength DESC, rowid DESC LIMIT ?",
-            [match, window],
-        ) as cursor:
-            candidates = [[int(row[0]), float(row[1])] for row in await cursor.fetchall()]
-        sql = _RANKED_SQL.format(
-            hits=_WINDOW_HITS.format(where=where, sort_value="NULL"), order="relevance DESC, rowid DESC"
-        )
-        async with self._reader.execute(sql, [json.dumps(candidates), *params, *scoring, limit, offset]) as cursor:
-            page = list(await cursor.fetchall())
-        if len(candidates) < window:  # FTS5 found every match: exact, and so is the window's count
-            return page, int(page[0]["total"]) if page else await self._count_matches(match, where, params)
-        if len(page) < limit:  # archived or inactive rows thinned the window below the page: rank every match
-            return None, 0
-        return page, await self._count_matches(match, where, params)
-
-    async def _hit_details(self, match: str, rowids: list[int]) -> dict[int, tuple[Memory, list[str]]]:
-        """The memories `rowids` with their highlights, for one page of `search` (highlight() needs the MATCH)."""
-        marks = ", ".join("?" for _ in rowids)
-        source = FTS_COLUMNS.index("source_message")
-        async with self._reader.execute(
-            f"SELECT {_MEMORY_COLUMNS}, m.rowid AS hit_rowid, highlight(memories_fts, 0, '[', ']') AS highlight, "
-            f"snippet(memories_fts, {source}, '[', ']', '...', 16) AS marked, "
-            f"snippet(memories_fts, {source}, '', '', '...', 16) AS unmarked "
-            f"FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
-            f"WHERE memories_fts MATCH ? AND memories_fts.rowid IN ({marks})",
-            [match, *rowids],
-        ) as cursor:
-            rows = await cursor.fetchall()
-        details: dict[int, tuple[Memory, list[str]]] = {}
-        for row in rows:
-            highlights = [str(row["highlight"])]
-            if row["marked"] and row["marked"] != row["unmarked"]:
-                highlights.append(str(row["marked"]))
-            details[int(row["hit_rowid"])] = (_row_to_memory(row), highlights)
-        return details
 
     async def find_candidates(
         self, db: aiosqlite.Connection, user_id: str, match: str, *, limit: int
@@ -1942,26 +2048,38 @@ class Store:
         owned = owned_match(user_id, match)
         own_text = owned_match(user_id, f"{{content entities tags}} : ({match})")
         where, params = memory_filter.where(user_id)
-        weights = ", ".join(str(weight) for weight in BM25_WEIGHTS)
-        async with self._reader.execute(
-            # bm25() only where the FTS table is queried: a window function beside it is refused (see `search`).
-            f"WITH hits AS (SELECT m.rowid AS rowid, -bm25(memories_fts, {weights}) AS strength "
-            "FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
-            f"WHERE memories_fts MATCH ? AND {where}) "
-            "SELECT rowid, strength, count(*) OVER () AS total FROM hits ORDER BY strength DESC, rowid DESC LIMIT ?",
-            [owned, *params, limit],
-        ) as cursor:
-            rows = list(await cursor.fetchall())
-        if not rows:
-            return [], 0
-        rowids = [int(row["rowid"]) for row in rows]
-        marks = ", ".join("?" for _ in rowids)
-        async with self._reader.execute(
-            f"SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? AND rowid IN ({marks})", [own_text, *rowids]
-        ) as cursor:
-            own = {int(row[0]) for row in await cursor.fetchall()}
-        hits = [(rowid, float(row["strength"]), rowid in own) for rowid, row in zip(rowids, rows, strict=True)]
-        return hits, int(rows[0]["total"])
+
+        def work(read: ReadStatement) -> tuple[list[tuple[int, float, bool]], int]:
+            rows = None
+            if memory_filter == MemoryFilter():
+                rows, total = _keyword_window(read, owned, where, params, limit=limit)
+            if rows is None:
+                rows = read(
+                    # bm25() only where the FTS table is queried: a window function beside it is refused.
+                    f"WITH hits AS (SELECT m.rowid AS rowid, -{_BM25_SQL} AS strength "
+                    "FROM memories_fts CROSS JOIN memories m ON m.rowid = memories_fts.rowid "
+                    f"WHERE memories_fts MATCH ? AND {where}) "
+                    "SELECT rowid, strength FROM hits ORDER BY strength DESC, rowid DESC LIMIT ?",
+                    [owned, *params, limit],
+                )
+                total = _count_matches(read, owned, where, params) if rows else 0
+            if not rows:
+                return [], 0
+            rowids = [int(row["rowid"]) for row in rows]
+            marks = ", ".join("?" for _ in rowids)
+            own = {
+                int(row[0])
+                for row in read(
+                    f"SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? AND rowid IN ({marks})",
+                    [own_text, *rowids],
+                )
+            }
+            return [
+                (rowid, float(row["strength"]), rowid in own) for rowid, row in zip(rowids, rows, strict=True)
+            ], total
+
+        # One trip to a reader's thread, in one snapshot (`_ReaderPool.run`).
+        return await self._reader.run(work)
 
     async def count_matching(self, user_id: str, match: str, rowids: Sequence[int]) -> int:
         """How many of `rowids` match the FTS5 expression `match` (for the exact total of a hybrid search)."""
@@ -1981,7 +2099,8 @@ class Store:
         """The highlights of `Store.search` for those of `rowids` that match `match`."""
         if not rowids:
             return {}
-        details = await self._hit_details(owned_match(user_id, match), list(rowids))
+        owned = owned_match(user_id, match)
+        details = await self._reader.run(lambda read: _hit_details(read, owned, list(rowids)))
         return {rowid: marks for rowid, (_, marks) in details.items()}
 
     # --- vectors (search by meaning; docs/search.md) ---

@@ -22,6 +22,7 @@ from harmonia_mcp.throttle import READ_TOOLS, RateLimiter, ReadBudget, ThrottleM
 pytestmark = pytest.mark.anyio
 
 # Counts to a billion: far past any read budget, and it holds its reader for as long as it runs.
+SHORT = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000) SELECT x FROM c"
 ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) SELECT x FROM c"
 
 
@@ -61,6 +62,28 @@ async def test_a_read_past_its_work_budget_is_stopped_and_the_reader_stays_usabl
                 await cursor.fetchall()
         memories, total = await store.list_memories("alice", MemoryFilter())
         assert (memories, total) == ([], 0)
+
+
+async def test_a_one_trip_read_keeps_each_statements_budget_and_ends_its_snapshot(tmp_path: Path) -> None:
+    # `_ReaderPool.run` (the one-trip path of keyword search): a statement past its budget is refused as with
+    # `execute`; statements before it within budget ran; the read transaction is over afterwards, so the next
+    # read on the same (only) reader sees a write committed after the refused one.
+    async with open_store(str(tmp_path / "m.db"), readers=1, max_read_instructions=1_000_000) as store:
+        reader = store._reader  # pyright: ignore[reportPrivateUsage]
+        ran: list[int] = []
+
+        def work(read: Any) -> None:
+            # Statements within the budget run; the budget is counted per statement, as with `execute`.
+            ran.extend(len(read(SHORT, ())) for _ in range(3))
+            read(ENDLESS, ())
+
+        with pytest.raises(QueryTooExpensive, match="more work than one request may use"):
+            await reader.run(work)
+        assert ran == [5000, 5000, 5000]
+        async with store.transaction() as db:
+            await db.execute("CREATE TABLE later (x)")
+        names = await reader.run(lambda read: [row[0] for row in read("SELECT name FROM sqlite_master", ())])
+        assert "later" in names
 
 
 async def test_a_slow_read_does_not_stall_another_users_reads(tmp_path: Path) -> None:

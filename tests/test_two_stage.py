@@ -129,13 +129,13 @@ async def test_the_window_is_used_and_the_total_counts_every_match(
     # The exact query must not run for a first page the window proves, and the total is still every match.
     calls: list[int] = []
     monkeypatch.setattr(store_module, "_EXACT_HITS", "SELECT * FROM no_such_table WHERE {where} {sort_value}")
-    original = Store._count_matches
+    original = store_module._count_matches
 
-    async def counted(self: Store, *arguments: Any) -> int:
+    def counted(*arguments: Any) -> int:
         calls.append(1)
-        return await original(self, *arguments)
+        return original(*arguments)
 
-    monkeypatch.setattr(Store, "_count_matches", counted)
+    monkeypatch.setattr(store_module, "_count_matches", counted)
     match = build_match_expression("filler")
     assert match is not None
     hits, total = await store.search("alice", match, MemoryFilter(), limit=10, offset=0, now=NOW)
@@ -148,3 +148,21 @@ async def test_the_window_is_used_and_the_total_counts_every_match(
         row = await cursor.fetchone()
     assert row is not None and total == row[0] > 200
     assert calls == [1]
+
+
+@pytest.mark.parametrize("query", EVERY_QUERY)
+async def test_hybrid_keyword_candidates_equal_ranking_every_match(
+    store: Store, query: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hybrid keyword side picks its candidates inside FTS5 (`_keyword_window`); the rows, their order,
+    # strengths, own-text flags and the total must equal ranking every match, whatever the depth, including
+    # depths where archived and deleted rows fall inside the window.
+    match = build_match_expression(query)
+    assert match is not None
+    for limit in (1, 7, 50, 200, 2000):
+        fast = await store.keyword_candidates("alice", match, MemoryFilter(), limit=limit)
+        with monkeypatch.context() as patched:
+            patched.setattr(store_module, "_keyword_window", lambda *_, **__: (None, 0))
+            exact = await store.keyword_candidates("alice", match, MemoryFilter(), limit=limit)
+        assert fast == exact, (query, limit)
+        assert fast[1] > 0 and len(fast[0]) == min(limit, fast[1])
