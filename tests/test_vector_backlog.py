@@ -17,7 +17,7 @@ from harmonia_mcp.embed import Vectors
 from harmonia_mcp.extract.rules import RulesExtractor
 from harmonia_mcp.service import MemoryService, ServiceLimits
 from harmonia_mcp.store import open_store
-from harmonia_mcp.vectors import VectorIndex
+from harmonia_mcp.vectors import EMBED_BATCH, VectorIndex
 
 pytestmark = pytest.mark.anyio
 
@@ -26,14 +26,17 @@ BACKLOG_TEXT = "User note number"  # what test_vector_regimes._export writes
 
 
 class HeldBacklog:
-    """An embedder whose calls for the imported notes wait until `release` is set; other texts embed at once.
+    """An embedder whose calls for the imported notes, after the first `free_calls` of them, wait until `release`
+    is set; other texts embed at once.
 
-    So the background worker is stuck inside its first backlog batch, holding whatever it holds, for as long as
-    the test wants, without any wall-clock timing."""
+    So the background worker is stuck inside a backlog batch, holding whatever it holds, for as long as the test
+    wants, without any wall-clock timing. The first batch passes: the worker embeds it before search turns
+    hybrid (`VectorIndex.load(embed_new=True)`), and the test is about a write once the model is ready."""
 
-    def __init__(self) -> None:
+    def __init__(self, free_calls: int) -> None:
         self.release = anyio.Event()
         self.backlog_started = anyio.Event()
+        self.free_calls = free_calls
 
     @property
     def model(self) -> str:
@@ -48,15 +51,19 @@ class HeldBacklog:
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         if any(BACKLOG_TEXT in text for text in texts):
-            self.backlog_started.set()
-            await self.release.wait()
+            if self.free_calls > 0:
+                self.free_calls -= 1
+            else:
+                self.backlog_started.set()
+                await self.release.wait()
         rows = np.ones((len(texts), self.dimension), dtype=np.float32)
         rows[:, 0] += np.arange(len(texts), dtype=np.float32)
         return np.asarray(rows / np.linalg.norm(rows, axis=1, keepdims=True), dtype=np.float32)
 
 
 async def test_a_store_is_embedded_and_answers_while_the_backlog_is_still_being_embedded(db_path: Path) -> None:
-    embedder = HeldBacklog()
+    # The start-up batch (EMBED_BATCH memories, one call of this embedder) passes; the next one is held.
+    embedder = HeldBacklog(free_calls=1)
     async with open_store(str(db_path)) as store:
         service = MemoryService(store, RulesExtractor(), LIMITS)
         await service.import_memories(_export("bulk", 200), user_id="bulk")
@@ -75,7 +82,8 @@ async def test_a_store_is_embedded_and_answers_while_the_backlog_is_still_being_
                 ).fetchone()[0]
                 bulk = db.execute("SELECT count(*) FROM memory_vectors WHERE user_id = 'bulk'").fetchone()[0]
             assert alice == 1  # embedded by the write itself, before it answered
-            assert bulk == 0  # while the backlog's first batch had not even finished
+            assert index.ready
+            assert bulk == EMBED_BATCH  # while the backlog's second batch had not finished
             embedder.release.set()
             with anyio.fail_after(10):
                 while (await store.vector_counts(embedder.model, embedder.dimension))[1]:
