@@ -427,7 +427,8 @@ class VectorIndex:
         start = 0
         while len(found) < count:
             if start >= len(order):
-                if len(order) == table.size:
+                # Compared with the scores taken above: a write may grow the table while `admitted` is awaited.
+                if len(order) == len(scores):
                     break
                 order = np.argsort(-scores, kind="stable")
                 continue
@@ -453,18 +454,19 @@ class VectorIndex:
         import numpy as np
 
         scores = table.matrix[: table.size] @ table.project(query[None, :])[0]
+        size = len(scores)  # not table.size: a write may grow the table while this awaits
         pool = max(RERANK_FACTOR * count, RERANK_MIN)
         seen: set[int] = set()
         found: list[tuple[int, float]] = []
         while True:
-            head = np.argpartition(-scores, pool)[:pool] if pool < table.size else np.arange(table.size)
+            head = np.argpartition(-scores, pool)[:pool] if pool < size else np.arange(size)
             rowids = [int(rowid) for rowid in table.rowids[head] if rowid >= 0 and int(rowid) not in seen]
             seen.update(rowids)
             exact = await self._exact(user_id, query, rowids)
             above = sorted((rowid for rowid, score in exact.items() if score >= floor), key=lambda r: -exact[r])
             admitted = await self.store.admitted(user_id, memory_filter, above)
             found.extend((rowid, exact[rowid]) for rowid in admitted)
-            if len(found) >= count or pool >= table.size or len(above) < len(exact):
+            if len(found) >= count or pool >= size or len(above) < len(exact):
                 break  # enough, everything seen, or the pool already reaches below the floor
             pool *= 4
         found.sort(key=lambda pair: -pair[1])

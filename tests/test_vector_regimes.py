@@ -170,6 +170,44 @@ async def test_the_coarse_regime_stays_in_step_with_writes_and_similarities_are_
         assert best[0] == newest[0] and best[1] == pytest.approx(1.0, abs=1e-5)
 
 
+async def test_a_write_growing_the_table_during_a_filtered_search_does_not_stall_it(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `nearest` awaits the filter between chunks; a write landing then grows the cached table. The search must
+    # still end with what it found (it once sorted the scores again and again, forever).
+    embedder = Structured()
+    async with open_store(str(db_path)) as store:
+        vectors = await _with_vectors(store, embedder, "alice", 300)
+        index = VectorIndex(store, embedder)
+        await index.load()
+        query = embedder.sample(1)[0]
+        await index.nearest("alice", query, HEALTH, count=1)  # the table is cached now
+        admitted = store.admitted
+        grown = False
+
+        async def admitted_during_a_write(user_id: str, memory_filter: MemoryFilter, rowids: list[int]) -> list[int]:
+            nonlocal grown
+            if not grown:
+                grown = True
+                index._cache["alice"].upsert([10**6], embedder.sample(1))  # a concurrent write's vector
+            return await admitted(user_id, memory_filter, rowids)
+
+        sorts = 0
+        argsort = np.argsort
+
+        def counted_argsort(*arguments: object, **options: object) -> object:
+            nonlocal sorts
+            sorts += 1
+            assert sorts < 50, "nearest keeps sorting: it never ends"
+            return argsort(*arguments, **options)  # type: ignore[call-overload]
+
+        monkeypatch.setattr(store, "admitted", admitted_during_a_write)
+        monkeypatch.setattr(np, "argsort", counted_argsort)
+        found = await index.nearest("alice", query, HEALTH, count=100)  # more than the 30 health notes
+        health = set(await admitted("alice", HEALTH, list(vectors)))
+        assert grown and {rowid for rowid, _ in found} == health
+
+
 async def test_a_repeated_query_is_embedded_once(db_path: Path) -> None:
     embedder = Structured()
     async with open_store(str(db_path)) as store:
