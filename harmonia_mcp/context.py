@@ -340,18 +340,22 @@ def fuse_rankings(first: Sequence[str], second: Sequence[str], second_weight: fl
 
 @dataclass(frozen=True)
 class Item:
-    """One memory as a line of the block: `when` is a date shown before it (or empty); the line ends with the
-    memory id unless `show_id` is false."""
+    """One memory as a line of the block: `when` is a date shown before it (or empty); the line ends with
+    `label` (a short form of the memory id that the tools accept), or the memory id when `label` is empty,
+    unless `show_id` is false."""
 
     memory_id: str
     content: str
     category: Category
     when: str = ""
     show_id: bool = True
+    label: str = ""
 
     def line(self) -> str:
         prefix = f"{self.when}: " if self.when else ""
-        return f"- {prefix}{self.content} ({self.memory_id})" if self.show_id else f"- {prefix}{self.content}"
+        if not self.show_id:
+            return f"- {prefix}{self.content}"
+        return f"- {prefix}{self.content} ({self.label or self.memory_id})"
 
 
 @dataclass

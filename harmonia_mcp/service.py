@@ -108,6 +108,10 @@ CONTEXT_MESSAGES = 2
 CONTEXT_WINDOW_SECONDS = 6 * 3600.0
 # recall, profile and upcoming_events (docs/tools.md): budgets are in tokens by context.estimate_tokens.
 DEFAULT_RECALL_BUDGET = 1500
+# The profile's share of a `recall` block: a quarter of the budget, and never more than this many tokens (about
+# 10-12 lines with short ids). The profile is a fixed core of at most 21 slot entries; past a few hundred tokens a
+# larger budget serves the topic better than the profile's least important entries (docs/benchmarks.md).
+MAX_PROFILE_TOKENS = 250
 MIN_RECALL_BUDGET = 50
 MAX_RECALL_BUDGET = 32000
 MAX_UPCOMING_DAYS = 366
@@ -120,6 +124,10 @@ RECURRING_WEEKLY_QUERY = "every each monday tuesday wednesday thursday friday sa
 # Ids are checked with fullmatch: with match, "$" also matches before a final newline ("alice\n").
 _USER_ID = re.compile(USER_ID_PATTERN)
 _MEMORY_ID = re.compile(MEMORY_ID_PATTERN)
+# The fewest hex digits of a short memory id (`recall`'s block, `resolve_memory_id`): 8, as in `mem_3f2a9c0b`,
+# about 8 tokens instead of 13-17 for a full id; git abbreviates hashes to 7 the same way.
+SHORT_ID_DIGITS = 8
+_SHORT_MEMORY_ID = re.compile(rf"^mem_[0-9a-f]{{{SHORT_ID_DIGITS},15}}$")
 MAX_SESSION_ID_CHARS = 256
 MAX_TAG_CHARS = 100
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -239,11 +247,32 @@ class MemoryService:
             InvalidInput: any other string, e.g. "mem_0123456789abcdef\n".
         """
         if not _MEMORY_ID.fullmatch(memory_id):
-            raise InvalidInput(
-                f"memory_id {memory_id[:60]!r} is not a memory id: ids are 'mem_' and 16 hex digits, e.g. "
-                "mem_0123456789abcdef (search_memories and list_memories return them)"
-            )
+            raise InvalidInput(_not_a_memory_id(memory_id))
         return memory_id
+
+    async def resolve_memory_id(self, user: str, memory_id: str) -> str:
+        """The full id of the memory of `user` (any status) that `memory_id` names: a full id as it is, or a
+        short id (`mem_` and `SHORT_ID_DIGITS` to 15 hex digits, as `recall`'s block shows them, like git's
+        abbreviated hashes) when exactly one of the user's memory ids starts with it.
+
+        Raises:
+            InvalidInput: not an id or short id; a short id that starts more than one of the user's ids.
+            MemoryNotFound: a short id that starts none of the user's ids.
+        """
+        if _MEMORY_ID.fullmatch(memory_id):
+            return memory_id
+        if not isinstance(memory_id, str) or not _SHORT_MEMORY_ID.fullmatch(memory_id):
+            raise InvalidInput(_not_a_memory_id(memory_id))
+        found = await self.store.memory_ids_with_prefix(user, memory_id, limit=3)
+        if not found:
+            raise MemoryNotFound(memory_id, user)
+        if len(found) > 1:
+            shown = ", ".join(found[:2]) + (", ..." if len(found) > 2 else "")
+            raise InvalidInput(
+                f"memory_id {memory_id!r} is ambiguous: more than one memory id starts with it ({shown}); "
+                "give more of its digits or the full id"
+            )
+        return found[0]
 
     def _timestamp(self, value: str | None, field: str) -> datetime | None:
         return None if value is None else parse_timestamp(value, self.limits.timezone, field=field)
@@ -1013,7 +1042,8 @@ class MemoryService:
         Raises:
             MemoryNotFound: no active memory with that id for that user.
         """
-        return await self.store.get_memory(self.user(user_id), self.memory_id(memory_id))
+        user = self.user(user_id)
+        return await self.store.get_memory(user, await self.resolve_memory_id(user, memory_id))
 
     async def memory_details(self, memory_id: str, *, user_id: str | None = None) -> MemoryDetails:
         """One memory in any status (active, superseded or deleted), its history oldest first, and its links.
@@ -1022,8 +1052,9 @@ class MemoryService:
             MemoryNotFound: the user has no memory with that id.
         """
         user = self.user(user_id)
+        memory_id = await self.resolve_memory_id(user, memory_id)
         await self.store.flush_access()
-        memory = await self.store.get_memory(user, self.memory_id(memory_id), include_inactive=True)
+        memory = await self.store.get_memory(user, memory_id, include_inactive=True)
         history = [HistoryEntry.model_validate(row) for row in await self.store.history(user, memory_id)]
         links = MemoryLinks.model_validate(await self.store.links(user, memory_id))
         history = await self._name_successors(user, history, links.superseded_by)
@@ -1059,7 +1090,8 @@ class MemoryService:
             AlreadyActive: the memory is active; nothing was changed.
         """
         user = self.user(user_id)
-        if (await self.store.get_memory(user, self.memory_id(memory_id), include_inactive=True)).status == "active":
+        memory_id = await self.resolve_memory_id(user, memory_id)
+        if (await self.store.get_memory(user, memory_id, include_inactive=True)).status == "active":
             raise AlreadyActive(memory_id)
         async with self.store.transaction() as db:
             before = await self.store.set_status(
@@ -1094,7 +1126,7 @@ class MemoryService:
             MemoryNotFound: unknown id for that user, or (without `purge`) already deleted.
         """
         user = self.user(user_id)
-        self.memory_id(memory_id)
+        memory_id = await self.resolve_memory_id(user, memory_id)
         if purge:
             async with self.store.transaction() as db:
                 await self.store.purge(db, user, [memory_id])
@@ -1220,6 +1252,7 @@ class MemoryService:
         user = self.user(user_id)
         if content is None and category is None and event_time is None and importance is None:
             raise InvalidInput("nothing to update: give content, category, event_time or importance")
+        memory_id = await self.resolve_memory_id(user, memory_id)
         text = None if content is None else content.strip()
         if text is not None and not 1 <= len(text) <= MAX_CONTENT_CHARS:
             raise InvalidInput(f"content must be 1-{MAX_CONTENT_CHARS} characters, e.g. 'User has a dog called Rex'")
@@ -1271,6 +1304,7 @@ class MemoryService:
             MemoryNotFound: no active memory with that id for that user (a deleted one cannot be pinned).
         """
         user = self.user(user_id)
+        memory_id = await self.resolve_memory_id(user, memory_id)
         async with self.store.transaction() as db:
             await self.store.set_flags(db, user, [memory_id], pinned=pinned)
             memory = await self.store.get_memory_in(db, user, memory_id)
@@ -1284,6 +1318,7 @@ class MemoryService:
             MemoryNotFound: no active memory with that id for that user.
         """
         user = self.user(user_id)
+        memory_id = await self.resolve_memory_id(user, memory_id)
         async with self.store.transaction() as db:
             await self.store.set_flags(db, user, [memory_id], archived=archived)
             memory = await self.store.get_memory_in(db, user, memory_id)
@@ -1628,17 +1663,20 @@ class MemoryService:
         `search_memories`, so whatever retriever it uses, fused with the nearest by meaning:
         `_with_meaning_neighbours`; a topic beyond search's bounds is cut by `search.topic_query`), and upcoming
         events (`upcoming_events`). Within each, memories are grouped by category; each line ends with the
-        memory id, dated ones start with their date. Only active memories (the newest version of a fact) are
-        used, each at most once, and a memory goes in whole or not at all (`context.assemble`). The profile
-        gets at most a quarter of the budget and upcoming events a fifth, filled first; relevant memories get
-        the rest.
+        memory's short id, dated ones start with their date. Only active memories (the newest version of a
+        fact) are used, each at most once, and a memory goes in whole or not at all (`context.assemble`). The
+        profile gets at most a quarter of the budget and `MAX_PROFILE_TOKENS`, upcoming events a fifth; both
+        are filled first, and relevant memories get the rest.
 
         Args:
             topic: the user's current message or topic; None or no searchable word gives no relevant
                 section.
             budget: `MIN_RECALL_BUDGET` to `MAX_RECALL_BUDGET` tokens, counted by `context.estimate_tokens`.
             upcoming_days: how far ahead upcoming events go, 0 to `MAX_UPCOMING_DAYS`.
-            include_ids: end each line with its memory id (about 13 tokens a line); `memory_ids` lists them anyway.
+            include_ids: end each line with its short memory id (`Store.short_ids`: `mem_` and the first
+                `SHORT_ID_DIGITS` or more hex digits, unique among the user's memories; about 8 tokens against
+                13-17 for a full id), which every tool taking a memory id accepts (`resolve_memory_id`);
+                `memory_ids` lists the full ids either way.
 
         Raises:
             InvalidInput: budget or upcoming_days out of range, a bad `user_id`.
@@ -1669,7 +1707,7 @@ class MemoryService:
                     context.Item(entry.memory_id, entry.content, entry.category, show_id=include_ids)
                     for entry in profile.entries
                 ],
-                max_tokens=budget // 4,
+                max_tokens=min(budget // 4, MAX_PROFILE_TOKENS),
             ),
             context.Section(
                 "relevant",
@@ -1693,6 +1731,8 @@ class MemoryService:
                 max_tokens=budget // 5,
             ),
         ]
+        if include_ids:
+            await self._label_with_short_ids(user, sections)
         block = context.assemble(sections, budget, fill_order=("profile", "upcoming", "relevant"))
         order = [*block.ids["profile"], *block.ids["relevant"], *block.ids["upcoming"]]
         return RecallResult(
@@ -1705,6 +1745,16 @@ class MemoryService:
             upcoming_ids=block.ids["upcoming"],
             left_out=block.left_out,
         )
+
+    async def _label_with_short_ids(self, user: str, sections: Sequence[context.Section]) -> None:
+        """Label every item of `sections` with its short id (`Store.short_ids`, at least `SHORT_ID_DIGITS`
+        digits): the block shows it in place of the full id, which the structured result still lists."""
+        wanted = [item.memory_id for section in sections for item in section.items]
+        if not wanted:
+            return
+        short = await self.store.short_ids(user, wanted, digits=SHORT_ID_DIGITS)
+        for section in sections:
+            section.items = [dataclasses.replace(item, label=short[item.memory_id]) for item in section.items]
 
     async def _with_meaning_neighbours(
         self, user: str, topic: str, found: list[context.Item], include_ids: bool
@@ -1739,6 +1789,14 @@ class MemoryService:
     async def list_users(self, prefix: str = "", *, limit: int = 100) -> list[str]:
         """User ids that have memories and start with `prefix`, sorted, at most `limit` (for completion)."""
         return await self.store.list_users(prefix, limit=limit)
+
+
+def _not_a_memory_id(memory_id: object) -> str:
+    return (
+        f"memory_id {str(memory_id)[:60]!r} is not a memory id: ids are 'mem_' and 16 hex digits, e.g. "
+        f"mem_0123456789abcdef, or its first {SHORT_ID_DIGITS} or more digits as recall shows them "
+        "(search_memories and list_memories return them)"
+    )
 
 
 _HISTORY_ACTIONS = frozenset({"created", "updated", "merged", "superseded", "deleted", "restored"})

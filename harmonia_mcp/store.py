@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import secrets
 import sqlite3
 import time
@@ -2209,6 +2210,42 @@ class Store:
             ) as cursor:
                 allowed |= {int(row[0]) for row in await cursor.fetchall()}
         return [rowid for rowid in rowids if rowid in allowed]
+
+    async def memory_ids_with_prefix(self, user_id: str, prefix: str, *, limit: int = 2) -> list[str]:
+        """Up to `limit` ids of `user_id`'s memories (any status) that start with `prefix`, in id order.
+
+        A range over the `memory_id` index: ids are `mem_` and lowercase hex digits, all below "g".
+        """
+        async with self._reader.execute(
+            "SELECT memory_id FROM memories WHERE memory_id >= ? AND memory_id < ? AND user_id = ? "
+            "ORDER BY memory_id LIMIT ?",
+            (prefix, prefix + "g", user_id, limit),
+        ) as cursor:
+            return [str(row[0]) for row in await cursor.fetchall()]
+
+    async def short_ids(self, user_id: str, memory_ids: Sequence[str], *, digits: int) -> dict[str, str]:
+        """Each of `memory_ids` cut to its shortest prefix, of at least `digits` hex digits, that no other memory
+        of `user_id` (any status) starts with: what `recall`'s block shows, and every tool taking a memory id
+        accepts (`MemoryService.resolve_memory_id`). One read trip; one index range per id."""
+        wanted = list(dict.fromkeys(memory_ids))
+
+        def work(read: ReadStatement) -> dict[str, str]:
+            out: dict[str, str] = {}
+            for memory_id in wanted:
+                prefix = memory_id[: len("mem_") + digits]
+                rows = read(
+                    "SELECT memory_id FROM memories WHERE memory_id >= ? AND memory_id < ? AND user_id = ?",
+                    (prefix, prefix + "g", user_id),
+                )
+                length = len(prefix)
+                for (other,) in rows:
+                    if other != memory_id:
+                        shared = len(os.path.commonprefix([memory_id, str(other)]))
+                        length = max(length, shared + 1)
+                out[memory_id] = memory_id[:length]
+            return out
+
+        return await self._reader.run(work)
 
     async def candidates(self, user_id: str, rowids: Sequence[int]) -> dict[int, tuple[Memory, int]]:
         """The memories `rowids` of `user_id` with their message group (the id that `Ranking`'s repeat penalty

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from mcp import Client
+from mcp_calls import exported_memory
+
+from harmonia_mcp.config import Settings
+from harmonia_mcp.extract.rules import RulesExtractor
+from harmonia_mcp.server import make_limits
+from harmonia_mcp.service import MemoryService
+from harmonia_mcp.store import open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -66,3 +74,70 @@ async def test_a_session_id_with_control_characters_or_surrounding_space_is_refu
 async def test_a_tag_filter_must_be_a_tag(client: Client, tag: str) -> None:
     text = await _error(client, "search_memories", {"query": "tea", "tags": [tag]})
     assert "tags must be" in text and "control characters" in text
+
+
+def _exported(memory_id: str, content: str) -> dict[str, Any]:
+    return {**exported_memory(1, content), "memory_id": memory_id}
+
+
+# Two ids sharing their first 9 hex digits, and one alone: short ids of 10, 10 and 8 digits.
+DOG, CAT, CHESS = "mem_3f2a9c0b10000000", "mem_3f2a9c0b1fffffff", "mem_77aa000000000001"
+
+
+async def _import(settings: Settings, user: str = "default") -> None:
+    memories = [
+        _exported(DOG, "User has a dog called Biggie"),
+        _exported(CAT, "User has a cat called Mochi"),
+        _exported(CHESS, "User plays chess with a neighbour"),
+    ]
+    async with open_store(settings.db_path) as store:
+        service = MemoryService(store, RulesExtractor(), make_limits(settings))
+        await service.import_memories(json.dumps({"user_id": user, "memories": memories}))
+
+
+async def test_recall_shows_the_shortest_unique_short_id_and_every_tool_takes_it(
+    client: Client, settings: Settings
+) -> None:
+    await _import(settings)
+    recall = await client.call_tool("recall", {"topic": "dog cat chess"})
+    assert recall.structured_content is not None
+    text = recall.structured_content["text"]
+    assert "Biggie (mem_3f2a9c0b10)" in text and "Mochi (mem_3f2a9c0b1f)" in text
+    assert "neighbour (mem_77aa0000)" in text
+    assert set(recall.structured_content["memory_ids"]) == {DOG, CAT, CHESS}  # full ids in the structured result
+    got = await client.call_tool("get_memory", {"memory_id": "mem_3f2a9c0b1f"})
+    assert got.structured_content is not None and got.structured_content["memory"]["memory_id"] == CAT
+    resource = await client.read_resource("memory://default/mem_77aa0000")
+    assert "chess" in resource.contents[0].text  # type: ignore[union-attr]
+    await client.call_tool("pin_memory", {"memory_id": "mem_77aa0000"})
+    deleted = await client.call_tool("delete_memory", {"memory_id": "mem_3f2a9c0b10"})
+    assert not deleted.is_error
+    restored = await client.call_tool("restore_memory", {"memory_id": "mem_3f2a9c0b10"})
+    assert restored.structured_content is not None and restored.structured_content["memory"]["memory_id"] == DOG
+    listed = await client.call_tool("list_memories", {})
+    assert listed.structured_content is not None
+    pinned = {memory["memory_id"]: memory["pinned"] for memory in listed.structured_content["memories"]}
+    assert pinned == {DOG: False, CAT: False, CHESS: True}
+
+
+async def test_a_short_id_that_names_two_memories_none_or_too_few_digits_is_refused(
+    client: Client, settings: Settings
+) -> None:
+    await _import(settings)
+    text = await _error(client, "delete_memory", {"memory_id": "mem_3f2a9c0b"})
+    assert "ambiguous" in text and DOG in text and CAT in text
+    text = await _error(client, "get_memory", {"memory_id": "mem_3f2a9c0b2"})
+    assert "No memory 'mem_3f2a9c0b2'" in text
+    text = await _error(client, "update_memory", {"memory_id": "mem_77aa000", "content": "User plays go"})
+    assert "is not a memory id" in text and "8 or more digits" in text
+    listed = await client.call_tool("list_memories", {})
+    assert listed.structured_content is not None
+    assert listed.structured_content["pagination"]["total_count"] == 3  # nothing was deleted or changed
+
+
+async def test_a_short_id_is_resolved_among_the_callers_memories_only(client: Client, settings: Settings) -> None:
+    await _import(settings, user="alice")
+    text = await _error(client, "get_memory", {"memory_id": "mem_77aa0000", "user_id": "bob"})
+    assert "No memory 'mem_77aa0000' for user 'bob'" in text
+    got = await client.call_tool("get_memory", {"memory_id": "mem_77aa0000", "user_id": "alice"})
+    assert got.structured_content is not None and got.structured_content["memory"]["memory_id"] == CHESS

@@ -4,6 +4,7 @@ the `recall` and `remember` prompts and `user_id` completion."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ def settings(db_path: Path) -> Settings:
     )
 
 
-LINE = re.compile(r"^- (?:(?P<when>[^:]+(?::\d\d)?(?: \(\w+\))?): )?(?P<content>.+) \((?P<id>mem_[0-9a-f]{16})\)$")
+LINE = re.compile(r"^- (?:(?P<when>[^:]+(?::\d\d)?(?: \(\w+\))?): )?(?P<content>.+) \((?P<id>mem_[0-9a-f]{8,16})\)$")
 
 
 async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -57,6 +58,12 @@ async def _store(client: Client, messages: list[str], **arguments: Any) -> list[
     for message in messages:
         stored += (await _call(client, "store_memory", {"message": message, **arguments}))["memories"]
     return stored
+
+
+def _full(ids: Iterable[str], short: str) -> str:
+    """The one id of `ids` that the block's short id `short` starts."""
+    [found] = [memory_id for memory_id in ids if memory_id.startswith(short)]
+    return found
 
 
 def _lines(text: str) -> list[re.Match[str]]:
@@ -82,8 +89,10 @@ async def test_recall_puts_the_profile_first_then_relevant_memories_each_whole_w
     lines = _lines(text)
     assert [line["id"] for line in lines] != []
     for line in lines:
-        assert contents[line["id"]] == line["content"]
-    assert result["memory_ids"] == [line["id"] for line in lines]  # in block order
+        assert contents[_full(contents, line["id"])] == line["content"]
+    # The block shows short ids (8 hex digits here: no two of these memories share them); the result lists full ones.
+    assert all(len(line["id"]) == len("mem_") + 8 for line in lines)
+    assert result["memory_ids"] == [_full(contents, line["id"]) for line in lines]  # in block order
     assert len(set(result["memory_ids"])) == len(result["memory_ids"])  # nothing twice
     assert set(result["profile_ids"]) | set(result["relevant_ids"]) == set(result["memory_ids"])
     assert result["tokens"] == estimate_tokens(text) <= result["budget"] == 1500
@@ -103,19 +112,19 @@ async def test_recall_groups_by_category(client: Client) -> None:
             heading = ""
         elif line.startswith("- "):
             found = LINE.match(line)
-            assert found is not None and found["id"] in contents
-            assert category_of[found["id"]] == heading, line
+            assert found is not None
+            assert category_of[_full(contents, found["id"])] == heading, line
 
 
 @pytest.mark.parametrize("budget", [50, 60, 90, 120, 200, 333, 700])
 async def test_recall_is_never_over_budget_and_never_cuts_a_memory(client: Client, budget: int) -> None:
-    long = "I collect " + ", ".join(f"stamps from country number {n}" for n in range(30)) + "."
+    long = "I collect " + ", ".join(f"stamps from country number {n}" for n in range(40)) + "."
     await _store(client, [*LIFE, long])
     result = await _call(client, "recall", {"topic": "stamps chess dog tea", "budget": budget})
     assert estimate_tokens(result["text"]) <= budget
     contents = await _contents(client)
     for line in _lines(result["text"]):
-        assert contents[line["id"]] == line["content"]  # whole, or not at all
+        assert contents[_full(contents, line["id"])] == line["content"]  # whole, or not at all
     if budget >= 200:
         assert result["memory_ids"], "a 200-token budget fits some memories"
     assert result["left_out"] > 0  # the long one never fits these budgets
