@@ -118,7 +118,7 @@ async def test_recall_groups_by_category(client: Client) -> None:
 
 @pytest.mark.parametrize("budget", [50, 60, 90, 120, 200, 333, 700])
 async def test_recall_is_never_over_budget_and_never_cuts_a_memory(client: Client, budget: int) -> None:
-    long = "I collect " + ", ".join(f"stamps from country number {n}" for n in range(40)) + "."
+    long = "I collect " + ", ".join(f"stamps from country number {n}" for n in range(60)) + "."
     await _store(client, [*LIFE, long])
     result = await _call(client, "recall", {"topic": "stamps chess dog tea", "budget": budget})
     assert estimate_tokens(result["text"]) <= budget
