@@ -18,7 +18,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -194,12 +194,22 @@ _M001_INITIAL = f"""
 """
 
 
+def _fts_insert_trigger(names: str, new_values: str, *, deferrable: bool) -> str:
+    """The `memories_ai` trigger that indexes each inserted row, as SQL; `deferrable` adds its WHEN (see
+    `_M010_DEFERRED_INDEX`)."""
+    when = " WHEN NOT EXISTS (SELECT 1 FROM fts_deferred)" if deferrable else ""
+    return f"""CREATE TRIGGER memories_ai AFTER INSERT ON memories{when} BEGIN
+            INSERT INTO memories_fts (rowid, {names}) VALUES (new.rowid, {new_values});
+        END;"""
+
+
 def _rebuild_fts_index(
     columns: Sequence[str],
     *,
     update_of: Sequence[str],
     content: str = "memories",
     values: Mapping[str, str] | None = None,
+    deferrable: bool = False,
 ) -> str:
     """SQL that replaces `memories_fts` and its sync triggers with an index over `columns`, then fills it.
 
@@ -207,6 +217,8 @@ def _rebuild_fts_index(
     lists, so what it does never changes when `FTS_COLUMNS` does. `content` is the table (or view) FTS5 reads
     the indexed text back from (for highlight(), snippet() and 'rebuild'); `values` maps a column to the SQL
     expression over the row (`{row}.x`) that the triggers index for it, which must agree with `content`.
+    `deferrable`: the insert trigger skips rows while `fts_deferred` has a row (migration 10 on: a later
+    rebuild must pass True, or the rows `Store.import_rows` writes are indexed twice, by the trigger and by it).
     """
     names = ", ".join(columns)
     expressions = {column: (values or {}).get(column, "{row}." + column) for column in columns}
@@ -222,9 +234,7 @@ def _rebuild_fts_index(
             content='{content}', content_rowid='rowid',
             tokenize='{FTS_TOKENIZER}'
         );
-        CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN
-            INSERT INTO memories_fts (rowid, {names}) VALUES (new.rowid, {new_values});
-        END;
+        {_fts_insert_trigger(names, new_values, deferrable=deferrable)}
         CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN
             INSERT INTO memories_fts (memories_fts, rowid, {names}) VALUES ('delete', old.rowid, {old_values});
         END;
@@ -405,6 +415,20 @@ _M009_SEARCH_TOTALS = f"""
         CREATE INDEX memories_unsearched ON memories (user_id) WHERE {_UNSEARCHED};
 """
 
+# Batch indexing (issue 14, the import): the insert trigger indexed each row in its own statement, and FTS5 writes
+# its pending terms to disk at every statement savepoint, so an import of 500 rows wrote 500 tiny segments and
+# merged them (about 30 us a row of the import's 55; one INSERT ... SELECT of the same rows costs 5). While
+# `fts_deferred` has a row the trigger skips, and `Store.import_rows` indexes the batch itself in one statement
+# before it empties the table, all in the batch's own transaction: a crash rolls back rows, index and flag
+# together, and no other connection ever sees the flag (it is only written inside a write transaction).
+_M010_COLUMNS = _M006_FORGETTING_COLUMNS  # frozen: what migration 6's index holds
+_M010_NEW_VALUES = ", ".join(FTS_VALUES.get(column, "{row}." + column).format(row="new") for column in _M010_COLUMNS)
+_M010_DEFERRED_INDEX = f"""
+        CREATE TABLE fts_deferred (since INTEGER NOT NULL);
+        DROP TRIGGER memories_ai;
+        {_fts_insert_trigger(", ".join(_M010_COLUMNS), _M010_NEW_VALUES, deferrable=True)}
+"""
+
 # Append only; `PRAGMA user_version` is the number of migrations applied.
 MIGRATIONS: Sequence[str] = (
     _M001_INITIAL,
@@ -416,6 +440,7 @@ MIGRATIONS: Sequence[str] = (
     _M007_JOBS,
     _M008_OCCURRED_AT,
     _M009_SEARCH_TOTALS,
+    _M010_DEFERRED_INDEX,
 )
 
 LinkKind = Literal["supersedes", "related"]
@@ -896,6 +921,53 @@ class ImportRow(NamedTuple):
     status: str
     created_at: str
     updated_at: str
+
+
+_INSERT_IMPORTED = """
+    INSERT INTO memories (memory_id, user_id, content, category, confidence, entities, tags, event_time, event_time_utc,
+        source_message, speaker, session_id, metadata, extractor, status, created_at, updated_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+# The rows above a rowid indexed as the insert trigger would index each (the view reads what the index holds).
+_INDEX_SINCE = (
+    f"INSERT INTO memories_fts (rowid, {', '.join(FTS_COLUMNS)}) "
+    f"SELECT rowid, {', '.join(FTS_COLUMNS)} FROM {FTS_CONTENT} WHERE rowid > ?"
+)
+
+
+def _insert_imported(conn: sqlite3.Connection, rows: Iterable[ImportRow]) -> None:
+    """Insert checked import rows as they are, with a `created` history row each (`Store.import_rows`)."""
+    fresh = list(rows)
+    conn.executemany(
+        _INSERT_IMPORTED,
+        [
+            (
+                m.memory_id,
+                m.user_id,
+                m.content,
+                m.category,
+                m.confidence,
+                json.dumps(m.entities, ensure_ascii=False),
+                json.dumps(m.tags, ensure_ascii=False),
+                m.event_time,
+                to_utc_text(datetime.fromisoformat(m.event_time)) if m.event_time else None,
+                m.source_message,
+                m.speaker,
+                m.session_id,
+                json.dumps(m.metadata, ensure_ascii=False),
+                m.extractor,
+                m.status,
+                m.created_at,
+                m.updated_at,
+            )
+            for m in fresh
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message, "
+        "changed_at) VALUES (?, ?, 'created', NULL, ?, ?, ?)",
+        [(m.memory_id, m.user_id, m.content, m.source_message, m.created_at) for m in fresh],
+    )
 
 
 class ImportCounts(NamedTuple):
@@ -1819,41 +1891,15 @@ class Store:
                     row = row._replace(memory_id=memory_id)
                     moved += 1
                 fresh[memory_id] = row
-            conn.executemany(
-                """
-                INSERT INTO memories (memory_id, user_id, content, category, confidence, entities, tags, event_time,
-                    event_time_utc, source_message, speaker, session_id, metadata, extractor, status, created_at,
-                    updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
-                [
-                    (
-                        m.memory_id,
-                        m.user_id,
-                        m.content,
-                        m.category,
-                        m.confidence,
-                        json.dumps(m.entities, ensure_ascii=False),
-                        json.dumps(m.tags, ensure_ascii=False),
-                        m.event_time,
-                        to_utc_text(datetime.fromisoformat(m.event_time)) if m.event_time else None,
-                        m.source_message,
-                        m.speaker,
-                        m.session_id,
-                        json.dumps(m.metadata, ensure_ascii=False),
-                        m.extractor,
-                        m.status,
-                        m.created_at,
-                        m.updated_at,
-                    )
-                    for m in fresh.values()
-                ],
-            )
-            conn.executemany(
-                "INSERT INTO memory_history (memory_id, user_id, action, old_content, new_content, source_message, "
-                "changed_at) VALUES (?, ?, 'created', NULL, ?, ?, ?)",
-                [(m.memory_id, m.user_id, m.content, m.source_message, m.created_at) for m in fresh.values()],
-            )
+            # The batch is indexed in one statement after its rows are in (`_M010_DEFERRED_INDEX`): rowids only grow
+            # inside this write transaction, so the batch's rows are exactly those above the largest before it.
+            since = conn.execute("SELECT coalesce(max(rowid), 0) FROM memories").fetchone()[0]
+            conn.execute("INSERT INTO fts_deferred (since) VALUES (?)", (since,))
+            try:
+                _insert_imported(conn, fresh.values())
+                conn.execute(_INDEX_SINCE, (since,))
+            finally:
+                conn.execute("DELETE FROM fts_deferred")
             return ImportCounts(len(fresh), moved, present)
 
         return await _on_thread(db, work)
