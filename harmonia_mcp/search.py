@@ -161,15 +161,17 @@ class Fusion:
     Chosen by measurement on the LoCoMo dev split and the paraphrase benchmark (docs/search.md, Fusion).
     """
 
-    text_weight: float = 0.9
-    cosine_floor: float = 0.2
-    cosine_ceiling: float = 0.7
+    # The cosines are centred (`vectors.centred_cosine`, about the user's mean vector), which lowers them: a
+    # paraphrase's memory is at 0.2-0.5 where it was at 0.35-0.6 (issue 9, fourth round).
+    text_weight: float = 0.85
+    cosine_floor: float = 0.1
+    cosine_ceiling: float = 0.6
     # Hybrid only: the text part divides by max(best strength, text_reference), so a query whose best word match
     # is weak (a common word such as "user") gets a small text part and meaning decides. 0 turns it off.
     text_reference: float = 25.0
     provenance_weight: float = 0.5
     # Nearest neighbours below this cosine are not candidates (they may still rank through their words).
-    candidate_floor: float = 0.3
+    candidate_floor: float = 0.15
     # ...nor those more than this below the best neighbour of the query (`admitted_neighbours`).
     relative_floor: float = 0.2
     # How many candidates each side contributes at least (more when a page reaches deeper).
