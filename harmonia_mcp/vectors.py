@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -118,10 +118,12 @@ class _UserMatrix:
         """Row `index` as a full vector (mapped back from its projection in the coarse regime)."""
         import numpy as np
 
-        row = self.matrix[index].astype(np.float64)
-        return row if self.basis is None else row @ self.basis.T.astype(np.float64)
+        row: npt.NDArray[np.float64] = self.matrix[index].astype(np.float64)
+        if self.basis is not None:
+            row = row @ self.basis.T.astype(np.float64)
+        return row
 
-    def _add(self, vectors: Vectors, sign: float = 1.0) -> None:
+    def _add(self, vectors: npt.NDArray[np.floating[Any]], sign: float = 1.0) -> None:
         import numpy as np
 
         summed = sign * vectors.astype(np.float64).sum(axis=0)
@@ -209,7 +211,8 @@ def centred_cosine(
     toward = float(query @ centre)
     query_norm = np.sqrt(max(1.0 - 2.0 * toward + square, 1e-12))
     row_norms = np.sqrt(np.maximum(1.0 - 2.0 * along + square, 1e-12))
-    return ((dot - along - toward + square) / (row_norms * query_norm)).astype(np.float32)
+    centred: npt.NDArray[np.float32] = ((dot - along - toward + square) / (row_norms * query_norm)).astype(np.float32)
+    return centred
 
 
 def fit_basis(sample: Vectors, columns: int) -> Vectors:
@@ -572,7 +575,6 @@ class VectorIndex:
     ) -> dict[int, float]:
         """The cosine of `query` to each of `rowids` that has a current vector (of `user_id`'s only), about the
         user's centre with `centred` (as `nearest`); exact in both regimes (read from the file in the coarse one)."""
-        import numpy as np
 
         table = await self._matrix(user_id)
         known = [rowid for rowid in rowids if rowid in table.position]
