@@ -54,6 +54,8 @@ DISTRACTOR_CONVERSATION = "conv-30"
 SPLITS = ("dev", "heldout", "heldout2", "heldout3", "heldout4")
 # The end-to-end test's check (tests/e2e/test_stdio.py): of the first 10 questions of conv-26, at least 6 find evidence.
 E2E_CONVERSATION, E2E_QUESTIONS, E2E_FLOOR = "conv-26", 10, 6
+# Each user's `VectorIndex.centring`, read once the database is filled (the service's absolute neighbour floor).
+CENTRING: dict[str, float] = {}
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
@@ -120,7 +122,8 @@ def _rank(cands: list[Candidate], mode: SearchMode, fusion: Fusion, service: Mem
     from datetime import UTC, datetime
 
     # The service's neighbour floors (`search.admitted_neighbours`), over the gathered candidates' cosines.
-    near = search.admitted_neighbours([(c.rowid, c.cosine) for c in cands if c.cosine is not None], fusion)
+    centring = CENTRING.get(cands[0].memory.user_id, 1.0) if cands else 1.0
+    near = search.admitted_neighbours([(c.rowid, c.cosine) for c in cands if c.cosine is not None], fusion, centring)
     admitted = {rowid for rowid, _ in near}
     kept = [c for c in cands if c.strength > 0 or c.rowid in admitted]
     if mode == "semantic":
@@ -164,7 +167,7 @@ async def _main(arguments: argparse.Namespace) -> int:
     async with open_store(str(db)) as store:
         vectors = VectorIndex(store, OnnxEmbedder(threads=2))
         # Candidates are gathered down to the lowest candidate floor of the grid; `_rank` applies each setting's.
-        gather = Fusion(candidate_floor=0.1, relative_floor=1.0)
+        gather = Fusion(candidate_floor=0.1, plain_candidate_floor=0.1, relative_floor=1.0)
         service = MemoryService(store, RulesExtractor(), limits, vectors=vectors, fusion=gather)
         await vectors.load()
         if sidecar.exists():
@@ -176,6 +179,10 @@ async def _main(arguments: argparse.Namespace) -> int:
             # A split written after the database was filled: store its user only.
             state["facts"] |= await _fill_paraphrase(service, arguments.split, arguments.distractors)
             sidecar.write_text(json.dumps(state))
+        for owner in {q["conv_id"] for q in _jsonl(LOCOMO / "questions.jsonl")} | {
+            f"paraphrase-{name}" for name in SPLITS
+        }:
+            CENTRING[owner] = await vectors.centring(owner)
         turns_of: dict[str, list[str]] = state["turns_of"]
         questions = _jsonl(LOCOMO / "questions.jsonl")
         cases = _jsonl(DATA / f"paraphrase_{arguments.split}.jsonl")

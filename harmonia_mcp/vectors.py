@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 
@@ -62,9 +62,9 @@ COARSE_SAMPLE = 8192  # vectors the projection is fitted on (the first read, in 
 # Vectors read for one user from which the freed read buffers are handed back to the system (10-30 MB at 10k-100k).
 TRIM_AFTER_READ = 5_000
 QUERY_CACHE = 256  # query vectors kept (an assistant repeats and pages through the same queries)
-# Search cosines are taken about the user's mean vector, shrunk by n / (n + CENTRE_PRIOR) for a user with n
-# vectors (`centred_cosine`; docs/search.md, "Centred cosine"): a small collection is barely centred, since the mean
-# of a few vectors is mostly those vectors.
+# Search cosines are taken about the mean of the user's other vectors, shrunk by about n / (n + CENTRE_PRIOR) for a
+# user with n vectors (`centred_cosine`; docs/search.md, "Centred cosine"): a small collection is barely centred,
+# since the mean of a few vectors is mostly those vectors.
 CENTRE_PRIOR = 20.0
 
 
@@ -129,16 +129,18 @@ class _UserMatrix:
         summed = sign * vectors.astype(np.float64).sum(axis=0)
         self.total = summed if self.total is None else self.total + summed
 
-    def centre(self) -> Vectors:
-        """The point search cosines are taken about (`centred_cosine`): the mean of the live vectors times
-        n / (n + CENTRE_PRIOR), n the number of live vectors; zeros when there are none. Shape (dimension,)."""
+    @property
+    def centring(self) -> float:
+        """How far this table's search cosines are centred, n / (n + CENTRE_PRIOR) for n live vectors (0-1)."""
+        return len(self.position) / (len(self.position) + CENTRE_PRIOR)
+
+    def centre(self) -> Centre:
+        """What search cosines are taken about (`centred_cosine`): the sum of the live vectors and their count."""
         import numpy as np
 
-        count = len(self.position)
         dimension = self.matrix.shape[1] if self.basis is None else self.basis.shape[0]
-        if count == 0 or self.total is None:
-            return np.zeros(dimension, dtype=np.float32)
-        return (self.total / (count + CENTRE_PRIOR)).astype(np.float32)
+        total = np.zeros(dimension, dtype=np.float32) if self.total is None else self.total.astype(np.float32)
+        return Centre(total, len(self.position))
 
     def reserve(self, capacity: int) -> None:
         """Make room for `capacity` rows in all (read in batches, the matrix is allocated once)."""
@@ -190,28 +192,41 @@ class _UserMatrix:
                 self.matrix[index] = 0.0
 
 
-def centred_cosine(
-    dot: npt.NDArray[np.float32], along: npt.NDArray[np.float32], query: Vectors, centre: Vectors
-) -> npt.NDArray[np.float32]:
-    """The cosine of unit vectors d and q about the point `centre` (c): cos(d - c, q - c), from d . q (`dot`) and
-    d . c (`along`), one value per row; the rows and the query themselves are not needed, so neither the stored
-    vectors nor the coarse projection change.
+class Centre(NamedTuple):
+    """A user's vectors summed (`total`, shape (dimension,)) and counted (`size`): what `centred_cosine` needs."""
 
-    cos = (d.q - d.c - q.c + c.c) / (sqrt(1 - 2 d.c + c.c) * sqrt(1 - 2 q.c + c.c)).
+    total: Vectors
+    size: int
+
+
+def centred_cosine(
+    dot: npt.NDArray[np.float32], along: npt.NDArray[np.float32], query: Vectors, centre: Centre
+) -> npt.NDArray[np.float32]:
+    """The cosine of each unit vector d and the unit query q about the mean of the user's *other* vectors, shrunk:
+    cos(d - c_d, q - c_d) with c_d = (S - d) / (n - 1 + CENTRE_PRIOR), S the sum of the user's n vectors. From
+    d . q (`dot`) and d . S (`along`), one value per row; the rows themselves are not needed, so neither the
+    stored vectors nor the coarse projection change.
 
     Why: a user's sentence vectors share a common direction (all of one conversation, one person, one register),
     which adds about the same to every cosine and lets generic memories sit near every query. Taking the
     cosine about the user's mean removes it (the "common mean vector" removal of Mu and Viswanath, All-but-the-
-    Top, ICLR 2018). On LoCoMo dev it lifted hybrid recall@10 0.730 -> 0.742 and semantic 0.584 -> 0.60, and
-    the paraphrase sets by 0.03-0.17 (docs/benchmarks.md, issue 9 fourth round).
+    Top, ICLR 2018). The shrinkage n / (n + CENTRE_PRIOR) leaves a small collection nearly uncentred, and leaving
+    d itself out of its centre keeps a small collection's cosines what they were (a one-memory user's are the
+    plain cosine): d's own share of the mean would lower every cosine by about 1 / (n + CENTRE_PRIOR). On LoCoMo dev
+    it lifted hybrid recall@10 and the paraphrase sets (docs/benchmarks.md, issue 9 fourth round).
     """
     import numpy as np
 
-    square = float(centre @ centre)
-    toward = float(query @ centre)
-    query_norm = np.sqrt(max(1.0 - 2.0 * toward + square, 1e-12))
-    row_norms = np.sqrt(np.maximum(1.0 - 2.0 * along + square, 1e-12))
-    centred: npt.NDArray[np.float32] = ((dot - along - toward + square) / (row_norms * query_norm)).astype(np.float32)
+    scale = centre.size - 1 + CENTRE_PRIOR
+    square = float(centre.total @ centre.total)
+    toward = float(query @ centre.total)
+    row_centre = (along - 1.0) / scale  # d . c_d
+    query_centre = (toward - dot) / scale  # q . c_d
+    centre_square = (square - 2.0 * along + 1.0) / scale**2  # c_d . c_d
+    numerator = dot - row_centre - query_centre + centre_square
+    row_norms = np.sqrt(np.maximum(1.0 - 2.0 * row_centre + centre_square, 1e-12))
+    query_norms = np.sqrt(np.maximum(1.0 - 2.0 * query_centre + centre_square, 1e-12))
+    centred: npt.NDArray[np.float32] = (numerator / (row_norms * query_norms)).astype(np.float32)
     return centred
 
 
@@ -418,7 +433,7 @@ class VectorIndex:
         return table or _UserMatrix.build(self.dimension)
 
     async def _exact(
-        self, user_id: str, query: Vectors, rowids: Sequence[int], centre: Vectors | None = None
+        self, user_id: str, query: Vectors, rowids: Sequence[int], centre: Centre | None = None
     ) -> dict[int, float]:
         """The exact float32 cosine of `query` to each of `rowids` that has a current vector, read from the file
         (about `centre` when given: `centred_cosine`)."""
@@ -428,7 +443,7 @@ class VectorIndex:
         stored = _vectors_of(rows, self.dimension)
         scores = stored @ query
         if centre is not None:
-            scores = centred_cosine(scores, stored @ centre, query, centre)
+            scores = centred_cosine(scores, stored @ centre.total, query, centre)
         return {rowid: float(score) for (rowid, _), score in zip(rows, scores, strict=True)}
 
     async def embed_query(self, text: str) -> Vectors:
@@ -500,7 +515,7 @@ class VectorIndex:
             scores = table.matrix[: table.size] @ query
         else:
             # One product for both columns: the matrix is read once (the product is memory-bound).
-            both = table.matrix[: table.size] @ np.stack([query, centre], axis=1)
+            both = table.matrix[: table.size] @ np.stack([query, centre.total], axis=1)
             scores = centred_cosine(both[:, 0], both[:, 1], query, centre)
         step = max(4 * count, 64)
         if step < table.size:
@@ -541,7 +556,7 @@ class VectorIndex:
         *,
         count: int,
         floor: float,
-        centre: Vectors | None = None,
+        centre: Centre | None = None,
     ) -> list[tuple[int, float]]:
         """`nearest` in the coarse regime: score the projections, re-score the best pool exactly, widen the
         pool (x4) while the filters leave fewer than `count`."""
@@ -550,7 +565,7 @@ class VectorIndex:
         if centre is None:
             scores = table.matrix[: table.size] @ table.project(query[None, :])[0]
         else:
-            both = table.matrix[: table.size] @ table.project(np.stack([query, centre])).T
+            both = table.matrix[: table.size] @ table.project(np.stack([query, centre.total])).T
             scores = centred_cosine(both[:, 0], both[:, 1], query, centre)
         size = len(scores)  # not table.size: a write may grow the table while this awaits
         pool = max(RERANK_FACTOR * count, RERANK_MIN)
@@ -570,6 +585,12 @@ class VectorIndex:
         found.sort(key=lambda pair: -pair[1])
         return found[:count]
 
+    async def centring(self, user_id: str) -> float:
+        """How far `user_id`'s centred cosines are centred (0-1, `_UserMatrix.centring`): the weight that moves
+        search's absolute neighbour floor from the plain-cosine one to the centred one
+        (`search.admitted_neighbours`)."""
+        return (await self._matrix(user_id)).centring
+
     async def similarities(
         self, user_id: str, query: Vectors, rowids: Sequence[int], *, centred: bool = False
     ) -> dict[int, float]:
@@ -586,7 +607,7 @@ class VectorIndex:
         rows = table.matrix[[table.position[rowid] for rowid in known]]
         scores = rows @ query
         if centre is not None:
-            scores = centred_cosine(scores, rows @ centre, query, centre)
+            scores = centred_cosine(scores, rows @ centre.total, query, centre)
         return {rowid: float(score) for rowid, score in zip(known, scores, strict=True)}
 
 

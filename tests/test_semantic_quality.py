@@ -57,6 +57,14 @@ def test_a_neighbour_must_pass_the_absolute_and_the_relative_floor() -> None:
     assert admitted_neighbours([], fusion) == []
 
 
+def test_the_absolute_floor_moves_from_the_plain_to_the_centred_one_with_the_users_centring() -> None:
+    fusion = Fusion(candidate_floor=0.15, plain_candidate_floor=0.3, relative_floor=1.0)
+    near = [(1, 0.31), (2, 0.25), (3, 0.16)]
+    assert admitted_neighbours(near, fusion, centring=0.0) == [(1, 0.31)]  # a barely centred user: plain floor
+    assert admitted_neighbours(near, fusion, centring=0.5) == [(1, 0.31), (2, 0.25)]  # floor 0.225
+    assert admitted_neighbours(near, fusion, centring=1.0) == near
+
+
 async def test_in_a_tiny_collection_a_name_does_not_bring_the_nearest_unrelated_memory(
     db_path: Path, minilm: OnnxEmbedder
 ) -> None:

@@ -171,15 +171,13 @@ async def test_the_coarse_regime_stays_in_step_with_writes_and_similarities_are_
 
 
 def _centred_reference(vectors: dict[int, Vectors], query: Vectors) -> dict[int, float]:
-    """cos(d - c, q - c) computed directly, with c the mean of `vectors` times n / (n + CENTRE_PRIOR)."""
-    stacked = np.stack(list(vectors.values())).astype(np.float64)
-    centre = stacked.mean(axis=0) * len(stacked) / (len(stacked) + CENTRE_PRIOR)
-    moved_query = query - centre
-    moved_query /= np.linalg.norm(moved_query)
+    """cos(d - c, q - c) computed directly, with c the sum of the *other* vectors / (n - 1 + CENTRE_PRIOR)."""
+    total = np.stack(list(vectors.values())).astype(np.float64).sum(axis=0)
     out = {}
     for rowid, vector in vectors.items():
-        moved = vector - centre
-        out[rowid] = float(moved @ moved_query / np.linalg.norm(moved))
+        centre = (total - vector) / (len(vectors) - 1 + CENTRE_PRIOR)
+        moved, moved_query = vector - centre, query - centre
+        out[rowid] = float(moved @ moved_query / (np.linalg.norm(moved) * np.linalg.norm(moved_query)))
     return out
 
 
@@ -209,6 +207,18 @@ async def test_centred_search_scores_about_the_users_shrunk_mean_in_both_regimes
         assert all(similar[rowid] == pytest.approx(truth[rowid], abs=1e-4) for rowid in some)
 
 
+async def test_a_one_memory_users_centred_cosine_is_the_plain_cosine(db_path: Path) -> None:
+    embedder = Structured()
+    async with open_store(str(db_path)) as store:
+        vectors = await _with_vectors(store, embedder, "alice", 1)
+        index = VectorIndex(store, embedder)
+        await index.load()
+        query = embedder.sample(1)[0]
+        ((rowid, cosine),) = await index.nearest("alice", query, MemoryFilter(), count=1, centred=True)
+        assert cosine == pytest.approx(float(vectors[rowid] @ query), abs=1e-5)  # its own vector is not its centre
+        assert await index.centring("alice") == pytest.approx(1 / (1 + CENTRE_PRIOR))
+
+
 async def test_the_centre_follows_writes_and_removals(db_path: Path) -> None:
     embedder = Structured()
     async with open_store(str(db_path)) as store:
@@ -225,10 +235,11 @@ async def test_the_centre_follows_writes_and_removals(db_path: Path) -> None:
         table.upsert([replaced], fresh)
         kept = {rowid: vector for rowid, vector in vectors.items() if rowid not in gone}
         kept[replaced] = fresh[0]
-        expected = np.stack(list(kept.values())).sum(axis=0) / (len(kept) + CENTRE_PRIOR)
-        assert np.allclose(table.centre(), expected, atol=1e-5)
+        centre = table.centre()
+        assert centre.size == len(kept)
+        assert np.allclose(centre.total, np.stack(list(kept.values())).sum(axis=0), atol=1e-4)
         table.remove(list(kept))
-        assert not table.centre().any()
+        assert table.centre().size == 0 and np.allclose(table.centre().total, 0.0, atol=1e-4)
 
 
 async def test_a_write_growing_the_table_during_a_filtered_search_does_not_stall_it(
