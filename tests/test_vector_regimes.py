@@ -5,7 +5,8 @@ float32 reference computed here; the real model's queries are covered in test_se
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -207,31 +208,32 @@ async def test_centred_search_scores_about_the_users_shrunk_mean_in_both_regimes
         assert all(similar[rowid] == pytest.approx(truth[rowid], abs=1e-4) for rowid in some)
 
 
-async def test_a_one_memory_users_centred_cosine_is_the_plain_cosine(db_path: Path) -> None:
+@asynccontextmanager
+async def _alices_index(db_path: Path, count: int) -> AsyncIterator[tuple[dict[int, Vectors], VectorIndex, Vectors]]:
+    """alice's `count` vectors, an exact-regime index over them (loaded), and a query vector."""
     embedder = Structured()
     async with open_store(str(db_path)) as store:
-        vectors = await _with_vectors(store, embedder, "alice", 1)
+        vectors = await _with_vectors(store, embedder, "alice", count)
         index = VectorIndex(store, embedder)
         await index.load()
-        query = embedder.sample(1)[0]
+        yield vectors, index, embedder.sample(1)[0]
+
+
+async def test_a_one_memory_users_centred_cosine_is_the_plain_cosine(db_path: Path) -> None:
+    async with _alices_index(db_path, 1) as (vectors, index, query):
         ((rowid, cosine),) = await index.nearest("alice", query, MemoryFilter(), count=1, centred=True)
         assert cosine == pytest.approx(float(vectors[rowid] @ query), abs=1e-5)  # its own vector is not its centre
         assert await index.centring("alice") == pytest.approx(1 / (1 + CENTRE_PRIOR))
 
 
 async def test_the_centre_follows_writes_and_removals(db_path: Path) -> None:
-    embedder = Structured()
-    async with open_store(str(db_path)) as store:
-        vectors = await _with_vectors(store, embedder, "alice", 100)
-        index = VectorIndex(store, embedder)
-        await index.load()
-        query = embedder.sample(1)[0]
+    async with _alices_index(db_path, 100) as (vectors, index, query):
         await index.nearest("alice", query, MemoryFilter(), count=1)  # reads the user's table
         table = index._cache["alice"]
         gone = list(vectors)[:30]
         table.remove(gone)
         replaced = list(vectors)[30]
-        fresh = embedder.sample(1)
+        fresh = Structured().sample(1)
         table.upsert([replaced], fresh)
         kept = {rowid: vector for rowid, vector in vectors.items() if rowid not in gone}
         kept[replaced] = fresh[0]
