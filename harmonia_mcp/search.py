@@ -161,15 +161,20 @@ class Fusion:
     Chosen by measurement on the LoCoMo dev split and the paraphrase benchmark (docs/search.md, Fusion).
     """
 
-    text_weight: float = 0.9
-    cosine_floor: float = 0.2
-    cosine_ceiling: float = 0.7
+    # The cosines are centred (`vectors.centred_cosine`, about the user's mean vector), which lowers them: a
+    # paraphrase's memory is at 0.2-0.5 where it was at 0.35-0.6 (issue 9, fourth round).
+    text_weight: float = 0.85
+    cosine_floor: float = 0.1
+    cosine_ceiling: float = 0.6
     # Hybrid only: the text part divides by max(best strength, text_reference), so a query whose best word match
     # is weak (a common word such as "user") gets a small text part and meaning decides. 0 turns it off.
     text_reference: float = 25.0
     provenance_weight: float = 0.5
-    # Nearest neighbours below this cosine are not candidates (they may still rank through their words).
-    candidate_floor: float = 0.3
+    # Nearest neighbours below this (centred) cosine are not candidates (they may still rank through their words)...
+    candidate_floor: float = 0.15
+    # ...and this is the floor of an uncentred collection (a user with few vectors, barely centred: see
+    # `admitted_neighbours`), the plain-cosine floor the third round chose.
+    plain_candidate_floor: float = 0.3
     # ...nor those more than this below the best neighbour of the query (`admitted_neighbours`).
     relative_floor: float = 0.2
     # How many candidates each side contributes at least (more when a page reaches deeper).
@@ -215,17 +220,25 @@ class Candidate:
     highlights: list[str] = field(default_factory=list[str])
 
 
-def admitted_neighbours(near: list[tuple[int, float]], fusion: Fusion) -> list[tuple[int, float]]:
-    """The nearest neighbours that may be candidates: cosine at least `candidate_floor` and at most
+def admitted_neighbours(
+    near: list[tuple[int, float]], fusion: Fusion, centring: float = 1.0
+) -> list[tuple[int, float]]:
+    """The nearest neighbours that may be candidates: cosine at least the absolute floor and at most
     `relative_floor` below the best neighbour's (`near` is (rowid, cosine), any order; the order is kept).
 
-    Why both: in a small collection the nearest of a few vectors is near only because nothing else is ("Kiwi"
-    is 0.26 from "User lives in Zanzibar" and 0.55 from "User has a parrot called Kiwi"); the absolute floor
-    drops the first, the relative one drops what is far behind the best match. Both cost nothing on the dev
+    The absolute floor goes from `plain_candidate_floor` to `candidate_floor` as `centring` (0-1: how far the
+    user's cosines are centred, `VectorIndex.centring`) goes from 0 to 1, because a centred cosine is lower than
+    a plain one for the same pair: a one-memory user's cosines are plain ones, a large user's centred.
+
+    Why both floors: in a small collection the nearest of a few vectors is near only because nothing else is
+    ("Kiwi" is 0.26 from "User lives in Zanzibar" and 0.55 from "User has a parrot called Kiwi"); the absolute
+    floor drops the first, the relative one drops what is far behind the best match. Both cost nothing on the dev
     paraphrase sets and LoCoMo dev (docs/search.md, Fusion).
     """
     best = max((cosine for _, cosine in near), default=0.0)
-    floor = max(fusion.candidate_floor, best - fusion.relative_floor)
+    weight = min(1.0, max(0.0, centring))
+    absolute = fusion.plain_candidate_floor + (fusion.candidate_floor - fusion.plain_candidate_floor) * weight
+    floor = max(absolute, best - fusion.relative_floor)
     return [(rowid, cosine) for rowid, cosine in near if cosine >= floor]
 
 

@@ -979,11 +979,11 @@ class MemoryService:
         cosine: dict[int, float] = {}
         if vector is not None:
             floor = self.fusion.candidate_floor
-            near = await self.vectors.nearest(user, vector, memory_filter, count=depth, floor=floor)
-            near = search.admitted_neighbours(near, self.fusion)
+            near = await self.vectors.nearest(user, vector, memory_filter, count=depth, floor=floor, centred=True)
+            near = search.admitted_neighbours(near, self.fusion, await self.vectors.centring(user))
             cosine = dict(near)
             missing = [rowid for rowid, _, _ in keyword if rowid not in cosine]
-            cosine |= await self.vectors.similarities(user, vector, missing)
+            cosine |= await self.vectors.similarities(user, vector, missing, centred=True)
         text = {rowid: (strength, own) for rowid, strength, own in keyword}
         rowids = list(dict.fromkeys([*text, *cosine]))
         details = await self.store.candidates(user, rowids)

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 
@@ -62,6 +62,10 @@ COARSE_SAMPLE = 8192  # vectors the projection is fitted on (the first read, in 
 # Vectors read for one user from which the freed read buffers are handed back to the system (10-30 MB at 10k-100k).
 TRIM_AFTER_READ = 5_000
 QUERY_CACHE = 256  # query vectors kept (an assistant repeats and pages through the same queries)
+# Search cosines are taken about the mean of the user's other vectors, shrunk by about n / (n + CENTRE_PRIOR) for a
+# user with n vectors (`centred_cosine`; docs/search.md, "Centred cosine"): a small collection is barely centred,
+# since the mean of a few vectors is mostly those vectors.
+CENTRE_PRIOR = 20.0
 
 
 def embedding_text(content: str, category: str) -> str:
@@ -88,6 +92,9 @@ class _UserMatrix:
     size: int = 0
     position: dict[int, int] = field(default_factory=dict[int, int])
     basis: Vectors | None = None
+    # The sum of the live rows' full vectors (float64), for `centre`. In the coarse regime a removed or replaced
+    # row is subtracted as its projection mapped back (the full vector is not held), so there it is approximate.
+    total: npt.NDArray[np.float64] | None = None
 
     @property
     def coarse(self) -> bool:
@@ -107,6 +114,34 @@ class _UserMatrix:
         columns = dimension if basis is None else basis.shape[1]
         return cls(np.full(16, -1, dtype=np.int64), np.zeros((16, columns), dtype=np.float32), basis=basis)
 
+    def _full(self, index: int) -> npt.NDArray[np.float64]:
+        """Row `index` as a full vector (mapped back from its projection in the coarse regime)."""
+        import numpy as np
+
+        row: npt.NDArray[np.float64] = self.matrix[index].astype(np.float64)
+        if self.basis is not None:
+            row = row @ self.basis.T.astype(np.float64)
+        return row
+
+    def _add(self, vectors: npt.NDArray[np.floating[Any]], sign: float = 1.0) -> None:
+        import numpy as np
+
+        summed = sign * vectors.astype(np.float64).sum(axis=0)
+        self.total = summed if self.total is None else self.total + summed
+
+    @property
+    def centring(self) -> float:
+        """How far this table's search cosines are centred, n / (n + CENTRE_PRIOR) for n live vectors (0-1)."""
+        return len(self.position) / (len(self.position) + CENTRE_PRIOR)
+
+    def centre(self) -> Centre:
+        """What search cosines are taken about (`centred_cosine`): the sum of the live vectors and their count."""
+        import numpy as np
+
+        dimension = self.matrix.shape[1] if self.basis is None else self.basis.shape[0]
+        total = np.zeros(dimension, dtype=np.float32) if self.total is None else self.total.astype(np.float32)
+        return Centre(total, len(self.position))
+
     def reserve(self, capacity: int) -> None:
         """Make room for `capacity` rows in all (read in batches, the matrix is allocated once)."""
         import numpy as np
@@ -121,6 +156,11 @@ class _UserMatrix:
 
     def upsert(self, rowids: Sequence[int], vectors: Vectors) -> None:
         """Add or replace the full vectors of `rowids` (projected here in the coarse regime)."""
+        if len(rowids):
+            self._add(vectors)
+        for rowid in rowids:
+            if rowid in self.position:
+                self._add(self._full(self.position[rowid])[None, :], -1.0)
         vectors = self.project(vectors)
         if rowids and not any(rowid in self.position for rowid in rowids):  # all new (a load): one bulk copy
             if self.size + len(rowids) > len(self.rowids):
@@ -147,8 +187,47 @@ class _UserMatrix:
         for rowid in rowids:
             index = self.position.pop(rowid, None)
             if index is not None:
+                self._add(self._full(index)[None, :], -1.0)
                 self.rowids[index] = -1
                 self.matrix[index] = 0.0
+
+
+class Centre(NamedTuple):
+    """A user's vectors summed (`total`, shape (dimension,)) and counted (`size`): what `centred_cosine` needs."""
+
+    total: Vectors
+    size: int
+
+
+def centred_cosine(
+    dot: npt.NDArray[np.float32], along: npt.NDArray[np.float32], query: Vectors, centre: Centre
+) -> npt.NDArray[np.float32]:
+    """The cosine of each unit vector d and the unit query q about the mean of the user's *other* vectors, shrunk:
+    cos(d - c_d, q - c_d) with c_d = (S - d) / (n - 1 + CENTRE_PRIOR), S the sum of the user's n vectors. From
+    d . q (`dot`) and d . S (`along`), one value per row; the rows themselves are not needed, so neither the
+    stored vectors nor the coarse projection change.
+
+    Why: a user's sentence vectors share a common direction (all of one conversation, one person, one register),
+    which adds about the same to every cosine and lets generic memories sit near every query. Taking the
+    cosine about the user's mean removes it (the "common mean vector" removal of Mu and Viswanath, All-but-the-
+    Top, ICLR 2018). The shrinkage n / (n + CENTRE_PRIOR) leaves a small collection nearly uncentred, and leaving
+    d itself out of its centre keeps a small collection's cosines what they were (a one-memory user's are the
+    plain cosine): d's own share of the mean would lower every cosine by about 1 / (n + CENTRE_PRIOR). On LoCoMo dev
+    it lifted hybrid recall@10 and the paraphrase sets (docs/benchmarks.md, issue 9 fourth round).
+    """
+    import numpy as np
+
+    scale = centre.size - 1 + CENTRE_PRIOR
+    square = float(centre.total @ centre.total)
+    toward = float(query @ centre.total)
+    row_centre = (along - 1.0) / scale  # d . c_d
+    query_centre = (toward - dot) / scale  # q . c_d
+    centre_square = (square - 2.0 * along + 1.0) / scale**2  # c_d . c_d
+    numerator = dot - row_centre - query_centre + centre_square
+    row_norms = np.sqrt(np.maximum(1.0 - 2.0 * row_centre + centre_square, 1e-12))
+    query_norms = np.sqrt(np.maximum(1.0 - 2.0 * query_centre + centre_square, 1e-12))
+    centred: npt.NDArray[np.float32] = (numerator / (row_norms * query_norms)).astype(np.float32)
+    return centred
 
 
 def fit_basis(sample: Vectors, columns: int) -> Vectors:
@@ -353,12 +432,18 @@ class VectorIndex:
             release_free_memory()  # the batches read (bytes, the projection's sample) were freed but stay resident
         return table or _UserMatrix.build(self.dimension)
 
-    async def _exact(self, user_id: str, query: Vectors, rowids: Sequence[int]) -> dict[int, float]:
-        """The exact float32 cosine of `query` to each of `rowids` that has a current vector, read from the file."""
+    async def _exact(
+        self, user_id: str, query: Vectors, rowids: Sequence[int], centre: Centre | None = None
+    ) -> dict[int, float]:
+        """The exact float32 cosine of `query` to each of `rowids` that has a current vector, read from the file
+        (about `centre` when given: `centred_cosine`)."""
         rows = await self.store.vectors_of(user_id, self.model, self.dimension, rowids)
         if not rows:
             return {}
-        scores = _vectors_of(rows, self.dimension) @ query
+        stored = _vectors_of(rows, self.dimension)
+        scores = stored @ query
+        if centre is not None:
+            scores = centred_cosine(scores, stored @ centre.total, query, centre)
         return {rowid: float(score) for (rowid, _), score in zip(rows, scores, strict=True)}
 
     async def embed_query(self, text: str) -> Vectors:
@@ -403,19 +488,35 @@ class VectorIndex:
         return [found[text] for text in texts]
 
     async def nearest(
-        self, user_id: str, query: Vectors, memory_filter: MemoryFilter, *, count: int, floor: float = -1.0
+        self,
+        user_id: str,
+        query: Vectors,
+        memory_filter: MemoryFilter,
+        *,
+        count: int,
+        floor: float = -1.0,
+        centred: bool = False,
     ) -> list[tuple[int, float]]:
         """The `count` memories of `user_id` that pass `memory_filter` with the highest cosine to `query` (at
-        least `floor`), best first, as (rowid, cosine). Exact below `coarse_from` vectors; from there the
-        cosines are exact and the membership approximate (module docstring)."""
+        least `floor`), best first, as (rowid, cosine). With `centred`, the cosine is taken about the user's
+        `_UserMatrix.centre` (`centred_cosine`; search does this, reconciliation does not). Exact below
+        `coarse_from` vectors; from there the cosines are exact and the membership approximate (module docstring)."""
         import numpy as np
 
         table = await self._matrix(user_id)
         if table.size == 0:
             return []
+        centre = table.centre() if centred else None
         if table.coarse:
-            return await self._nearest_coarse(table, user_id, query, memory_filter, count=count, floor=floor)
-        scores = table.matrix[: table.size] @ query
+            return await self._nearest_coarse(
+                table, user_id, query, memory_filter, count=count, floor=floor, centre=centre
+            )
+        if centre is None:
+            scores = table.matrix[: table.size] @ query
+        else:
+            # One product for both columns: the matrix is read once (the product is memory-bound).
+            both = table.matrix[: table.size] @ np.stack([query, centre.total], axis=1)
+            scores = centred_cosine(both[:, 0], both[:, 1], query, centre)
         step = max(4 * count, 64)
         if step < table.size:
             # The best `step` first (argpartition is linear); the full sort only if the filters reject too many.
@@ -447,13 +548,25 @@ class VectorIndex:
         return found[:count]
 
     async def _nearest_coarse(
-        self, table: _UserMatrix, user_id: str, query: Vectors, memory_filter: MemoryFilter, *, count: int, floor: float
+        self,
+        table: _UserMatrix,
+        user_id: str,
+        query: Vectors,
+        memory_filter: MemoryFilter,
+        *,
+        count: int,
+        floor: float,
+        centre: Centre | None = None,
     ) -> list[tuple[int, float]]:
         """`nearest` in the coarse regime: score the projections, re-score the best pool exactly, widen the
         pool (x4) while the filters leave fewer than `count`."""
         import numpy as np
 
-        scores = table.matrix[: table.size] @ table.project(query[None, :])[0]
+        if centre is None:
+            scores = table.matrix[: table.size] @ table.project(query[None, :])[0]
+        else:
+            both = table.matrix[: table.size] @ table.project(np.stack([query, centre.total])).T
+            scores = centred_cosine(both[:, 0], both[:, 1], query, centre)
         size = len(scores)  # not table.size: a write may grow the table while this awaits
         pool = max(RERANK_FACTOR * count, RERANK_MIN)
         seen: set[int] = set()
@@ -462,7 +575,7 @@ class VectorIndex:
             head = np.argpartition(-scores, pool)[:pool] if pool < size else np.arange(size)
             rowids = [int(rowid) for rowid in table.rowids[head] if rowid >= 0 and int(rowid) not in seen]
             seen.update(rowids)
-            exact = await self._exact(user_id, query, rowids)
+            exact = await self._exact(user_id, query, rowids, centre)
             above = sorted((rowid for rowid, score in exact.items() if score >= floor), key=lambda r: -exact[r])
             admitted = await self.store.admitted(user_id, memory_filter, above)
             found.extend((rowid, exact[rowid]) for rowid in admitted)
@@ -472,14 +585,30 @@ class VectorIndex:
         found.sort(key=lambda pair: -pair[1])
         return found[:count]
 
-    async def similarities(self, user_id: str, query: Vectors, rowids: Sequence[int]) -> dict[int, float]:
-        """The cosine of `query` to each of `rowids` that has a current vector (of `user_id`'s only); exact in
-        both regimes (read from the file in the coarse one)."""
+    async def centring(self, user_id: str) -> float:
+        """How far `user_id`'s centred cosines are centred (0-1, `_UserMatrix.centring`): the weight that moves
+        search's absolute neighbour floor from the plain-cosine one to the centred one
+        (`search.admitted_neighbours`)."""
+        return (await self._matrix(user_id)).centring
+
+    async def similarities(
+        self, user_id: str, query: Vectors, rowids: Sequence[int], *, centred: bool = False
+    ) -> dict[int, float]:
+        """The cosine of `query` to each of `rowids` that has a current vector (of `user_id`'s only), about the
+        user's centre with `centred` (as `nearest`); exact in both regimes (read from the file in the coarse one)."""
+
         table = await self._matrix(user_id)
         known = [rowid for rowid in rowids if rowid in table.position]
+        centre = table.centre() if centred else None
         if table.coarse:
-            return await self._exact(user_id, query, known) if known else {}
-        return {rowid: float(table.matrix[table.position[rowid]] @ query) for rowid in known}
+            return await self._exact(user_id, query, known, centre) if known else {}
+        if not known:
+            return {}
+        rows = table.matrix[[table.position[rowid] for rowid in known]]
+        scores = rows @ query
+        if centre is not None:
+            scores = centred_cosine(scores, rows @ centre.total, query, centre)
+        return {rowid: float(score) for rowid, score in zip(known, scores, strict=True)}
 
 
 def make_embedder(settings: Settings) -> Embedder | None:

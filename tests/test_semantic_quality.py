@@ -3,6 +3,7 @@ candidates, with the real embedded model (all-MiniLM-L6-v2 int8 ONNX) on real SQ
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from harmonia_mcp.vectors import VectorIndex
 
 pytestmark = pytest.mark.anyio
 
+LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "bench" / "locomo"
 LIMITS = ServiceLimits(default_user="default", max_message_bytes=32 * 1024, timezone=ZoneInfo("UTC"))
 
 
@@ -55,6 +57,14 @@ def test_a_neighbour_must_pass_the_absolute_and_the_relative_floor() -> None:
     assert admitted_neighbours([], fusion) == []
 
 
+def test_the_absolute_floor_moves_from_the_plain_to_the_centred_one_with_the_users_centring() -> None:
+    fusion = Fusion(candidate_floor=0.15, plain_candidate_floor=0.3, relative_floor=1.0)
+    near = [(1, 0.31), (2, 0.25), (3, 0.16)]
+    assert admitted_neighbours(near, fusion, centring=0.0) == [(1, 0.31)]  # a barely centred user: plain floor
+    assert admitted_neighbours(near, fusion, centring=0.5) == [(1, 0.31), (2, 0.25)]  # floor 0.225
+    assert admitted_neighbours(near, fusion, centring=1.0) == near
+
+
 async def test_in_a_tiny_collection_a_name_does_not_bring_the_nearest_unrelated_memory(
     db_path: Path, minilm: OnnxEmbedder
 ) -> None:
@@ -67,6 +77,36 @@ async def test_in_a_tiny_collection_a_name_does_not_bring_the_nearest_unrelated_
         # Meaning still finds what no word matches.
         pets = await service.search_memories("pets", user_id="bob")
         assert [hit.content for hit in pets.results] == ["User has a parrot called Kiwi"]
+
+
+# Facts said among another conversation's turns, each asked for with words it does not contain. Before the
+# search cosines were centred (issue 9, fourth round), "children", "brain teasers" and "medical history" found
+# nothing here (every neighbour fell below the old 0.3 floor) and "financial goals" ranked its fact third.
+AMONG_TURNS = {
+    "financial goals": ("I'm saving money to buy a house", "User is saving money to buy a house"),
+    "morning routine": ("I usually wake up at 5am", "User usually wakes up at 5am"),
+    "past injuries": ("I broke my leg last year", "User broke their leg in"),
+    "children": ("My son Leo is three years old", "User's son Leo is three years old"),
+    "brain teasers": ("I do crossword puzzles every morning", "User does crossword puzzles every morning"),
+    "kitchen hobbies": ("I make pasta from scratch on Sundays", "User makes pasta from scratch on Sundays"),
+    "medical history": ("I had my appendix removed when I was twelve", "User had their appendix removed"),
+}
+
+
+async def test_paraphrases_find_their_fact_among_a_conversations_turns(db_path: Path, minilm: OnnxEmbedder) -> None:
+    if not (LOCOMO / "turns.jsonl").exists():
+        pytest.skip(f"shared LoCoMo data not found at {LOCOMO}")
+    with (LOCOMO / "turns.jsonl").open(encoding="utf-8") as handle:
+        turns = [turn for turn in map(json.loads, handle) if turn["conv_id"] == "conv-30"][:60]
+    async with service_on(db_path, OnnxEmbedder()) as service:
+        for turn in turns:
+            await service.store_memory(turn["text"], user_id="dana", speaker=turn["speaker"])
+        for message, _ in AMONG_TURNS.values():
+            await service.store_memory(message, user_id="dana")
+        for query, (_, content) in AMONG_TURNS.items():
+            found = await service.search_memories(query, user_id="dana", limit=3)
+            assert found.mode == "hybrid"
+            assert any(hit.content.startswith(content) for hit in found.results), (query, found.results)
 
 
 # --- vector neighbours as reconciliation candidates (item 6) ---

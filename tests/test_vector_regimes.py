@@ -5,7 +5,8 @@ float32 reference computed here; the real model's queries are covered in test_se
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -17,7 +18,7 @@ from harmonia_mcp.extract.rules import RulesExtractor
 from harmonia_mcp.models import Category
 from harmonia_mcp.service import MemoryService, ServiceLimits
 from harmonia_mcp.store import MemoryFilter, Store, open_store
-from harmonia_mcp.vectors import RERANK_MIN, VectorIndex, fit_basis
+from harmonia_mcp.vectors import CENTRE_PRIOR, RERANK_MIN, VectorIndex, fit_basis
 
 pytestmark = pytest.mark.anyio
 
@@ -168,6 +169,79 @@ async def test_the_coarse_regime_stays_in_step_with_writes_and_similarities_are_
         assert await index.embed_pending(user_id="alice") == 1
         (best,) = await index.nearest("alice", query, MemoryFilter(), count=1)
         assert best[0] == newest[0] and best[1] == pytest.approx(1.0, abs=1e-5)
+
+
+def _centred_reference(vectors: dict[int, Vectors], query: Vectors) -> dict[int, float]:
+    """cos(d - c, q - c) computed directly, with c the sum of the *other* vectors / (n - 1 + CENTRE_PRIOR)."""
+    total = np.stack(list(vectors.values())).astype(np.float64).sum(axis=0)
+    out = {}
+    for rowid, vector in vectors.items():
+        centre = (total - vector) / (len(vectors) - 1 + CENTRE_PRIOR)
+        moved, moved_query = vector - centre, query - centre
+        out[rowid] = float(moved @ moved_query / (np.linalg.norm(moved) * np.linalg.norm(moved_query)))
+    return out
+
+
+@pytest.mark.parametrize("coarse_from", [1, 10**6])
+async def test_centred_search_scores_about_the_users_shrunk_mean_in_both_regimes(
+    db_path: Path, coarse_from: int
+) -> None:
+    embedder = Structured()
+    async with open_store(str(db_path)) as store:
+        vectors = await _with_vectors(store, embedder, "alice", 2 * RERANK_MIN)
+        await _with_vectors(store, embedder, "bob", 50)  # another user's vectors must not move alice's centre
+        index = VectorIndex(store, embedder, coarse_from=coarse_from)
+        await index.load()
+        query = embedder.sample(1)[0]
+        truth = _centred_reference(vectors, query)
+        found = await index.nearest("alice", query, MemoryFilter(), count=20, centred=True)
+        for rowid, cosine in found:
+            assert cosine == pytest.approx(truth[rowid], abs=1e-4)
+        best = sorted(truth, key=lambda rowid: -truth[rowid])[:20]
+        overlap = len({rowid for rowid, _ in found} & set(best))
+        assert overlap == 20 if coarse_from > 1 else overlap >= 17
+        # The centred order is not the raw order (else centring would change nothing).
+        raw = [rowid for rowid, _ in await index.nearest("alice", query, MemoryFilter(), count=20)]
+        assert raw != [rowid for rowid, _ in found]
+        some = list(vectors)[:10]
+        similar = await index.similarities("alice", query, some, centred=True)
+        assert all(similar[rowid] == pytest.approx(truth[rowid], abs=1e-4) for rowid in some)
+
+
+@asynccontextmanager
+async def _alices_index(db_path: Path, count: int) -> AsyncIterator[tuple[dict[int, Vectors], VectorIndex, Vectors]]:
+    """alice's `count` vectors, an exact-regime index over them (loaded), and a query vector."""
+    embedder = Structured()
+    async with open_store(str(db_path)) as store:
+        vectors = await _with_vectors(store, embedder, "alice", count)
+        index = VectorIndex(store, embedder)
+        await index.load()
+        yield vectors, index, embedder.sample(1)[0]
+
+
+async def test_a_one_memory_users_centred_cosine_is_the_plain_cosine(db_path: Path) -> None:
+    async with _alices_index(db_path, 1) as (vectors, index, query):
+        ((rowid, cosine),) = await index.nearest("alice", query, MemoryFilter(), count=1, centred=True)
+        assert cosine == pytest.approx(float(vectors[rowid] @ query), abs=1e-5)  # its own vector is not its centre
+        assert await index.centring("alice") == pytest.approx(1 / (1 + CENTRE_PRIOR))
+
+
+async def test_the_centre_follows_writes_and_removals(db_path: Path) -> None:
+    async with _alices_index(db_path, 100) as (vectors, index, query):
+        await index.nearest("alice", query, MemoryFilter(), count=1)  # reads the user's table
+        table = index._cache["alice"]
+        gone = list(vectors)[:30]
+        table.remove(gone)
+        replaced = list(vectors)[30]
+        fresh = Structured().sample(1)
+        table.upsert([replaced], fresh)
+        kept = {rowid: vector for rowid, vector in vectors.items() if rowid not in gone}
+        kept[replaced] = fresh[0]
+        centre = table.centre()
+        assert centre.size == len(kept)
+        assert np.allclose(centre.total, np.stack(list(kept.values())).sum(axis=0), atol=1e-4)
+        table.remove(list(kept))
+        assert table.centre().size == 0 and np.allclose(table.centre().total, 0.0, atol=1e-4)
 
 
 async def test_a_write_growing_the_table_during_a_filtered_search_does_not_stall_it(
