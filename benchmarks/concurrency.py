@@ -40,6 +40,7 @@ import httpx2
 from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult
 
 from harmonia_mcp.child import server_command
 
@@ -286,6 +287,22 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
+async def _warm_validators(client: Client, tools: tuple[str, ...]) -> None:
+    """Compile the client's output-schema validator of each of `tools` before anything is timed.
+
+    Why: the SDK's client imports jsonschema on its first tool result (about 100-130 ms here, with the event
+    loop blocked) and compiles each tool's validator on the session's first result of that tool (about 10 ms
+    each). A host pays that once, in its own process; the well-behaved clients here share one process, so
+    their first calls waited for each other's, and with 100 calls those five were the calm run's p95
+    (docs/benchmarks.md, issue 12 fourth round). Checking an empty result compiles the validator, then fails.
+    """
+    for tool in tools:
+        try:
+            await client.session.validate_tool_result(tool, CallToolResult(content=[], structured_content={}))
+        except RuntimeError:  # {} is not a valid result: expected, the validator is compiled and cached
+            pass
+
+
 async def _calm(url: str, transport: str, tokens: list[str], memories: int, pace: float) -> dict[str, Any]:
     latencies: list[float] = []
     warm: list[float] = []  # every call but each client's first (whose cost is the client's and user's cold start)
@@ -299,6 +316,7 @@ async def _calm(url: str, transport: str, tokens: list[str], memories: int, pace
         try:
             async with _connect(url, transport, tokens[number]) as client:
                 await client.list_tools()  # untimed, as a host does on connecting (the client caches the schemas)
+                await _warm_validators(client, ("store_memory", "search_memories"))
                 for index in range(memories):
                     name = f"Calm{number}x{index}"
                     for tool, arguments in (
@@ -409,6 +427,8 @@ def _one_run(
 def hostile_main(arguments: argparse.Namespace) -> int:
     """Calm run, then the same calm clients with hostile ones; print both and what the hostile ones got."""
     from collections import Counter
+
+    import jsonschema  # noqa: F401  # the client's validator library, loaded before anything is timed (_warm_validators)
 
     results: dict[str, dict[str, Any]] = {}
     tally: Counter[str] = Counter()
