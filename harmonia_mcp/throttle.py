@@ -33,7 +33,7 @@ from mcp.types import CallToolResult, TextContent
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from harmonia_mcp.fairqueue import FairQueue
-from harmonia_mcp.store import READ_OWNER
+from harmonia_mcp.store import READ_BACKGROUND, READ_OWNER
 
 WINDOW_SECONDS = 60.0
 ANONYMOUS = "anonymous"
@@ -190,8 +190,13 @@ class ThrottleMiddleware:
                 )
             if not _is_read(ctx):
                 return await call_next(ctx)
-            async with self.reads.run(key):
-                return await call_next(ctx)
+            async with self.reads.run(key) as in_lane:
+                # Over budget: its reads also go to the background reader, which the kernel runs last.
+                marked = READ_BACKGROUND.set(in_lane)
+                try:
+                    return await call_next(ctx)
+                finally:
+                    READ_BACKGROUND.reset(marked)
 
 
 class RateLimitMiddleware:
@@ -505,10 +510,11 @@ class ReadBudget:
             self._account(key).balance -= seconds
 
     @asynccontextmanager
-    async def run(self, key: str) -> AsyncIterator[None]:
-        """Run one call of `key`: at once within its budget, else when the lane gives it a slot; charged after."""
+    async def run(self, key: str) -> AsyncIterator[bool]:
+        """Run one call of `key`: at once within its budget, else when the lane gives it a slot; charged after.
+        Yields whether it runs in the lane."""
         if self.per_minute <= 0:
-            yield
+            yield False
             return
         await self._learn_cost(key)
         in_lane = not self._covers(key)
@@ -525,7 +531,7 @@ class ReadBudget:
             self._account(key).free += 1
         started = self._clock()
         try:
-            yield
+            yield in_lane
         finally:
             ended = self._clock()
             self.charge(key, ended - started)

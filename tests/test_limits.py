@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -388,6 +391,94 @@ async def test_a_callers_burst_of_cheap_reads_runs_at_once_while_the_lane_is_bus
             assert "heavy" not in finished
             heavy_release.set()
     assert finished[-1] == "heavy"
+
+
+async def test_over_budget_reads_use_only_the_background_reader_and_the_others_never_wait_for_it(
+    tmp_path: Path,
+) -> None:
+    # Issue 12, fourth round: the lane's reads run on one more connection, whose thread the kernel serves
+    # last; they never take the ordinary readers, and ordinary reads never wait for it.
+    from harmonia_mcp.store import READ_BACKGROUND, READ_OWNER
+
+    order: list[str] = []
+    release = {name: anyio.Event() for name in ("o1", "o2", "bg1")}
+    async with open_store(str(tmp_path / "m.db"), readers=2, max_read_instructions=None) as store:
+        pool = store._reader  # pyright: ignore[reportPrivateUsage]
+        assert len(pool.connections) == 3  # two readers and the background one
+
+        async def hold(name: str, background: bool) -> None:
+            READ_OWNER.set(name)
+            READ_BACKGROUND.set(background)
+            async with pool.execute(ENDLESS) as cursor:
+                await cursor.fetchone()
+                order.append(f"{name} holds")
+                await release[name].wait()
+
+        async def read(name: str, background: bool) -> None:
+            marks = READ_OWNER.set(name), READ_BACKGROUND.set(background)
+            try:
+                rows = await pool.run(lambda statement: statement("SELECT 1", ()))
+            finally:
+                READ_OWNER.reset(marks[0])
+                READ_BACKGROUND.reset(marks[1])
+            assert rows[0][0] == 1
+            order.append(f"{name} read")
+
+        with anyio.fail_after(120):  # a deadlock guard, not a speed threshold
+            async with anyio.create_task_group() as group:
+                group.start_soon(hold, "o1", False)
+                group.start_soon(hold, "o2", False)
+                while len(order) < 2:
+                    await anyio.sleep(0)
+                await read("bg-while-readers-busy", True)  # every ordinary reader is held: it still runs
+                group.start_soon(hold, "bg1", True)
+                while "bg1 holds" not in order:
+                    await anyio.sleep(0)
+                group.start_soon(read, "bg2", True)  # the background reader is held: this one waits for it
+                release["o1"].set()
+                await read("ordinary", False)  # gets the freed ordinary reader, not the background one
+                assert "bg2 read" not in order
+                release["bg1"].set()
+                while "bg2 read" not in order:
+                    await anyio.sleep(0)
+                release["o2"].set()
+    assert order.index("ordinary read") < order.index("bg2 read")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+async def test_the_background_readers_thread_runs_nicer_than_the_server(tmp_path: Path) -> None:
+    from harmonia_mcp.store import BACKGROUND_NICE, READ_BACKGROUND
+
+    def nice(_: Any) -> list[list[int]]:  # on the reader's own thread
+        return [[os.getpriority(os.PRIO_PROCESS, threading.get_native_id())]]
+
+    async with open_store(str(tmp_path / "m.db"), readers=1) as store:
+        pool = store._reader  # pyright: ignore[reportPrivateUsage]
+        ordinary = await pool.run(nice)
+        marked = READ_BACKGROUND.set(True)
+        try:
+            background = await pool.run(nice)
+        finally:
+            READ_BACKGROUND.reset(marked)
+    assert background[0][0] == min(19, ordinary[0][0] + BACKGROUND_NICE)
+
+
+async def test_a_call_in_the_over_budget_lane_reads_in_the_background() -> None:
+    from harmonia_mcp.store import READ_BACKGROUND
+
+    middleware = ThrottleMiddleware(per_minute=0, max_concurrent=2, read_seconds_per_minute=6.0)
+    seen: list[bool] = []
+
+    async def handler(_: Any) -> Any:
+        seen.append(READ_BACKGROUND.get())
+        return {"ok": True}
+
+    search = _Ctx("tools/call", params={"name": "search_memories"})
+    await middleware(cast(Any, search), handler)  # within budget
+    middleware.reads.charge("anonymous", 100.0)
+    await middleware(cast(Any, search), handler)  # over it: the lane
+    assert seen == [False, True]
+    assert READ_BACKGROUND.get() is False  # reset after the call
 
 
 async def test_read_tools_are_charged_to_the_read_budget_and_are_the_read_only_tools(tmp_path: Path) -> None:
