@@ -367,12 +367,27 @@ async def _calm(url: str, transport: str, tokens: list[str], memories: int, pace
     errors: list[str] = []
     acknowledged: list[str] = []
     began = time.perf_counter()
+    # Every client connects before any call is timed. Why: the connections' handshakes (initialize, tools/list,
+    # each client's validators) are untimed, but five of them at once kept the server's and this process's
+    # event loops busy while the first clients' first calls ran: the server took 14-44 ms over those calls and
+    # the clients saw 92-149 ms (an instrumented run, docs/benchmarks.md, issue 12 fourth round).
+    connected = [0]
+    everyone = anyio.Event()
+
+    def arrived() -> None:
+        connected[0] += 1
+        if connected[0] == len(tokens):
+            everyone.set()
 
     async def one(number: int) -> None:
+        counted = False
         try:
             async with _connect(url, transport, tokens[number]) as client:
                 await client.list_tools()  # untimed, as a host does on connecting (the client caches the schemas)
                 await _warm_validators(client, ("store_memory", "search_memories"))
+                counted = True
+                arrived()
+                await everyone.wait()
                 for index in range(memories):
                     name = f"Calm{number}x{index}"
                     for tool, arguments in (
@@ -394,6 +409,9 @@ async def _calm(url: str, transport: str, tokens: list[str], memories: int, pace
                         await anyio.sleep(pace)
         except Exception as error:  # a client that dies counts as one error
             errors.append(f"client {number}: {type(error).__name__}: {error}")
+        finally:
+            if not counted:  # the others must not wait for a client that never connected
+                arrived()
 
     async with anyio.create_task_group() as group:
         for number in range(len(tokens)):
