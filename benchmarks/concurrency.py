@@ -15,6 +15,9 @@ streamable HTTP sessions in a loop without closing them. It reports the well-beh
 latency and errors in both runs (and per tool), what the hostile clients were refused, and acknowledged
 writes lost. Each run first waits until the server has embedded the hostile users' seeded memories (its
 background worker would otherwise take a core for a minute or more); `--during-backlog` measures at once.
+`--seed-cache DIR` seeds and embeds those memories once and copies the file for each run (then it waits
+until searches answer by meaning). The well-behaved clients connect and warm their SDK's validators before any
+call is timed.
 
     .venv/bin/python benchmarks/concurrency.py --hostile --clients 5 --hostile-clients 3 --memories 20
 """
