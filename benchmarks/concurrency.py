@@ -15,6 +15,9 @@ streamable HTTP sessions in a loop without closing them. It reports the well-beh
 latency and errors in both runs (and per tool), what the hostile clients were refused, and acknowledged
 writes lost. Each run first waits until the server has embedded the hostile users' seeded memories (its
 background worker would otherwise take a core for a minute or more); `--during-backlog` measures at once.
+`--seed-cache DIR` seeds and embeds those memories once and copies the file for each run (then it waits
+until searches answer by meaning). The well-behaved clients connect and warm their SDK's validators before any
+call is timed.
 
     .venv/bin/python benchmarks/concurrency.py --hostile --clients 5 --hostile-clients 3 --memories 20
 """
@@ -40,6 +43,7 @@ import httpx2
 from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult
 
 from harmonia_mcp.child import server_command
 
@@ -162,6 +166,12 @@ def main() -> int:
         action="store_true",
         help="with --hostile: measure at once, while the server still embeds the seeded memories (default: wait)",
     )
+    parser.add_argument(
+        "--seed-cache",
+        type=Path,
+        help="with --hostile: a folder keeping the seeded memories with their vectors, made once and copied for "
+        "each run (default: seed through import and let the server embed them, every run)",
+    )
     parser.add_argument("--hostile-worker", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.hostile_worker:
@@ -277,6 +287,56 @@ def _settle(db_path: Path, process: subprocess.Popen[bytes], timeout: float = 90
     raise SystemExit(f"the seeded memories were not all embedded within {timeout} s")
 
 
+def _seeded_copy(db_path: Path, users: list[str], count: int, cache: Path | None) -> bool:
+    """Seed `db_path` (`_seed`); with a `cache` folder, copy a file seeded and embedded once instead.
+
+    Returns True when the copy already holds every vector (the server then has no backlog to embed). Why a
+    cache: seeding and embedding 15,000 memories took 4-5 of a run's 8 minutes, under the shared machine's
+    benchmark lock, twice a run; the measured part is the same either way (docs/benchmarks.md, issue 12 fourth
+    round, says how the server's state differs)."""
+    if cache is None:
+        _seed(db_path, users, count)
+        return False
+    cached = cache / f"seed-{len(users)}x{count}.db"
+    if not cached.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        building = cached.with_suffix(".building")
+        building.unlink(missing_ok=True)
+        _seed(building, users, count)
+        started = time.monotonic()
+        anyio.run(_embed_all, building)
+        print(f"seed cache: embedded {len(users) * count} memories in {time.monotonic() - started:.0f} s")
+        building.rename(cached)
+        for user in users:
+            building.with_suffix(f".{user}.json").unlink(missing_ok=True)
+    with sqlite3.connect(cached) as source, sqlite3.connect(db_path) as target:
+        source.backup(target)
+    return True
+
+
+async def _embed_all(db_path: Path) -> None:
+    """Embed every memory of `db_path` with the server's own embedder (its background worker, in-process)."""
+    from harmonia_mcp.config import Settings
+    from harmonia_mcp.store import open_store
+    from harmonia_mcp.vectors import open_vectors
+
+    async with open_store(str(db_path)) as store, open_vectors(Settings(db_path=str(db_path)), store) as vectors:
+        assert vectors is not None and await vectors.wait_ready(), "the embedding model did not load"
+        while (await store.vector_counts(vectors.model, vectors.dimension))[1]:
+            await anyio.sleep(1.0)
+
+
+async def _wait_hybrid(url: str, transport: str, token: str, timeout: float = 120.0) -> None:
+    """Wait until the server answers searches by meaning (its model loaded), probing as a user of its own."""
+    with anyio.fail_after(timeout):
+        async with _connect(url, transport, token) as client:
+            while True:
+                result = await client.call_tool("search_memories", {"query": "probe"})
+                if not result.is_error and (result.structured_content or {}).get("mode") == "hybrid":
+                    return
+                await anyio.sleep(0.2)
+
+
 def _load() -> str:
     return " ".join(f"{value:.1f}" for value in os.getloadavg())
 
@@ -284,6 +344,22 @@ def _load() -> str:
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+
+
+async def _warm_validators(client: Client, tools: tuple[str, ...]) -> None:
+    """Compile the client's output-schema validator of each of `tools` before anything is timed.
+
+    Why: the SDK's client imports jsonschema on its first tool result (about 100-130 ms here, with the event
+    loop blocked) and compiles each tool's validator on the session's first result of that tool (about 10 ms
+    each). A host pays that once, in its own process; the well-behaved clients here share one process, so
+    their first calls waited for each other's, and with 100 calls those five were the calm run's p95
+    (docs/benchmarks.md, issue 12 fourth round). Checking an empty result compiles the validator, then fails.
+    """
+    for tool in tools:
+        try:
+            await client.session.validate_tool_result(tool, CallToolResult(content=[], structured_content={}))
+        except RuntimeError:  # {} is not a valid result: expected, the validator is compiled and cached
+            pass
 
 
 async def _calm(url: str, transport: str, tokens: list[str], memories: int, pace: float) -> dict[str, Any]:
@@ -294,11 +370,27 @@ async def _calm(url: str, transport: str, tokens: list[str], memories: int, pace
     errors: list[str] = []
     acknowledged: list[str] = []
     began = time.perf_counter()
+    # Every client connects before any call is timed. Why: the connections' handshakes (initialize, tools/list,
+    # each client's validators) are untimed, but five of them at once kept the server's and this process's
+    # event loops busy while the first clients' first calls ran: the server took 14-44 ms over those calls and
+    # the clients saw 92-149 ms (an instrumented run, docs/benchmarks.md, issue 12 fourth round).
+    connected = [0]
+    everyone = anyio.Event()
+
+    def arrived() -> None:
+        connected[0] += 1
+        if connected[0] == len(tokens):
+            everyone.set()
 
     async def one(number: int) -> None:
+        counted = False
         try:
             async with _connect(url, transport, tokens[number]) as client:
                 await client.list_tools()  # untimed, as a host does on connecting (the client caches the schemas)
+                await _warm_validators(client, ("store_memory", "search_memories"))
+                counted = True
+                arrived()
+                await everyone.wait()
                 for index in range(memories):
                     name = f"Calm{number}x{index}"
                     for tool, arguments in (
@@ -320,6 +412,9 @@ async def _calm(url: str, transport: str, tokens: list[str], memories: int, pace
                         await anyio.sleep(pace)
         except Exception as error:  # a client that dies counts as one error
             errors.append(f"client {number}: {type(error).__name__}: {error}")
+        finally:
+            if not counted:  # the others must not wait for a client that never connected
+                arrived()
 
     async with anyio.create_task_group() as group:
         for number in range(len(tokens)):
@@ -410,6 +505,8 @@ def hostile_main(arguments: argparse.Namespace) -> int:
     """Calm run, then the same calm clients with hostile ones; print both and what the hostile ones got."""
     from collections import Counter
 
+    import jsonschema  # noqa: F401  # the client's validator library, loaded before anything is timed (_warm_validators)
+
     results: dict[str, dict[str, Any]] = {}
     tally: Counter[str] = Counter()
     lost = 0
@@ -419,9 +516,11 @@ def hostile_main(arguments: argparse.Namespace) -> int:
             calm = [f"calm-token-{n:05d}-0123456789abcdef" for n in range(arguments.clients)]
             hostile = [f"hostile-token-{n:05d}-0123456789abcdef" for n in range(arguments.hostile_clients)]
             users = [f"hostile{n}" for n in range(len(hostile))]
-            _seed(db_path, users, arguments.seed)
+            embedded = _seeded_copy(db_path, users, arguments.seed, arguments.seed_cache)
+            probe = "probe-token-00000-0123456789abcdef"
             lines = [f"{t} calm{n}\n" for n, t in enumerate(calm)]
             lines += [f"{t} {u}\n" for t, u in zip(hostile, users, strict=True)]
+            lines.append(f"{probe} probe\n")
             limits = (
                 {} if arguments.read_seconds is None else {"HARMONIA_READ_SECONDS_PER_MINUTE": arguments.read_seconds}
             )
@@ -430,6 +529,8 @@ def hostile_main(arguments: argparse.Namespace) -> int:
             try:
                 _wait_ready(base, process)
                 settled = None if arguments.during_backlog else _settle(db_path, process)
+                if embedded and not arguments.during_backlog:
+                    anyio.run(_wait_hybrid, url, arguments.transport, probe)
                 load_before = _load()
                 results[mode], got = _one_run(mode, url, arguments.transport, calm, hostile, arguments)
                 results[mode]["settled"] = settled

@@ -17,6 +17,8 @@ import logging
 import os
 import secrets
 import sqlite3
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -702,6 +704,12 @@ READ_CONNECTIONS = 4
 # `search.check_query` bounds that.
 MAX_READ_INSTRUCTIONS = 200_000_000
 _PROGRESS_STEPS = 10_000
+# The background reader (issue 12, fourth round): one more read-only connection whose thread runs this much
+# nicer than the server (Linux nice values, 0-19), for the reads of callers past their read budget
+# (`throttle.ReadBudget`'s lane). Why: the lane bounds how much of the time those reads run, not whose work the
+# cores take first while they run; at nice 10 the kernel gives a busy thread of the server about nine times
+# that thread's share, so the well-behaved callers' reads and writes are served first.
+BACKGROUND_NICE = 10
 
 
 class _Reader:
@@ -740,6 +748,9 @@ ReadStatement = Callable[[str, Sequence[Any]], list[sqlite3.Row]]
 # Who the current read is for (a caller key; the server sets it per request). When every reader is busy, a free
 # one goes to the waiting caller that holds the fewest, so one caller's many slow reads cannot queue another's.
 READ_OWNER: ContextVar[str] = ContextVar("harmonia_read_owner", default="")
+# Whether the current read is background work (a caller past its read budget): it then runs on the background
+# reader, never on the others (`_ReaderPool`).
+READ_BACKGROUND: ContextVar[bool] = ContextVar("harmonia_read_background", default=False)
 
 
 class _ReaderPool:
@@ -755,13 +766,24 @@ class _ReaderPool:
 
     Any read of the store goes through `execute` (keyword search, lists, and other read sides such as
     vectors), so all of them share the pool and its per-statement work budget.
+
+    With a `background` pool, reads made while `READ_BACKGROUND` is true use only its readers (at a lower
+    thread priority, `BACKGROUND_NICE`) and the other reads never do, so background work neither takes a
+    reader from the others nor waits for one they hold.
     """
 
-    def __init__(self, readers: Sequence[_Reader]) -> None:
+    def __init__(self, readers: Sequence[_Reader], background: _ReaderPool | None = None) -> None:
         self._idle = list(readers)
-        self.connections = tuple(reader.connection for reader in readers)
+        self._background = background
+        own = tuple(reader.connection for reader in readers)
+        self.connections: tuple[aiosqlite.Connection, ...] = own + (
+            () if background is None else background.connections
+        )
         self._held: dict[str, int] = {}
         self._waiting: FairQueue[_Reader] = FairQueue()
+
+    def _pool(self) -> _ReaderPool:
+        return self._background if self._background is not None and READ_BACKGROUND.get() else self
 
     async def _acquire(self, owner: str) -> _Reader:
         if self._idle and not self._waiting:
@@ -788,8 +810,8 @@ class _ReaderPool:
         Raises:
             QueryTooExpensive: the statement ran past its work budget and was interrupted.
         """
-        owner = READ_OWNER.get()
-        reader = await self._acquire(owner)
+        owner, pool = READ_OWNER.get(), self._pool()
+        reader = await pool._acquire(owner)
         reader.used = 0
         try:
             async with reader.connection.execute(sql, parameters) as cursor:
@@ -798,7 +820,7 @@ class _ReaderPool:
             reader.check_budget(error)
             raise
         finally:
-            self._release(owner, reader)
+            pool._release(owner, reader)
 
     async def run(self, work: Callable[[ReadStatement], _T]) -> _T:
         """`work(read)` on one reader's own thread, in one trip, inside one read transaction (one snapshot).
@@ -811,8 +833,8 @@ class _ReaderPool:
         Raises:
             QueryTooExpensive: a statement ran past its work budget and was interrupted.
         """
-        owner = READ_OWNER.get()
-        reader = await self._acquire(owner)
+        owner, pool = READ_OWNER.get(), self._pool()
+        reader = await pool._acquire(owner)
 
         def read(sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
             reader.used = 0
@@ -841,7 +863,7 @@ class _ReaderPool:
             queue: Callable[[Callable[[], _T]], Awaitable[_T]] = reader.connection._execute  # noqa: SLF001
             return await queue(in_snapshot)
         finally:
-            self._release(owner, reader)
+            pool._release(owner, reader)
 
 
 # The write path's statements, shared by the one-trip functions below (`_on_thread`) and the methods.
@@ -2466,6 +2488,18 @@ class Store:
         await self._writer.close()
 
 
+def _lower_priority(_: sqlite3.Connection) -> None:
+    """Make the calling thread `BACKGROUND_NICE` nicer (on the background reader's own thread). Linux only:
+    there each thread has its own nice value; elsewhere the call would renice the whole process."""
+    if sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + BACKGROUND_NICE))
+    except OSError as error:  # a sandbox may forbid it; the reader then works at the usual priority
+        logger.warning("cannot lower the background reader's priority: %s", error)
+
+
 async def _connect(path: str, *, read_only: bool = False) -> aiosqlite.Connection:
     if read_only:
         db = await aiosqlite.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
@@ -2488,7 +2522,8 @@ async def open_store(
 
     `path` may be ':memory:' (one private in-memory database, for tests; its one connection also reads).
     The parent folder is created. `readers` read-only connections serve reads, each statement limited to
-    `max_read_instructions` SQLite VM instructions (None: no limit).
+    `max_read_instructions` SQLite VM instructions (None: no limit), and one more, the background reader
+    (`BACKGROUND_NICE`), serves the reads made with `READ_BACKGROUND` set.
 
     Raises:
         sqlite3.Error: the file cannot be opened or is not a SQLite database.
@@ -2505,21 +2540,26 @@ async def open_store(
             await writer.execute("PRAGMA synchronous = NORMAL")
         await migrate(writer)
         pool: list[_Reader] = []
+        spare: list[_Reader] = []  # the background reader (`BACKGROUND_NICE`), for a file only
         try:
             if in_memory:
                 pool.append(_Reader(writer, None))  # the writer's connection: no budget on writes
             for _ in range(0 if in_memory else max(1, readers)):
                 pool.append(_Reader(await _connect(path, read_only=True), max_read_instructions))
                 await pool[-1].install()
+            if not in_memory:
+                spare.append(_Reader(await _connect(path, read_only=True), max_read_instructions))
+                await spare[0].install()
+                await _on_thread(spare[0].connection, _lower_priority)
         except BaseException:
-            for reader in pool:
+            for reader in [*pool, *spare]:
                 if reader.connection is not writer:
                     await reader.connection.close()
             raise
     except BaseException:
         await writer.close()
         raise
-    store = Store(writer, _ReaderPool(pool), path)
+    store = Store(writer, _ReaderPool(pool, _ReaderPool(spare) if spare else None), path)
     try:
         yield store
     finally:

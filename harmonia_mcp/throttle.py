@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -33,13 +33,16 @@ from mcp.types import CallToolResult, TextContent
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from harmonia_mcp.fairqueue import FairQueue
-from harmonia_mcp.store import READ_OWNER
+from harmonia_mcp.store import READ_BACKGROUND, READ_OWNER
 
 WINDOW_SECONDS = 60.0
 ANONYMOUS = "anonymous"
 # The share of time the over-budget lane may be busy (`ReadBudget`): on 2 cores, over-budget callers together
 # hold at most half of one (measured with benchmarks/concurrency.py --hostile, docs/benchmarks.md).
 LANE_DUTY = 0.5
+# A caller may spend per_minute / BURST_SHARE seconds of read work at once (1 s of the default 6 a minute: some
+# 30-100 ordinary searches, two of the costliest the query bounds allow; docs/benchmarks.md, issue 12 fourth round).
+BURST_SHARE = 6
 # Methods that do a caller's work (the rest are handshakes, listings and notifications, cheap and bounded).
 _WORK_METHODS = frozenset({"tools/call", "resources/read"})
 
@@ -187,8 +190,13 @@ class ThrottleMiddleware:
                 )
             if not _is_read(ctx):
                 return await call_next(ctx)
-            async with self.reads.run(key):
-                return await call_next(ctx)
+            async with self.reads.run(key) as in_lane:
+                # Over budget: its reads also go to the background reader, which the kernel runs last.
+                marked = READ_BACKGROUND.set(in_lane)
+                try:
+                    return await call_next(ctx)
+                finally:
+                    READ_BACKGROUND.reset(marked)
 
 
 class RateLimitMiddleware:
@@ -426,15 +434,21 @@ class _Account:
     balance: float  # seconds of work left; negative: in debt
     refilled: float  # clock reading of the last refill
     running: int = 0  # its calls running in the over-budget lane
+    free: int = 0  # its calls running outside the lane (within budget)
+    cost: float | None = None  # seconds its last call took; None until one has finished
+    first: int = 0  # its calls waiting for its first call to finish (its cost still unknown)
+    costed: anyio.Event = field(default_factory=anyio.Event)  # set once `cost` is known
 
 
 class ReadBudget:
     """A per-caller budget of work time, so that callers within their budget never wait behind one over it.
 
     Each caller has a token bucket of seconds (Tanenbaum's token bucket, as in network traffic shaping):
-    it holds at most `burst` seconds and refills at `per_minute / 60` seconds a second; every call is charged
-    the seconds it took. A caller with a positive balance runs at once. A caller out of budget still gets
-    served, in the over-budget lane: at most `lane_slots` such calls run at once (one per caller), and a
+    it holds at most `burst` seconds (`per_minute / 6` by default) and refills at `per_minute / 60` seconds a
+    second; every call is charged the seconds it took. A call runs at once when the caller's balance covers
+    what its running calls and this one are expected to cost (each as much as its last call; nothing before
+    its first, whose cost is unknown, so a caller's further calls wait for its first to finish). Otherwise it
+    is served in the over-budget lane: at most `lane_slots` such calls run at once (one per caller), and a
     free slot goes to the waiting caller that is least in debt (first come first served among equals), so
     heavy callers share the lane round-robin instead of one of them holding it. The lane also rests: after
     a call of d seconds its next call starts d * (1 / `lane_duty` - 1) seconds later at the earliest, so the
@@ -445,7 +459,12 @@ class ReadBudget:
     requests does not cap their cost. With the lane, all over-budget callers together hold at most
     `lane_slots` x `lane_duty` CPUs, and the rest stays for everyone else. Why the rest: a lane that is never
     idle held a whole core of two, and the well-behaved clients' p95 under three hostile tokens was 4x
-    their calm p95 (docs/benchmarks.md, issue 12 third round).
+    their calm p95 (docs/benchmarks.md, issue 12 third round). Why the expected cost and the small burst:
+    with only "balance > 0" checked at the start, every new token started as many costly searches at once as
+    its concurrency cap let it (three tokens: six, more than two cores), all charged only when they ended;
+    the well-behaved clients' calls in those seconds took 1.5 s (docs/benchmarks.md, issue 12 fourth round).
+    Now a new token has one call in flight until its cost is known, and then only as many as its balance pays
+    for, while a client's burst of cheap searches (a few ms each) still runs at once.
 
     `per_minute` 0 turns the budget off (every call runs at once).
     """
@@ -461,7 +480,7 @@ class ReadBudget:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self.per_minute = per_minute
-        self.burst = burst if burst is not None else per_minute / 3
+        self.burst = burst if burst is not None else per_minute / BURST_SHARE
         self.lane_slots = lane_slots
         self.lane_duty = lane_duty
         self._clock = clock
@@ -491,12 +510,14 @@ class ReadBudget:
             self._account(key).balance -= seconds
 
     @asynccontextmanager
-    async def run(self, key: str) -> AsyncIterator[None]:
-        """Run one call of `key`: at once within its budget, else when the lane gives it a slot; charged after."""
+    async def run(self, key: str) -> AsyncIterator[bool]:
+        """Run one call of `key`: at once within its budget, else when the lane gives it a slot; charged after.
+        Yields whether it runs in the lane."""
         if self.per_minute <= 0:
-            yield
+            yield False
             return
-        in_lane = self.balance(key) <= 0
+        await self._learn_cost(key)
+        in_lane = not self._covers(key)
         if in_lane:
             await self._enter_lane(key)
             try:
@@ -506,17 +527,42 @@ class ReadBudget:
             except BaseException:
                 self._leave_lane(key)
                 raise
+        else:
+            self._account(key).free += 1
         started = self._clock()
         try:
-            yield
+            yield in_lane
         finally:
             ended = self._clock()
             self.charge(key, ended - started)
-            if in_lane:
+            account = self._account(key)
+            account.cost = ended - started
+            account.costed.set()
+            if not in_lane:
+                account.free -= 1
+            else:
                 rest = (ended - started) * (1 / self.lane_duty - 1)
                 self._lane_opens_at = max(self._lane_opens_at, ended + rest)
                 self._leave_lane(key)
             self._forget_settled()
+
+    async def _learn_cost(self, key: str) -> None:
+        # A caller whose cost is unknown has one call at a time outside the lane: the others wait for it.
+        account = self._account(key)
+        if account.cost is not None or not account.free:
+            return
+        account.first += 1
+        try:
+            await account.costed.wait()
+        finally:
+            account.first -= 1
+
+    def _covers(self, key: str) -> bool:
+        """Whether `key`'s balance pays for its running calls outside the lane and one more, each expected to
+        cost what its last call did (nothing for a first call: the balance need only be positive)."""
+        account = self._account(key)
+        expected = (account.cost or 0.0) * (account.free + 1)
+        return self.balance(key) > expected
 
     def _can_enter(self, key: str) -> bool:
         account = self._accounts.get(key)
@@ -540,6 +586,11 @@ class ReadBudget:
     def _forget_settled(self) -> None:
         # Bounded memory: a caller back at a full bucket with nothing running or waiting has no state to keep.
         waiting = self._waiting.keys()
-        for key in [key for key, account in self._accounts.items() if not account.running and key not in waiting]:
+        idle = [
+            key
+            for key, account in self._accounts.items()
+            if not (account.running or account.free or account.first) and key not in waiting
+        ]
+        for key in idle:
             if self.balance(key) >= self.burst:
                 del self._accounts[key]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -309,6 +312,175 @@ async def test_the_over_budget_lane_rests_so_it_is_busy_at_most_its_duty() -> No
     assert busy / (opens_at - spans[0][1]) == pytest.approx(0.25)  # busy a quarter of the time, rests included
 
 
+async def test_a_new_callers_second_read_waits_for_its_first_then_goes_to_the_lane_if_it_cannot_pay() -> None:
+    # Issue 12, fourth round: a new token's costly searches all started at once (its balance was positive
+    # when each started, charged only when they ended), so three tokens ran six on two cores.
+    now = [0.0]
+    budget = ReadBudget(6.0, lane_slots=1, clock=lambda: now[0])  # burst: 1 s
+    entered: list[str] = []
+    finished: list[str] = []
+    release = {name: anyio.Event() for name in ("a", "b")}
+
+    async def read(caller: str, name: str, seconds: float) -> None:
+        async with budget.run(caller):
+            entered.append(name)
+            if name in release:
+                await release[name].wait()
+            now[0] += seconds
+        finished.append(name)
+
+    with anyio.fail_after(10):  # a hang guard, not a speed threshold
+        async with anyio.create_task_group() as group:
+            group.start_soon(read, "new", "a", 0.6)
+            while entered != ["a"]:
+                await anyio.sleep(0)
+            group.start_soon(read, "new", "b", 0.6)
+            for _ in range(20):
+                await anyio.sleep(0)
+            assert entered == ["a"]  # its first call's cost is unknown: the second waits for it
+            await read("other", "v", 0.01)  # another new caller is not held up by it
+            assert finished == ["v"]
+            release["a"].set()
+            while len(entered) < 3:
+                await anyio.sleep(0)
+            # 1 s - 0.6 s left, and the next call is expected to cost 0.6 s as well: it runs in the lane.
+            assert budget._lane_running == 1  # pyright: ignore[reportPrivateUsage]
+            await read("other", "w", 0.01)  # within budget: at once, while "b" holds the lane
+            assert finished == ["v", "a", "w"]
+            release["b"].set()
+    assert finished == ["v", "a", "w", "b"]
+
+
+async def test_a_callers_burst_of_cheap_reads_runs_at_once_while_the_lane_is_busy() -> None:
+    # The other side of the rule above: once a caller's reads are known to be cheap, several run together,
+    # none waits in the over-budget lane behind a heavy caller's call.
+    now = [0.0]
+    budget = ReadBudget(6.0, lane_slots=1, clock=lambda: now[0])
+    budget.charge("heavy", 10.0)
+    heavy_entered, heavy_release = anyio.Event(), anyio.Event()
+    in_flight: list[int] = []
+    all_in = anyio.Event()
+    finished: list[str] = []
+
+    async def heavy() -> None:
+        async with budget.run("heavy"):
+            heavy_entered.set()
+            await heavy_release.wait()
+        finished.append("heavy")
+
+    async def cheap(name: str) -> None:
+        async with budget.run("normal"):
+            in_flight.append(1)
+            if len(in_flight) == 4:
+                all_in.set()
+            await all_in.wait()  # all four must be running at once to get past here
+            now[0] += 0.01
+        finished.append(name)
+
+    with anyio.fail_after(10):  # a hang guard: were the reads serialized or queued in the lane, they would hang
+        async with anyio.create_task_group() as group:
+            group.start_soon(heavy)
+            await heavy_entered.wait()
+            async with budget.run("normal"):  # its first read, which tells the budget what its reads cost
+                now[0] += 0.01
+            for name in ("s1", "s2", "s3", "s4"):
+                group.start_soon(cheap, name)
+            await all_in.wait()
+            while len(finished) < 4:
+                await anyio.sleep(0)
+            assert "heavy" not in finished
+            heavy_release.set()
+    assert finished[-1] == "heavy"
+
+
+async def test_over_budget_reads_use_only_the_background_reader_and_the_others_never_wait_for_it(
+    tmp_path: Path,
+) -> None:
+    # Issue 12, fourth round: the lane's reads run on one more connection, whose thread the kernel serves
+    # last; they never take the ordinary readers, and ordinary reads never wait for it.
+    from harmonia_mcp.store import READ_BACKGROUND, READ_OWNER
+
+    order: list[str] = []
+    release = {name: anyio.Event() for name in ("o1", "o2", "bg1")}
+    async with open_store(str(tmp_path / "m.db"), readers=2, max_read_instructions=None) as store:
+        pool = store._reader  # pyright: ignore[reportPrivateUsage]
+        assert len(pool.connections) == 3  # two readers and the background one
+
+        async def hold(name: str, background: bool) -> None:
+            READ_OWNER.set(name)
+            READ_BACKGROUND.set(background)
+            async with pool.execute(ENDLESS) as cursor:
+                await cursor.fetchone()
+                order.append(f"{name} holds")
+                await release[name].wait()
+
+        async def read(name: str, background: bool) -> None:
+            marks = READ_OWNER.set(name), READ_BACKGROUND.set(background)
+            try:
+                rows = await pool.run(lambda statement: statement("SELECT 1", ()))
+            finally:
+                READ_OWNER.reset(marks[0])
+                READ_BACKGROUND.reset(marks[1])
+            assert rows[0][0] == 1
+            order.append(f"{name} read")
+
+        with anyio.fail_after(120):  # a deadlock guard, not a speed threshold
+            async with anyio.create_task_group() as group:
+                group.start_soon(hold, "o1", False)
+                group.start_soon(hold, "o2", False)
+                while len(order) < 2:
+                    await anyio.sleep(0)
+                await read("bg-while-readers-busy", True)  # every ordinary reader is held: it still runs
+                group.start_soon(hold, "bg1", True)
+                while "bg1 holds" not in order:
+                    await anyio.sleep(0)
+                group.start_soon(read, "bg2", True)  # the background reader is held: this one waits for it
+                release["o1"].set()
+                await read("ordinary", False)  # gets the freed ordinary reader, not the background one
+                assert "bg2 read" not in order
+                release["bg1"].set()
+                while "bg2 read" not in order:
+                    await anyio.sleep(0)
+                release["o2"].set()
+    assert order.index("ordinary read") < order.index("bg2 read")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+async def test_the_background_readers_thread_runs_nicer_than_the_server(tmp_path: Path) -> None:
+    from harmonia_mcp.store import BACKGROUND_NICE, READ_BACKGROUND
+
+    def nice(_: Any) -> list[list[int]]:  # on the reader's own thread
+        return [[os.getpriority(os.PRIO_PROCESS, threading.get_native_id())]]
+
+    async with open_store(str(tmp_path / "m.db"), readers=1) as store:
+        pool = store._reader  # pyright: ignore[reportPrivateUsage]
+        ordinary = await pool.run(nice)
+        marked = READ_BACKGROUND.set(True)
+        try:
+            background = await pool.run(nice)
+        finally:
+            READ_BACKGROUND.reset(marked)
+    assert background[0][0] == min(19, ordinary[0][0] + BACKGROUND_NICE)
+
+
+async def test_a_call_in_the_over_budget_lane_reads_in_the_background() -> None:
+    from harmonia_mcp.store import READ_BACKGROUND
+
+    middleware = ThrottleMiddleware(per_minute=0, max_concurrent=2, read_seconds_per_minute=6.0)
+    seen: list[bool] = []
+
+    async def handler(_: Any) -> Any:
+        seen.append(READ_BACKGROUND.get())
+        return {"ok": True}
+
+    search = _Ctx("tools/call", params={"name": "search_memories"})
+    await middleware(cast(Any, search), handler)  # within budget
+    middleware.reads.charge("anonymous", 100.0)
+    await middleware(cast(Any, search), handler)  # over it: the lane
+    assert seen == [False, True]
+    assert READ_BACKGROUND.get() is False  # reset after the call
+
+
 async def test_read_tools_are_charged_to_the_read_budget_and_are_the_read_only_tools(tmp_path: Path) -> None:
     settings = Settings(db_path=str(tmp_path / "m.db"), extractor="rules", embedder="none")
     server = create_server(settings)
@@ -325,6 +497,6 @@ async def test_read_tools_are_charged_to_the_read_budget_and_are_the_read_only_t
         return {"ok": True}
 
     await middleware(cast(Any, _Ctx("tools/call", params={"name": "store_memory"})), slow)
-    assert middleware.reads.balance("anonymous") == pytest.approx(2.0)  # writes are not charged
+    assert middleware.reads.balance("anonymous") == pytest.approx(1.0)  # writes are not charged; burst 6 / 6 s
     await middleware(cast(Any, _Ctx("tools/call", params={"name": "search_memories"})), slow)
-    assert middleware.reads.balance("anonymous") == pytest.approx(1.5)
+    assert middleware.reads.balance("anonymous") == pytest.approx(0.5)
