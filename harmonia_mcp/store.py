@@ -17,7 +17,7 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -2165,7 +2165,7 @@ class Store:
 
     async def user_vectors(
         self, user_id: str, model: str, dimension: int, *, batch: int = 4096
-    ) -> AsyncIterator[tuple[int, list[tuple[int, bytes]]]]:
+    ) -> AsyncGenerator[tuple[int, list[tuple[int, bytes]]], None]:
         """Every vector of `user_id` made by `model` with `dimension`, by rowid, in batches of (rowid, float32
         bytes); each batch comes with the number of such vectors in all (so a caller can allocate once)."""
         where = "WHERE user_id = ? AND model = ? AND dimension = ?"
