@@ -59,7 +59,9 @@ COARSE_DIMENSION = 64
 RERANK_FACTOR = 8
 RERANK_MIN = 512
 COARSE_SAMPLE = 8192  # vectors the projection is fitted on (the first read, in rowid order)
-READ_BATCH = 2048  # vectors per fetch when a user's table is read; a divisor of COARSE_SAMPLE (the sample is whole)
+# Vectors per fetch when a user's table is read: each batch is held twice for a moment (the rows' bytes, then joined),
+# so this bounds the read's transient (1.5 MB each at 384 dimensions). A divisor of COARSE_SAMPLE (the sample is whole).
+READ_BATCH = 1024
 # Vectors read for one user from which the freed read buffers are handed back to the system (10-30 MB at 10k-100k).
 TRIM_AFTER_READ = 5_000
 QUERY_CACHE = 256  # query vectors kept (an assistant repeats and pages through the same queries)
@@ -385,6 +387,9 @@ class VectorIndex:
         if table is None:
             table = await self._read_matrix(user_id)
             self._cache[user_id] = table
+            if table.size >= TRIM_AFTER_READ:
+                # Here, not in the read: its last batch (bytes, and the bytes joined) is freed when the read returns.
+                release_free_memory()
         return table
 
     async def _read_matrix(self, user_id: str) -> _UserMatrix:
@@ -415,8 +420,6 @@ class VectorIndex:
             async for total, rows in self.store.user_vectors(user_id, self.model, self.dimension, batch=READ_BATCH):
                 table.reserve(total)
                 table.upsert([rowid for rowid, _ in rows], _vectors_of(rows, self.dimension))
-        if table.size >= TRIM_AFTER_READ:
-            release_free_memory()  # the batches read were freed but stay resident
         return table
 
     async def _exact(self, user_id: str, query: Vectors, rowids: Sequence[int]) -> dict[int, float]:
