@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import pytest
+from onnx_reference import pooled
 
 from harmonia_mcp import embed, modelcache
 from harmonia_mcp.embed import MINILM_ONNX_SHA256, OnnxEmbedder, default_model_path, lean_model_bytes, sha256_of
@@ -22,15 +23,7 @@ TEXTS = ["User has a dog called Biggie", "What pets does the user have?", "healt
 def _reference(embedder: OnnxEmbedder) -> np.ndarray:
     """TEXTS embedded by a session of the rewritten graph built in this process (the path before the cache)."""
     session = onnxruntime.InferenceSession(lean_model_bytes(default_model_path()), providers=["CPUExecutionProvider"])
-    encodings = embedder._tokenizer.encode_batch(TEXTS)
-    ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
-    mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
-    (hidden,) = session.run(
-        ["last_hidden_state"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-    )
-    weights = mask[:, :, None].astype(np.float32)
-    pooled = (hidden * weights).sum(axis=1) / weights.sum(axis=1)
-    return np.asarray(pooled / np.linalg.norm(pooled, axis=1, keepdims=True))
+    return pooled(session, embedder._tokenizer, TEXTS)
 
 
 @pytest.fixture(scope="module")
