@@ -145,12 +145,12 @@ def main(argv: list[str]) -> int:
     from harmonia_mcp.embed import EmbeddingError
 
     if len(argv) != 2:
-        print("usage: python -m harmonia_mcp.modelcache SOURCE FOLDER", file=sys.stderr)
+        sys.stderr.write("usage: python -m harmonia_mcp.modelcache SOURCE FOLDER\n")
         return 2
     try:
         build(Path(argv[0]), Path(argv[1]))
     except (EmbeddingError, OSError) as error:
-        print(error, file=sys.stderr)
+        sys.stderr.write(f"{error}\n")  # the parent logs it; stdout is never used (test_architecture)
         return 1
     return 0
 
