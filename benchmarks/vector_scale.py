@@ -143,6 +143,15 @@ async def _main(arguments: argparse.Namespace) -> int:
                         f"{statistics.median(times):.1f} ms / {_percentile(times, 0.95):.1f} ms",
                     )
                 )
+                times = await _timed(
+                    [lambda q=q, u=user: service.search_memories(q, user_id=u, mode="keyword") for q in queries]
+                )
+                figures.append(
+                    (
+                        f"keyword search p50 / p95, {count}-memory user, in-process",
+                        f"{statistics.median(times):.1f} ms / {_percentile(times, 0.95):.1f} ms",
+                    )
+                )
                 depth = service.fusion.depth
                 vectors = [await index.embed_query(query) for query in queries]
                 times = await _timed(
@@ -166,24 +175,28 @@ async def _main(arguments: argparse.Namespace) -> int:
         async with Client(server_parameters(db_path)) as client:
             probe: dict[str, Any] = {}
             with anyio.fail_after(120):
-                while probe.get("mode") != "hybrid":
-                    result = await client.call_tool("search_memories", {"query": "probe", "user_id": "big"})
+                while probe.get("mode") != "hybrid":  # a user with no memories: no table is read yet
+                    result = await client.call_tool("search_memories", {"query": "probe", "user_id": "nobody"})
                     probe = result.structured_content or {}
                     await anyio.sleep(0.2)
 
-            async def search(query: str, user: str) -> None:
-                result = await client.call_tool("search_memories", {"query": query, "user_id": user})
-                assert not result.is_error and (result.structured_content or {}).get("mode") == "hybrid"
+            phases = [("model ready", _children_memory())]
+
+            async def search(query: str, user: str, mode: str = "hybrid") -> None:
+                result = await client.call_tool("search_memories", {"query": query, "user_id": user, "mode": mode})
+                assert not result.is_error and (result.structured_content or {}).get("mode") == mode
 
             for user, count in (("medium", arguments.medium), ("big", arguments.big)):
                 await search(queries[0], user)  # reads the user's vectors
-                times = await _timed([lambda q=q, u=user: search(q, u) for q in queries])
-                figures.append(
-                    (
-                        f"hybrid search p50 / p95 over stdio, {count}-memory user",
-                        f"{statistics.median(times):.1f} ms / {_percentile(times, 0.95):.1f} ms",
+                phases.append((f"first search, {count}-memory user", _children_memory()))
+                for mode in ("hybrid", "keyword"):
+                    times = await _timed([lambda q=q, u=user, m=mode: search(q, u, m) for q in queries])
+                    figures.append(
+                        (
+                            f"{mode} search p50 / p95 over stdio, {count}-memory user",
+                            f"{statistics.median(times):.1f} ms / {_percentile(times, 0.95):.1f} ms",
+                        )
                     )
-                )
             started = time.perf_counter()
             for number in range(arguments.writes):
                 message = f"I visited museum number {number} in Porto with my friend Ana"
@@ -191,11 +204,27 @@ async def _main(arguments: argparse.Namespace) -> int:
                 assert not result.is_error, result.content
             rate = arguments.writes / (time.perf_counter() - started)
             figures.append(("store_memory over stdio, embedded before it answers", f"{rate:.0f} messages/s"))
+            phases.append((f"after the searches and {arguments.writes} writes", _children_memory()))
+            figures.extend((f"server VmRSS / VmHWM: {phase}", f"{rss} / {peak} MB") for phase, (rss, peak) in phases)
             figures.append(
                 (f"peak RSS of the server (VmHWM), {written} vectors", f"{_children_rss_kib() / 1024:.0f} MB")
             )
     _print(figures)
     return 0
+
+
+def _children_memory() -> tuple[int, int]:
+    """(VmRSS, VmHWM) in MB of the largest child process (the stdio server), read from /proc."""
+    found = (0, 0)
+    for children in Path("/proc/self/task").glob("*/children"):
+        for pid in children.read_text().split():
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except OSError:
+                continue
+            fields = {line.split(":")[0]: int(line.split()[1]) // 1024 for line in lines if line.startswith("Vm")}
+            found = max(found, (fields.get("VmRSS", 0), fields.get("VmHWM", 0)), key=lambda pair: pair[1])
+    return found
 
 
 def _print(figures: list[tuple[str, str]]) -> None:

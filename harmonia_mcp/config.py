@@ -178,6 +178,10 @@ class Settings(BaseSettings):
     embed_model_path: str | None = Field(
         default=None, description="An ONNX file of all-MiniLM-L6-v2 to use instead of the packaged one."
     )
+    model_cache_dir: str | None = Field(
+        default=None,
+        description="Where the embedded model is cached, rewritten to load lean (default: the user cache dir).",
+    )
     recency_half_life_days: float = Field(
         default=30.0, gt=0, description="Search: a memory's recency boost halves every this many days."
     )

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import aclosing, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -59,6 +59,9 @@ COARSE_DIMENSION = 64
 RERANK_FACTOR = 8
 RERANK_MIN = 512
 COARSE_SAMPLE = 8192  # vectors the projection is fitted on (the first read, in rowid order)
+# Vectors per fetch when a user's table is read: each batch is held twice for a moment (the rows' bytes, then joined),
+# so this bounds the read's transient (1.5 MB each at 384 dimensions). A divisor of COARSE_SAMPLE (the sample is whole).
+READ_BATCH = 1024
 # Vectors read for one user from which the freed read buffers are handed back to the system (10-30 MB at 10k-100k).
 TRIM_AFTER_READ = 5_000
 QUERY_CACHE = 256  # query vectors kept (an assistant repeats and pages through the same queries)
@@ -81,16 +84,24 @@ def embedding_text(content: str, category: str) -> str:
 
 @dataclass
 class _UserMatrix:
-    """One user's vectors: row i of `matrix` is the memory `rowids[i]` (-1: a removed row, kept as zeros).
+    """One user's vectors: row i of `matrix` is the memory `rowids[i]`, in use while `live[i]` (a removed row keeps
+    its rowid, as zeros, so that the memory's next vector takes the same row).
 
     With a `basis` (dimension x k, orthonormal columns) the rows are the vectors projected on it (the coarse
     regime of the module docstring); without, they are the vectors themselves.
+
+    Finding a memory's row: the table is read in rowid order and new memories get higher rowids, so rows
+    [0, `ordered`) have increasing rowids and are found by binary search (`np.searchsorted`); a row appended out of
+    order (an older memory's first vector, after the read), and every row after it, is in the small `late` dict.
+    A dict of every row cost about 10 MB at 100,000 vectors (docs/benchmarks.md, "Peak RSS at 100k").
     """
 
     rowids: npt.NDArray[np.int64]
+    live: npt.NDArray[np.bool_]
     matrix: Vectors
     size: int = 0
-    position: dict[int, int] = field(default_factory=dict[int, int])
+    ordered: int = 0
+    late: dict[int, int] = field(default_factory=dict[int, int])
     basis: Vectors | None = None
     # The sum of the live rows' full vectors (float64), for `centre`. In the coarse regime a removed or replaced
     # row is subtracted as its projection mapped back (the full vector is not held), so there it is approximate.
@@ -112,7 +123,9 @@ class _UserMatrix:
         import numpy as np
 
         columns = dimension if basis is None else basis.shape[1]
-        return cls(np.full(16, -1, dtype=np.int64), np.zeros((16, columns), dtype=np.float32), basis=basis)
+        return cls(
+            np.zeros(16, dtype=np.int64), np.zeros(16, dtype=np.bool_), np.zeros((16, columns), np.float32), basis=basis
+        )
 
     def _full(self, index: int) -> npt.NDArray[np.float64]:
         """Row `index` as a full vector (mapped back from its projection in the coarse regime)."""
@@ -130,9 +143,15 @@ class _UserMatrix:
         self.total = summed if self.total is None else self.total + summed
 
     @property
+    def live_count(self) -> int:
+        """How many rows hold a vector."""
+        return int(self.live[: self.size].sum())
+
+    @property
     def centring(self) -> float:
         """How far this table's search cosines are centred, n / (n + CENTRE_PRIOR) for n live vectors (0-1)."""
-        return len(self.position) / (len(self.position) + CENTRE_PRIOR)
+        count = self.live_count
+        return count / (count + CENTRE_PRIOR)
 
     def centre(self) -> Centre:
         """What search cosines are taken about (`centred_cosine`): the sum of the live vectors and their count."""
@@ -140,7 +159,7 @@ class _UserMatrix:
 
         dimension = self.matrix.shape[1] if self.basis is None else self.basis.shape[0]
         total = np.zeros(dimension, dtype=np.float32) if self.total is None else self.total.astype(np.float32)
-        return Centre(total, len(self.position))
+        return Centre(total, self.live_count)
 
     def reserve(self, capacity: int) -> None:
         """Make room for `capacity` rows in all (read in batches, the matrix is allocated once)."""
@@ -148,48 +167,86 @@ class _UserMatrix:
 
         if capacity > len(self.rowids):
             # One new array and a copy: concatenating with a zero block would hold both at once (2x at 100k).
-            rowids = np.full(capacity, -1, dtype=np.int64)
+            rowids = np.zeros(capacity, dtype=np.int64)
             rowids[: self.size] = self.rowids[: self.size]
+            live = np.zeros(capacity, dtype=np.bool_)
+            live[: self.size] = self.live[: self.size]
             matrix = np.zeros((capacity, self.matrix.shape[1]), dtype=np.float32)
             matrix[: self.size] = self.matrix[: self.size]
-            self.rowids, self.matrix = rowids, matrix
+            self.rowids, self.live, self.matrix = rowids, live, matrix
+
+    def rows_of(self, rowids: Sequence[int]) -> npt.NDArray[np.int64]:
+        """The row of each of `rowids` (live or removed), -1 for one never held."""
+        import numpy as np
+
+        wanted = np.asarray(rowids, dtype=np.int64)
+        rows = np.full(len(wanted), -1, dtype=np.int64)
+        if self.ordered:
+            prefix = self.rowids[: self.ordered]
+            at = np.minimum(np.searchsorted(prefix, wanted), self.ordered - 1)
+            hit = prefix[at] == wanted
+            rows[hit] = at[hit]
+        if self.late:
+            for offset in np.flatnonzero(rows < 0):
+                rows[offset] = self.late.get(int(wanted[offset]), -1)
+        return rows
+
+    def live_rows(self, rowids: Sequence[int]) -> list[tuple[int, int]]:
+        """(rowid, row) of those of `rowids` that have a vector here, in the order given."""
+        return [
+            (rowid, int(row))
+            for rowid, row in zip(rowids, self.rows_of(rowids), strict=True)
+            if row >= 0 and self.live[row]
+        ]
+
+    def _append(self, rowid: int) -> int:
+        if self.size == len(self.rowids):
+            # Grow by a quarter: appends stay amortised O(1) without doubling a 150 MB matrix at 100k.
+            self.reserve(self.size + max(64, self.size // 4))
+        index = self.size
+        self.size += 1
+        self.rowids[index] = rowid
+        if not self.late and (self.ordered == 0 or rowid > self.rowids[self.ordered - 1]):
+            self.ordered = self.size
+        else:
+            self.late[rowid] = index
+        return index
 
     def upsert(self, rowids: Sequence[int], vectors: Vectors) -> None:
         """Add or replace the full vectors of `rowids` (projected here in the coarse regime)."""
+        import numpy as np
+
         if len(rowids):
             self._add(vectors)
-        for rowid in rowids:
-            if rowid in self.position:
-                self._add(self._full(self.position[rowid])[None, :], -1.0)
+            for row in self.rows_of(rowids):
+                if row >= 0 and self.live[row]:
+                    self._add(self._full(int(row))[None, :], -1.0)  # its old vector leaves the sum
         vectors = self.project(vectors)
-        if rowids and not any(rowid in self.position for rowid in rowids):  # all new (a load): one bulk copy
-            if self.size + len(rowids) > len(self.rowids):
-                self.reserve(self.size + max(len(rowids), self.size // 4))
-            end = self.size + len(rowids)
-            self.rowids[self.size : end] = rowids
+        wanted = np.asarray(rowids, dtype=np.int64)
+        in_order = len(wanted) > 0 and not self.late and self.ordered == self.size
+        in_order = in_order and bool(np.all(wanted[1:] > wanted[:-1]))
+        in_order = in_order and (self.ordered == 0 or int(wanted[0]) > int(self.rowids[self.ordered - 1]))
+        if in_order:  # all new and after every row held (a load, in rowid order): one bulk copy
+            if self.size + len(wanted) > len(self.rowids):
+                self.reserve(self.size + max(len(wanted), self.size // 4))
+            end = self.size + len(wanted)
+            self.rowids[self.size : end] = wanted
+            self.live[self.size : end] = True
             self.matrix[self.size : end] = vectors
-            self.position.update((rowid, self.size + offset) for offset, rowid in enumerate(rowids))
-            self.size = end
+            self.size = self.ordered = end
             return
         for rowid, vector in zip(rowids, vectors, strict=True):
-            index = self.position.get(rowid)
-            if index is None:
-                if self.size == len(self.rowids):
-                    # Grow by a quarter: appends stay amortised O(1) without doubling a 150 MB matrix at 100k.
-                    self.reserve(self.size + max(64, self.size // 4))
-                index = self.size
-                self.size += 1
-                self.position[rowid] = index
-            self.rowids[index] = rowid
+            row = int(self.rows_of([rowid])[0])  # one at a time: a rowid given twice takes one row
+            index = row if row >= 0 else self._append(int(rowid))
+            self.live[index] = True
             self.matrix[index] = vector
 
     def remove(self, rowids: Sequence[int]) -> None:
-        for rowid in rowids:
-            index = self.position.pop(rowid, None)
-            if index is not None:
-                self._add(self._full(index)[None, :], -1.0)
-                self.rowids[index] = -1
-                self.matrix[index] = 0.0
+        for row in self.rows_of(rowids):
+            if row >= 0 and self.live[row]:
+                self._add(self._full(int(row))[None, :], -1.0)
+                self.live[row] = False
+                self.matrix[row] = 0.0
 
 
 class Centre(NamedTuple):
@@ -236,7 +293,14 @@ def fit_basis(sample: Vectors, columns: int) -> Vectors:
     approximates the dot product itself), shape (dimension, columns), orthonormal columns."""
     import numpy as np
 
-    moment = (sample.T @ sample).astype(np.float64)
+    return basis_of((sample.T @ sample).astype(np.float64), columns)
+
+
+def basis_of(moment: npt.NDArray[np.float64], columns: int) -> Vectors:
+    """`fit_basis` from the sample's second-moment matrix (`sample.T @ sample`, dimension x dimension), which can be
+    summed batch by batch."""
+    import numpy as np
+
     _, vectors = np.linalg.eigh(moment)  # ascending eigenvalues
     return np.ascontiguousarray(vectors[:, ::-1][:, :columns], dtype=np.float32)
 
@@ -408,29 +472,40 @@ class VectorIndex:
         if table is None:
             table = await self._read_matrix(user_id)
             self._cache[user_id] = table
+            if table.size >= TRIM_AFTER_READ:
+                # Here, not in the read: its last batch (bytes, and the bytes joined) is freed when the read returns.
+                release_free_memory()
         return table
 
     async def _read_matrix(self, user_id: str) -> _UserMatrix:
-        """The user's table, read from the file in batches (never all float32 vectors at once in the coarse
-        regime: the first `COARSE_SAMPLE` fit the projection, then each batch is projected as it arrives)."""
-        table: _UserMatrix | None = None
-        held: list[tuple[int, bytes]] = []
-        async for total, rows in self.store.user_vectors(user_id, self.model, self.dimension):
-            if table is None and total >= self.coarse_from:
-                held.extend(rows)
-                if len(held) < min(COARSE_SAMPLE, total):
+        """The user's table, read from the file in batches of `READ_BATCH`.
+
+        In the coarse regime no more than one batch of float32 vectors is held at once: the first `COARSE_SAMPLE`
+        are read once to sum their second moment and fit the projection (`basis_of`), then every vector is read
+        (those again) and each batch projected as it arrives. Holding the sample instead (its bytes, then joined)
+        peaked about 22 MB higher at 100,000 vectors (docs/benchmarks.md, "Peak RSS at 100k").
+        """
+        table = _UserMatrix.build(self.dimension)
+        moment: npt.NDArray[np.float64] | None = None
+        sampled = 0
+        async with aclosing(self.store.user_vectors(user_id, self.model, self.dimension, batch=READ_BATCH)) as batches:
+            async for total, rows in batches:
+                vectors = _vectors_of(rows, self.dimension)
+                if total < self.coarse_from:
+                    table.reserve(total)
+                    table.upsert([rowid for rowid, _ in rows], vectors)
                     continue
-                table = _UserMatrix.build(
-                    self.dimension, fit_basis(_vectors_of(held, self.dimension), COARSE_DIMENSION)
-                )
-                rows, held = held, []
-            elif table is None:
-                table = _UserMatrix.build(self.dimension)
-            table.reserve(total)
-            table.upsert([rowid for rowid, _ in rows], _vectors_of(rows, self.dimension))
-        if table is not None and table.size >= TRIM_AFTER_READ:
-            release_free_memory()  # the batches read (bytes, the projection's sample) were freed but stay resident
-        return table or _UserMatrix.build(self.dimension)
+                product = vectors.T @ vectors
+                moment = product.astype("float64") if moment is None else moment + product
+                sampled += len(rows)
+                if sampled >= min(COARSE_SAMPLE, total):
+                    break
+        if moment is not None:
+            table = _UserMatrix.build(self.dimension, basis_of(moment, COARSE_DIMENSION))
+            async for total, rows in self.store.user_vectors(user_id, self.model, self.dimension, batch=READ_BATCH):
+                table.reserve(total)
+                table.upsert([rowid for rowid, _ in rows], _vectors_of(rows, self.dimension))
+        return table
 
     async def _exact(
         self, user_id: str, query: Vectors, rowids: Sequence[int], centre: Centre | None = None
@@ -536,7 +611,7 @@ class VectorIndex:
             chunk = order[start : start + step]
             start += step
             step *= 4
-            live = chunk[table.rowids[chunk] >= 0]
+            live = chunk[table.live[chunk]]
             above = live[scores[live] >= floor]
             if len(above):
                 rowids = [int(rowid) for rowid in table.rowids[above]]
@@ -573,7 +648,7 @@ class VectorIndex:
         found: list[tuple[int, float]] = []
         while True:
             head = np.argpartition(-scores, pool)[:pool] if pool < size else np.arange(size)
-            rowids = [int(rowid) for rowid in table.rowids[head] if rowid >= 0 and int(rowid) not in seen]
+            rowids = [int(rowid) for rowid in table.rowids[head[table.live[head]]] if int(rowid) not in seen]
             seen.update(rowids)
             exact = await self._exact(user_id, query, rowids, centre)
             above = sorted((rowid for rowid, score in exact.items() if score >= floor), key=lambda r: -exact[r])
@@ -598,17 +673,17 @@ class VectorIndex:
         user's centre with `centred` (as `nearest`); exact in both regimes (read from the file in the coarse one)."""
 
         table = await self._matrix(user_id)
-        known = [rowid for rowid in rowids if rowid in table.position]
+        known = table.live_rows(rowids)
         centre = table.centre() if centred else None
         if table.coarse:
-            return await self._exact(user_id, query, known, centre) if known else {}
+            return await self._exact(user_id, query, [rowid for rowid, _ in known], centre) if known else {}
         if not known:
             return {}
-        rows = table.matrix[[table.position[rowid] for rowid in known]]
+        rows = table.matrix[[row for _, row in known]]
         scores = rows @ query
         if centre is not None:
             scores = centred_cosine(scores, rows @ centre.total, query, centre)
-        return {rowid: float(score) for rowid, score in zip(known, scores, strict=True)}
+        return {rowid: float(score) for (rowid, _), score in zip(known, scores, strict=True)}
 
 
 def make_embedder(settings: Settings) -> Embedder | None:
@@ -618,7 +693,10 @@ def make_embedder(settings: Settings) -> Embedder | None:
     if settings.embedder == "ollama":
         host = settings.ollama_host if "://" in settings.ollama_host else f"http://{settings.ollama_host}"
         return OllamaEmbedder(host, settings.embed_model, timeout_seconds=settings.ollama_timeout_seconds)
-    return OnnxEmbedder(Path(settings.embed_model_path) if settings.embed_model_path else None)
+    return OnnxEmbedder(
+        Path(settings.embed_model_path) if settings.embed_model_path else None,
+        cache_dir=Path(settings.model_cache_dir) if settings.model_cache_dir else None,
+    )
 
 
 @asynccontextmanager

@@ -16,6 +16,7 @@ import onnx
 import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_reference import pooled
 
 from harmonia_mcp.embed import (
     MODEL_BATCH,
@@ -112,17 +113,8 @@ def test_shipped_model_rewritten_embeds_as_the_file_does() -> None:
     embedder = OnnxEmbedder()
     lean = embedder.embed_sync(texts)  # the session the server uses: the rewritten graph
     plain = _session(default_model_path().read_bytes())
-    tokenizer = embedder._tokenizer  # the same tokenizer, already configured (truncation, padding)
-    encodings = tokenizer.encode_batch(texts)
-    ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
-    mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
-    (hidden,) = plain.run(
-        ["last_hidden_state"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-    )
-    weights = mask[:, :, None].astype(np.float32)
-    pooled = (hidden * weights).sum(axis=1) / weights.sum(axis=1)
-    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
-    np.testing.assert_allclose(lean, pooled, atol=1e-5)
+    # The same tokenizer, already configured (truncation, padding).
+    np.testing.assert_allclose(lean, pooled(plain, embedder._tokenizer, texts), atol=1e-5)
     rewritten = onnx.load_from_string(lean_model_bytes(default_model_path()))
     assert sum(1 for node in rewritten.graph.node if node.name.endswith("_lean_gather")) == 2  # word + position
 

@@ -12,13 +12,15 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harmonia_mcp.embed import Vectors
 from harmonia_mcp.extract.rules import RulesExtractor
 from harmonia_mcp.models import Category
 from harmonia_mcp.service import MemoryService, ServiceLimits
 from harmonia_mcp.store import MemoryFilter, Store, open_store
-from harmonia_mcp.vectors import CENTRE_PRIOR, RERANK_MIN, VectorIndex, fit_basis
+from harmonia_mcp.vectors import CENTRE_PRIOR, RERANK_MIN, VectorIndex, _UserMatrix, fit_basis
 
 pytestmark = pytest.mark.anyio
 
@@ -302,3 +304,92 @@ def test_the_projection_keeps_the_strong_directions() -> None:
     assert np.allclose(basis.T @ basis, np.eye(8), atol=1e-4)
     kept = np.linalg.norm(sample @ basis, axis=1) ** 2
     assert kept.mean() > 0.8  # 8 latent directions, noise 0.3 per coordinate: most of the energy is kept
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["upsert", "remove"]), st.lists(st.integers(1, 60), min_size=1, max_size=6)),
+        max_size=40,
+    ),
+    st.lists(st.integers(1, 60), unique=True, max_size=30),
+)
+def test_the_user_table_finds_each_memorys_row_as_a_dict_would(
+    operations: list[tuple[str, list[int]]], loaded: list[int]
+) -> None:
+    # The table finds rows by binary search over the rows read in rowid order and a dict for rows written out of
+    # order later; a plain dict of every rowid (what it replaced) is the reference. Loaded in rowid order as a read
+    # is, then writes of any rowid: older ones, repeated ones, removed ones written again.
+    rng = np.random.default_rng(len(operations))
+    table = _UserMatrix.build(4)
+    reference: dict[int, Vectors] = {}
+    first = sorted(loaded)
+    if first:
+        vectors = rng.standard_normal((len(first), 4)).astype(np.float32)
+        table.upsert(first, vectors)
+        reference.update(zip(first, vectors, strict=True))
+    for kind, rowids in operations:
+        if kind == "upsert":
+            vectors = rng.standard_normal((len(rowids), 4)).astype(np.float32)
+            table.upsert(rowids, vectors)
+            reference.update(zip(rowids, vectors, strict=True))  # a rowid given twice: the last vector stays
+        else:
+            table.remove(rowids)
+            for rowid in rowids:
+                reference.pop(rowid, None)
+    everything = list(range(0, 62))
+    found = dict(table.live_rows(everything))
+    assert set(found) == set(reference)
+    for rowid, row in found.items():
+        assert np.array_equal(table.matrix[row], reference[rowid])
+        assert table.rowids[row] == rowid
+    assert int(table.live[: table.size].sum()) == len(reference)
+    assert not table.matrix[: table.size][~table.live[: table.size]].any()  # removed rows score 0
+    assert len(set(table.rowids[: table.size].tolist())) == table.size  # one row per memory
+
+
+async def test_two_users_interleaved_each_get_their_own_exact_neighbours_after_out_of_order_writes(
+    db_path: Path,
+) -> None:
+    # Rowids of two users interleave in the file; each user's table holds its own only, and stays exact when an
+    # older memory's vector arrives after the read (the table's out-of-order rows) and when vectors are replaced.
+    embedder = Structured()
+    async with open_store(str(db_path)) as store:
+        service = MemoryService(store, RulesExtractor(), LIMITS)
+        for _ in range(3):  # interleaved imports: alice, bob, alice, bob, ...
+            await service.import_memories(_export("alice", 40), user_id="alice")
+            await service.import_memories(_export("bob", 40), user_id="bob")
+        alice = dict(await _vectors_for(store, embedder, "alice", skip=5))  # 5 oldest left without a vector
+        bob = dict(await _vectors_for(store, embedder, "bob", skip=0))
+        index = VectorIndex(store, embedder)
+        await index.load()
+        query = embedder.sample(1)[0]
+        found = await index.nearest("alice", query, MemoryFilter(), count=10**3)
+        assert [rowid for rowid, _ in found] == _exact_top(alice, query, 10**3)
+        late = await index.embed_pending(user_id="alice")  # the 5 older ones, after the table was read
+        assert late == 5
+        assert index._cache["alice"].late  # they took the out-of-order path
+        alice = dict(await _current(store, "alice"))
+        for user, vectors in (("alice", alice), ("bob", bob)):
+            found = await index.nearest(user, query, MemoryFilter(), count=10**3)
+            assert [rowid for rowid, _ in found] == _exact_top(vectors, query, 10**3)
+            for rowid, cosine in found:
+                assert cosine == pytest.approx(float(vectors[rowid] @ query), abs=1e-6)
+        assert not set(alice) & set(bob)
+        similar = await index.similarities("alice", query, list(bob)[:20] + list(alice)[:20])
+        assert set(similar) == set(list(alice)[:20])  # bob's rowids are not alice's, whatever the table holds
+
+
+async def _vectors_for(store: Store, embedder: Structured, user: str, *, skip: int) -> list[tuple[int, Vectors]]:
+    """Vectors for `user`'s memories but the `skip` oldest, written under MODEL; (rowid, vector)."""
+    pending = (await store.unembedded(MODEL, DIMENSION, user_id=user, limit=10**6))[skip:]
+    vectors = embedder.sample(len(pending))
+    rows = [(rowid, content, vector.tobytes()) for (rowid, _, content, _), vector in zip(pending, vectors, strict=True)]
+    async with store.transaction() as db:
+        await store.write_vectors(db, MODEL, DIMENSION, rows)
+    return [(rowid, vector) for (rowid, _, _, _), vector in zip(pending, vectors, strict=True)]
+
+
+async def _current(store: Store, user: str) -> list[tuple[int, Vectors]]:
+    batches = [rows async for _, rows in store.user_vectors(user, MODEL, DIMENSION)]
+    return [(rowid, np.frombuffer(blob, dtype=np.float32)) for rows in batches for rowid, blob in rows]
