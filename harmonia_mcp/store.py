@@ -1048,6 +1048,24 @@ def _same_message(message_a: int | None, source_a: str | None, message_b: int | 
 
 # --- keyword search, run on a reader's thread (`_ReaderPool.run`; `Store.search`, issue 14) ---
 
+# Whether any memory of another user is in the file (two index seeks on `memories_user_status_created`).
+_OTHER_USERS = (
+    "SELECT EXISTS (SELECT 1 FROM memories WHERE user_id < ?) OR EXISTS (SELECT 1 FROM memories WHERE user_id > ?)"
+)
+
+
+def _scoped_match(read: ReadStatement, user_id: str, match: str) -> str:
+    """`match` limited to `user_id`'s memories inside the index (`owned_match`), or `match` itself when the file
+    holds no other user's memory (in this read snapshot).
+
+    Why: the owner token costs bm25() a count of every one of the user's rows (its idf) and the match a walk of
+    the owner's doclist, about 4 ms per search at 100,000 memories (docs/benchmarks.md, issue 14 fourth round),
+    and in a one-user file it selects nothing. Dropping it changes no score: the owner column's bm25 weight is
+    0, so the owner phrase adds exactly 0.0 to every row's sum. Callers keep their `user_id = ?` conditions.
+    """
+    rows = read(_OTHER_USERS, [user_id, user_id])
+    return owned_match(user_id, match) if rows and rows[0][0] else match
+
 
 def _count_matches(read: ReadStatement, match: str, where: str, params: list[Any]) -> int:
     """How many memories match the FTS5 expression `match` (already owned) and pass the filter `where`.
@@ -2038,7 +2056,7 @@ class Store:
         never spliced into the SQL.
         """
         rank = ranking or Ranking()
-        match = owned_match(user_id, match)
+        words = match
         where, params = memory_filter.where(user_id)
         sort_value = "NULL" if sort_by == "relevance" else _SORT_COLUMNS[sort_by]
         order = "relevance DESC, rowid DESC"
@@ -2062,6 +2080,7 @@ class Store:
 
         def work(read: ReadStatement) -> tuple[list[sqlite3.Row], int, dict[int, tuple[Memory, list[str]]]]:
             page = None
+            match = _scoped_match(read, user_id, words)
             # Only under the default filter: a narrower one could leave too few of the window's rows standing.
             if two_stage:
                 page, total = _two_stage_page(read, match, where, params, scoring, limit=limit, offset=offset)
@@ -2114,12 +2133,13 @@ class Store:
         (rowid, strength = -bm25 with `BM25_WEIGHTS`, whether the memory's own text matched), best first, and
         how many match in all. "Own text" is content, entities and tags; a memory found only through its
         source message, speaker or conversation context has it False (docs/search.md, provenance)."""
-        owned = owned_match(user_id, match)
-        own_text = owned_match(user_id, f"{{content entities tags}} : ({match})")
         where, params = memory_filter.where(user_id)
 
         def work(read: ReadStatement) -> tuple[list[tuple[int, float, bool]], int]:
             rows = None
+            owned = _scoped_match(read, user_id, match)
+            own_text = f"{{content entities tags}} : ({match})"
+            own_text = own_text if owned == match else owned_match(user_id, own_text)
             if memory_filter == MemoryFilter():
                 rows, total = _keyword_window(read, owned, where, params, limit=limit)
             if rows is None:
@@ -2168,8 +2188,9 @@ class Store:
         """The highlights of `Store.search` for those of `rowids` that match `match`."""
         if not rowids:
             return {}
-        owned = owned_match(user_id, match)
-        details = await self._reader.run(lambda read: _hit_details(read, owned, list(rowids)))
+        details = await self._reader.run(
+            lambda read: _hit_details(read, _scoped_match(read, user_id, match), list(rowids))
+        )
         return {rowid: marks for rowid, (_, marks) in details.items()}
 
     # --- vectors (search by meaning; docs/search.md) ---

@@ -166,3 +166,51 @@ async def test_hybrid_keyword_candidates_equal_ranking_every_match(
             exact = await store.keyword_candidates("alice", match, MemoryFilter(), limit=limit)
         assert fast == exact, (query, limit)
         assert fast[1] > 0 and len(fast[0]) == min(limit, fast[1])
+
+
+async def test_a_one_user_file_drops_the_owner_token_and_changes_no_result(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without another user the match runs without the owner token (`store._scoped_match`); every score,
+    # highlight and total must equal the owner-scoped search, and a second user's memory brings the token back.
+    async with open_store(str(db_path)) as opened:
+        rng = random.Random(7)
+        async with opened.transaction() as db:
+            for _ in range(300):
+                words = rng.sample(WORDS, rng.randint(1, 4)) + ["filler"] * rng.randint(0, 3)
+                await opened.insert_memory(
+                    db,
+                    NewMemory("alice", ExtractedMemory(content=" ".join(words)), "rules", source_message=words[0]),
+                )
+        matches: list[str] = []
+        original = store_module._scoped_match
+
+        def seen(read: Any, user_id: str, match: str) -> str:
+            matches.append(scoped := original(read, user_id, match))
+            return scoped
+
+        def owned(read: Any, user_id: str, match: str) -> str:
+            return store_module.owned_match(user_id, match)
+
+        async def results() -> list[Any]:
+            found = []
+            for query in [*QUERIES, "filler"]:
+                match = build_match_expression(query)
+                assert match is not None
+                found.append(await opened.search("alice", match, MemoryFilter(), limit=10, offset=0, now=NOW))
+                found.append(await opened.keyword_candidates("alice", match, MemoryFilter(), limit=50))
+                found.append(await opened.highlights("alice", match, list(range(1, 40))))
+            return found
+
+        monkeypatch.setattr(store_module, "_scoped_match", seen)
+        bare = await results()
+        assert matches and not any("owner_token" in match for match in matches)
+        monkeypatch.setattr(store_module, "_scoped_match", owned)
+        assert bare == await results()
+        async with opened.transaction() as db:
+            await opened.insert_memory(db, NewMemory("bob", ExtractedMemory(content="violin filler"), "rules"))
+        monkeypatch.setattr(store_module, "_scoped_match", seen)
+        matches.clear()
+        hits, _ = await opened.search("alice", '"violin"', MemoryFilter(), limit=500, offset=0, now=NOW)
+        assert matches and all("owner_token" in match for match in matches)
+        assert hits and all(hit.memory.user_id == "alice" for hit in hits)
