@@ -78,6 +78,10 @@ class FakeOllama:
         self._thread.start()
         return self
 
+    def release(self) -> None:
+        """End the wait of every reply held by `delay`, now and later."""
+        self._release.set()
+
     def stop(self) -> None:
         self._release.set()
         self._server.shutdown()

@@ -10,6 +10,8 @@ from pathlib import Path
 import anyio
 import httpx2
 import pytest
+from fake_ollama import FakeOllama
+from mcp.types import CallToolResult
 from remote_server import RunningServer, call, connect, running
 
 pytestmark = pytest.mark.anyio
@@ -174,3 +176,49 @@ async def test_without_tokens_every_streamable_http_client_shares_one_session_ca
                 statuses.append(response.status_code)
         assert statuses == [200, 200, 429]
         assert "too many open sessions: this caller already has 2" in response.json()["error"]["message"]
+
+
+async def test_a_token_past_its_concurrency_cap_is_refused_while_other_tokens_are_served(
+    tmp_path: Path, fake_ollama: FakeOllama
+) -> None:
+    """Over HTTP with tokens: one of alice's calls runs (held inside the model), 8 wait their turn, the tenth is
+    refused with the limit's name; bob is served meanwhile; once the model answers, all nine are stored."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ALICE} alice\n{BOB} bob\n", encoding="utf-8")
+    tokens.chmod(0o600)
+    env = {
+        "HARMONIA_AUTH_TOKENS_FILE": str(tokens),
+        "HARMONIA_MAX_CONCURRENT_REQUESTS": "1",
+        "HARMONIA_EXTRACTOR": "ollama",
+        "HARMONIA_EXTRACTION": "sync",
+        "OLLAMA_HOST": fake_ollama.url,
+        "HARMONIA_OLLAMA_MODEL": "llama3.2:3b",
+        "HARMONIA_OLLAMA_TIMEOUT_SECONDS": "120",
+    }
+    fake_ollama.delay = 120.0  # every extraction is held in the model until `release`
+    results: list[CallToolResult] = []
+    with running(tmp_path, "streamable-http", env=env) as server:
+        async with connect(server, ALICE) as alice, connect(server, BOB) as bob:
+
+            async def store(number: int) -> None:
+                results.append(await alice.call_tool("store_memory", {"message": f"I have {number} houseplants."}))
+
+            async with anyio.create_task_group() as group:
+                for number in range(10):
+                    group.start_soon(store, number)
+                with anyio.fail_after(60):
+                    while not results:
+                        await anyio.sleep(0.05)
+                # The first answer is the refusal: the other nine are still running or queued behind the model.
+                assert len(results) == 1 and results[0].is_error, results
+                assert fake_ollama.in_flight == 1
+                with anyio.fail_after(30):  # not behind alice's queue: the cap is per token
+                    listed = await call(bob, "list_memories", {})
+                assert listed["pagination"]["total_count"] == 0
+                fake_ollama.release()
+    refusal = results[0].content[0].text  # type: ignore[union-attr]
+    assert "too many requests at once: 1 of this caller's requests are running and 8 waiting" in refusal
+    assert "HARMONIA_MAX_CONCURRENT_REQUESTS" in refusal
+    stored = results[1:]
+    assert len(stored) == 9 and not any(result.is_error for result in stored)
+    assert fake_ollama.most_in_flight == 1  # alice's calls took turns
