@@ -325,6 +325,29 @@ class _SseStream:
     caller: str
     last_active: float
     session: str | None = None
+    # The JSON-RPC ids of the client's requests posted for this stream and not yet answered on it: a stream that
+    # owes a reply is in use, however long the call takes (a model call in sync mode can outlast the idle time).
+    pending: set[str] = field(default_factory=set[str])
+
+
+def _json_messages(text: bytes) -> list[dict[str, Any]]:
+    """The JSON-RPC messages in `text` (one object or a batch), [] when it is not JSON."""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return []
+    found = parsed if isinstance(parsed, list) else [parsed]
+    return [message for message in found if isinstance(message, dict)]
+
+
+def _sse_data(body: bytes) -> list[dict[str, Any]]:
+    """The JSON-RPC messages of the `data:` lines of an SSE body chunk."""
+    return [
+        message
+        for line in body.splitlines()
+        if line.startswith(b"data:")
+        for message in _json_messages(line[len(b"data:") :].strip())
+    ]
 
 
 class SseCapMiddleware:
@@ -336,7 +359,9 @@ class SseCapMiddleware:
     `GET {sse_path}` until the response ends; the request that would open one more gets `429` (per caller)
     or `503` (all callers) saying so. A stream is active when its client posts a message to it (the
     `session_id` the SDK names in its first `endpoint` event) or the server sends it a message; keep-alive
-    pings do not count. An idle stream is ended cleanly (the response completes), which ends its session.
+    pings do not count. A stream that owes its client a reply (a request posted for it and not yet answered on
+    it) is never idle, however long the call takes. An idle stream is ended cleanly (the response completes),
+    which ends its session.
     """
 
     def __init__(
@@ -371,6 +396,7 @@ class SseCapMiddleware:
             stream = self._by_session.get(found[1].decode()) if found else None
             if stream is not None:
                 stream.last_active = self._clock()
+                receive = _noting_requests(receive, stream)
             await self.app(scope, receive, send)
             return
         if scope.get("method") != "GET" or scope.get("path", "").rstrip("/") != self._sse_path:
@@ -407,6 +433,9 @@ class SseCapMiddleware:
                         self._by_session[stream.session] = stream
                 if b"event: message" in body:
                     stream.last_active = self._clock()
+                    for sent in _sse_data(body):
+                        if "id" in sent and ("result" in sent or "error" in sent):
+                            stream.pending.discard(json.dumps(sent["id"]))
                 state["ended"] = not message.get("more_body", False)
             await send(message)
 
@@ -414,8 +443,11 @@ class SseCapMiddleware:
             async with anyio.create_task_group() as group:
 
                 async def reap_when_idle() -> None:
-                    while (idle := self._clock() - stream.last_active) < self.idle_seconds:
-                        await anyio.sleep(self.idle_seconds - idle)
+                    while True:
+                        idle = self._clock() - stream.last_active
+                        if idle >= self.idle_seconds and not stream.pending:
+                            break
+                        await anyio.sleep(self.idle_seconds - idle if idle < self.idle_seconds else self.idle_seconds)
                     group.cancel_scope.cancel()
 
                 group.start_soon(reap_when_idle)
@@ -427,6 +459,27 @@ class SseCapMiddleware:
             self._streams.pop(id(stream), None)
             if stream.session is not None:
                 self._by_session.pop(stream.session, None)
+
+
+def _noting_requests(receive: Receive, stream: _SseStream) -> Receive:
+    """`receive` that adds the ids of the requests in the posted body to `stream.pending` (and takes out those a
+    `notifications/cancelled` names: no reply will come for them)."""
+    chunks: list[bytes] = []
+
+    async def noting() -> Message:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                for posted in _json_messages(b"".join(chunks)):
+                    if "method" in posted and "id" in posted:
+                        stream.pending.add(json.dumps(posted["id"]))
+                    elif posted.get("method") == "notifications/cancelled":
+                        cancelled = (posted.get("params") or {}).get("requestId")
+                        stream.pending.discard(json.dumps(cancelled))
+        return message
+
+    return noting
 
 
 @dataclass

@@ -222,3 +222,26 @@ async def test_a_token_past_its_concurrency_cap_is_refused_while_other_tokens_ar
     stored = results[1:]
     assert len(stored) == 9 and not any(result.is_error for result in stored)
     assert fake_ollama.most_in_flight == 1  # alice's calls took turns
+
+
+async def test_an_sse_call_that_outlasts_the_idle_time_keeps_its_stream(
+    tmp_path: Path, fake_ollama: FakeOllama
+) -> None:
+    """A stream that owes a reply is in use: a store held 3 s in the model, with streams reaped after 1 s idle,
+    still answers on its stream; once answered, an idle stream is reaped as before."""
+    env = {
+        "HARMONIA_RATE_LIMIT_PER_MINUTE": "0",
+        "HARMONIA_SESSION_IDLE_SECONDS": "1",
+        "HARMONIA_EXTRACTOR": "ollama",
+        "HARMONIA_EXTRACTION": "sync",
+        "OLLAMA_HOST": fake_ollama.url,
+        "HARMONIA_OLLAMA_MODEL": "llama3.2:3b",
+        "HARMONIA_OLLAMA_TIMEOUT_SECONDS": "60",
+    }
+    fake_ollama.delay = 3.0
+    with running(tmp_path, "sse", env=env) as server:
+        async with connect(server, None) as client:
+            with anyio.fail_after(60):
+                stored = await call(client, "store_memory", {"message": "I have a dog called Biggie.", "user_id": "u"})
+        assert stored["memories"], stored
+        assert fake_ollama.most_in_flight == 1  # the call did reach the model and wait there
