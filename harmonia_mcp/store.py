@@ -2270,22 +2270,33 @@ class Store:
             while rows := await cursor.fetchmany(batch):
                 yield total, [(int(found[0]), bytes(found[1])) for found in rows]
 
+    async def _rows_in(
+        self, sql: str, keys: Sequence[Any], parameters: Sequence[Any] = (), *, chunk: int = 500
+    ) -> list[sqlite3.Row]:
+        """The rows of `sql` run on a reader for `keys`, `chunk` at a time: `sql` has `{marks}` where the chunk's
+        placeholders go (its `IN` list), and `parameters` follow the chunk's keys. SQLite caps the placeholders
+        of one statement (999 in older builds), so a long list is split."""
+        rows: list[sqlite3.Row] = []
+        for start in range(0, len(keys), chunk):
+            part = list(keys[start : start + chunk])
+            marks = ", ".join("?" for _ in part)
+            async with self._reader.execute(sql.format(marks=marks), [*part, *parameters]) as cursor:
+                rows.extend(await cursor.fetchall())
+        return rows
+
     async def vectors_of(
         self, user_id: str, model: str, dimension: int, rowids: Sequence[int]
     ) -> list[tuple[int, bytes]]:
         """The vectors (rowid, float32 bytes) of those of `rowids` that are `user_id`'s and made by `model` with
         `dimension`, in rowid order (issue 9's exact re-score of the coarse search's candidates)."""
-        out: list[tuple[int, bytes]] = []
-        for start in range(0, len(rowids), 900):
-            chunk = list(rowids[start : start + 900])
-            marks = ", ".join("?" for _ in chunk)
-            async with self._reader.execute(
-                f"SELECT rowid, vector FROM memory_vectors NOT INDEXED WHERE rowid IN ({marks}) "
-                "AND user_id = ? AND model = ? AND dimension = ?",
-                [*chunk, user_id, model, dimension],
-            ) as cursor:
-                out.extend((int(row[0]), bytes(row[1])) for row in await cursor.fetchall())
-        return out
+        rows = await self._rows_in(
+            "SELECT rowid, vector FROM memory_vectors NOT INDEXED WHERE rowid IN ({marks}) "
+            "AND user_id = ? AND model = ? AND dimension = ?",
+            rowids,
+            (user_id, model, dimension),
+            chunk=900,
+        )
+        return [(int(row[0]), bytes(row[1])) for row in rows]
 
     async def admitted(self, user_id: str, memory_filter: MemoryFilter, rowids: Sequence[int]) -> list[int]:
         """Those of `rowids` that are `user_id`'s memories and pass `memory_filter`, in the order given.
@@ -2295,14 +2306,9 @@ class Store:
         for 500 rowids of a 100,000-memory user instead of 1 ms (docs/benchmarks.md, "Peak RSS at 100k, fourth
         round"). The rowid is still used under `NOT INDEXED` (SQLite's documentation of the clause)."""
         where, params = memory_filter.where(user_id)
-        allowed: set[int] = set()
-        for start in range(0, len(rowids), 500):
-            chunk = list(rowids[start : start + 500])
-            marks = ", ".join("?" for _ in chunk)
-            async with self._reader.execute(
-                f"SELECT m.rowid FROM memories m NOT INDEXED WHERE m.rowid IN ({marks}) AND {where}", [*chunk, *params]
-            ) as cursor:
-                allowed |= {int(row[0]) for row in await cursor.fetchall()}
+        literal = where.replace("{", "{{").replace("}", "}}")  # `_rows_in` formats the statement
+        sql = "SELECT m.rowid FROM memories m NOT INDEXED WHERE m.rowid IN ({marks}) AND " + literal
+        allowed = {int(row[0]) for row in await self._rows_in(sql, rowids, params)}
         return [rowid for rowid in rowids if rowid in allowed]
 
     async def memory_ids_with_prefix(self, user_id: str, prefix: str, *, limit: int = 2) -> list[str]:
@@ -2320,17 +2326,12 @@ class Store:
     async def message_groups(self, user_id: str, memory_ids: Sequence[str]) -> dict[str, int]:
         """memory_id -> its message group (the message it came from, else its own negated rowid: what
         `Ranking`'s repeat penalty groups by) for those of `memory_ids` that `user_id` has."""
-        out: dict[str, int] = {}
-        for start in range(0, len(memory_ids), 500):
-            chunk = list(memory_ids[start : start + 500])
-            marks = ", ".join("?" for _ in chunk)
-            async with self._reader.execute(
-                f"SELECT memory_id, coalesce(message_id, -rowid) FROM memories WHERE memory_id IN ({marks}) "
-                "AND user_id = ?",
-                [*chunk, user_id],
-            ) as cursor:
-                out |= {str(row[0]): int(row[1]) for row in await cursor.fetchall()}
-        return out
+        rows = await self._rows_in(
+            "SELECT memory_id, coalesce(message_id, -rowid) FROM memories WHERE memory_id IN ({marks}) AND user_id = ?",
+            memory_ids,
+            (user_id,),
+        )
+        return {str(row[0]): int(row[1]) for row in rows}
 
     async def short_ids(self, user_id: str, memory_ids: Sequence[str], *, digits: int) -> dict[str, str]:
         """Each of `memory_ids` cut to its shortest prefix, of at least `digits` hex digits, that no other memory
@@ -2359,18 +2360,13 @@ class Store:
     async def candidates(self, user_id: str, rowids: Sequence[int]) -> dict[int, tuple[Memory, int]]:
         """The memories `rowids` of `user_id` with their message group (the id that `Ranking`'s repeat penalty
         groups by: the message they came from, else their own negated rowid)."""
-        out: dict[int, tuple[Memory, int]] = {}
-        for start in range(0, len(rowids), 500):
-            chunk = list(rowids[start : start + 500])
-            marks = ", ".join("?" for _ in chunk)
-            async with self._reader.execute(
-                f"SELECT {_MEMORY_COLUMNS}, m.rowid AS hit_rowid, coalesce(m.message_id, -m.rowid) AS message_group "
-                f"FROM memories m NOT INDEXED WHERE m.rowid IN ({marks}) AND m.user_id = ?",
-                [*chunk, user_id],
-            ) as cursor:
-                for row in await cursor.fetchall():
-                    out[int(row["hit_rowid"])] = (_row_to_memory(row), int(row["message_group"]))
-        return out
+        rows = await self._rows_in(
+            f"SELECT {_MEMORY_COLUMNS}, m.rowid AS hit_rowid, coalesce(m.message_id, -m.rowid) AS message_group "
+            "FROM memories m NOT INDEXED WHERE m.rowid IN ({marks}) AND m.user_id = ?",
+            rowids,
+            (user_id,),
+        )
+        return {int(row["hit_rowid"]): (_row_to_memory(row), int(row["message_group"])) for row in rows}
 
     async def links(self, user_id: str, memory_id: str) -> dict[str, list[str]]:
         """The links of one memory: ids it `supersedes`, ids it is `superseded_by`, and `related` ids (both ways)."""

@@ -28,11 +28,17 @@ INITIALIZE = {
 }
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RunningServer]:
-    tokens = tmp_path / "tokens"
+def _tokens_file(folder: Path) -> Path:
+    """A tokens file for alice and bob, readable by its owner only."""
+    tokens = folder / "tokens"
     tokens.write_text(f"{ALICE} alice\n{BOB} bob\n", encoding="utf-8")
     tokens.chmod(0o600)
+    return tokens
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningServer]:
+    tokens = _tokens_file(tmp_path)
     env = {"HARMONIA_AUTH_TOKENS_FILE": str(tokens), "HARMONIA_RATE_LIMIT_PER_MINUTE": str(RATE)}
     with running(tmp_path, "streamable-http", env=env) as started:
         yield started
@@ -64,8 +70,7 @@ async def _open_session(http: httpx2.AsyncClient, token: str) -> httpx2.Response
 
 def _two_sessions_each(tmp_path: Path, *, idle_seconds: str) -> dict[str, str]:
     """Server environment: tokens for alice and bob, no rate limit, 2 sessions per caller, this idle timeout."""
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{ALICE} alice\n{BOB} bob\n", encoding="utf-8")
+    tokens = _tokens_file(tmp_path)
     return {
         "HARMONIA_AUTH_TOKENS_FILE": str(tokens),
         "HARMONIA_RATE_LIMIT_PER_MINUTE": "0",
@@ -183,11 +188,8 @@ async def test_a_token_past_its_concurrency_cap_is_refused_while_other_tokens_ar
 ) -> None:
     """Over HTTP with tokens: one of alice's calls runs (held inside the model), 8 wait their turn, the tenth is
     refused with the limit's name; bob is served meanwhile; once the model answers, all nine are stored."""
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{ALICE} alice\n{BOB} bob\n", encoding="utf-8")
-    tokens.chmod(0o600)
     env = {
-        "HARMONIA_AUTH_TOKENS_FILE": str(tokens),
+        "HARMONIA_AUTH_TOKENS_FILE": str(_tokens_file(tmp_path)),
         "HARMONIA_MAX_CONCURRENT_REQUESTS": "1",
         "HARMONIA_EXTRACTOR": "ollama",
         "HARMONIA_EXTRACTION": "sync",
