@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Literal
@@ -324,37 +324,15 @@ RRF_K = 60
 MEANING_WEIGHT = 0.4
 
 
-def fuse_rankings(
-    first: Sequence[str],
-    second: Sequence[str],
-    second_weight: float = MEANING_WEIGHT,
-    *,
-    groups: Mapping[str, int] | None = None,
-    repeat_penalty: float = 1.0,
-) -> list[str]:
+def fuse_rankings(first: Sequence[str], second: Sequence[str], second_weight: float = MEANING_WEIGHT) -> list[str]:
     """The ids of two rankings (best first) in one order by weighted reciprocal rank fusion: each id scores
     1 / (RRF_K + rank) in `first` plus `second_weight` / (RRF_K + rank) in `second` (ranks from 0). Ties keep
-    `first`'s order, then `second`'s. Each id appears once.
-
-    With `groups` (id -> the message it came from), the n-th id of a group in that order then scores
-    `repeat_penalty` ** (n - 1) times its fused score, and the ids are sorted again: the repeat penalty that
-    search applies to hits of one message (`store.Ranking`), so that a block covers more messages rather
-    than every memory split from one. Ids missing from `groups` are each their own group.
-    """
+    `first`'s order, then `second`'s. Each id appears once."""
     scores: dict[str, float] = {}
     for weight, ranking in ((1.0, first), (second_weight, second)):
         for rank, key in enumerate(dict.fromkeys(ranking)):
             scores[key] = scores.get(key, 0.0) + weight / (RRF_K + rank)
-    order = sorted(scores, key=lambda key: -scores[key])
-    if groups is None or repeat_penalty == 1.0:
-        return order
-    seen: dict[int | str, int] = {}
-    penalised: dict[str, float] = {}
-    for key in order:
-        group: int | str = groups.get(key, key)
-        penalised[key] = scores[key] * repeat_penalty ** seen.get(group, 0)
-        seen[group] = seen.get(group, 0) + 1
-    return sorted(order, key=lambda key: -penalised[key])
+    return sorted(scores, key=lambda key: -scores[key])
 
 
 # --- the block -----------------------------------------------------------------------------------

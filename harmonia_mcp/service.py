@@ -1762,9 +1762,7 @@ class MemoryService:
         """`found` (search's hits for `topic`, best first) fused (`context.fuse_rankings`) with the user's
         `MAX_SEARCH_LIMIT` active memories nearest to `topic` by meaning, with none of search's neighbour floors:
         a search answer should hold only what matches, a context block should fill its budget with what is
-        nearest. The fused order then takes search's repeat penalty (`Ranking.repeat_penalty`) over the messages
-        the memories came from, which the neighbours did not get. Unchanged when no embedder is ready or
-        embedding fails (search has said why in its log)."""
+        nearest. Unchanged when no embedder is ready or embedding fails (search has said why in its log)."""
         if self.vectors is None or not self.vectors.ready:
             return found
         try:
@@ -1786,10 +1784,7 @@ class MemoryService:
                 ),
             )
         nearest = [details[rowid][0].memory_id for rowid, _ in near if rowid in details]
-        found_ids = [item.memory_id for item in found]
-        groups = await self.store.message_groups(user, list(items))
-        fused = context.fuse_rankings(found_ids, nearest, groups=groups, repeat_penalty=self.ranking.repeat_penalty)
-        return [items[key] for key in fused]
+        return [items[key] for key in context.fuse_rankings([item.memory_id for item in found], nearest)]
 
     async def list_users(self, prefix: str = "", *, limit: int = 100) -> list[str]:
         """User ids that have memories and start with `prefix`, sorted, at most `limit` (for completion)."""

@@ -2323,16 +2323,6 @@ class Store:
         ) as cursor:
             return [str(row[0]) for row in await cursor.fetchall()]
 
-    async def message_groups(self, user_id: str, memory_ids: Sequence[str]) -> dict[str, int]:
-        """memory_id -> its message group (the message it came from, else its own negated rowid: what
-        `Ranking`'s repeat penalty groups by) for those of `memory_ids` that `user_id` has."""
-        rows = await self._rows_in(
-            "SELECT memory_id, coalesce(message_id, -rowid) FROM memories WHERE memory_id IN ({marks}) AND user_id = ?",
-            memory_ids,
-            (user_id,),
-        )
-        return {str(row[0]): int(row[1]) for row in rows}
-
     async def short_ids(self, user_id: str, memory_ids: Sequence[str], *, digits: int) -> dict[str, str]:
         """Each of `memory_ids` cut to its shortest prefix, of at least `digits` hex digits, that no other memory
         of `user_id` (any status) starts with: what `recall`'s block shows, and every tool taking a memory id

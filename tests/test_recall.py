@@ -449,31 +449,3 @@ def test_fused_rankings_keep_both_sides_and_weigh_the_second_less() -> None:
     assert fuse_rankings(["a", "b", "c"], ["x", "b", "z"], 1.0) == ["b", "a", "x", "c", "z"]
     assert fuse_rankings(["a", "b", "c"], ["x", "b", "z"], 0.4) == ["b", "a", "c", "x", "z"]
     assert fuse_rankings(["a", "a", "b"], []) == ["a", "b"]
-
-
-def test_fused_rankings_put_a_second_memory_of_one_message_below_a_first_of_another() -> None:
-    from harmonia_mcp.context import fuse_rankings
-
-    # a1 and a2 came from one message, b from another: at half a score for its second memory, a2 falls below b.
-    groups = {"a1": 1, "a2": 1, "b": 2}
-    assert fuse_rankings(["a1", "a2", "b"], [], groups=groups, repeat_penalty=0.5) == ["a1", "b", "a2"]
-    assert fuse_rankings(["a1", "a2", "b"], [], groups=groups) == ["a1", "a2", "b"]  # no penalty: as fused
-    # Ids without a group are each their own: "c" and "d" are not penalised.
-    assert fuse_rankings(["c", "d"], [], groups=groups, repeat_penalty=0.5) == ["c", "d"]
-
-
-async def test_the_memories_split_from_one_message_share_its_group_for_the_repeat_penalty(
-    client: Client, settings: Settings
-) -> None:
-    from harmonia_mcp.store import open_store
-
-    split = "Yesterday I repaired the garden shed roof. I also replaced the shed door. Then I painted the shed green."
-    first = await _store(client, [split])
-    second = await _store(client, ["Ana from next door fixed the shed window for me."])
-    assert len(first) == 3 and len(second) == 1
-    async with open_store(settings.db_path) as store:
-        groups = await store.message_groups("default", [memory["memory_id"] for memory in first + second])
-        elsewhere = await store.message_groups("someone-else", [memory["memory_id"] for memory in first])
-    assert len({groups[memory["memory_id"]] for memory in first}) == 1
-    assert groups[second[0]["memory_id"]] != groups[first[0]["memory_id"]]
-    assert elsewhere == {}  # another user's memories have no group here
