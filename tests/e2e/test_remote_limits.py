@@ -208,10 +208,10 @@ async def test_a_token_past_its_concurrency_cap_is_refused_while_other_tokens_ar
             async with anyio.create_task_group() as group:
                 for number in range(10):
                     group.start_soon(store, number)
-                with anyio.fail_after(60):
-                    while not results:
+                with anyio.fail_after(60):  # the refusal, and the one running call reaching the model
+                    while not results or fake_ollama.in_flight < 1:
                         await anyio.sleep(0.05)
-                # The first answer is the refusal: the other nine are still running or queued behind the model.
+                # The only answer so far is the refusal: the other nine are held in the model or queued behind it.
                 assert len(results) == 1 and results[0].is_error, results
                 assert fake_ollama.in_flight == 1
                 with anyio.fail_after(30):  # not behind alice's queue: the cap is per token
