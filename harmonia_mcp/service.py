@@ -239,29 +239,19 @@ class MemoryService:
             )
         return user_id
 
-    @staticmethod
-    def memory_id(memory_id: str) -> str:
-        """`memory_id` if it has the form of one (`mem_` and 16 lowercase hex digits, nothing more).
-
-        Raises:
-            InvalidInput: any other string, e.g. "mem_0123456789abcdef\n".
-        """
-        if not _MEMORY_ID.fullmatch(memory_id):
-            raise InvalidInput(_not_a_memory_id(memory_id))
-        return memory_id
-
     async def resolve_memory_id(self, user: str, memory_id: str) -> str:
         """The full id of the memory of `user` (any status) that `memory_id` names: a full id as it is, or a
         short id (`mem_` and `SHORT_ID_DIGITS` to 15 hex digits, as `recall`'s block shows them, like git's
         abbreviated hashes) when exactly one of the user's memory ids starts with it.
 
         Raises:
-            InvalidInput: not an id or short id; a short id that starts more than one of the user's ids.
+            InvalidInput: not an id or short id (e.g. "mem_0123456789abcdef\n": ids are checked by full match); a
+                short id that starts more than one of the user's ids.
             MemoryNotFound: a short id that starts none of the user's ids.
         """
         if _MEMORY_ID.fullmatch(memory_id):
             return memory_id
-        if not isinstance(memory_id, str) or not _SHORT_MEMORY_ID.fullmatch(memory_id):
+        if not _SHORT_MEMORY_ID.fullmatch(memory_id):
             raise InvalidInput(_not_a_memory_id(memory_id))
         found = await self.store.memory_ids_with_prefix(user, memory_id, limit=3)
         if not found:

@@ -1046,6 +1046,12 @@ def _same_message(message_a: int | None, source_a: str | None, message_b: int | 
     return source_a is not None and source_a == source_b
 
 
+# A user's memory ids (any status) that start with a prefix, in id order: a range over the `memory_id` index, since
+# ids are `mem_` and lowercase hex digits, all below "g" (`Store.memory_ids_with_prefix`, `Store.short_ids`).
+_IDS_WITH_PREFIX = (
+    "SELECT memory_id FROM memories WHERE memory_id >= ? AND memory_id < ? AND user_id = ? ORDER BY memory_id LIMIT ?"
+)
+
 # --- keyword search, run on a reader's thread (`_ReaderPool.run`; `Store.search`, issue 14) ---
 
 # Whether any memory of another user is in the file (two index seeks on `memories_user_status_created`).
@@ -2312,15 +2318,8 @@ class Store:
         return [rowid for rowid in rowids if rowid in allowed]
 
     async def memory_ids_with_prefix(self, user_id: str, prefix: str, *, limit: int = 2) -> list[str]:
-        """Up to `limit` ids of `user_id`'s memories (any status) that start with `prefix`, in id order.
-
-        A range over the `memory_id` index: ids are `mem_` and lowercase hex digits, all below "g".
-        """
-        async with self._reader.execute(
-            "SELECT memory_id FROM memories WHERE memory_id >= ? AND memory_id < ? AND user_id = ? "
-            "ORDER BY memory_id LIMIT ?",
-            (prefix, prefix + "g", user_id, limit),
-        ) as cursor:
+        """Up to `limit` ids of `user_id`'s memories (any status) that start with `prefix`, in id order."""
+        async with self._reader.execute(_IDS_WITH_PREFIX, (prefix, prefix + "g", user_id, limit)) as cursor:
             return [str(row[0]) for row in await cursor.fetchall()]
 
     async def short_ids(self, user_id: str, memory_ids: Sequence[str], *, digits: int) -> dict[str, str]:
@@ -2333,10 +2332,7 @@ class Store:
             out: dict[str, str] = {}
             for memory_id in wanted:
                 prefix = memory_id[: len("mem_") + digits]
-                rows = read(
-                    "SELECT memory_id FROM memories WHERE memory_id >= ? AND memory_id < ? AND user_id = ?",
-                    (prefix, prefix + "g", user_id),
-                )
+                rows = read(_IDS_WITH_PREFIX, (prefix, prefix + "g", user_id, -1))  # LIMIT -1: all of them
                 length = len(prefix)
                 for (other,) in rows:
                     if other != memory_id:
