@@ -46,6 +46,10 @@ def system_timezone() -> str:
 
 # Requests per minute per caller over HTTP unless configured: the Harmonia API's documented rate limit.
 DEFAULT_HTTP_RATE_LIMIT = 100
+# Seconds of read work per caller per minute over HTTP (throttle.ReadBudget; issue 12). None under stdio: its one
+# caller is the host that started the server, so there is no other caller for the budget to protect, and the lane's
+# rest doubled a back-to-back search's time (docs/benchmarks.md, issue 9 fifth round).
+DEFAULT_HTTP_READ_SECONDS = 6.0
 
 
 def canonical_host(host: str) -> str:
@@ -145,11 +149,12 @@ class Settings(BaseSettings):
     max_sessions_per_caller: int = Field(
         default=16, ge=0, description="Streamable HTTP sessions (or SSE connections) one caller may hold open at once."
     )
-    read_seconds_per_minute: float = Field(
-        default=6.0,
+    read_seconds_per_minute: float | None = Field(
+        default=None,
         ge=0,
-        description="Seconds of read work (searches, lists, recall) per caller per minute, a third of it at once, "
-        "before its reads wait in one shared lane (0: no budget).",
+        description="Seconds of read work (searches, lists, recall) per caller per minute, a sixth of it at once, "
+        "before its reads wait in one shared lane. Default: 6 over HTTP and none under stdio (one local client); "
+        "a value set applies to every transport (0: no budget).",
     )
     read_connections: int = Field(
         default=4, ge=1, le=32, description="Read-only SQLite connections serving reads in parallel."
@@ -238,6 +243,13 @@ class Settings(BaseSettings):
         if self.rate_limit_per_minute is not None:
             return self.rate_limit_per_minute
         return DEFAULT_HTTP_RATE_LIMIT if http else 0
+
+    def read_budget(self, *, http: bool) -> float:
+        """Seconds of read work per caller per minute on `http` (True) or stdio and in-memory clients (False);
+        0: no budget (`throttle.ReadBudget`)."""
+        if self.read_seconds_per_minute is not None:
+            return self.read_seconds_per_minute
+        return DEFAULT_HTTP_READ_SECONDS if http else 0.0
 
     @property
     def zone(self) -> ZoneInfo:

@@ -983,7 +983,8 @@ def create_server(settings: Settings) -> HarmoniaServer:
             ThrottleMiddleware(
                 per_minute=settings.rate_limit(http=False),
                 max_concurrent=settings.max_concurrent_requests,
-                read_seconds_per_minute=settings.read_seconds_per_minute,
+                read_seconds_per_minute=settings.read_budget(http=True),
+                local_read_seconds_per_minute=settings.read_budget(http=False),
             )
         ],
         **auth,

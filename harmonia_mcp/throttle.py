@@ -150,21 +150,33 @@ def _refusal(ctx: ServerRequestContext[Any, Any], message: str) -> HandlerResult
 
 class ThrottleMiddleware:
     """MCP middleware: caps each caller's tool calls and resource reads running at once (every transport;
-    a few more wait their turn) and, for requests that did not come over HTTP (stdio, in-memory clients),
-    their rate.
+    a few more wait their turn), charges read calls to the caller's `ReadBudget`, and, for requests that did
+    not come over HTTP (stdio, in-memory clients), limits their rate.
 
-    A refused tool call is a tool error whose text says which limit and what to do; a refused resource read
-    is a JSON-RPC error with the same text.
+    `read_seconds_per_minute` is the read budget of requests over HTTP, `local_read_seconds_per_minute` that
+    of the others (by default the same budget; the server passes `Settings.read_budget`: none under stdio). A refused
+    tool call is a tool error whose text says which limit and what to do; a refused resource read is a
+    JSON-RPC error with the same text.
     """
 
     def __init__(
-        self, *, per_minute: int, max_concurrent: int, max_waiting: int = 8, read_seconds_per_minute: float = 0.0
+        self,
+        *,
+        per_minute: int,
+        max_concurrent: int,
+        max_waiting: int = 8,
+        read_seconds_per_minute: float = 0.0,
+        local_read_seconds_per_minute: float | None = None,
     ) -> None:
         self.rate = RateLimiter(per_minute)
         self.cap = ConcurrencyCap(max_concurrent, max_waiting)
+        slots = max(1, (os.cpu_count() or 2) // 2)
         # Reads only: writes are serialized by the store's write lock already, and bulk writers must not queue.
-        self.reads = ReadBudget(
-            read_seconds_per_minute, lane_slots=max(1, (os.cpu_count() or 2) // 2), lane_duty=LANE_DUTY
+        self.reads = ReadBudget(read_seconds_per_minute, lane_slots=slots, lane_duty=LANE_DUTY)
+        self.local_reads = (
+            self.reads
+            if local_read_seconds_per_minute is None
+            else ReadBudget(local_read_seconds_per_minute, lane_slots=slots, lane_duty=LANE_DUTY)
         )
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
@@ -190,7 +202,8 @@ class ThrottleMiddleware:
                 )
             if not _is_read(ctx):
                 return await call_next(ctx)
-            async with self.reads.run(key) as in_lane:
+            budget = self.local_reads if ctx.request is None else self.reads
+            async with budget.run(key) as in_lane:
                 # Over budget: its reads also go to the background reader, which the kernel runs last.
                 marked = READ_BACKGROUND.set(in_lane)
                 try:

@@ -481,6 +481,38 @@ async def test_a_call_in_the_over_budget_lane_reads_in_the_background() -> None:
     assert READ_BACKGROUND.get() is False  # reset after the call
 
 
+async def test_reads_over_http_and_local_reads_have_their_own_budgets() -> None:
+    from harmonia_mcp.store import READ_BACKGROUND
+
+    middleware = ThrottleMiddleware(
+        per_minute=0, max_concurrent=2, read_seconds_per_minute=6.0, local_read_seconds_per_minute=0.0
+    )
+    seen: list[bool] = []
+
+    async def handler(_: Any) -> Any:
+        seen.append(READ_BACKGROUND.get())
+        return {"ok": True}
+
+    middleware.reads.charge("anonymous", 100.0)  # far past the HTTP budget
+    await middleware(cast(Any, _Ctx("tools/call", params={"name": "search_memories"})), handler)  # stdio
+    await middleware(cast(Any, _Ctx("tools/call", request=object(), params={"name": "search_memories"})), handler)
+    assert seen == [False, True]  # the local call has no budget; the HTTP one is served in the lane
+    assert middleware.local_reads.balance("anonymous") == 0.0  # no budget: nothing is charged
+
+
+def test_the_server_budgets_reads_over_http_only_unless_a_budget_is_set(tmp_path: Path) -> None:
+    from harmonia_mcp.server import HarmoniaServer
+
+    def throttle(server: HarmoniaServer) -> ThrottleMiddleware:
+        return next(found for found in server.middleware if isinstance(found, ThrottleMiddleware))
+
+    default = throttle(create_server(Settings(db_path=str(tmp_path / "m.db"), extractor="rules")))
+    assert (default.reads.per_minute, default.local_reads.per_minute) == (6.0, 0.0)
+    configured = Settings(db_path=str(tmp_path / "m.db"), extractor="rules", read_seconds_per_minute=2.5)
+    chosen = throttle(create_server(configured))
+    assert (chosen.reads.per_minute, chosen.local_reads.per_minute) == (2.5, 2.5)
+
+
 async def test_read_tools_are_charged_to_the_read_budget_and_are_the_read_only_tools(tmp_path: Path) -> None:
     settings = Settings(db_path=str(tmp_path / "m.db"), extractor="rules", embedder="none")
     server = create_server(settings)
