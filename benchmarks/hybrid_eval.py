@@ -114,7 +114,11 @@ async def _candidates(service: MemoryService, user: str, query: str) -> list[Can
     match = search.build_match_expression(query)
     assert match is not None and service.vectors is not None
     vector = await service.vectors.embed_query(query)
-    ranked, _ = await service._hybrid(user, match, vector, MemoryFilter(), "hybrid", 10, None)
+
+    async def given() -> Any:
+        return vector
+
+    ranked, _, _ = await service._hybrid(user, match, given, MemoryFilter(), "hybrid", 10, None)
     return ranked
 
 

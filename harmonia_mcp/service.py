@@ -14,12 +14,13 @@ import logging
 import marshal
 import re
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import IO, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import anyio
 from pydantic import ValidationError
 
 from harmonia_mcp import conflicts, context, export, jobs, search
@@ -890,15 +891,19 @@ class MemoryService:
         if self.vectors is not None and self.vectors.ready:
             # With an embedder, every mode ranks in one place (`search.rank_candidates`), so relevance_score means
             # the same in each and a provenance-only match is discounted; with none, keyword search is as before.
-            vector = None
-            if wanted != "keyword":
+            vectors = self.vectors
+
+            async def query_vector() -> Any | None:
                 try:
-                    vector = await self.vectors.embed_query(query)
+                    return await vectors.embed_query(query)
                 except EmbeddingError as error:
                     warnings.append(f"search by meaning failed ({error}); answered by keyword only")
                     logger.warning("query embedding failed: %s", error)
-                    wanted = "keyword"
-            ranked, total = await self._hybrid(user, match, vector, memory_filter, wanted, limit + offset, boost)
+                    return None
+
+            ranked, total, wanted = await self._hybrid(
+                user, match, query_vector, memory_filter, wanted, limit + offset, boost
+            )
             page = _sorted(ranked, sort_by)[offset : offset + limit]
             marks = await self.store.highlights(user, match, [hit.rowid for hit in page if hit.strength > 0])
             hits = [
@@ -951,32 +956,75 @@ class MemoryService:
         self,
         user: str,
         match: str,
-        vector: Any | None,
+        query_vector: Callable[[], Awaitable[Any | None]],
         memory_filter: MemoryFilter,
         mode: SearchMode,
         reach: int,
         boost: Category | None,
-    ) -> tuple[list[Candidate], int]:
-        """The union of keyword and vector candidates, ranked (`search.rank_candidates`), and how many there are
-        in all (every keyword match plus the nearest neighbours that match no word)."""
+    ) -> tuple[list[Candidate], int, SearchMode]:
+        """The union of keyword and vector candidates, ranked (`search.rank_candidates`), how many there are in all
+        (every keyword match plus the nearest neighbours that match no word), and the mode that answered:
+        "keyword" when `query_vector()` (the query's vector, or None when embedding it failed) gives None.
+
+        The keyword side (FTS5, on a reader's thread) and the vector side (the query's embedding on a worker
+        thread, then numpy and the re-score's reads) run at once, as do the candidates' rows, the missing
+        cosines and the count of the neighbours that match no word: each reads on its own reader in its own
+        snapshot, as one after the other did, so the candidates are the same."""
         assert self.vectors is not None  # checked by the caller
+        vectors = self.vectors
         depth = max(self.fusion.depth, reach)
         keyword: list[tuple[int, float, bool]] = []
         total = 0
-        if mode != "semantic":
-            keyword, total = await self.store.keyword_candidates(user, match, memory_filter, limit=depth)
         near: list[tuple[int, float]] = []
-        cosine: dict[int, float] = {}
-        if vector is not None:
-            floor = self.fusion.candidate_floor
-            near = await self.vectors.nearest(user, vector, memory_filter, count=depth, floor=floor, centred=True)
-            near = search.admitted_neighbours(near, self.fusion, await self.vectors.centring(user))
-            cosine = dict(near)
-            missing = [rowid for rowid, _, _ in keyword if rowid not in cosine]
-            cosine |= await self.vectors.similarities(user, vector, missing, centred=True)
+        vector: Any | None = None
+
+        async def keyword_side() -> None:
+            nonlocal keyword, total
+            keyword, total = await self.store.keyword_candidates(user, match, memory_filter, limit=depth)
+
+        async def vector_side() -> None:
+            nonlocal near, vector
+            vector = await query_vector()
+            if vector is not None:
+                floor = self.fusion.candidate_floor
+                found = await vectors.nearest(user, vector, memory_filter, count=depth, floor=floor, centred=True)
+                near = search.admitted_neighbours(found, self.fusion, await vectors.centring(user))
+
+        by_words = mode != "semantic"
+        await _concurrently(*([keyword_side] if by_words else []), *([vector_side] if mode != "keyword" else []))
+        if mode != "keyword" and vector is None:
+            mode = "keyword"
+            if not by_words:
+                await keyword_side()  # a semantic search whose query could not be embedded answers by keyword
         text = {rowid: (strength, own) for rowid, strength, own in keyword}
-        rowids = list(dict.fromkeys([*text, *cosine]))
-        details = await self.store.candidates(user, rowids)
+        # The keyword rows first, then the neighbours that match no word (the order ranking has always seen).
+        rowids = list(dict.fromkeys([*text, *(rowid for rowid, _ in near)]))
+        near_cosine = dict(near)
+        missing = [rowid for rowid, _, _ in keyword if rowid not in near_cosine]
+        only_near = [rowid for rowid, _ in near if rowid not in text]
+        details: dict[int, tuple[Memory, int]] = {}
+        extra: dict[int, float] = {}
+        matching = 0
+
+        async def read_details() -> None:
+            nonlocal details
+            details = await self.store.candidates(user, rowids)
+
+        async def read_missing() -> None:
+            nonlocal extra
+            assert vector is not None  # only run with a vector
+            extra = await vectors.similarities(user, vector, missing, centred=True)
+
+        async def count_only_near() -> None:
+            nonlocal matching
+            matching = await self.store.count_matching(user, match, only_near)
+
+        await _concurrently(
+            read_details,
+            *([read_missing] if vector is not None else []),
+            *([count_only_near] if mode == "hybrid" and only_near else []),
+        )
+        cosine = near_cosine | extra if vector is not None else {}
         candidates = []
         for rowid in rowids:
             if rowid not in details:
@@ -985,12 +1033,12 @@ class MemoryService:
             strength, own = text.get(rowid, (0.0, False))
             candidates.append(Candidate(rowid, memory, group, strength, own, cosine.get(rowid)))
         if mode == "hybrid":
-            only_near = [rowid for rowid, _ in near if rowid not in text]
-            total += len(only_near) - await self.store.count_matching(user, match, only_near)
+            total += len(only_near) - matching
         elif mode == "semantic":
             total = len(near)
         now = datetime.now(UTC)
-        return search.rank_candidates(candidates, mode, self.fusion, self.ranking, now=now, boost=boost), total
+        ranked = search.rank_candidates(candidates, mode, self.fusion, self.ranking, now=now, boost=boost)
+        return ranked, total, mode
 
     async def list_memories(
         self,
@@ -1940,6 +1988,22 @@ def _with_referent(item: ExtractedMemory, previous: str | None, speaker: str) ->
 
 
 EMBED_INLINE = 64  # memories a write embeds before it answers; more (an import) go to the background worker
+
+
+async def _concurrently(*calls: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run `calls` at once and wait for all of them; the first to fail cancels the others and its exception is
+    raised as itself (not inside an exception group), so callers see the errors one call after another would."""
+    if len(calls) == 1:
+        await calls[0]()
+        return
+    try:
+        async with anyio.create_task_group() as group:
+            for call in calls:
+                group.start_soon(call)
+    except BaseExceptionGroup as failed:
+        if len(failed.exceptions) == 1:
+            raise failed.exceptions[0] from failed.exceptions[0].__cause__
+        raise
 
 
 def _sorted(ranked: list[Candidate], sort_by: str) -> list[Candidate]:

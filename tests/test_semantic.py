@@ -488,3 +488,55 @@ def test_a_pinned_memory_gets_the_keyword_paths_bounded_boost_in_hybrid_ranking_
     assert [candidate.rowid for candidate in ranked] == [1, 2]  # the pinned one wins the tie, not the newer rowid
     assert ranked[0].relevance == pytest.approx(min(1.0, ranked[1].relevance * (1 + Ranking().pin_weight)))
     assert all(0.0 < candidate.relevance <= 1.0 for candidate in ranked)
+
+
+async def test_a_semantic_search_whose_query_cannot_be_embedded_answers_by_keyword(
+    db_path: Path, minilm: OnnxEmbedder
+) -> None:
+    flaky = Renamed(OnnxEmbedder(), embed.MINILM_MODEL_NAME)
+    async with service_on(db_path, flaky) as service:
+        await _store_all(service, ["I have a dog called Biggie", "I work as a nurse"])
+        assert len(_vector_rows(db_path)) == 2  # embedded while the model worked
+        flaky.fail_embed = True
+        result = await service.search_memories("Biggie", user_id="alice", mode="semantic")
+    # The keyword side was not part of a semantic search; it must run once the vector side has nothing. (The
+    # nurse follows, matched only through its provenance: the message before it named Biggie.)
+    assert [hit.content for hit in result.results][:1] == ["User has a dog called Biggie"]
+    assert result.mode == "keyword" and "simulated" in result.warnings[0]
+
+
+async def test_the_two_sides_of_a_search_run_at_once_and_a_failure_arrives_as_itself() -> None:
+    from harmonia_mcp.errors import InvalidInput
+    from harmonia_mcp.service import _concurrently
+
+    keyword_started = anyio.Event()
+    order: list[str] = []
+
+    async def keyword_side() -> None:
+        keyword_started.set()
+        order.append("keyword")
+
+    async def vector_side() -> None:
+        await keyword_started.wait()  # one after the other (vector side first) would never get past this
+        order.append("vector")
+
+    with anyio.fail_after(10):  # a guard against a hang, not a timing
+        await _concurrently(vector_side, keyword_side)
+    assert order == ["keyword", "vector"]
+
+    cancelled: list[bool] = []
+
+    async def slow() -> None:
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(True)
+            raise
+
+    async def failing() -> None:
+        await anyio.sleep(0)
+        raise InvalidInput("query too long")
+
+    with pytest.raises(InvalidInput, match="query too long"):  # not an exception group
+        await _concurrently(slow, failing)
+    assert cancelled == [True]
