@@ -239,9 +239,11 @@ def _show_startup_line(settings: Settings) -> None:
 
 def _serve(settings: Settings) -> int:
     from harmonia_mcp.auth import TokenConfigError
+    from harmonia_mcp.embed import limit_malloc_arenas
     from harmonia_mcp.server import create_server
     from harmonia_mcp.stdio import serve_stdio
 
+    limit_malloc_arenas()  # before any thread (the store's readers, the model's worker)
     try:
         server = create_server(settings)
     except TokenConfigError as error:
@@ -255,8 +257,10 @@ def _serve_http(
     settings: Settings, transport: Literal["sse", "streamable-http"], *, allow_unauthenticated: bool
 ) -> int:
     from harmonia_mcp.auth import TokenConfigError
+    from harmonia_mcp.embed import limit_malloc_arenas
     from harmonia_mcp.remote import PortUnavailable, UnsafeConfiguration, serve_http
 
+    limit_malloc_arenas()
     path = "/sse" if transport == "sse" else "/mcp"
     if transport == "sse":
         logging.getLogger("harmonia_mcp").warning(

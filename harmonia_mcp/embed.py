@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -153,14 +154,42 @@ def release_free_memory() -> None:
     in the middle of the heap included (glibc 2.8 and later): about 60 MB after the model loads, more after a
     large batch (measured, docs/benchmarks.md "Cold start and footprint"). It costs a few milliseconds.
     """
+    trim = _glibc("malloc_trim")
+    if trim is not None:
+        trim(0)
+
+
+# glibc's mallopt parameter for the arena count (malloc.h: #define M_ARENA_MAX -8).
+_M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas at `arenas` (`mallopt(M_ARENA_MAX, arenas)`), unless the `MALLOC_ARENA_MAX`
+    environment variable already chose; call it before the server starts any thread.
+
+    glibc gives a thread that meets contention an arena of its own (up to 8 per core), and each keeps the memory
+    its thread freed. The server's SQLite reader threads run at once (a hybrid search's two sides), so the
+    peak RSS at 100,000 memories grew with the threads: 252 MB, 247 MB with two arenas (docs/benchmarks.md,
+    issue 9 fifth round). Two is what glibc's own tuning notes suggest for servers that favour memory.
+
+    Returns:
+        True when the cap was set; False elsewhere than glibc, or when the environment variable is set.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    mallopt = _glibc("mallopt")
+    return mallopt is not None and bool(mallopt(_M_ARENA_MAX, arenas))
+
+
+def _glibc(name: str) -> Any | None:
+    """glibc's function `name`, or None on another platform or C library (musl has neither function here)."""
     if sys.platform != "linux":
-        return
+        return None
     try:
-        libc = ctypes.CDLL(None)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-        return
-    trim(0)
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
 
 
 def lean_model_bytes(path: Path) -> bytes:

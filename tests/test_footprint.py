@@ -6,6 +6,7 @@ hand-made graphs run by onnxruntime, and on the shipped MiniLM model against a s
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,16 @@ async def test_memories_written_while_the_model_loads_are_searchable_once_it_is_
         (memory, _), *_ = (await store.candidates("ana", [nearest[0][0]])).values()
         assert memory.content == "User has two cats"
         assert await store.unembedded(index.model, index.dimension, user_id="ana", limit=10) == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt")
+def test_the_server_caps_mallocs_arenas_unless_the_environment_chose() -> None:
+    probe = "from harmonia_mcp.embed import limit_malloc_arenas; print(limit_malloc_arenas())"
+
+    def run(environment: dict[str, str]) -> str:
+        env = {key: value for key, value in os.environ.items() if key != "MALLOC_ARENA_MAX"} | environment
+        done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    assert run({}) == "True"  # glibc took the cap
+    assert run({"MALLOC_ARENA_MAX": "4"}) == "False"  # the user's own setting is left alone
