@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+import re
 import secrets
 import sqlite3
 import sys
@@ -1157,6 +1159,91 @@ def _keyword_window(
     return rows, _count_matches(read, match, where, params) if rows else 0
 
 
+# FTS5's bm25 constant k1 (fts5_aux.c, `fts5Bm25Function`: k1 = 1.2, b = 0.75). A phrase adds
+# idf * f * (k1 + 1) / (f + k1 * (1 - b + b * D / avgdl)) to a row's score, where f is the phrase's hits weighted
+# by column: less than idf * (k1 + 1) whatever f, D and the weights are, since 1 - b > 0.
+_BM25_K1 = 1.2
+# FTS5 floors a phrase's idf at this (fts5_aux.c, `fts5Bm25GetData`), for phrases in more than half the rows.
+_BM25_MIN_IDF = 1e-6
+# A quoted term of `search.build_match_expression`: a word, a phrase, or a word with a prefix `*`.
+_QUOTED_TERM = re.compile(r'"(?:[^"]|"")*"\*?')
+
+
+def _disjuncts(match: str) -> list[str] | None:
+    """The terms of `match` when it is a disjunction of two or more quoted terms (`t1 OR t2 ...`, the form of
+    `search.build_match_expression`), else None."""
+    terms = _QUOTED_TERM.findall(match)
+    return terms if len(terms) > 1 and " OR ".join(terms) == match else None
+
+
+def _conjunctive_window(
+    read: ReadStatement,
+    user_id: str,
+    match: str,
+    owned: bool,
+    where: str,
+    params: list[Any],
+    *,
+    limit: int,
+) -> list[sqlite3.Row] | None:
+    """The `limit` strongest matches of `match` that pass `where` (rowid, strength), found among the rows that hold
+    every term of `match`, or None when that cannot be proved to be the answer.
+
+    Exact pruning in the spirit of MaxScore (Turtle & Flood 1995, "Query evaluation: strategies and
+    optimizations"): a phrase adds less than idf * (k1 + 1) to FTS5's bm25 (`_BM25_K1`), with the idf FTS5 uses
+    (log((N - n + 0.5) / (n + 0.5)), N rows in the index, n of them holding the phrase, floored at
+    `_BM25_MIN_IDF`), so a row that lacks a term scores less than the sum of the other terms' bounds. When the
+    `limit`-th strongest row that holds every term scores at least the largest such sum, no other row can
+    enter, and the rows are those of ranking every match. `a AND b` has the same phrases in the same order as
+    `a OR b`, so FTS5's score of a row that matches both is the same to the last bit.
+
+    None when `match` is not a disjunction of quoted terms, when some term is in fewer than `limit` rows, when
+    fewer than `limit` rows that hold every term pass `where`, or when the bound fails.
+    """
+    terms = _disjuncts(match)
+    if terms is None:
+        return None
+    indexed = int(read("SELECT count(*) FROM memories_fts_docsize", [])[0][0])
+    counted = "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?"
+    holding = [int(read(counted, [term])[0][0]) for term in terms]
+    if min(holding) < limit:
+        return None
+    bounds = [
+        (_BM25_K1 + 1) * max(math.log((indexed - count + 0.5) / (count + 0.5)), _BM25_MIN_IDF) for count in holding
+    ]
+    # The best a row lacking one term can score; a margin for the rounding of FTS5's sum and of ours.
+    beaten = (sum(bounds) - min(bounds)) * (1 + 1e-9)
+    conjunction = " AND ".join(terms)
+    rows = read(
+        f"WITH window_rows AS MATERIALIZED (SELECT rowid, -{_BM25_SQL} AS strength FROM memories_fts "
+        "WHERE memories_fts MATCH ? ORDER BY strength DESC, rowid DESC LIMIT ?) "
+        f"SELECT c.rowid AS rowid, c.strength AS strength FROM window_rows c CROSS JOIN memories m "
+        f"ON m.rowid = c.rowid WHERE {where} ORDER BY c.strength DESC, c.rowid DESC",
+        [owned_match(user_id, conjunction) if owned else conjunction, limit, *params],
+    )
+    if len(rows) < limit or float(rows[-1]["strength"]) <= beaten:
+        return None
+    return rows
+
+
+def _matching_rowids(read: ReadStatement, match: str, rowids: list[int]) -> set[int]:
+    """Those of `rowids` that match the FTS5 expression `match`.
+
+    Why `+rowid`: a bare `rowid IN (...)` makes SQLite call FTS5 once per listed rowid, each call parsing the
+    expression and opening its doclists again (about 40-60 us a rowid at 100,000 memories); with the unary plus
+    FTS5 walks the match once and SQLite tests each row against the list (docs/benchmarks.md, issue 9 sixth
+    round). The walk is limited to the rowids' range, which FTS5 seeks to.
+    """
+    if not rowids:
+        return set()
+    found = read(
+        "SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? AND rowid BETWEEN ? AND ? "
+        "AND +rowid IN (SELECT value FROM json_each(?))",
+        [match, min(rowids), max(rowids), json.dumps(rowids)],
+    )
+    return {int(row[0]) for row in found}
+
+
 def _hit_details(read: ReadStatement, match: str, rowids: list[int]) -> dict[int, tuple[Memory, list[str]]]:
     """The memories `rowids` with their highlights, for one page of `search` (highlight() needs the MATCH)."""
     marks = ", ".join("?" for _ in rowids)
@@ -2138,16 +2225,23 @@ class Store:
         """The first stage of hybrid search: the `limit` best full-text matches that pass `memory_filter`, as
         (rowid, strength = -bm25 with `BM25_WEIGHTS`, whether the memory's own text matched), best first, and
         how many match in all. "Own text" is content, entities and tags; a memory found only through its
-        source message, speaker or conversation context has it False (docs/search.md, provenance)."""
+        source message, speaker or conversation context has it False (docs/search.md, provenance).
+
+        Under the default filter the rows are chosen inside FTS5: first among the memories that hold every
+        term, when bm25's bounds prove no other row can enter (`_conjunctive_window`), else among every
+        match's strongest (`_keyword_window`); both give the rows, order and strengths of ranking every match.
+        """
         where, params = memory_filter.where(user_id)
 
         def work(read: ReadStatement) -> tuple[list[tuple[int, float, bool]], int]:
             rows = None
             owned = _scoped_match(read, user_id, match)
-            own_text = f"{{content entities tags}} : ({match})"
-            own_text = own_text if owned == match else owned_match(user_id, own_text)
             if memory_filter == MemoryFilter():
-                rows, total = _keyword_window(read, owned, where, params, limit=limit)
+                rows = _conjunctive_window(read, user_id, match, owned != match, where, params, limit=limit)
+                if rows is not None:
+                    total = _count_matches(read, owned, where, params)
+                else:
+                    rows, total = _keyword_window(read, owned, where, params, limit=limit)
             if rows is None:
                 rows = read(
                     # bm25() only where the FTS table is queried: a window function beside it is refused.
@@ -2161,14 +2255,8 @@ class Store:
             if not rows:
                 return [], 0
             rowids = [int(row["rowid"]) for row in rows]
-            marks = ", ".join("?" for _ in rowids)
-            own = {
-                int(row[0])
-                for row in read(
-                    f"SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? AND rowid IN ({marks})",
-                    [own_text, *rowids],
-                )
-            }
+            # The rows are the user's already, so the own-text match needs no owner token.
+            own = _matching_rowids(read, f"{{content entities tags}} : ({match})", rowids)
             return [
                 (rowid, float(row["strength"]), rowid in own) for rowid, row in zip(rowids, rows, strict=True)
             ], total
@@ -2177,18 +2265,14 @@ class Store:
         return await self._reader.run(work)
 
     async def count_matching(self, user_id: str, match: str, rowids: Sequence[int]) -> int:
-        """How many of `rowids` match the FTS5 expression `match` (for the exact total of a hybrid search)."""
-        found = 0
-        for start in range(0, len(rowids), 500):
-            chunk = list(rowids[start : start + 500])
-            marks = ", ".join("?" for _ in chunk)
-            async with self._reader.execute(
-                f"SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ? AND rowid IN ({marks})",
-                [owned_match(user_id, match), *chunk],
-            ) as cursor:
-                row = await cursor.fetchone()
-            found += int(row[0]) if row else 0
-        return found
+        """How many of `rowids` (memories of `user_id`) match the FTS5 expression `match` (for the exact total of a
+        hybrid search)."""
+        if not rowids:
+            return 0
+        wanted = list(rowids)
+        return await self._reader.run(
+            lambda read: len(_matching_rowids(read, _scoped_match(read, user_id, match), wanted))
+        )
 
     async def highlights(self, user_id: str, match: str, rowids: Sequence[int]) -> dict[int, list[str]]:
         """The highlights of `Store.search` for those of `rowids` that match `match`."""

@@ -161,11 +161,116 @@ async def test_hybrid_keyword_candidates_equal_ranking_every_match(
     assert match is not None
     for limit in (1, 7, 50, 200, 2000):
         fast = await store.keyword_candidates("alice", match, MemoryFilter(), limit=limit)
-        with monkeypatch.context() as patched:
-            patched.setattr(store_module, "_keyword_window", lambda *_, **__: (None, 0))
-            exact = await store.keyword_candidates("alice", match, MemoryFilter(), limit=limit)
-        assert fast == exact, (query, limit)
+        assert fast == await _every_match_ranked(store, "alice", match, limit, monkeypatch), (query, limit)
         assert fast[1] > 0 and len(fast[0]) == min(limit, fast[1])
+
+
+async def _every_match_ranked(
+    store: Store, user: str, match: str, limit: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[tuple[int, float, bool]], int]:
+    """`Store.keyword_candidates` with both windows off: every match ranked by bm25 in SQL."""
+    with monkeypatch.context() as patched:
+        patched.setattr(store_module, "_keyword_window", lambda *_, **__: (None, 0))
+        patched.setattr(store_module, "_conjunctive_window", lambda *_, **__: None)
+        return await store.keyword_candidates(user, match, MemoryFilter(), limit=limit)
+
+
+def _spy_conjunctive_window(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each call of `_conjunctive_window` gave the rows (True) or fell back (False)."""
+    answers: list[bool] = []
+    original = store_module._conjunctive_window
+
+    def spied(*arguments: Any, **keywords: Any) -> Any:
+        rows = original(*arguments, **keywords)
+        answers.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(store_module, "_conjunctive_window", spied)
+    return answers
+
+
+async def _insert(store: Store, rows: list[tuple[str, str, str | None]]) -> None:
+    async with store.transaction() as db:
+        for user, content, context in rows:
+            await store.insert_memory(db, NewMemory(user, ExtractedMemory(content=content), "rules", context=context))
+
+
+async def test_keyword_candidates_among_rows_holding_every_term_when_the_bound_proves_it(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "alpha beta" rows are short and hold both terms: the 20 strongest of them beat anything a row with one of
+    # the two words can score, so the candidates come from `alpha AND beta`, with bob's rows in the same file.
+    rows = [("alice", "alpha beta", None)] * 150 + [("alice", "beta filler words", None)] * 300
+    rows += [("alice", "alpha filler words", None)] * 50 + [("alice", "gamma delta", None)] * 1000
+    rows += [("bob", "alpha beta", None)] * 40
+    async with open_store(str(db_path)) as store:
+        await _insert(store, rows)
+        answers = _spy_conjunctive_window(monkeypatch)
+        match = '"alpha" OR "beta"'
+        fast = await store.keyword_candidates("alice", match, MemoryFilter(), limit=20)
+        assert answers == [True]
+        exact = await _every_match_ranked(store, "alice", match, 20, monkeypatch)
+        assert fast == exact
+        assert fast[1] == 500  # the total counts every match, not only the rows holding both words
+        async with store.transaction() as db:
+            cursor = await db.execute("SELECT rowid FROM memories WHERE user_id = 'alice' AND content = 'alpha beta'")
+            both = {row[0] for row in await cursor.fetchall()}
+        assert {rowid for rowid, _, _ in fast[0]} <= both
+        assert all(own for _, _, own in fast[0])
+
+
+async def test_keyword_candidates_fall_back_to_every_match_when_the_bound_fails(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rows holding both words hold them only in a long conversation context (bm25 weight 1); rows with "alpha"
+    # in their own short content score higher without "beta". Taking the rows that hold both would be wrong.
+    padding = " ".join(["pad"] * 50)
+    rows = [("alice", "unrelated note", f"alpha beta {padding}")] * 60 + [("alice", "alpha", None)] * 20
+    rows += [("alice", "beta gamma", None)] * 100 + [("alice", "delta", None)] * 300
+    async with open_store(str(db_path)) as store:
+        await _insert(store, rows)
+        answers = _spy_conjunctive_window(monkeypatch)
+        match = '"alpha" OR "beta"'
+        fast = await store.keyword_candidates("alice", match, MemoryFilter(), limit=10)
+        assert answers == [False]
+        assert fast == await _every_match_ranked(store, "alice", match, 10, monkeypatch)
+        async with store.transaction() as db:
+            cursor = await db.execute("SELECT rowid FROM memories WHERE content = 'alpha'")
+            alpha_only = {row[0] for row in await cursor.fetchall()}
+        assert len(fast[0]) == 10 and {rowid for rowid, _, _ in fast[0]} <= alpha_only
+
+
+async def test_own_text_flags_and_count_matching_follow_what_each_memory_says(db_path: Path) -> None:
+    # A memory whose own words (content, entities) hold the term is flagged; one that holds it only in its
+    # source message or context is not. count_matching counts exactly the given rowids that match.
+    async with open_store(str(db_path)) as store:
+        async with store.transaction() as db:
+            for index in range(400):
+                kind = index % 4
+                extracted = ExtractedMemory(
+                    content="violin lessons" if kind == 0 else f"note {index}",
+                    entities=["Violin Club"] if kind == 1 else [],
+                )
+                await store.insert_memory(
+                    db,
+                    NewMemory(
+                        "bob" if index % 5 == 0 else "alice",
+                        extracted,
+                        "rules",
+                        source_message="I play the violin" if kind == 2 else "hello",
+                        context="we talked about violin" if kind == 3 else None,
+                    ),
+                )
+            cursor = await db.execute("SELECT rowid FROM memories WHERE user_id = 'alice' ORDER BY rowid")
+            alice = [row[0] for row in await cursor.fetchall()]
+        found, total = await store.keyword_candidates("alice", '"violin"', MemoryFilter(), limit=1000)
+        assert total == len(found) == len(alice)  # every memory of alice holds "violin" somewhere
+        kinds = {rowid: (rowid - 1) % 4 for rowid in alice}
+        assert {rowid for rowid, _, own in found if own} == {rowid for rowid in alice if kinds[rowid] in (0, 1)}
+        chosen = alice[::3]
+        assert await store.count_matching("alice", '"violin"', chosen) == len(chosen)
+        assert await store.count_matching("alice", '"lessons"', chosen) == sum(kinds[r] == 0 for r in chosen)
+        assert await store.count_matching("alice", '"lessons"', []) == 0
 
 
 async def test_a_one_user_file_drops_the_owner_token_and_changes_no_result(
