@@ -616,7 +616,7 @@ class VectorIndex:
             if len(above):
                 rowids = [int(rowid) for rowid in table.rowids[above]]
                 score_of = dict(zip(rowids, (float(score) for score in scores[above]), strict=True))
-                admitted = await self.store.admitted(user_id, memory_filter, rowids)
+                admitted = await self._admitted_first(user_id, memory_filter, rowids, count - len(found))
                 found.extend((rowid, score_of[rowid]) for rowid in admitted)
             if len(above) < len(live):
                 break  # best first: everything after this chunk is below the floor too
@@ -653,13 +653,28 @@ class VectorIndex:
             seen.update(rowids)
             exact = await self._exact(user_id, query, rowids, centre)
             above = sorted((rowid for rowid, score in exact.items() if score >= floor), key=lambda r: -exact[r])
-            admitted = await self.store.admitted(user_id, memory_filter, above)
+            # The best `count` of this pool's admitted rows: a wider pool may still hold better ones.
+            admitted = await self._admitted_first(user_id, memory_filter, above, count)
             found.extend((rowid, exact[rowid]) for rowid in admitted)
             if len(found) >= count or pool >= size or len(above) < len(exact):
                 break  # enough, everything seen, or the pool already reaches below the floor
             pool *= 4
         found.sort(key=lambda pair: -pair[1])
         return found[:count]
+
+    async def _admitted_first(
+        self, user_id: str, memory_filter: MemoryFilter, rowids: Sequence[int], want: int
+    ) -> list[int]:
+        """The first `want` of `rowids`, in their order, that pass `memory_filter` (`Store.admitted`), checked a
+        slice at a time (the slice doubling) rather than all at once: under the default filter nearly every
+        neighbour passes, and checking 800 rowids cost 5 ms at 100,000 memories where 130 cost 1."""
+        admitted: list[int] = []
+        start, size = 0, want + want // 4 + 16
+        while start < len(rowids) and len(admitted) < want:
+            admitted.extend(await self.store.admitted(user_id, memory_filter, rowids[start : start + size]))
+            start += size
+            size *= 2
+        return admitted[:want]
 
     async def centring(self, user_id: str) -> float:
         """How far `user_id`'s centred cosines are centred (0-1, `_UserMatrix.centring`): the weight that moves

@@ -393,3 +393,41 @@ async def _vectors_for(store: Store, embedder: Structured, user: str, *, skip: i
 async def _current(store: Store, user: str) -> list[tuple[int, Vectors]]:
     batches = [rows async for _, rows in store.user_vectors(user, MODEL, DIMENSION)]
     return [(rowid, np.frombuffer(blob, dtype=np.float32)) for rows in batches for rowid, blob in rows]
+
+
+@pytest.mark.parametrize("coarse_from", [1, 10**6])
+async def test_neighbours_are_admitted_a_slice_at_a_time_with_the_same_answer(
+    db_path: Path, coarse_from: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `nearest` checks the filter on the best rows first and stops once it has enough; the answer must be what
+    # checking every row of the pool at once gives, in both regimes, for a filter that passes a tenth and for none.
+    embedder = Structured()
+    async with open_store(str(db_path)) as store:
+        await _with_vectors(store, embedder, "alice", 3 * RERANK_MIN)
+        index = VectorIndex(store, embedder, coarse_from=coarse_from)
+        await index.load()
+        checked: list[int] = []
+        admitted = store.admitted
+
+        async def counted(user_id: str, memory_filter: MemoryFilter, rowids: Sequence[int]) -> list[int]:
+            checked.append(len(rowids))
+            return await admitted(user_id, memory_filter, rowids)
+
+        async def all_at_once(user_id: str, memory_filter: MemoryFilter, rowids: Sequence[int], want: int) -> list[int]:
+            return (await counted(user_id, memory_filter, rowids))[:want]
+
+        monkeypatch.setattr(store, "admitted", counted)
+        for query in embedder.sample(3):
+            for memory_filter in (HEALTH, MemoryFilter()):
+                for count in (1, 7, 100):
+                    checked.clear()
+                    sliced = await index.nearest("alice", query, memory_filter, count=count, centred=True)
+                    sliced_work = sum(checked)
+                    with monkeypatch.context() as patched:
+                        patched.setattr(index, "_admitted_first", all_at_once)
+                        checked.clear()
+                        whole = await index.nearest("alice", query, memory_filter, count=count, centred=True)
+                    assert sliced == whole and len(whole) == count
+                    assert sliced_work <= sum(checked)
+                    if memory_filter == MemoryFilter():
+                        assert sliced_work < sum(checked)
