@@ -690,8 +690,8 @@ _TWO_STAGE_SQL = _TWO_STAGE_SQL.replace(
     1,
 ).replace(
     "SELECT rowid, strength, bm25_strength, relevance, total FROM scored",
-    "SELECT rowid, strength, bm25_strength, relevance, total, (SELECT count(*) FROM window_rows) AS window_count "
-    "FROM scored",
+    "SELECT rowid, strength, bm25_strength, relevance, total, (SELECT count(*) FROM window_rows) AS window_count, "
+    "(SELECT min(strength) FROM window_rows) AS window_floor FROM scored",
     1,
 )
 
@@ -1100,13 +1100,24 @@ def _count_matches(read: ReadStatement, match: str, where: str, params: list[Any
 
 
 def _two_stage_page(
-    read: ReadStatement, match: str, where: str, params: list[Any], scoring: list[Any], *, limit: int, offset: int
+    read: ReadStatement,
+    user_id: str,
+    words: str,
+    match: str,
+    where: str,
+    params: list[Any],
+    scoring: list[Any],
+    *,
+    limit: int,
+    offset: int,
 ) -> tuple[list[sqlite3.Row] | None, int]:
     """One relevance-ordered page of `Store.search` ranked over FTS5's best rows by bm25 only, and the exact
-    total (None when the window's rows that pass the filter are fewer than the page).
+    total (None when the window's rows that pass the filter are fewer than the page). `words` is the search's
+    FTS5 expression, `match` the same limited to the user (`_scoped_match`).
 
     Stage 1 lets FTS5 pick the `window` strongest rows by raw bm25 inside the index (no join, no window
-    function over every match); `window` is `SEARCH_CANDIDATES`, or twice the page's end when that is
+    function over every match), among the rows that hold every term when `_conjunction` proves that is the
+    same window; `window` is `SEARCH_CANDIDATES`, or twice the page's end when that is
     more. Stage 2 applies `_RANKED_SQL`, the same formula as the exact query, to those rows only; both
     are one statement (`_TWO_STAGE_SQL`). What is
     exact and what is approximate (docs/search.md, "Two-stage ranking"): when FTS5 finds no more rows than
@@ -1116,7 +1127,15 @@ def _two_stage_page(
     always exact (`_count_matches`).
     """
     window = max(SEARCH_CANDIDATES, 2 * (offset + limit))
-    page = read(_TWO_STAGE_SQL.format(where=where), [match, window, *params, *scoring, limit, offset])
+    sql = _TWO_STAGE_SQL.format(where=where)
+    page = None
+    pruned = _conjunction(read, user_id, words, match, window)
+    if pruned is not None:
+        page = read(sql, [pruned.match, window, *params, *scoring, limit, offset])
+        if not (page and pruned.proves(page[0], window)):
+            page = None
+    if page is None:
+        page = read(sql, [match, window, *params, *scoring, limit, offset])
     if not page:  # nothing of the window passes the filter: its size decides as below
         sized = read(
             "SELECT count(*) FROM (SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? LIMIT ?)", [match, window]
@@ -1132,21 +1151,31 @@ def _two_stage_page(
 
 
 def _keyword_window(
-    read: ReadStatement, match: str, where: str, params: list[Any], *, limit: int
+    read: ReadStatement, user_id: str, words: str, match: str, where: str, params: list[Any], *, limit: int
 ) -> tuple[list[sqlite3.Row] | None, int]:
     """Two-stage candidates for `Store.keyword_candidates` under the default filter: FTS5's `limit` strongest rows
-    by bm25 (chosen inside the index, as `_two_stage_page` stage 1) that pass `where`, and the exact total; None
+    by bm25 (chosen inside the index, as `_two_stage_page` stage 1, among the rows that hold every term when
+    `_conjunction` proves that is the same window) that pass `where`, and the exact total; None
     when archived or inactive rows in that window leave it short although FTS5 found more (then every match is
     ranked). The rows are the same as ordering every match that passes `where` by bm25: a row that fails the
-    filter is dropped either way, and no row outside the window is stronger than the ones in it."""
-    rows = read(
+    filter is dropped either way, and no row outside the window is stronger than the ones in it. `words` is the
+    search's FTS5 expression, `match` the same limited to the user (`_scoped_match`)."""
+    sql = (
         f"WITH window_rows AS MATERIALIZED (SELECT rowid, -{_BM25_SQL} AS strength FROM memories_fts "
         "WHERE memories_fts MATCH ? ORDER BY strength DESC, rowid DESC LIMIT ?) "
-        "SELECT c.rowid AS rowid, c.strength AS strength, (SELECT count(*) FROM window_rows) AS window_count "
+        "SELECT c.rowid AS rowid, c.strength AS strength, (SELECT count(*) FROM window_rows) AS window_count, "
+        "(SELECT min(strength) FROM window_rows) AS window_floor "
         f"FROM window_rows c CROSS JOIN memories m ON m.rowid = c.rowid WHERE {where} "
-        "ORDER BY c.strength DESC, c.rowid DESC",
-        [match, limit, *params],
+        "ORDER BY c.strength DESC, c.rowid DESC"
     )
+    rows = None
+    pruned = _conjunction(read, user_id, words, match, limit)
+    if pruned is not None:
+        rows = read(sql, [pruned.match, limit, *params])
+        if not (rows and pruned.proves(rows[0], limit)):
+            rows = None
+    if rows is None:
+        rows = read(sql, [match, limit, *params])
     held = int(rows[0]["window_count"]) if rows else -1
     if len(rows) < limit and held != len(rows):
         # Short: either FTS5 found fewer than `limit` (then the filtered rows are every match, exact) or some
@@ -1176,54 +1205,50 @@ def _disjuncts(match: str) -> list[str] | None:
     return terms if len(terms) > 1 and " OR ".join(terms) == match else None
 
 
-def _conjunctive_window(
-    read: ReadStatement,
-    user_id: str,
-    match: str,
-    owned: bool,
-    where: str,
-    params: list[Any],
-    *,
-    limit: int,
-) -> list[sqlite3.Row] | None:
-    """The `limit` strongest matches of `match` that pass `where` (rowid, strength), found among the rows that hold
-    every term of `match`, or None when that cannot be proved to be the answer.
+class _Conjunction(NamedTuple):
+    """A search's terms joined with AND (`match`, limited to the user like the search's own expression), and the
+    best score a row lacking one of them can reach (`beaten`)."""
+
+    match: str
+    beaten: float
+
+    def proves(self, row: sqlite3.Row, window: int) -> bool:
+        """Whether the window this expression gave (`row`: any row of it, with `window_count` and `window_floor`,
+        its size and weakest strength before any filter) is the `window` strongest of every match."""
+        return int(row["window_count"]) == window and float(row["window_floor"]) > self.beaten
+
+
+def _conjunction(read: ReadStatement, user_id: str, words: str, match: str, window: int) -> _Conjunction | None:
+    """The terms of `words` joined with AND, for a window of the `window` strongest rows by bm25 taken among the
+    rows that hold every term, or None when that window cannot be full (`match` is `words` as the search runs it,
+    owner token or not: `_scoped_match`).
 
     Exact pruning in the spirit of MaxScore (Turtle & Flood 1995, "Query evaluation: strategies and
     optimizations"): a phrase adds less than idf * (k1 + 1) to FTS5's bm25 (`_BM25_K1`), with the idf FTS5 uses
     (log((N - n + 0.5) / (n + 0.5)), N rows in the index, n of them holding the phrase, floored at
     `_BM25_MIN_IDF`), so a row that lacks a term scores less than the sum of the other terms' bounds. When the
-    `limit`-th strongest row that holds every term scores at least the largest such sum, no other row can
-    enter, and the rows are those of ranking every match. `a AND b` has the same phrases in the same order as
-    `a OR b`, so FTS5's score of a row that matches both is the same to the last bit.
+    weakest row of the conjunction's window scores more than the largest such sum (`_Conjunction.proves`), no
+    other row can enter, and the window is the one every match gives. `a AND b` has the same phrases in the
+    same order as `a OR b`, so FTS5's score of a row that matches both is the same to the last bit.
 
-    None when `match` is not a disjunction of quoted terms, when some term is in fewer than `limit` rows, when
-    fewer than `limit` rows that hold every term pass `where`, or when the bound fails.
+    None when `words` is not a disjunction of two or more quoted terms or some term is in fewer than `window`
+    rows (of every user: so is FTS5's idf).
     """
-    terms = _disjuncts(match)
+    terms = _disjuncts(words)
     if terms is None:
         return None
     indexed = int(read("SELECT count(*) FROM memories_fts_docsize", [])[0][0])
     counted = "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?"
     holding = [int(read(counted, [term])[0][0]) for term in terms]
-    if min(holding) < limit:
+    if min(holding) < window:
         return None
     bounds = [
         (_BM25_K1 + 1) * max(math.log((indexed - count + 0.5) / (count + 0.5)), _BM25_MIN_IDF) for count in holding
     ]
-    # The best a row lacking one term can score; a margin for the rounding of FTS5's sum and of ours.
-    beaten = (sum(bounds) - min(bounds)) * (1 + 1e-9)
     conjunction = " AND ".join(terms)
-    rows = read(
-        f"WITH window_rows AS MATERIALIZED (SELECT rowid, -{_BM25_SQL} AS strength FROM memories_fts "
-        "WHERE memories_fts MATCH ? ORDER BY strength DESC, rowid DESC LIMIT ?) "
-        f"SELECT c.rowid AS rowid, c.strength AS strength FROM window_rows c CROSS JOIN memories m "
-        f"ON m.rowid = c.rowid WHERE {where} ORDER BY c.strength DESC, c.rowid DESC",
-        [owned_match(user_id, conjunction) if owned else conjunction, limit, *params],
-    )
-    if len(rows) < limit or float(rows[-1]["strength"]) <= beaten:
-        return None
-    return rows
+    # A margin for the rounding of FTS5's sum and of ours.
+    beaten = (sum(bounds) - min(bounds)) * (1 + 1e-9)
+    return _Conjunction(owned_match(user_id, conjunction) if match != words else conjunction, beaten)
 
 
 def _matching_rowids(read: ReadStatement, match: str, rowids: list[int]) -> set[int]:
@@ -2176,7 +2201,9 @@ class Store:
             match = _scoped_match(read, user_id, words)
             # Only under the default filter: a narrower one could leave too few of the window's rows standing.
             if two_stage:
-                page, total = _two_stage_page(read, match, where, params, scoring, limit=limit, offset=offset)
+                page, total = _two_stage_page(
+                    read, user_id, words, match, where, params, scoring, limit=limit, offset=offset
+                )
             if page is None:
                 page = read(exact_sql, [match, *params, *scoring, limit, offset])
                 total = int(page[0]["total"]) if page else _count_matches(read, match, where, params)
@@ -2227,9 +2254,9 @@ class Store:
         how many match in all. "Own text" is content, entities and tags; a memory found only through its
         source message, speaker or conversation context has it False (docs/search.md, provenance).
 
-        Under the default filter the rows are chosen inside FTS5: first among the memories that hold every
-        term, when bm25's bounds prove no other row can enter (`_conjunctive_window`), else among every
-        match's strongest (`_keyword_window`); both give the rows, order and strengths of ranking every match.
+        Under the default filter the rows are chosen inside FTS5 (`_keyword_window`), among the memories that hold
+        every term when bm25's bounds prove no other row can enter (`_conjunction`): the rows, order and strengths
+        of ranking every match.
         """
         where, params = memory_filter.where(user_id)
 
@@ -2237,11 +2264,7 @@ class Store:
             rows = None
             owned = _scoped_match(read, user_id, match)
             if memory_filter == MemoryFilter():
-                rows = _conjunctive_window(read, user_id, match, owned != match, where, params, limit=limit)
-                if rows is not None:
-                    total = _count_matches(read, owned, where, params)
-                else:
-                    rows, total = _keyword_window(read, owned, where, params, limit=limit)
+                rows, total = _keyword_window(read, user_id, match, owned, where, params, limit=limit)
             if rows is None:
                 rows = read(
                     # bm25() only where the FTS table is queried: a window function beside it is refused.

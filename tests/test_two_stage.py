@@ -171,21 +171,20 @@ async def _every_match_ranked(
     """`Store.keyword_candidates` with both windows off: every match ranked by bm25 in SQL."""
     with monkeypatch.context() as patched:
         patched.setattr(store_module, "_keyword_window", lambda *_, **__: (None, 0))
-        patched.setattr(store_module, "_conjunctive_window", lambda *_, **__: None)
         return await store.keyword_candidates(user, match, MemoryFilter(), limit=limit)
 
 
-def _spy_conjunctive_window(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Whether each call of `_conjunctive_window` gave the rows (True) or fell back (False)."""
+def _spy_conjunction(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """For each window the terms' conjunction was tried for, whether the bound proved it (True) or the window was
+    taken over every match (False)."""
     answers: list[bool] = []
-    original = store_module._conjunctive_window
+    original = store_module._Conjunction.proves
 
-    def spied(*arguments: Any, **keywords: Any) -> Any:
-        rows = original(*arguments, **keywords)
-        answers.append(rows is not None)
-        return rows
+    def spied(self: Any, row: Any, window: int) -> bool:
+        answers.append(proved := original(self, row, window))
+        return proved
 
-    monkeypatch.setattr(store_module, "_conjunctive_window", spied)
+    monkeypatch.setattr(store_module._Conjunction, "proves", spied)
     return answers
 
 
@@ -198,25 +197,31 @@ async def _insert(store: Store, rows: list[tuple[str, str, str | None]]) -> None
 async def test_keyword_candidates_among_rows_holding_every_term_when_the_bound_proves_it(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # "alpha beta" rows are short and hold both terms: the 20 strongest of them beat anything a row with one of
+    # "alpha beta" rows are short and hold both terms: the 200 strongest of them beat anything a row with one of
     # the two words can score, so the candidates come from `alpha AND beta`, with bob's rows in the same file.
-    rows = [("alice", "alpha beta", None)] * 150 + [("alice", "beta filler words", None)] * 300
+    rows = [("alice", "alpha beta", None)] * 250 + [("alice", "beta filler words", None)] * 300
     rows += [("alice", "alpha filler words", None)] * 50 + [("alice", "gamma delta", None)] * 1000
     rows += [("bob", "alpha beta", None)] * 40
     async with open_store(str(db_path)) as store:
         await _insert(store, rows)
-        answers = _spy_conjunctive_window(monkeypatch)
+        answers = _spy_conjunction(monkeypatch)
         match = '"alpha" OR "beta"'
         fast = await store.keyword_candidates("alice", match, MemoryFilter(), limit=20)
         assert answers == [True]
         exact = await _every_match_ranked(store, "alice", match, 20, monkeypatch)
         assert fast == exact
-        assert fast[1] == 500  # the total counts every match, not only the rows holding both words
+        assert fast[1] == 600  # the total counts every match, not only the rows holding both words
         async with store.transaction() as db:
             cursor = await db.execute("SELECT rowid FROM memories WHERE user_id = 'alice' AND content = 'alpha beta'")
             both = {row[0] for row in await cursor.fetchall()}
         assert {rowid for rowid, _, _ in fast[0]} <= both
         assert all(own for _, _, own in fast[0])
+        answers.clear()
+        # Keyword search's first stage takes its window (200 rows) the same way; the page is the exact one.
+        assert await _page(store, "alpha beta", False, limit=10, offset=0) == await _page(
+            store, "alpha beta", True, limit=10, offset=0
+        )
+        assert answers == [True]
 
 
 async def test_keyword_candidates_fall_back_to_every_match_when_the_bound_fails(
@@ -225,11 +230,11 @@ async def test_keyword_candidates_fall_back_to_every_match_when_the_bound_fails(
     # Rows holding both words hold them only in a long conversation context (bm25 weight 1); rows with "alpha"
     # in their own short content score higher without "beta". Taking the rows that hold both would be wrong.
     padding = " ".join(["pad"] * 50)
-    rows = [("alice", "unrelated note", f"alpha beta {padding}")] * 60 + [("alice", "alpha", None)] * 20
-    rows += [("alice", "beta gamma", None)] * 100 + [("alice", "delta", None)] * 300
+    rows = [("alice", "unrelated note", f"alpha beta {padding}")] * 300 + [("alice", "alpha", None)] * 250
+    rows += [("alice", "beta gamma", None)] * 600 + [("alice", "delta", None)] * 3000
     async with open_store(str(db_path)) as store:
         await _insert(store, rows)
-        answers = _spy_conjunctive_window(monkeypatch)
+        answers = _spy_conjunction(monkeypatch)
         match = '"alpha" OR "beta"'
         fast = await store.keyword_candidates("alice", match, MemoryFilter(), limit=10)
         assert answers == [False]
@@ -238,6 +243,10 @@ async def test_keyword_candidates_fall_back_to_every_match_when_the_bound_fails(
             cursor = await db.execute("SELECT rowid FROM memories WHERE content = 'alpha'")
             alpha_only = {row[0] for row in await cursor.fetchall()}
         assert len(fast[0]) == 10 and {rowid for rowid, _, _ in fast[0]} <= alpha_only
+        answers.clear()
+        page, total = await _page(store, "alpha beta", False, limit=10, offset=0)
+        assert (page, total) == await _page(store, "alpha beta", True, limit=10, offset=0)
+        assert answers == [False] and total == 1150
 
 
 async def test_own_text_flags_and_count_matching_follow_what_each_memory_says(db_path: Path) -> None:
