@@ -1231,24 +1231,29 @@ def _conjunction(read: ReadStatement, user_id: str, words: str, match: str, wind
     other row can enter, and the window is the one every match gives. `a AND b` has the same phrases in the
     same order as `a OR b`, so FTS5's score of a row that matches both is the same to the last bit.
 
-    None when `words` is not a disjunction of two or more quoted terms or some term is in fewer than `window`
-    rows (of every user: so is FTS5's idf).
+    None when `words` is not a disjunction of two or more quoted terms, or fewer than `window` of the user's rows
+    hold every term. The terms' counts are of every user's rows, as FTS5's idf is.
     """
     terms = _disjuncts(words)
     if terms is None:
         return None
+    conjunction = " AND ".join(terms)
+    if match != words:
+        conjunction = owned_match(user_id, conjunction)
+    # Fewer than `window` of the user's rows hold every term: the window could not be full. Asked first, without
+    # bm25: a fifth of the window's statement (0.2 against 0.8 ms at 10,000 memories), less than the terms' counts.
+    sized = "SELECT count(*) FROM (SELECT rowid FROM memories_fts WHERE memories_fts MATCH ? LIMIT ?)"
+    if int(read(sized, [conjunction, window])[0][0]) < window:
+        return None
     indexed = int(read("SELECT count(*) FROM memories_fts_docsize", [])[0][0])
     counted = "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH ?"
     holding = [int(read(counted, [term])[0][0]) for term in terms]
-    if min(holding) < window:
-        return None
     bounds = [
         (_BM25_K1 + 1) * max(math.log((indexed - count + 0.5) / (count + 0.5)), _BM25_MIN_IDF) for count in holding
     ]
-    conjunction = " AND ".join(terms)
     # A margin for the rounding of FTS5's sum and of ours.
     beaten = (sum(bounds) - min(bounds)) * (1 + 1e-9)
-    return _Conjunction(owned_match(user_id, conjunction) if match != words else conjunction, beaten)
+    return _Conjunction(conjunction, beaten)
 
 
 def _matching_rowids(read: ReadStatement, match: str, rowids: list[int]) -> set[int]:
