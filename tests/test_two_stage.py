@@ -222,6 +222,10 @@ async def test_keyword_candidates_among_rows_holding_every_term_when_the_bound_p
             store, "alpha beta", True, limit=10, offset=0
         )
         assert answers == [True]
+        answers.clear()
+        # Bob has 40 rows with both words: a window of 200 could not be full, so it is not even tried.
+        bob_page = await store.search("bob", '"alpha" OR "beta"', MemoryFilter(), limit=10, offset=0, now=NOW)
+        assert answers == [] and bob_page[1] == 40 and all(hit.memory.user_id == "bob" for hit in bob_page[0])
 
 
 async def test_keyword_candidates_fall_back_to_every_match_when_the_bound_fails(
