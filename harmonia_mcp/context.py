@@ -24,6 +24,7 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 
 from harmonia_mcp.models import Category, Memory
+from harmonia_mcp.temporal import states_time
 
 Recurrence = Literal["yearly", "weekly"]
 
@@ -465,15 +466,19 @@ def assemble(sections: Sequence[Section], budget: int, fill_order: Sequence[str]
     return Block(text=text, tokens=estimate_tokens(text), ids=ids, left_out=left_out)
 
 
-def display_date(event_time: str | None) -> str:
-    """An `event_time` for a line of the block: the date, with the clock time when one was said."""
+def display_date(event_time: str | None, content: str | None = None) -> str:
+    """An `event_time` for a line of the block: the date, with the clock time when one was said; empty when
+    there is none, or when `content` already says it (`temporal.states_time`: "User went to Rome on
+    2023-05-08" needs no "2023-05-08: " in front, about 7 tokens a line)."""
     if event_time is None:
         return ""
     moment = event_time
-    if len(moment) <= 10:
-        return moment
     try:
         parsed = datetime.fromisoformat(moment)
     except ValueError:
         return moment[:10]
+    if content is not None and states_time(content, parsed):
+        return ""
+    if len(moment) <= 10:
+        return moment
     return parsed.strftime("%Y-%m-%d %H:%M") if (parsed.hour, parsed.minute) != (0, 0) else parsed.strftime("%Y-%m-%d")

@@ -1701,7 +1701,7 @@ class MemoryService:
         `search_memories`, so whatever retriever it uses, fused with the nearest by meaning:
         `_with_meaning_neighbours`; a topic beyond search's bounds is cut by `search.topic_query`), and upcoming
         events (`upcoming_events`). Within each, memories are grouped by category; each line ends with the
-        memory's short id, dated ones start with their date. Only active memories (the newest version of a
+        memory's short id, dated ones start with their date unless their content says it. Only active memories (the newest version of a
         fact) are used, each at most once, and a memory goes in whole or not at all (`context.assemble`). The
         profile gets at most a quarter of the budget and `MAX_PROFILE_TOKENS`, upcoming events a fifth; both
         are filled first, and relevant memories get the rest.
@@ -1732,7 +1732,11 @@ class MemoryService:
             hits = (await self.search_memories(query, user_id=user, limit=MAX_SEARCH_LIMIT)).results
             relevant = [
                 context.Item(
-                    hit.memory_id, hit.content, hit.category, context.display_date(hit.event_time), include_ids
+                    hit.memory_id,
+                    hit.content,
+                    hit.category,
+                    context.display_date(hit.event_time, hit.content),
+                    include_ids,
                 )
                 for hit in hits
             ]
@@ -1817,7 +1821,7 @@ class MemoryService:
                     memory.memory_id,
                     memory.content,
                     memory.category,
-                    context.display_date(memory.event_time),
+                    context.display_date(memory.event_time, memory.content),
                     include_ids,
                 ),
             )

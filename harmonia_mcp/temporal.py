@@ -622,6 +622,21 @@ def with_absolute_time(text: str, resolved: ResolvedTime) -> str:
     return _SPACES.sub(" ", result).strip()
 
 
+def states_time(text: str, moment: datetime) -> bool:
+    """True when `text` already says `moment` the way `ResolvedTime.phrase` writes it into a memory: its ISO
+    date ("2024-08-20", with "14:00" too when `moment` has a clock time), or for the first of a month the month
+    and year ("April 2025"), or for the first of January the year ("in 2024", "since 2024").
+
+    `recall` shows a line's date only when the line does not say it already (`context.display_date`).
+    """
+    day = moment.date()
+    if day.isoformat() in text:
+        return (moment.hour, moment.minute) == (0, 0) or f"{moment:%H:%M}" in text
+    if day.day == 1 and f"{day:%B} {day.year}" in text:
+        return True
+    return (day.month, day.day) == (1, 1) and re.search(rf"(?<!\d){day.year}(?!\d)", text) is not None
+
+
 # The range a timestamp argument may take, in UTC: a day inside what `datetime` can hold, so converting it
 # to UTC, a date-only to_date's extra day and the conversation window before an occurred_at never overflow.
 EARLIEST_TIMESTAMP = datetime(1, 1, 2, tzinfo=UTC)

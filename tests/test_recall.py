@@ -449,3 +449,19 @@ def test_fused_rankings_keep_both_sides_and_weigh_the_second_less() -> None:
     assert fuse_rankings(["a", "b", "c"], ["x", "b", "z"], 1.0) == ["b", "a", "x", "c", "z"]
     assert fuse_rankings(["a", "b", "c"], ["x", "b", "z"], 0.4) == ["b", "a", "c", "x", "z"]
     assert fuse_rankings(["a", "a", "b"], []) == ["a", "b"]
+
+
+async def test_a_line_shows_its_date_only_when_its_memory_does_not_say_it(client: Client) -> None:
+    said = "2024-03-10T09:00:00+00:00"
+    await _store(client, ["I flew to Rome yesterday.", "I'm moving to Berlin next month."], occurred_at=said)
+    await _call(
+        client,
+        "store_memory",
+        {"facts": [{"content": "User has a dentist appointment", "event_time": "2024-03-12T14:00:00+00:00"}]},
+    )
+    text = (await _call(client, "recall", {"topic": "Rome Berlin dentist appointment"}))["text"]
+    when = {line["content"]: line["when"] for line in _lines(text)}
+    # The rules wrote the absolute time into these two: a date in front would say it twice.
+    assert when["User flew to Rome on 2024-03-09"] is None
+    assert when["User is moving to Berlin in April 2024"] is None
+    assert when["User has a dentist appointment"] == "2024-03-12 14:00"

@@ -8,7 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harmonia_mcp.errors import InvalidInput
-from harmonia_mcp.temporal import parse_timestamp, resolve_event_time, resolve_time, with_absolute_time
+from harmonia_mcp.temporal import (
+    parse_timestamp,
+    resolve_event_time,
+    resolve_time,
+    states_time,
+    with_absolute_time,
+)
 
 NY = ZoneInfo("America/New_York")
 # Monday 2024-08-19 10:00 in New York.
@@ -339,3 +345,31 @@ def test_elapsed_hours_across_dst_count_real_hours() -> None:
     assert later is not None
     assert later.astimezone(UTC) == datetime(2024, 11, 3, 7, 30, tzinfo=UTC)
     assert later.isoformat() == "2024-11-03T02:30:00-05:00"
+
+
+@pytest.mark.parametrize(
+    ("text", "moment", "states"),
+    [
+        ("User flew to Rome on 2024-03-09", datetime(2024, 3, 9), True),
+        ("User flew to Rome on 2024-03-09", datetime(2024, 3, 10), False),
+        # A clock time is part of the moment: the date alone does not say it.
+        ("User has a dentist appointment on 2024-03-12 at 14:00", datetime(2024, 3, 12, 14, 0), True),
+        ("User has a dentist appointment on 2024-03-12", datetime(2024, 3, 12, 14, 0), False),
+        ("User moves to Berlin in April 2024", datetime(2024, 4, 1), True),
+        ("User moves to Berlin in April 2024", datetime(2024, 4, 2), False),
+        ("User has lived in Lisbon since 2023", datetime(2023, 1, 1), True),
+        ("User has lived in Lisbon since 2023", datetime(2023, 6, 1), False),
+        ("User's order 12023 shipped", datetime(2023, 1, 1), False),
+        ("User likes tea", datetime(2024, 3, 9), False),
+    ],
+)
+def test_states_time_knows_the_forms_phrase_writes(text: str, moment: datetime, states: bool) -> None:
+    assert states_time(text, moment) is states
+
+
+@given(st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 12, 31)))
+def test_what_with_absolute_time_writes_states_its_moment(reference: datetime) -> None:
+    for expression in ("tomorrow at 2pm", "next month", "last year", "two weeks ago", "on Friday", "next week"):
+        resolved = resolve_time(f"I see Anna {expression}", reference)
+        assert resolved is not None
+        assert states_time(with_absolute_time(f"I see Anna {expression}", resolved), resolved.moment)
