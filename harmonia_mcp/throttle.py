@@ -341,6 +341,7 @@ class _SseStream:
     # The JSON-RPC ids of the client's requests posted for this stream and not yet answered on it: a stream that
     # owes a reply is in use, however long the call takes (a model call in sync mode can outlast the idle time).
     pending: set[str] = field(default_factory=set[str])
+    unparsed: bytes = b""  # the start of an SSE event whose end has not been sent yet
 
 
 def _json_messages(text: bytes) -> list[dict[str, Any]]:
@@ -353,14 +354,29 @@ def _json_messages(text: bytes) -> list[dict[str, Any]]:
     return [message for message in found if isinstance(message, dict)]
 
 
-def _sse_data(body: bytes) -> list[dict[str, Any]]:
-    """The JSON-RPC messages of the `data:` lines of an SSE body chunk."""
-    return [
-        message
-        for line in body.splitlines()
-        if line.startswith(b"data:")
-        for message in _json_messages(line[len(b"data:") :].strip())
-    ]
+# An SSE event ends at a blank line; a line ends with CRLF, LF or CR (the HTML standard's event stream format).
+_SSE_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+def _sse_events(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """The complete SSE events at the start of `buffer` and the rest, the start of an event not yet ended."""
+    *events, rest = _SSE_EVENT_END.split(buffer)
+    return events, rest
+
+
+def _sse_message(event: bytes) -> list[dict[str, Any]]:
+    """The JSON-RPC messages of one SSE event of type `message` (its `data:` lines joined by newlines, as the
+    event stream format joins them), [] for any other event."""
+    kind = b"message"
+    data: list[bytes] = []
+    for line in event.splitlines():
+        name, _, value = line.partition(b":")
+        value = value[1:] if value.startswith(b" ") else value
+        if name == b"event":
+            kind = value
+        elif name == b"data":
+            data.append(value)
+    return _json_messages(b"\n".join(data)) if kind == b"message" and data else []
 
 
 class SseCapMiddleware:
@@ -444,9 +460,13 @@ class SseCapMiddleware:
                     if found:
                         stream.session = found[1].decode()
                         self._by_session[stream.session] = stream
-                if b"event: message" in body:
-                    stream.last_active = self._clock()
-                    for sent in _sse_data(body):
+                # A reply may come in several body chunks, or several in one: parse whole events only.
+                events, stream.unparsed = _sse_events(stream.unparsed + body)
+                for event in events:
+                    messages = _sse_message(event)
+                    if messages:
+                        stream.last_active = self._clock()
+                    for sent in messages:
                         if "id" in sent and ("result" in sent or "error" in sent):
                             stream.pending.discard(json.dumps(sent["id"]))
                 state["ended"] = not message.get("more_body", False)
