@@ -237,3 +237,28 @@ async def test_a_read_started_while_another_read_is_open_still_sees_committed_wr
                 await read_done.wait()
             release.set()
         assert outcome == ["Alice has a parrot"]
+
+
+async def test_one_trip_work_runs_on_aiosqlites_connection_thread_inside_the_open_transaction(tmp_path: Path) -> None:
+    # store._on_thread leans on aiosqlite's private queue (`Connection._execute`); pyproject caps aiosqlite to the
+    # releases where it exists, and this says so plainly if a release changes it.
+    import threading
+
+    import aiosqlite
+
+    from harmonia_mcp.store import _on_thread
+
+    async with aiosqlite.connect(tmp_path / "t.db") as db:
+        await db.execute("CREATE TABLE t (x INTEGER)")
+        await db.commit()
+        await db.execute("BEGIN")
+        await db.execute("INSERT INTO t VALUES (1)")
+
+        def work(connection: sqlite3.Connection) -> tuple[int, int, bool]:
+            (count,) = connection.execute("SELECT count(*) FROM t").fetchone()
+            return count, threading.get_ident(), connection.in_transaction
+
+        count, thread, in_transaction = await _on_thread(db, work)
+        assert (count, in_transaction) == (1, True) and thread != threading.get_ident()
+        await db.rollback()
+        assert (await _on_thread(db, work))[0] == 0
