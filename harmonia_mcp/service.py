@@ -1701,10 +1701,10 @@ class MemoryService:
         `search_memories`, so whatever retriever it uses, fused with the nearest by meaning:
         `_with_meaning_neighbours`; a topic beyond search's bounds is cut by `search.topic_query`), and upcoming
         events (`upcoming_events`). Within each, memories are grouped by category; each line ends with the
-        memory's short id, dated ones start with their date unless their content says it. Only active memories (the newest version of a
-        fact) are used, each at most once, and a memory goes in whole or not at all (`context.assemble`). The
-        profile gets at most a quarter of the budget and `MAX_PROFILE_TOKENS`, upcoming events a fifth; both
-        are filled first, and relevant memories get the rest.
+        memory's short id, dated ones start with their date unless their content says it. Only active memories
+        (the newest version of a fact) are used, each at most once, and a memory goes in whole or not at all
+        (`context.assemble`). The profile gets at most a quarter of the budget and `MAX_PROFILE_TOKENS`,
+        upcoming events a fifth; both are filled first, and relevant memories get the rest.
 
         Args:
             topic: the user's current message or topic; None or no searchable word gives no relevant
