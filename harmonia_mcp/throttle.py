@@ -341,7 +341,21 @@ class _SseStream:
     # The JSON-RPC ids of the client's requests posted for this stream and not yet answered on it: a stream that
     # owes a reply is in use, however long the call takes (a model call in sync mode can outlast the idle time).
     pending: set[str] = field(default_factory=set[str])
-    unparsed: bytes = b""  # the start of an SSE event whose end has not been sent yet
+    # The body chunks since the last event's end: the start of an SSE event whose end has not been sent yet.
+    unparsed: list[bytes] = field(default_factory=list[bytes])
+
+    def complete_events(self, chunk: bytes) -> list[bytes]:
+        """The SSE events that `chunk` completes, whole; the rest is kept for the next chunk. Each byte is joined
+        once per event end, however many chunks an event comes in."""
+        if not chunk:
+            return []
+        tail = b"".join(self.unparsed[-3:])[-3:]  # an event end may span chunks (of a byte each, at worst)
+        self.unparsed.append(chunk)
+        if not _SSE_EVENT_END.search(tail + chunk):
+            return []
+        events, rest = _sse_events(b"".join(self.unparsed))
+        self.unparsed = [rest] if rest else []
+        return events
 
 
 def _json_messages(text: bytes) -> list[dict[str, Any]]:
@@ -461,8 +475,7 @@ class SseCapMiddleware:
                         stream.session = found[1].decode()
                         self._by_session[stream.session] = stream
                 # A reply may come in several body chunks, or several in one: parse whole events only.
-                events, stream.unparsed = _sse_events(stream.unparsed + body)
-                for event in events:
+                for event in stream.complete_events(body):
                     messages = _sse_message(event)
                     if messages:
                         stream.last_active = self._clock()

@@ -119,3 +119,13 @@ def test_sse_events_keeps_the_unended_event_for_the_next_chunk() -> None:
     joined = b'event: message\ndata: {"jsonrpc": "2.0",\ndata: "id": 3, "result": {}}'
     assert _sse_message(joined) == [{"jsonrpc": "2.0", "id": 3, "result": {}}]
     assert _sse_message(b'event: endpoint\ndata: {"id": 1, "result": {}}') == []
+
+
+def test_an_event_sent_a_byte_at_a_time_is_parsed_once_its_end_arrives() -> None:
+    from harmonia_mcp.throttle import _SseStream
+
+    stream = _SseStream("caller", 0.0)
+    reply = _reply(5) + b": ping\r\n\r\n"
+    found = [event for index in range(len(reply)) for event in stream.complete_events(reply[index : index + 1])]
+    assert [_sse_message(event) for event in found][0][0]["id"] == 5
+    assert found[1] == b": ping" and stream.unparsed == []
