@@ -378,9 +378,9 @@ def _sse_events(buffer: bytes) -> tuple[list[bytes], bytes]:
     return events, rest
 
 
-def _sse_message(event: bytes) -> list[dict[str, Any]]:
-    """The JSON-RPC messages of one SSE event of type `message` (its `data:` lines joined by newlines, as the
-    event stream format joins them), [] for any other event."""
+def _sse_event(event: bytes) -> tuple[bytes, bytes]:
+    """One SSE event's type (`message` when it names none) and its `data:` lines joined by newlines, as the event
+    stream format joins them."""
     kind = b"message"
     data: list[bytes] = []
     for line in event.splitlines():
@@ -390,7 +390,7 @@ def _sse_message(event: bytes) -> list[dict[str, Any]]:
             kind = value
         elif name == b"data":
             data.append(value)
-    return _json_messages(b"\n".join(data)) if kind == b"message" and data else []
+    return kind, b"\n".join(data)
 
 
 class SseCapMiddleware:
@@ -469,14 +469,15 @@ class SseCapMiddleware:
                 state["started"] = True
             elif message["type"] == "http.response.body":
                 body = message.get("body", b"")
-                if stream.session is None and b"event: endpoint" in body:
-                    found = _SSE_SESSION.search(body)
-                    if found:
-                        stream.session = found[1].decode()
-                        self._by_session[stream.session] = stream
-                # A reply may come in several body chunks, or several in one: parse whole events only.
+                # An event may come in several body chunks, or several in one: parse whole events only.
                 for event in stream.complete_events(body):
-                    messages = _sse_message(event)
+                    kind, data = _sse_event(event)
+                    if kind == b"endpoint" and stream.session is None:
+                        found = _SSE_SESSION.search(data)
+                        if found:
+                            stream.session = found[1].decode()
+                            self._by_session[stream.session] = stream
+                    messages = _json_messages(data) if kind == b"message" and data else []
                     if messages:
                         stream.last_active = self._clock()
                     for sent in messages:

@@ -11,12 +11,18 @@ import anyio
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from harmonia_mcp.throttle import SseCapMiddleware, _sse_events, _sse_message
+from harmonia_mcp.throttle import SseCapMiddleware, _json_messages, _sse_event, _sse_events, _SseStream
 
 pytestmark = pytest.mark.anyio
 
 SESSION = "ab" * 16
 IDLE = 0.2  # seconds
+
+
+def _sse_message(event: bytes) -> list[dict[str, Any]]:
+    """The JSON-RPC messages of one event, as the middleware reads them: only `message` events carry them."""
+    kind, data = _sse_event(event)
+    return _json_messages(data) if kind == b"message" and data else []
 
 
 def _reply(request_id: int) -> bytes:
@@ -122,8 +128,6 @@ def test_sse_events_keeps_the_unended_event_for_the_next_chunk() -> None:
 
 
 def test_an_event_sent_a_byte_at_a_time_is_parsed_once_its_end_arrives() -> None:
-    from harmonia_mcp.throttle import _SseStream
-
     stream = _SseStream("caller", 0.0)
     reply = _reply(5) + b": ping\r\n\r\n"
     found = [event for index in range(len(reply)) for event in stream.complete_events(reply[index : index + 1])]
