@@ -134,6 +134,8 @@ class AppContext:
 
 AppCtx = Context[AppContext]
 
+_MEMORY_ID_HELP = "The memory's id, e.g. mem_0123456789abcdef, or its number as recall shows it, e.g. #42."
+
 UserId = Annotated[
     str | None,
     Field(description="Whose memories: 1-128 of [A-Za-z0-9_.@-]. Omit for the configured default user."),
@@ -378,7 +380,7 @@ async def list_memories(
 
 
 async def delete_memory(
-    memory_id: Annotated[str, Field(description="The memory's id, e.g. mem_0123456789abcdef.")],
+    memory_id: Annotated[str, Field(description=_MEMORY_ID_HELP)],
     ctx: AppCtx,
     user_id: UserId = None,
     purge: Annotated[
@@ -411,7 +413,7 @@ async def delete_user_memories(
 
 
 async def get_memory(
-    memory_id: Annotated[str, Field(description="The memory's id, e.g. mem_0123456789abcdef.")],
+    memory_id: Annotated[str, Field(description=_MEMORY_ID_HELP)],
     ctx: AppCtx,
     user_id: UserId = None,
 ) -> MemoryDetails:
@@ -489,7 +491,7 @@ async def extraction_status(
     return await _service(ctx).extraction_status(user_id=_user(ctx, user_id), job_id=job_id)
 
 
-MemoryId = Annotated[str, Field(description="The memory's id, e.g. mem_0123456789abcdef.")]
+MemoryId = Annotated[str, Field(description=_MEMORY_ID_HELP)]
 
 
 async def update_memory(
@@ -590,13 +592,16 @@ async def recall(
     ] = 7,
     include_ids: Annotated[
         bool,
-        Field(description="End each line with its memory id (about 13 tokens a line); memory_ids lists them anyway."),
+        Field(
+            description="End each line with its memory number, e.g. (#42), which the tools accept as memory_id; "
+            "memory_ids lists the full ids anyway."
+        ),
     ] = True,
 ) -> RecallResult:
     """Context for the next prompt: one Markdown block to put before the user's message.
 
     It holds the user's profile first, then the memories most relevant to `topic`, then upcoming events
-    with their dates; grouped by category, each line ending with its memory id; only current versions,
+    with their dates; grouped by category, each line ending with its memory number (#42); only current versions,
     no duplicates, whole memories only, never over `budget` tokens. memory_ids lists the ids used.
     """
     return await _service(ctx).recall(

@@ -110,7 +110,7 @@ CONTEXT_WINDOW_SECONDS = 6 * 3600.0
 # recall, profile and upcoming_events (docs/tools.md): budgets are in tokens by context.estimate_tokens.
 DEFAULT_RECALL_BUDGET = 1500
 # The profile's share of a `recall` block: a quarter of the budget, and never more than this many tokens (about
-# 10-12 lines with short ids). The profile is a fixed core of at most 21 slot entries; past a few hundred tokens a
+# 12-15 lines with memory numbers). The profile is a fixed core of at most 21 slot entries; past a few hundred tokens a
 # larger budget serves the topic better than the profile's least important entries (docs/benchmarks.md).
 MAX_PROFILE_TOKENS = 250
 MIN_RECALL_BUDGET = 50
@@ -125,10 +125,12 @@ RECURRING_WEEKLY_QUERY = "every each monday tuesday wednesday thursday friday sa
 # Ids are checked with fullmatch: with match, "$" also matches before a final newline ("alice\n").
 _USER_ID = re.compile(USER_ID_PATTERN)
 _MEMORY_ID = re.compile(MEMORY_ID_PATTERN)
-# The fewest hex digits of a short memory id (`recall`'s block, `resolve_memory_id`): 8, as in `mem_3f2a9c0b`,
-# about 8 tokens instead of 13-17 for a full id; git abbreviates hashes to 7 the same way.
+# The fewest hex digits of a short memory id (`resolve_memory_id`): 8, as in `mem_3f2a9c0b`, like git's
+# abbreviated hashes; `recall`'s block showed these before it showed memory numbers, and they are still accepted.
 SHORT_ID_DIGITS = 8
 _SHORT_MEMORY_ID = re.compile(rf"^mem_[0-9a-f]{{{SHORT_ID_DIGITS},15}}$")
+# A memory number as `recall`'s block shows it ("#42"), or its digits alone ("42": a resource URI cannot hold "#").
+_MEMORY_NUMBER = re.compile(r"^#?([1-9][0-9]{0,17})$")
 MAX_SESSION_ID_CHARS = 256
 MAX_TAG_CHARS = 100
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -241,17 +243,24 @@ class MemoryService:
         return user_id
 
     async def resolve_memory_id(self, user: str, memory_id: str) -> str:
-        """The full id of the memory of `user` (any status) that `memory_id` names: a full id as it is, or a
-        short id (`mem_` and `SHORT_ID_DIGITS` to 15 hex digits, as `recall`'s block shows them, like git's
-        abbreviated hashes) when exactly one of the user's memory ids starts with it.
+        """The full id of the memory of `user` (any status) that `memory_id` names: a full id as it is; a memory
+        number, "#42" as `recall`'s block shows it or "42" (`Store.memory_id_by_number`: the user's own numbering,
+        never reused); or a short id (`mem_` and `SHORT_ID_DIGITS` to 15 hex digits, like git's abbreviated
+        hashes) when exactly one of the user's memory ids starts with it.
 
         Raises:
-            InvalidInput: not an id or short id (e.g. "mem_0123456789abcdef\n": ids are checked by full match); a
+            InvalidInput: none of these forms (e.g. "mem_0123456789abcdef\n": ids are checked by full match); a
                 short id that starts more than one of the user's ids.
-            MemoryNotFound: a short id that starts none of the user's ids.
+            MemoryNotFound: a number or short id that names none of the user's memories.
         """
         if _MEMORY_ID.fullmatch(memory_id):
             return memory_id
+        numbered = _MEMORY_NUMBER.fullmatch(memory_id)
+        if numbered is not None:
+            found_id = await self.store.memory_id_by_number(user, int(numbered.group(1)))
+            if found_id is None:
+                raise MemoryNotFound(memory_id, user)
+            return found_id
         if not _SHORT_MEMORY_ID.fullmatch(memory_id):
             raise InvalidInput(_not_a_memory_id(memory_id))
         found = await self.store.memory_ids_with_prefix(user, memory_id, limit=3)
@@ -1701,7 +1710,7 @@ class MemoryService:
         `search_memories`, so whatever retriever it uses, fused with the nearest by meaning:
         `_with_meaning_neighbours`; a topic beyond search's bounds is cut by `search.topic_query`), and upcoming
         events (`upcoming_events`). Within each, memories are grouped by category; each line ends with the
-        memory's short id, dated ones start with their date unless their content says it. Only active memories
+        memory's number ("#42"), dated ones start with their date unless their content says it. Only active memories
         (the newest version of a fact) are used, each at most once, and a memory goes in whole or not at all
         (`context.assemble`). The profile gets at most a quarter of the budget and `MAX_PROFILE_TOKENS`,
         upcoming events a fifth; both are filled first, and relevant memories get the rest.
@@ -1711,10 +1720,9 @@ class MemoryService:
                 section.
             budget: `MIN_RECALL_BUDGET` to `MAX_RECALL_BUDGET` tokens, counted by `context.estimate_tokens`.
             upcoming_days: how far ahead upcoming events go, 0 to `MAX_UPCOMING_DAYS`.
-            include_ids: end each line with its short memory id (`Store.short_ids`: `mem_` and the first
-                `SHORT_ID_DIGITS` or more hex digits, unique among the user's memories; about 8 tokens against
-                13-17 for a full id), which every tool taking a memory id accepts (`resolve_memory_id`);
-                `memory_ids` lists the full ids either way.
+            include_ids: end each line with its memory number (`Store.numbers`: "#42", the user's own numbering,
+                never reused; about 4 tokens with its brackets against 13-17 for a full id), which every tool
+                taking a memory id accepts (`resolve_memory_id`); `memory_ids` lists the full ids either way.
 
         Raises:
             InvalidInput: budget or upcoming_days out of range, a bad `user_id`.
@@ -1774,7 +1782,7 @@ class MemoryService:
             ),
         ]
         if include_ids:
-            await self._label_with_short_ids(user, sections)
+            await self._label_with_numbers(user, sections)
         block = context.assemble(sections, budget, fill_order=("profile", "upcoming", "relevant"))
         order = [*block.ids["profile"], *block.ids["relevant"], *block.ids["upcoming"]]
         return RecallResult(
@@ -1788,15 +1796,18 @@ class MemoryService:
             left_out=block.left_out,
         )
 
-    async def _label_with_short_ids(self, user: str, sections: Sequence[context.Section]) -> None:
-        """Label every item of `sections` with its short id (`Store.short_ids`, at least `SHORT_ID_DIGITS`
-        digits): the block shows it in place of the full id, which the structured result still lists."""
+    async def _label_with_numbers(self, user: str, sections: Sequence[context.Section]) -> None:
+        """Label every item of `sections` with its memory number ("#42", `Store.numbers`): the block shows it in
+        place of the full id, which the structured result still lists."""
         wanted = [item.memory_id for section in sections for item in section.items]
         if not wanted:
             return
-        short = await self.store.short_ids(user, wanted, digits=SHORT_ID_DIGITS)
+        numbers = await self.store.numbers(user, wanted)
         for section in sections:
-            section.items = [dataclasses.replace(item, label=short[item.memory_id]) for item in section.items]
+            section.items = [
+                dataclasses.replace(item, label=f"#{numbers[item.memory_id]}") if item.memory_id in numbers else item
+                for item in section.items
+            ]
 
     async def _with_meaning_neighbours(
         self, user: str, topic: str, found: list[context.Item], include_ids: bool
@@ -1836,8 +1847,8 @@ class MemoryService:
 def _not_a_memory_id(memory_id: object) -> str:
     return (
         f"memory_id {str(memory_id)[:60]!r} is not a memory id: ids are 'mem_' and 16 hex digits, e.g. "
-        f"mem_0123456789abcdef, or its first {SHORT_ID_DIGITS} or more digits as recall shows them "
-        "(search_memories and list_memories return them)"
+        f"mem_0123456789abcdef (search_memories and list_memories return them), a memory number as recall shows "
+        f"it (#42, or 42), or an id's first {SHORT_ID_DIGITS} or more hex digits (mem_0123abcd)"
     )
 
 

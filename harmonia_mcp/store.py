@@ -433,6 +433,29 @@ _M010_DEFERRED_INDEX = f"""
         {_fts_insert_trigger(", ".join(_M010_COLUMNS), _M010_NEW_VALUES, deferrable=True)}
 """
 
+# Memory numbers (issue 15): each memory also gets its user's next number (1, 2, 3, ...), which `recall`'s block
+# shows as "#42" in place of an id (2-4 tokens against about 9 for `mem_3f2a9c0b`) and every tool taking a memory
+# id accepts (`Store.memory_id_by_number`). `memory_numbers` holds each user's last number given, so a number is
+# never given twice, even after its memory is purged: a stale "#42" is not found rather than naming another
+# memory. The trigger numbers every insert, whichever statement made it; updating `number` fires no other
+# trigger (theirs are AFTER UPDATE OF other columns). Existing memories are numbered in the order they were stored.
+_M011_MEMORY_NUMBERS = """
+        ALTER TABLE memories ADD COLUMN number INTEGER;
+        WITH numbered AS (
+            SELECT rowid AS id, row_number() OVER (PARTITION BY user_id ORDER BY rowid) AS n FROM memories
+        )
+        UPDATE memories SET number = numbered.n FROM numbered WHERE numbered.id = memories.rowid;
+        CREATE TABLE memory_numbers (user_id TEXT PRIMARY KEY, last_number INTEGER NOT NULL) WITHOUT ROWID;
+        INSERT INTO memory_numbers (user_id, last_number) SELECT user_id, max(number) FROM memories GROUP BY user_id;
+        CREATE UNIQUE INDEX memories_user_number ON memories (user_id, number);
+        CREATE TRIGGER memories_number AFTER INSERT ON memories BEGIN
+            INSERT INTO memory_numbers (user_id, last_number) VALUES (new.user_id, 1)
+                ON CONFLICT (user_id) DO UPDATE SET last_number = last_number + 1;
+            UPDATE memories SET number = (SELECT last_number FROM memory_numbers WHERE user_id = new.user_id)
+                WHERE rowid = new.rowid;
+        END;
+"""
+
 # Append only; `PRAGMA user_version` is the number of migrations applied.
 MIGRATIONS: Sequence[str] = (
     _M001_INITIAL,
@@ -445,6 +468,7 @@ MIGRATIONS: Sequence[str] = (
     _M008_OCCURRED_AT,
     _M009_SEARCH_TOTALS,
     _M010_DEFERRED_INDEX,
+    _M011_MEMORY_NUMBERS,
 )
 
 LinkKind = Literal["supersedes", "related"]
@@ -1049,7 +1073,7 @@ def _same_message(message_a: int | None, source_a: str | None, message_b: int | 
 
 
 # A user's memory ids (any status) that start with a prefix, in id order: a range over the `memory_id` index, since
-# ids are `mem_` and lowercase hex digits, all below "g" (`Store.memory_ids_with_prefix`, `Store.short_ids`).
+# ids are `mem_` and lowercase hex digits, all below "g" (`Store.memory_ids_with_prefix`).
 _IDS_WITH_PREFIX = (
     "SELECT memory_id FROM memories WHERE memory_id >= ? AND memory_id < ? AND user_id = ? ORDER BY memory_id LIMIT ?"
 )
@@ -1781,6 +1805,8 @@ class Store:
         await db.execute("DELETE FROM memory_history WHERE user_id = ?", (user_id,))
         await db.execute("DELETE FROM memory_links WHERE user_id = ?", (user_id,))
         await db.execute("DELETE FROM messages WHERE user_id = ?", (user_id,))
+        # Erasure keeps no trace of the user id, so the user's numbering starts again at 1.
+        await db.execute("DELETE FROM memory_numbers WHERE user_id = ?", (user_id,))
         history, links, messages = (int(value) for value in counts) if counts else (0, 0, 0)
         return {"memories": memories, "history_rows": history, "links": links, "messages": messages}
 
@@ -2434,26 +2460,25 @@ class Store:
         async with self._reader.execute(_IDS_WITH_PREFIX, (prefix, prefix + "g", user_id, limit)) as cursor:
             return [str(row[0]) for row in await cursor.fetchall()]
 
-    async def short_ids(self, user_id: str, memory_ids: Sequence[str], *, digits: int) -> dict[str, str]:
-        """Each of `memory_ids` cut to its shortest prefix, of at least `digits` hex digits, that no other memory
-        of `user_id` (any status) starts with: what `recall`'s block shows, and every tool taking a memory id
-        accepts (`MemoryService.resolve_memory_id`). One read trip; one index range per id."""
+    async def numbers(self, user_id: str, memory_ids: Sequence[str]) -> dict[str, int]:
+        """The memory number (`_M011_MEMORY_NUMBERS`: 1, 2, 3, ... per user, never given twice) of each of
+        `memory_ids` that is a memory of `user_id`; ids of no memory of the user are left out. One read trip."""
         wanted = list(dict.fromkeys(memory_ids))
+        if not wanted:
+            return {}
+        rows = await self._rows_in(
+            "SELECT memory_id, number FROM memories WHERE memory_id IN ({marks}) AND user_id = ?", wanted, (user_id,)
+        )
+        return {str(row["memory_id"]): int(row["number"]) for row in rows}
 
-        def work(read: ReadStatement) -> dict[str, str]:
-            out: dict[str, str] = {}
-            for memory_id in wanted:
-                prefix = memory_id[: len("mem_") + digits]
-                rows = read(_IDS_WITH_PREFIX, (prefix, prefix + "g", user_id, -1))  # LIMIT -1: all of them
-                length = len(prefix)
-                for (other,) in rows:
-                    if other != memory_id:
-                        shared = len(os.path.commonprefix([memory_id, str(other)]))
-                        length = max(length, shared + 1)
-                out[memory_id] = memory_id[:length]
-            return out
-
-        return await self._reader.run(work)
+    async def memory_id_by_number(self, user_id: str, number: int) -> str | None:
+        """The id of `user_id`'s memory (any status) with memory number `number`, or None when there is none
+        (never given, or its memory was purged). Another user's numbers are never looked at."""
+        async with self._reader.execute(
+            "SELECT memory_id FROM memories WHERE user_id = ? AND number = ?", (user_id, number)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else str(row[0])
 
     async def candidates(self, user_id: str, rowids: Sequence[int]) -> dict[int, tuple[Memory, int]]:
         """The memories `rowids` of `user_id` with their message group (the id that `Ranking`'s repeat penalty

@@ -95,29 +95,63 @@ async def _import(settings: Settings, user: str = "default") -> None:
         await service.import_memories(json.dumps({"user_id": user, "memories": memories}))
 
 
-async def test_recall_shows_the_shortest_unique_short_id_and_every_tool_takes_it(
-    client: Client, settings: Settings
-) -> None:
-    await _import(settings)
+async def test_recall_shows_memory_numbers_and_every_tool_takes_them(client: Client, settings: Settings) -> None:
+    await _import(settings)  # numbered 1, 2, 3 in the order they were stored
     recall = await client.call_tool("recall", {"topic": "dog cat chess"})
     assert recall.structured_content is not None
     text = recall.structured_content["text"]
-    assert "Biggie (mem_3f2a9c0b10)" in text and "Mochi (mem_3f2a9c0b1f)" in text
-    assert "neighbour (mem_77aa0000)" in text
+    assert "Biggie (#1)" in text and "Mochi (#2)" in text and "neighbour (#3)" in text
+    assert "mem_" not in text
     assert set(recall.structured_content["memory_ids"]) == {DOG, CAT, CHESS}  # full ids in the structured result
-    got = await client.call_tool("get_memory", {"memory_id": "mem_3f2a9c0b1f"})
+    got = await client.call_tool("get_memory", {"memory_id": "#2"})
     assert got.structured_content is not None and got.structured_content["memory"]["memory_id"] == CAT
-    resource = await client.read_resource("memory://default/mem_77aa0000")
+    resource = await client.read_resource("memory://default/3")  # a URI cannot hold "#": the digits alone
     assert "chess" in resource.contents[0].text  # type: ignore[union-attr]
-    await client.call_tool("pin_memory", {"memory_id": "mem_77aa0000"})
-    deleted = await client.call_tool("delete_memory", {"memory_id": "mem_3f2a9c0b10"})
+    await client.call_tool("pin_memory", {"memory_id": "#3"})
+    deleted = await client.call_tool("delete_memory", {"memory_id": "#1"})
     assert not deleted.is_error
-    restored = await client.call_tool("restore_memory", {"memory_id": "mem_3f2a9c0b10"})
+    restored = await client.call_tool("restore_memory", {"memory_id": "1"})
     assert restored.structured_content is not None and restored.structured_content["memory"]["memory_id"] == DOG
     listed = await client.call_tool("list_memories", {})
     assert listed.structured_content is not None
     pinned = {memory["memory_id"]: memory["pinned"] for memory in listed.structured_content["memories"]}
     assert pinned == {DOG: False, CAT: False, CHESS: True}
+
+
+async def test_a_short_id_still_names_its_memory(client: Client, settings: Settings) -> None:
+    await _import(settings)
+    got = await client.call_tool("get_memory", {"memory_id": "mem_3f2a9c0b1f"})
+    assert got.structured_content is not None and got.structured_content["memory"]["memory_id"] == CAT
+    resource = await client.read_resource("memory://default/mem_77aa0000")
+    assert "chess" in resource.contents[0].text  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("number", ["#4", "4", "#0", "#1 ", "#-1", "# 1", "#01"])
+async def test_a_memory_number_that_names_none_of_the_callers_memories_is_refused(
+    client: Client, settings: Settings, number: str
+) -> None:
+    await _import(settings, user="alice")
+    await _import(settings, user="bob")
+    text = await _error(client, "delete_memory", {"memory_id": number, "user_id": "alice"})
+    if number in ("#4", "4"):
+        assert f"No memory {number!r} for user 'alice'" in text
+    else:
+        assert "is not a memory id" in text and "#42" in text
+    for user in ("alice", "bob"):
+        listed = await client.call_tool("list_memories", {"user_id": user})
+        assert listed.structured_content is not None
+        assert listed.structured_content["pagination"]["total_count"] == 3  # nothing was deleted
+
+
+async def test_a_memory_number_is_resolved_among_the_callers_memories_only(client: Client, settings: Settings) -> None:
+    stored = await client.call_tool("store_memory", {"message": "I have a dog called Biggie", "user_id": "bob"})
+    assert stored.structured_content is not None
+    await _import(settings, user="alice")
+    for user, expected in (("alice", DOG), ("bob", stored.structured_content["memories"][0]["memory_id"])):
+        got = await client.call_tool("get_memory", {"memory_id": "#1", "user_id": user})
+        assert got.structured_content is not None and got.structured_content["memory"]["memory_id"] == expected
+    text = await _error(client, "get_memory", {"memory_id": "#2", "user_id": "bob"})
+    assert "No memory '#2' for user 'bob'" in text
 
 
 async def test_a_short_id_that_names_two_memories_none_or_too_few_digits_is_refused(
@@ -129,7 +163,7 @@ async def test_a_short_id_that_names_two_memories_none_or_too_few_digits_is_refu
     text = await _error(client, "get_memory", {"memory_id": "mem_3f2a9c0b2"})
     assert "No memory 'mem_3f2a9c0b2'" in text
     text = await _error(client, "update_memory", {"memory_id": "mem_77aa000", "content": "User plays go"})
-    assert "is not a memory id" in text and "8 or more digits" in text
+    assert "is not a memory id" in text and "8 or more hex digits" in text
     listed = await client.call_tool("list_memories", {})
     assert listed.structured_content is not None
     assert listed.structured_content["pagination"]["total_count"] == 3  # nothing was deleted or changed

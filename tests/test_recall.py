@@ -4,7 +4,6 @@ the `recall` and `remember` prompts and `user_id` completion."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ def settings(db_path: Path) -> Settings:
     )
 
 
-LINE = re.compile(r"^- (?:(?P<when>[^:]+(?::\d\d)?(?: \(\w+\))?): )?(?P<content>.+) \((?P<id>mem_[0-9a-f]{8,16})\)$")
+LINE = re.compile(r"^- (?:(?P<when>[^:]+(?::\d\d)?(?: \(\w+\))?): )?(?P<content>.+) \((?P<id>#[1-9][0-9]*)\)$")
 
 
 async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -60,10 +59,11 @@ async def _store(client: Client, messages: list[str], **arguments: Any) -> list[
     return stored
 
 
-def _full(ids: Iterable[str], short: str) -> str:
-    """The one id of `ids` that the block's short id `short` starts."""
-    [found] = [memory_id for memory_id in ids if memory_id.startswith(short)]
-    return found
+async def _full(client: Client, number: str, user_id: str = "default") -> str:
+    """The full id of the memory that the block's memory number `number` ("#42") names, as `get_memory` resolves it."""
+    got = await _call(client, "get_memory", {"memory_id": number, "user_id": user_id})
+    memory_id: str = got["memory"]["memory_id"]
+    return memory_id
 
 
 def _lines(text: str) -> list[re.Match[str]]:
@@ -89,10 +89,9 @@ async def test_recall_puts_the_profile_first_then_relevant_memories_each_whole_w
     lines = _lines(text)
     assert [line["id"] for line in lines] != []
     for line in lines:
-        assert contents[_full(contents, line["id"])] == line["content"]
-    # The block shows short ids (8 hex digits here: no two of these memories share them); the result lists full ones.
-    assert all(len(line["id"]) == len("mem_") + 8 for line in lines)
-    assert result["memory_ids"] == [_full(contents, line["id"]) for line in lines]  # in block order
+        assert contents[await _full(client, line["id"])] == line["content"]
+    # The block shows memory numbers, the result lists full ids, in block order.
+    assert result["memory_ids"] == [await _full(client, line["id"]) for line in lines]
     assert len(set(result["memory_ids"])) == len(result["memory_ids"])  # nothing twice
     assert set(result["profile_ids"]) | set(result["relevant_ids"]) == set(result["memory_ids"])
     assert result["tokens"] == estimate_tokens(text) <= result["budget"] == 1500
@@ -101,7 +100,6 @@ async def test_recall_puts_the_profile_first_then_relevant_memories_each_whole_w
 async def test_recall_groups_by_category(client: Client) -> None:
     await _store(client, LIFE)
     text = (await _call(client, "recall", {"topic": "everything about the user"}))["text"]
-    contents = await _contents(client)
     listed = await _call(client, "list_memories", {"limit": 100})
     category_of = {memory["memory_id"]: memory["category"] for memory in listed["memories"]}
     heading = ""
@@ -113,7 +111,7 @@ async def test_recall_groups_by_category(client: Client) -> None:
         elif line.startswith("- "):
             found = LINE.match(line)
             assert found is not None
-            assert category_of[_full(contents, found["id"])] == heading, line
+            assert category_of[await _full(client, found["id"])] == heading, line
 
 
 @pytest.mark.parametrize("budget", [50, 60, 90, 120, 200, 333, 700])
@@ -124,7 +122,7 @@ async def test_recall_is_never_over_budget_and_never_cuts_a_memory(client: Clien
     assert estimate_tokens(result["text"]) <= budget
     contents = await _contents(client)
     for line in _lines(result["text"]):
-        assert contents[_full(contents, line["id"])] == line["content"]  # whole, or not at all
+        assert contents[await _full(client, line["id"])] == line["content"]  # whole, or not at all
     if budget >= 200:
         assert result["memory_ids"], "a 200-token budget fits some memories"
     assert result["left_out"] > 0  # the long one never fits these budgets
@@ -350,7 +348,7 @@ async def test_recall_without_ids_fits_more_memories_and_still_lists_them(client
     await _store(client, LIFE)
     with_ids = await _call(client, "recall", {"topic": "chess dog tea hiking jazz", "budget": 150})
     without = await _call(client, "recall", {"topic": "chess dog tea hiking jazz", "budget": 150, "include_ids": False})
-    assert "mem_" not in without["text"] and "mem_" in with_ids["text"]
+    assert re.search(r" \(#\d+\)$", with_ids["text"], re.M) and not re.search(r"\(#\d+\)", without["text"])
     assert len(without["memory_ids"]) > len(with_ids["memory_ids"])
     contents = await _contents(client)
     shown = [line[2:] for line in without["text"].splitlines() if line.startswith("- ")]

@@ -262,3 +262,56 @@ async def test_one_trip_work_runs_on_aiosqlites_connection_thread_inside_the_ope
         assert (count, in_transaction) == (1, True) and thread != threading.get_ident()
         await db.rollback()
         assert (await _on_thread(db, work))[0] == 0
+
+
+async def test_memory_numbers_count_per_user_and_are_never_given_twice(db_path: Path) -> None:
+    async with open_store(str(db_path)) as store:
+        first = await _insert(store, "alice", "Alice has a cat")
+        second = await _insert(store, "alice", "Alice plays chess")
+        bobs = await _insert(store, "bob", "Bob has a dog")
+        third = await _insert(store, "alice", "Alice lives in Leeds")
+        assert await store.numbers("alice", [third, first, second, bobs]) == {first: 1, second: 2, third: 3}
+        assert await store.numbers("bob", [bobs, first]) == {bobs: 1}  # another user's id is left out
+        async with store.transaction() as db:
+            await store.purge(db, "alice", [third])
+        fourth = await _insert(store, "alice", "Alice lives in York")
+        assert await store.numbers("alice", [fourth]) == {fourth: 4}  # 3 was given once, to a purged memory
+        assert await store.memory_id_by_number("alice", 3) is None
+        assert await store.memory_id_by_number("alice", 4) == fourth
+        assert await store.memory_id_by_number("bob", 1) == bobs
+        assert await store.memory_id_by_number("bob", 2) is None
+        async with store.transaction() as db:
+            await store.erase_user(db, "alice")
+        again = await _insert(store, "alice", "Alice has a parrot")
+        assert await store.numbers("alice", [again]) == {again: 1}  # erasure keeps no trace of the user
+        assert await store.memory_id_by_number("bob", 1) == bobs
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT user_id, last_number FROM memory_numbers ORDER BY user_id").fetchall() == [
+            ("alice", 1),
+            ("bob", 1),
+        ]
+
+
+async def test_a_file_from_before_memory_numbers_is_numbered_in_the_order_its_memories_were_stored(
+    db_path: Path,
+) -> None:
+    from harmonia_mcp.store import _M011_MEMORY_NUMBERS
+
+    with sqlite3.connect(db_path) as db:
+        for number, script in enumerate(MIGRATIONS[: MIGRATIONS.index(_M011_MEMORY_NUMBERS)], start=1):
+            db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        db.executemany(
+            "INSERT INTO memories (memory_id, user_id, content, category, confidence, extractor, created_at, "
+            "updated_at) VALUES (?, ?, ?, 'fact', 0.8, 'rules', '2024-01-01T00:00:00Z', '2024-01-01T00:00:00Z')",
+            [
+                ("mem_000000000000000c", "alice", "Alice has a cat"),
+                ("mem_000000000000000b", "bob", "Bob has a dog"),
+                ("mem_000000000000000a", "alice", "Alice plays chess"),
+            ],
+        )
+    async with open_store(str(db_path)) as store:
+        numbers = await store.numbers("alice", ["mem_000000000000000a", "mem_000000000000000c"])
+        assert numbers == {"mem_000000000000000c": 1, "mem_000000000000000a": 2}  # by rowid, not by id
+        assert await store.numbers("bob", ["mem_000000000000000b"]) == {"mem_000000000000000b": 1}
+        later = await _insert(store, "alice", "Alice lives in Leeds")
+        assert await store.numbers("alice", [later]) == {later: 3}
