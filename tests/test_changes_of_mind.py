@@ -121,6 +121,15 @@ async def test_a_fact_said_earlier_is_stored_as_superseded_by_the_later_one(clie
     assert [hit["content"] for hit in found["results"]] == ["User lives in Berlin"]
 
 
+async def test_a_new_job_announced_as_news_supersedes_the_old_one(client: Client) -> None:
+    for message in ("I work as a seismologist at the Universidad Santa Maria.", "Big news: I accepted a job at Acme."):
+        await _call(client, "store_memory", {"user_id": "u3", "message": message})
+    assert await _state(client, "u3") == {
+        "User works as a seismologist at the Universidad Santa Maria": "superseded",
+        "User accepted a job at Acme": "active",
+    }
+
+
 async def test_out_of_order_and_in_order_give_the_same_final_state(client: Client) -> None:
     said = [
         ("User works at Farfetch", "2024-01-01T10:00:00Z"),

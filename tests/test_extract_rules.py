@@ -153,6 +153,25 @@ def test_statements(message: str, expected: list[tuple[str, Category]]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("message", "content"),
+    [
+        (
+            "Big news: I accepted a job at the National Seismological Center.",
+            "User accepted a job at the National Seismological Center",
+        ),
+        ("Quick update - we moved to Leeds.", "User and family moved to Leeds"),
+        ("Exciting news! I got engaged to Sam.", "User got engaged to Sam"),
+        ("Update: my sister had a baby.", "User's sister had a baby"),
+        ("Good news, I passed my driving test.", "User passed their driving test"),
+        # "news" that is the fact itself stays
+        ("The news said it would rain.", "The news said it would rain"),
+    ],
+)
+def test_an_announcement_before_the_fact_is_not_part_of_it(message: str, content: str) -> None:
+    assert [memory.content for memory in extract(message)] == [content]
+
+
+@pytest.mark.parametrize(
     ("message", "content", "category", "event_time"),
     [
         (

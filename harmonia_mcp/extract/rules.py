@@ -252,7 +252,10 @@ _LEADING_NOISE = re.compile(
     r"omg|btw|fyi|anyway|anyways|so|and|but|also|plus|ugh+|meh|phew|yay|argh+|sigh|ooh+|welp|"
     r"actually|honestly|sadly|unfortunately|luckily|fortunately|basically|(?:it\s+)?turns\s+out(?:\s+that)?)\b[\s,!.:;-]*"
     r"|(?:well|yes|no|sure|right|great|nice|cool|awesome|actually|honestly|by\s+the\s+way|just\s+so\s+you\s+know|"
-    r"for\s+the\s+record|guess\s+what|fun\s+fact|oh\s+my\s+god|good\s+news|bad\s+news)\s*[,!:;.-]+\s*"
+    r"for\s+the\s+record|guess\s+what|fun\s+fact|oh\s+my\s+god|"
+    # "Big news:", "Quick update -": an announcement of the fact, not part of it
+    r"(?:(?:big|good|great|bad|sad|exciting|amazing|huge|happy|some|quick|small|little)\s+)?(?:news|update))"
+    r"\s*[,!:;.-]+\s*"
     r"|(?:please\s+)?(?:remember|note|keep\s+in\s+mind|don't\s+forget|never\s+forget)"
     r"(?:\s+that\b|\s*:|(?=\s+(?:i|i'm|i've|my|we|our)\b))\s*)+",
     re.I,
