@@ -108,7 +108,15 @@ PROFILE_SLOTS: tuple[_Slot, ...] = (
     _slot(
         "work",
         2,
-        (_about_user(r"works? (?:as|at|for|in)|employed|retired|self-employed|freelanc\w*|runs an? "), _ANY),
+        (
+            _about_user(
+                r"works? (?:as|at|for|in)|employed|retired|self-employed|freelanc\w*|runs an? |joined|"
+                # a new job, as conflicts.py's employer patterns read it: "accepted a job at", "started a new role with"
+                r"(?:started|starts|got|took|began|accepted|landed) (?:a )?(?:new )?(?:job|position|role) "
+                r"(?:at|with|for)"
+            ),
+            _ANY,
+        ),
         (_about_user(r"an? "), (Category.WORK, Category.EDUCATION)),
         (r"job|employer|profession|career|\w+", (Category.WORK,)),
         (r"stud(?:y|ies|ied|ying)|student|degree|university|college|school", (Category.EDUCATION,)),

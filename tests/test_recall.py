@@ -204,6 +204,21 @@ async def test_profile_follows_a_change_of_fact(client: Client) -> None:
     assert "Madrid" in home and "Berlin" not in home
 
 
+@pytest.mark.parametrize(
+    "announcement",
+    [
+        "Big news: I accepted a job at the Seismological Center.",
+        "I just started a new job at the Seismological Center.",
+    ],
+)
+async def test_profile_follows_a_new_job(client: Client, announcement: str) -> None:
+    await _store(client, ["I work as a nurse at the city hospital.", announcement])
+    # Newer facts about work that are not the job itself must not push it out of the slot.
+    await _store(client, ["My new boss is Dr. Reyes.", "My office is on the third floor.", "My team has six people."])
+    work = (await _profile(client)).split("## work")[1].split("##")[0]
+    assert "Seismological Center" in work and "city hospital" not in work
+
+
 async def test_profile_of_an_unknown_user_is_empty_and_a_bad_user_id_is_refused(client: Client) -> None:
     assert "Nothing known yet." in await _profile(client, "nobody")
     with pytest.raises(MCPError):
