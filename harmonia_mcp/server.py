@@ -648,8 +648,9 @@ async def read_profile(user_id: str, ctx: AppCtx) -> str:
 
 
 RECALL_PROMPT = """\
-Here is what you remember about me (from harmonia-mcp; each line ends with its memory id). Use it when it \
-helps, do not recite it, and say so if something in it looks outdated.
+Here is what you remember about me (from harmonia-mcp; each line ends with its memory number, such as (#42), \
+which harmonia-mcp's tools take as memory_id). Use it when it helps, do not recite it, and say so if something \
+in it looks outdated.
 
 {block}"""
 
