@@ -204,6 +204,13 @@ async def test_profile_follows_a_change_of_fact(client: Client) -> None:
     assert "Madrid" in home and "Berlin" not in home
 
 
+async def test_profile_names_a_user_who_introduced_themselves(client: Client) -> None:
+    await _store(client, ["Hi, I'm Amara Okafor.", "I'm Nigerian.", "I live in Rotterdam."])
+    profile = await _profile(client)
+    assert "Amara Okafor" in profile.split("## name")[1].split("##")[0]
+    assert "Nigerian" not in profile.split("## name")[1].split("##")[0]
+
+
 @pytest.mark.parametrize(
     "announcement",
     [

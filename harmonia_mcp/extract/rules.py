@@ -265,6 +265,15 @@ _GREETING = re.compile(
     r"^(?i:hey|hi|hiya|hello|yo|dear|thanks|thank\s+you|congrats|congratulations|wow|oh|aw+)"
     r"(?:[\s,]+(?:[A-Z][\w'-]*|(?i:there|guys|everyone|all)))?\s*[,!.:;-]+\s*"
 )
+# An introduction after a greeting: "Hi, I'm Amara Okafor.", "Hello! I'm Joaquin, nice to meet you.", "Hey, Tomasz
+# here." Without the greeting "I'm Chilean" reads the same, so a bare "I'm <Capitalised>" stays "User is ...".
+_INTRODUCTION = re.compile(
+    r"^(?:(?:i'm|i\s+am)\s+(?P<name>[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*){0,2})"
+    r"|(?P<here>[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)?)\s+here)"
+    r"(?:\s*[,;-]\s*(?:(?:it's\s+)?(?:nice|good|great|lovely)\s+to\s+meet\s+you|by\s+the\s+way))?\s*$",
+    re.I,
+)
+_CAPITALISED = re.compile(r"^[A-Z]")
 # Chat often drops "I'm": "Gonna continue my studies", "Planning to visit Rome".
 _PROSPECTIVE_START = re.compile(
     r"^(?P<w>gonna|going\s+to|planning\s+(?:to|on)|hoping\s+to|trying\s+to|thinking\s+(?:about|of)|"
@@ -876,11 +885,32 @@ def _reminder_memory(kind: str, what: str, speaker: str, reference_time: datetim
     )
 
 
-def _sentence_memories(sentence: str, terminal: str, speaker: str, reference_time: datetime) -> list[ExtractedMemory]:
+def _introduction(text: str, speaker: str) -> ExtractedMemory | None:
+    """ "I'm Amara Okafor" or "Tomasz here", said after a greeting, as the speaker's name."""
+    found = _INTRODUCTION.match(text)
+    if found is None:
+        return None
+    name = found["name"] or found["here"]
+    if not all(_CAPITALISED.match(word) for word in name.split()):  # re.I let "I'm tired" through
+        return None
+    return ExtractedMemory(
+        content=f"{speaker}'s name is {name}", category=Category.PERSONAL, confidence=_STRONG, entities=[name]
+    )
+
+
+def _sentence_memories(
+    sentence: str, terminal: str, speaker: str, reference_time: datetime, *, greeted: bool = False
+) -> list[ExtractedMemory]:
+    """The memories of one sentence; `greeted`: the message's sentence before it was only a greeting ("Hi!")."""
     text = _LEADING.sub("", sentence)
+    greeting = _GREETING.match(text)
     text = _LEADING_NOISE.sub("", _GREETING.sub("", text)).strip()
     if not text:
         return []
+    if (greeted or greeting is not None) and "?" not in terminal:
+        introduced = _introduction(text, speaker)
+        if introduced is not None:
+            return [introduced]
     reminder = _REMINDER.match(text)
     if reminder:
         memory = _reminder_memory(reminder["kind"], reminder["what"], speaker, reference_time)
@@ -924,8 +954,10 @@ def extract_memories(message: str, speaker: str, reference_time: datetime) -> li
         return []
     speaker = " ".join(speaker.split()) if isinstance(speaker, str) and speaker.strip() else "User"
     memories: list[ExtractedMemory] = []
+    greeted = False
     for sentence, terminal in _sentences(_normalise(message)):
-        memories.extend(_sentence_memories(sentence, terminal, speaker, reference_time))
+        memories.extend(_sentence_memories(sentence, terminal, speaker, reference_time, greeted=greeted))
+        greeted = _GREETING.fullmatch(_LEADING.sub("", sentence) + terminal) is not None
     return memories
 
 
