@@ -179,7 +179,9 @@ def _parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser("sweep", help="delete the memories whose expiry or retention time has passed")
     _db_flag(sweep, "the SQLite file (default: HARMONIA_DB_PATH or the data directory)")
     delete = commands.add_parser("delete", help="delete one memory (--purge: remove it from the file for good)")
-    delete.add_argument("memory_id", help="the memory's id, e.g. mem_0123456789abcdef")
+    delete.add_argument(
+        "memory_id", help="the memory's id, e.g. mem_0123456789abcdef, or its number as recall shows it, e.g. 42"
+    )
     delete.add_argument("--user-id", help="whose memory it is (default: HARMONIA_DEFAULT_USER)")
     delete.add_argument("--purge", action="store_true", help="remove it, its history and its text from the file")
     _db_flag(delete, "the SQLite file (default: HARMONIA_DB_PATH or the data directory)")
