@@ -159,14 +159,17 @@ def test_statements(message: str, expected: list[tuple[str, Category]]) -> None:
         ("Hi! I'm Joaquin Araya, nice to meet you.", ["User's name is Joaquin Araya"]),
         ("Hey, Tomasz here.", ["User's name is Tomasz"]),
         ("Hello! I'm Sam. I have a dog.", ["User's name is Sam", "User has a dog"]),
+        ("Please call me Jo.", ["User goes by Jo"]),
+        ("My friends call me Jojo.", ["User goes by Jojo"]),
         # without a greeting, or not a name: what it said before
         ("I'm Chilean.", ["User is Chilean"]),
         ("Hi, I'm moving to Leeds.", ["User is moving to Leeds"]),
         ("Hi Caroline! I'm Melanie's sister.", ["User is Melanie's sister"]),
         ("Hi, I'm tired.", []),
+        ("Call me tomorrow.", ["Call User on 2024-08-20"]),
     ],
 )
-def test_an_introduction_after_a_greeting_gives_the_speakers_name(message: str, expected: list[str]) -> None:
+def test_an_introduction_gives_the_speakers_name(message: str, expected: list[str]) -> None:
     assert [memory.content for memory in extract(message)] == expected
 
 

@@ -274,6 +274,13 @@ _INTRODUCTION = re.compile(
     re.I,
 )
 _CAPITALISED = re.compile(r"^[A-Z]")
+# "Call me Jo", "Please call me Jo", "Everyone calls me Jojo": what the speaker goes by (a name in capitals; "call me
+# tomorrow" is a request).
+_CALL_ME = re.compile(
+    r"^(?:(?:please|you\s+can|just|everyone|everybody|people|most\s+people|my\s+friends|friends)\s+)?"
+    r"(?:call|calls)\s+me\s+(?P<name>[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)?)(?:\s+for\s+short)?\s*$",
+    re.I,
+)
 # Chat often drops "I'm": "Gonna continue my studies", "Planning to visit Rome".
 _PROSPECTIVE_START = re.compile(
     r"^(?P<w>gonna|going\s+to|planning\s+(?:to|on)|hoping\s+to|trying\s+to|thinking\s+(?:about|of)|"
@@ -885,17 +892,16 @@ def _reminder_memory(kind: str, what: str, speaker: str, reference_time: datetim
     )
 
 
-def _introduction(text: str, speaker: str) -> ExtractedMemory | None:
-    """ "I'm Amara Okafor" or "Tomasz here", said after a greeting, as the speaker's name."""
-    found = _INTRODUCTION.match(text)
-    if found is None:
+def _introduction(text: str, speaker: str, *, greeted: bool) -> ExtractedMemory | None:
+    """The speaker's name from "I'm Amara Okafor" or "Tomasz here" said after a greeting, or what they go by
+    from "call me Jo"; None for anything else."""
+    called = _CALL_ME.match(text)
+    found = _INTRODUCTION.match(text) if greeted else None
+    name = called["name"] if called else (found["name"] or found["here"]) if found else None
+    if name is None or not all(_CAPITALISED.match(word) for word in name.split()):  # re.I let "I'm tired" in
         return None
-    name = found["name"] or found["here"]
-    if not all(_CAPITALISED.match(word) for word in name.split()):  # re.I let "I'm tired" through
-        return None
-    return ExtractedMemory(
-        content=f"{speaker}'s name is {name}", category=Category.PERSONAL, confidence=_STRONG, entities=[name]
-    )
+    content = f"{speaker} goes by {name}" if called else f"{speaker}'s name is {name}"
+    return ExtractedMemory(content=content, category=Category.PERSONAL, confidence=_STRONG, entities=[name])
 
 
 def _sentence_memories(
@@ -907,8 +913,8 @@ def _sentence_memories(
     text = _LEADING_NOISE.sub("", _GREETING.sub("", text)).strip()
     if not text:
         return []
-    if (greeted or greeting is not None) and "?" not in terminal:
-        introduced = _introduction(text, speaker)
+    if "?" not in terminal:
+        introduced = _introduction(text, speaker, greeted=greeted or greeting is not None)
         if introduced is not None:
             return [introduced]
     reminder = _REMINDER.match(text)
