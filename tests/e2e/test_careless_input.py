@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import select
 import subprocess
 import time
@@ -41,20 +42,26 @@ def _raw_stdio(db: Path, lines: list[str], wanted: set[int]) -> dict[int, dict[s
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        text=True,
+        bufsize=0,
         env=server_parameters(db).env,
     )
     assert process.stdin is not None and process.stdout is not None
     replies: dict[int, dict[str, Any]] = {}
+    # Read the pipe unbuffered and split lines here: with a buffered readline, two replies written at once leave
+    # the second in Python's buffer, where select() cannot see it.
+    pending = b""
     try:
-        process.stdin.write("\n".join([*handshake, *lines]) + "\n")
-        process.stdin.flush()
+        process.stdin.write(("\n".join([*handshake, *lines]) + "\n").encode())
         deadline = time.monotonic() + REPLY_TIMEOUT_SECONDS
         while not wanted <= replies.keys():
-            ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            assert ready, f"no reply to {sorted(wanted - replies.keys())} within {REPLY_TIMEOUT_SECONDS}s"
-            line = process.stdout.readline()
-            assert line, "the server closed stdout"
+            if b"\n" not in pending:
+                ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+                assert ready, f"no reply to {sorted(wanted - replies.keys())} within {REPLY_TIMEOUT_SECONDS}s"
+                chunk = os.read(process.stdout.fileno(), 65536)
+                assert chunk, "the server closed stdout"
+                pending += chunk
+                continue
+            line, pending = pending.split(b"\n", 1)
             reply = json.loads(line)
             if isinstance(reply.get("id"), int):
                 replies[reply["id"]] = reply
