@@ -434,7 +434,7 @@ _M010_DEFERRED_INDEX = f"""
 """
 
 # Memory numbers (issue 15): each memory also gets its user's next number (1, 2, 3, ...), which `recall`'s block
-# shows as "#42" in place of an id (2-4 tokens against about 9 for `mem_3f2a9c0b`) and every tool taking a memory
+# shows as "#42" in place of an id (3-4 tokens in cl100k against 10 for `mem_3f2a9c0b`) and every tool taking a memory
 # id accepts (`Store.memory_id_by_number`). `memory_numbers` holds each user's last number given, so a number is
 # never given twice, even after its memory is purged: a stale "#42" is not found rather than naming another
 # memory. The trigger numbers every insert, whichever statement made it; updating `number` fires no other
