@@ -2462,7 +2462,7 @@ class Store:
 
     async def numbers(self, user_id: str, memory_ids: Sequence[str]) -> dict[str, int]:
         """The memory number (`_M011_MEMORY_NUMBERS`: 1, 2, 3, ... per user, never given twice) of each of
-        `memory_ids` that is a memory of `user_id`; ids of no memory of the user are left out. One read trip."""
+        `memory_ids` that is a memory of `user_id`; ids of no memory of the user are left out. One query per 500 ids."""
         wanted = list(dict.fromkeys(memory_ids))
         if not wanted:
             return {}

@@ -910,7 +910,7 @@ def _sentence_memories(
     """The memories of one sentence; `greeted`: the message's sentence before it was only a greeting ("Hi!")."""
     text = _LEADING.sub("", sentence)
     greeting = _GREETING.match(text)
-    text = _LEADING_NOISE.sub("", _GREETING.sub("", text)).strip()
+    text = _LEADING_NOISE.sub("", text[greeting.end() :] if greeting else text).strip()
     if not text:
         return []
     if "?" not in terminal:
