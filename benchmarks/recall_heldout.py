@@ -3,7 +3,9 @@
 Starts harmonia-mcp as a child process over stdio, stores the user's messages (in order, so "I moved to
 Leeds" supersedes "I live in Manchester"), then asks each question with `recall(topic=question, budget=B)`.
 A question counts as answered when every `must_contain` word is in the block and no `absent` word is.
-Prints, per budget, the share answered and the mean block tokens, and the profile (the resource).
+Prints, per budget, the share answered and the mean block tokens; then, for `search_memories` on each question,
+where the first hit holding the answer is ranked (share first, top 3, top 10, MRR@10); and the profile (the
+resource).
 
 Each file is one user's life; `recall_heldout_2.json` (70 messages) is long enough that small budgets must
 choose what goes in.
@@ -67,8 +69,40 @@ async def _one(case: dict[str, Any], budgets: list[int]) -> None:
                         misses.append(question["must_contain"][0])
                 count = len(case["questions"])
                 print(f"| {budget} | {answered / count:.3f} | {tokens / count:.0f} | {', '.join(misses) or '-'} |")
+            await _search_ranks(client, case)
             profile = await client.read_resource(f"memory://{user}/profile")
             print("\n" + getattr(profile.contents[0], "text", ""))
+
+
+async def _search_ranks(client: Client, case: dict[str, Any]) -> None:
+    """`search_memories` on each question (10 hits): where the first hit whose content holds the answer (a
+    `must_contain` word, any case; a hit holding an `absent` word does not count) is ranked."""
+    ranks: list[int | None] = []
+    for question in case["questions"]:
+        found = await call_tool(
+            client, "search_memories", {"query": question["question"], "user_id": case["user_id"], "limit": 10}
+        )
+        wanted = [word.lower() for word in question["must_contain"]]
+        stale = [word.lower() for word in question.get("absent", [])]
+        contents = [hit["content"].lower() for hit in found["results"]]
+        ranks.append(
+            next(
+                (
+                    rank
+                    for rank, content in enumerate(contents)
+                    if any(word in content for word in wanted) and not any(word in content for word in stale)
+                ),
+                None,
+            )
+        )
+    count = len(ranks)
+    hits = [rank for rank in ranks if rank is not None]
+    print(
+        "\nsearch_memories on the questions: first hit holds the answer "
+        f"{sum(rank == 0 for rank in hits) / count:.3f}, "
+        f"in the top 3 {sum(rank < 3 for rank in hits) / count:.3f}, top 10 {len(hits) / count:.3f}, "
+        f"MRR@10 {sum(1 / (rank + 1) for rank in hits) / count:.3f}"
+    )
 
 
 def main() -> int:

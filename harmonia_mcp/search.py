@@ -14,7 +14,7 @@ FTS5 query syntax: https://www.sqlite.org/fts5.html#full_text_query_syntax
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
@@ -117,6 +117,75 @@ def build_match_expression(query: str) -> str | None:
             terms.append(term)
     terms = phrases + terms
     return " OR ".join(terms) if terms else None
+
+
+# The subject the extractors give the user's own memories ("User lives in Lisbon", docs/extraction.md), and the
+# first-person words a user's own message uses for it. A contraction is rewritten whole, so "I'm" reads "User is".
+USER_SUBJECT = "User"
+_FIRST_PERSON = {
+    "i": "User",
+    "me": "User",
+    "myself": "User",
+    "my": "User's",
+    "mine": "User's",
+    "i'm": "User is",
+    "i've": "User has",
+    "i'd": "User would",
+    "i'll": "User will",
+}
+# "I" in any case it is written; "my", "me", "mine", "myself" in lower case, or capitalised where a sentence starts
+# (elsewhere "My" may open a title: "My Chemical Romance").
+_FIRST_PERSON_WORD = re.compile(
+    r"\bI['’](?:m|ve|d|ll)\b|\bI\b|\b(?:me|myself|my|mine)\b|(?:^|(?<=[.!?]\s))(?:Me|Myself|My|Mine)\b"
+)
+_REPEATED_SUBJECT = re.compile(r"\bUser(?:\s+User)+\b")
+_USER_WORD = re.compile(r"\bUser(?:['’]s)?\b")
+# A name as the memories write it: a capitalised word of two letters or more ("Joaquin", "Wójcik", "O'Neill").
+_NAME_WORD = re.compile(r"(?<![\w'’-])[^\W\d_a-z][\w'’-]*\w")
+_POSSESSIVE = re.compile(r"['’]s$")
+
+
+def own_name_words(contents: Iterable[str]) -> list[str]:
+    """The capitalised words of the user's own name memories (`Store.own_names`: "User's name is Joaquin Araya",
+    "User goes by Jo"), other than the subject itself: `["Joaquin", "Araya", "Jo"]`, first seen first."""
+    words = (_POSSESSIVE.sub("", word) for content in contents for word in _NAME_WORD.findall(content))
+    return list(
+        dict.fromkeys(
+            word for word in words if word[0].isupper() and word != USER_SUBJECT and word.lower() not in STOP_WORDS
+        )
+    )
+
+
+def as_user_subject(query: str, names: Sequence[str]) -> str:
+    """`query` with the user named as their own memories name them: each of the user's `names` (whole words,
+    case as given: `own_name_words`) and each first-person word becomes "User" ("Where does Joaquin work now?",
+    "where do I work" -> "Where does User work now?", "where do User work"), a possessive "User's".
+
+    Why: the extractors write the user's own facts with the subject "User", while an assistant asks with the
+    user's name and a user's own message says "I". By the name, keyword search finds only the name memory ("User's
+    name is Joaquin Araya") and the vector side ranks memories of other people first; by "User", both sides find
+    the fact (docs/search.md, "The user's own name"). A query that would be left with no word but "User" ("Joaquin",
+    "me") is returned unchanged: it asks for the name itself.
+    """
+    words = sorted({name for name in names if len(name) >= 2}, key=len, reverse=True)
+    rewritten = query
+    if words:
+        pattern = r"(?<![\w'’-])(?:" + "|".join(re.escape(word) for word in words) + r")(?![\w-])"
+        rewritten = re.sub(pattern, USER_SUBJECT, rewritten)
+    rewritten = _FIRST_PERSON_WORD.sub(lambda match: _FIRST_PERSON[match.group(0).lower().replace("’", "'")], rewritten)
+    rewritten = _REPEATED_SUBJECT.sub(USER_SUBJECT, rewritten)
+    if rewritten == query:
+        return query
+    kept = [token.rstrip("*").lower() for token in _words(rewritten)]
+    if not [token for token in kept if token not in STOP_WORDS and token != USER_SUBJECT.lower()]:
+        return query
+    return rewritten
+
+
+def without_user_subject(text: str) -> str:
+    """`text` without the word "User" (or "User's"): the keyword side of a query `as_user_subject` rewrote. The
+    word is in every one of the user's own memories, so it adds nothing to bm25 but a mark in every highlight."""
+    return _USER_WORD.sub(" ", text)
 
 
 def topic_query(topic: str) -> str | None:

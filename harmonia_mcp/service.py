@@ -891,7 +891,9 @@ class MemoryService:
             hits = [_hit(memory, 1.0, [], include_metadata) for memory in memories]
             return SearchResult(results=hits, pagination=_pagination(total, limit, offset, len(hits)), mode=wanted)
         search.check_query(query)
-        match = search.build_match_expression(query)
+        # Searched as the user's own memories word it: "User", not the user's name or "I" (`search.as_user_subject`).
+        meant = await self._as_user_subject(user, query)
+        match = search.build_match_expression(query if meant == query else search.without_user_subject(meant))
         if match is None:
             raise InvalidInput(
                 f"query {query[:100]!r} has no word to search for: give words (letters or digits), "
@@ -904,7 +906,7 @@ class MemoryService:
 
             async def query_vector() -> Any | None:
                 try:
-                    return await vectors.embed_query(query)
+                    return await vectors.embed_query(meant)
                 except EmbeddingError as error:
                     warnings.append(f"search by meaning failed ({error}); answered by keyword only")
                     logger.warning("query embedding failed: %s", error)
@@ -1796,6 +1798,11 @@ class MemoryService:
             left_out=block.left_out,
         )
 
+    async def _as_user_subject(self, user: str, text: str) -> str:
+        """`text` with the user's own names (their name memories, `Store.own_names`) and first-person words
+        rewritten to "User", as their memories word them (`search.as_user_subject`)."""
+        return search.as_user_subject(text, search.own_name_words(await self.store.own_names(user)))
+
     async def _label_with_numbers(self, user: str, sections: Sequence[context.Section]) -> None:
         """Label every item of `sections` with its memory number ("#42", `Store.numbers`): the block shows it in
         place of the full id, which the structured result still lists."""
@@ -1819,7 +1826,7 @@ class MemoryService:
         if self.vectors is None or not self.vectors.ready:
             return found
         try:
-            vector = await self.vectors.embed_query(topic)
+            vector = await self.vectors.embed_query(await self._as_user_subject(user, topic))
         except EmbeddingError:
             return found
         near = await self.vectors.nearest(user, vector, MemoryFilter(), count=MAX_SEARCH_LIMIT)

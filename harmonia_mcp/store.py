@@ -456,6 +456,18 @@ _M011_MEMORY_NUMBERS = """
         END;
 """
 
+# The user's own name (issue 9): the memories that say it, found without reading the user's other memories, so that
+# search can name the user as their memories do (`search.as_user_subject`, `Store.own_names`). GLOB, not LIKE: it
+# is case-sensitive whatever `PRAGMA case_sensitive_like` says, and these are the extractors' exact words. The
+# WHERE must stay `_OWN_NAMES` word for word (SQLite uses a partial index only for a query that repeats its terms).
+_OWN_NAMES = (
+    "status = 'active' AND (content GLOB 'User''s name is *' OR content GLOB 'User''s full name is *' "
+    "OR content GLOB 'User goes by *' OR content GLOB 'User''s nickname is *')"
+)
+_M012_OWN_NAMES = f"""
+        CREATE INDEX memories_own_names ON memories (user_id, updated_at) WHERE {_OWN_NAMES};
+"""
+
 # Append only; `PRAGMA user_version` is the number of migrations applied.
 MIGRATIONS: Sequence[str] = (
     _M001_INITIAL,
@@ -469,6 +481,7 @@ MIGRATIONS: Sequence[str] = (
     _M009_SEARCH_TOTALS,
     _M010_DEFERRED_INDEX,
     _M011_MEMORY_NUMBERS,
+    _M012_OWN_NAMES,
 )
 
 LinkKind = Literal["supersedes", "related"]
@@ -729,6 +742,8 @@ READ_CONNECTIONS = 4
 # reads of well over a million rows. FTS5's own work inside one step (expanding a prefix) is not counted:
 # `search.check_query` bounds that.
 MAX_READ_INSTRUCTIONS = 200_000_000
+# `Store.own_names`: a user has one name and a nickname or two; more are older versions that stayed active.
+OWN_NAME_MEMORIES = 8
 _PROGRESS_STEPS = 10_000
 # The background reader (issue 12, fourth round): one more read-only connection whose thread runs this much
 # nicer than the server (Linux nice values, 0-19), for the reads of callers past their read budget
@@ -2479,6 +2494,17 @@ class Store:
         ) as cursor:
             row = await cursor.fetchone()
         return None if row is None else str(row[0])
+
+    async def own_names(self, user_id: str) -> list[str]:
+        """The contents of `user_id`'s active memories that say the user's name ("User's name is Joaquin Araya",
+        "User's full name is ...", "User goes by Jo", "User's nickname is ..."), newest first, at most
+        `OWN_NAME_MEMORIES`. One index seek (`_M012_OWN_NAMES`), whatever the user holds."""
+        async with self._reader.execute(
+            f"SELECT content FROM memories INDEXED BY memories_own_names WHERE user_id = ? AND {_OWN_NAMES} "
+            "ORDER BY updated_at DESC LIMIT ?",
+            (user_id, OWN_NAME_MEMORIES),
+        ) as cursor:
+            return [str(row[0]) for row in await cursor.fetchall()]
 
     async def candidates(self, user_id: str, rowids: Sequence[int]) -> dict[int, tuple[Memory, int]]:
         """The memories `rowids` of `user_id` with their message group (the id that `Ranking`'s repeat penalty

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from harmonia_mcp import store as store_module
 from harmonia_mcp.errors import MemoryNotFound
 from harmonia_mcp.models import Category, ExtractedMemory
 from harmonia_mcp.store import MIGRATIONS, MemoryFilter, NewMemory, Store, open_store
@@ -315,3 +316,27 @@ async def test_a_file_from_before_memory_numbers_is_numbered_in_the_order_its_me
         assert await store.numbers("bob", ["mem_000000000000000b"]) == {"mem_000000000000000b": 1}
         later = await _insert(store, "alice", "Alice lives in Leeds")
         assert await store.numbers("alice", [later]) == {later: 3}
+
+
+async def test_own_names_are_the_users_active_name_memories_newest_first_through_their_index(db_path: Path) -> None:
+    async with open_store(str(db_path)) as store:
+        old = await _insert(store, "alice", "User's name is Alicia Moreno", Category.PERSONAL)
+        await _insert(store, "alice", "User goes by Ali", Category.PERSONAL)
+        await _insert(store, "alice", "User's sister's name is Carmen", Category.RELATIONSHIP)  # not the user's
+        await _insert(store, "alice", "user goes by Lowercase")  # not the extractors' words: GLOB is exact
+        deleted = await _insert(store, "alice", "User's nickname is Lala", Category.PERSONAL)
+        await _insert(store, "bob", "User's name is Robert Smith", Category.PERSONAL)
+        async with store.transaction() as db:
+            await store.soft_delete(db, "alice", deleted)
+            await store.set_status(db, "alice", old, "superseded", expected=["active"])
+        await _insert(store, "alice", "User's full name is Alicia Moreno Ruiz", Category.PERSONAL)
+        assert await store.own_names("alice") == ["User's full name is Alicia Moreno Ruiz", "User goes by Ali"]
+        assert await store.own_names("bob") == ["User's name is Robert Smith"]
+        assert await store.own_names("carol") == []
+    with sqlite3.connect(db_path) as db:
+        plan = db.execute(
+            "EXPLAIN QUERY PLAN SELECT content FROM memories WHERE user_id = 'alice' AND "
+            + store_module._OWN_NAMES
+            + " ORDER BY updated_at DESC"
+        ).fetchall()
+    assert "memories_own_names" in str(plan)  # the index's WHERE is the query's, word for word
