@@ -119,25 +119,8 @@ def build_match_expression(query: str) -> str | None:
     return " OR ".join(terms) if terms else None
 
 
-# The subject the extractors give the user's own memories ("User lives in Lisbon", docs/extraction.md), and the
-# first-person words a user's own message uses for it. A contraction is rewritten whole, so "I'm" reads "User is".
+# The subject the extractors give the user's own memories ("User lives in Lisbon", docs/extraction.md).
 USER_SUBJECT = "User"
-_FIRST_PERSON = {
-    "i": "User",
-    "me": "User",
-    "myself": "User",
-    "my": "User's",
-    "mine": "User's",
-    "i'm": "User is",
-    "i've": "User has",
-    "i'd": "User would",
-    "i'll": "User will",
-}
-# "I" in any case it is written; "my", "me", "mine", "myself" in lower case, or capitalised where a sentence starts
-# (elsewhere "My" may open a title: "My Chemical Romance").
-_FIRST_PERSON_WORD = re.compile(
-    r"\bI['’](?:m|ve|d|ll)\b|\bI\b|\b(?:me|myself|my|mine)\b|(?:^|(?<=[.!?]\s))(?:Me|Myself|My|Mine)\b"
-)
 _REPEATED_SUBJECT = re.compile(r"\bUser(?:\s+User)+\b")
 _USER_WORD = re.compile(r"\bUser(?:['’]s)?\b")
 # A name as the memories write it: a capitalised word of two letters or more ("Joaquin", "Wójcik", "O'Neill").
@@ -157,22 +140,22 @@ def own_name_words(contents: Iterable[str]) -> list[str]:
 
 
 def as_user_subject(query: str, names: Sequence[str]) -> str:
-    """`query` with the user named as their own memories name them: each of the user's `names` (whole words,
-    case as given: `own_name_words`) and each first-person word becomes "User" ("Where does Joaquin work now?",
-    "where do I work" -> "Where does User work now?", "where do User work"), a possessive "User's".
+    """`query` with the user named as their own memories name them: each of the user's `names` (whole words, case
+    as given: `own_name_words`) becomes "User" ("Where does Joaquin work now?" -> "Where does User work now?"), a
+    full name one "User", a possessive "User's".
 
     Why: the extractors write the user's own facts with the subject "User", while an assistant asks with the
-    user's name and a user's own message says "I". By the name, keyword search finds only the name memory ("User's
-    name is Joaquin Araya") and the vector side ranks memories of other people first; by "User", both sides find
-    the fact (docs/search.md, "The user's own name"). A query that would be left with no word but "User" ("Joaquin",
-    "me") is returned unchanged: it asks for the name itself.
+    user's name. By the name, keyword search finds first the name memory ("User's name is Joaquin Araya", whose one
+    rare word it is) and the vector side ranks other people's facts first; by "User", both sides find the user's
+    (docs/search.md, "The user's own name"). First-person words ("where do I work") are left as they are: rewritten
+    to "User" they cost more questions than they gained on a held-out life. A query that would be left with no word
+    but "User" ("Joaquin") is returned unchanged: it asks for the name itself.
     """
     words = sorted({name for name in names if len(name) >= 2}, key=len, reverse=True)
     rewritten = query
     if words:
         pattern = r"(?<![\w'’-])(?:" + "|".join(re.escape(word) for word in words) + r")(?![\w-])"
         rewritten = re.sub(pattern, USER_SUBJECT, rewritten)
-    rewritten = _FIRST_PERSON_WORD.sub(lambda match: _FIRST_PERSON[match.group(0).lower().replace("’", "'")], rewritten)
     rewritten = _REPEATED_SUBJECT.sub(USER_SUBJECT, rewritten)
     if rewritten == query:
         return query

@@ -891,7 +891,7 @@ class MemoryService:
             hits = [_hit(memory, 1.0, [], include_metadata) for memory in memories]
             return SearchResult(results=hits, pagination=_pagination(total, limit, offset, len(hits)), mode=wanted)
         search.check_query(query)
-        # Searched as the user's own memories word it: "User", not the user's name or "I" (`search.as_user_subject`).
+        # Searched as the user's own memories word it: "User", not the user's name (`search.as_user_subject`).
         meant = await self._as_user_subject(user, query)
         match = search.build_match_expression(query if meant == query else search.without_user_subject(meant))
         if match is None:
@@ -1799,8 +1799,8 @@ class MemoryService:
         )
 
     async def _as_user_subject(self, user: str, text: str) -> str:
-        """`text` with the user's own names (their name memories, `Store.own_names`) and first-person words
-        rewritten to "User", as their memories word them (`search.as_user_subject`)."""
+        """`text` with the user's own names (their name memories, `Store.own_names`) rewritten to "User", as their
+        memories word them (`search.as_user_subject`)."""
         return search.as_user_subject(text, search.own_name_words(await self.store.own_names(user)))
 
     async def _label_with_numbers(self, user: str, sections: Sequence[context.Section]) -> None:
