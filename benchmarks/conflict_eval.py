@@ -249,6 +249,225 @@ HELD_OUT_CHANGES: list[Sequence] = [
 ]
 
 
+# Held out for issue 9's ninth round: written by a helper that saw only this file (never conflicts.py), after the
+# round's first readings (openers, "a meat eater", "has accepted a post as ...") were chosen. Its misses then led to
+# more readings (perfect tenses, "has gone vegan", "gave up coffee"), so it is no longer held out: see the next list.
+HELD_OUT_CHANGES_2: list[Sequence] = [
+    # Changes of mind: the later message makes the earlier fact stale.
+    _s(
+        "replacement",
+        ["I'm a senior software engineer at Klarna", "I've taken a position as head of data at Monzo"],
+        ["Monzo"],
+        ["Klarna"],
+    ),
+    _s(
+        "replacement",
+        ["I live in Ghent", "I've moved to Antwerp", "Update: I've moved again, this time to Rotterdam"],
+        ["Rotterdam"],
+        ["Ghent", "Antwerp"],
+    ),
+    _s(
+        "replacement",
+        ["I'm a meat eater", "After a year of thinking about it, I've gone vegan"],
+        ["vegan"],
+        ["meat eater"],
+    ),
+    _s("replacement", ["I drive a Ford Focus", "I replaced my Ford Focus with a Kia Niro"], ["Niro"], ["Ford Focus"]),
+    _s("replacement", ["I cycle to work every day", "These days I take the bus to work"], ["bus"], ["cycle"]),
+    _s(
+        "replacement",
+        ["For work, I'm a data analyst at Ocado", "Big news: I've started a new job at Spotify"],
+        ["Spotify"],
+        ["Ocado"],
+    ),
+    _s("retraction", ["I'm a big coffee drinker", "I gave up coffee last month"], ["gave up"], ["coffee drinker"]),
+    _s(
+        "retraction",
+        ["I drink a glass of wine every evening", "I've cut out alcohol completely"],
+        ["alcohol"],
+        ["wine"],
+    ),
+    _s(
+        "retraction",
+        ["I'm engaged to Oskar", "Oskar and I called off the engagement"],
+        ["called off"],
+        ["engaged to Oskar"],
+    ),
+    _s(
+        "negation",
+        ["I'm a member of the Fitness First gym", "I'm no longer a member of the gym"],
+        ["no longer"],
+        ["Fitness First"],
+    ),
+    _s("negation", ["I'm on a keto diet", "I'm not doing keto anymore"], ["anymore"], ["keto diet"]),
+    _s(
+        "negation",
+        ["I have a season ticket for Celtic", "I don't have a season ticket anymore"],
+        ["anymore"],
+        ["Celtic"],
+    ),
+    _s("single_valued", ["I'm 41 years old", "Update: I'm 42 now"], ["42"], ["41"]),
+    _s(
+        "single_valued",
+        [
+            "My favourite cuisine is Thai",
+            "My favourite cuisine is Ethiopian now",
+            "These days my favourite cuisine is Georgian",
+        ],
+        ["Georgian"],
+        ["Thai", "Ethiopian"],
+    ),
+    _s("single_valued", ["My phone is an iPhone 12", "My phone is a Samsung Galaxy S24 now"], ["Galaxy"], ["iPhone"]),
+    _s("single_valued", ["My boyfriend is Dmitri", "My boyfriend is Kofi these days"], ["Kofi"], ["Dmitri"]),
+    # Unrelated look-alikes: both facts stay active, nothing superseded.
+    _s(
+        "unrelated",
+        ["I work as a pharmacist at Boots", "My brother just started as a pharmacist in Leeds"],
+        ["Boots", "Leeds"],
+    ),
+    _s("unrelated", ["I live in Valencia", "My best friend Lucia has just moved to Seville"], ["Valencia", "Seville"]),
+    _s("unrelated", ["I love ramen", "I'm crazy about tacos"], ["ramen", "tacos"]),
+    _s(
+        "unrelated",
+        ["I have a tortoise called Shelby", "We just adopted a rabbit called Clover"],
+        ["Shelby", "Clover"],
+    ),
+    _s("unrelated", ["I'm fluent in Dutch", "I've started learning Korean"], ["Dutch", "Korean"]),
+    _s("unrelated", ["I live in Oslo", "I spent two weeks in Lima last summer"], ["Oslo", "Lima"]),
+    _s("unrelated", ["I work at Siemens", "My wife has accepted a job at Bosch"], ["Siemens", "Bosch"]),
+    _s("unrelated", ["I grew up in Aberdeen", "These days I live in Glasgow"], ["Aberdeen", "Glasgow"]),
+]
+
+
+# Held out (third set): changes of mind and look-alikes as chatted. Written by a helper that read only
+# benchmarks/conflict_eval.py (for the format, and to avoid its sentences, names, places, companies and foods).
+# A second held-out set for the ninth round: written by another helper (same brief, this file only) after the
+# readings fitted to HELD_OUT_CHANGES_2's misses were chosen; run as written, never tuned on.
+HELD_OUT_CHANGES_3: list[Sequence] = [
+    # Changes of mind: the later message makes the earlier fact stale.
+    # Jobs.
+    _s(
+        "replacement",
+        [
+            "I'm a principal infrastructure reliability engineer at Cloudflare",
+            "So, I've joined Shopify as a staff platform engineer",
+        ],
+        ["Shopify"],
+        ["Cloudflare"],
+    ),
+    _s(
+        "replacement",
+        ["I work for Deloitte as an audit associate", "Quick update: I'm now working for KPMG"],
+        ["KPMG"],
+        ["Deloitte"],
+    ),
+    _s(
+        "replacement",
+        [
+            "I'm a sous chef at Marlowe's",
+            "In March I started as head chef at Hartley's Bistro",
+            "As of this month, I'm the executive chef at The Copper Kettle",
+        ],
+        ["Copper Kettle"],
+        ["Marlowe", "Hartley"],
+    ),
+    # Moves.
+    _s("replacement", ["I live in Bristol", "Heads up: we've relocated to Cardiff"], ["Cardiff"], ["Bristol"]),
+    _s(
+        "replacement",
+        ["I'm living in Edinburgh at the moment", "I moved back to Dublin in the summer"],
+        ["Dublin"],
+        ["Edinburgh"],
+    ),
+    _s(
+        "replacement",
+        ["I live in Nantes", "I moved to Lyon last year", "In October we packed up again and moved to Marseille"],
+        ["Marseille"],
+        ["Nantes", "Lyon"],
+    ),
+    # Partners: a new partner, a break-up, a divorce.
+    _s("replacement", ["I'm in a relationship with Tobias", "I have a new partner, Rafael"], ["Rafael"], ["Tobias"]),
+    _s(
+        "negation",
+        ["I've been dating Ingrid for two years", "Ingrid and I aren't together anymore"],
+        ["Ingrid"],
+        ["two years"],
+    ),
+    _s("retraction", ["I'm married to Hiroshi", "Hiroshi and I divorced last year"], ["divorced"], ["married"]),
+    # Diets and habits given up.
+    _s(
+        "retraction",
+        ["I stir two spoonfuls of sugar into my porridge", "As of this month I've given up sugar"],
+        ["sugar"],
+        ["porridge"],
+    ),
+    _s(
+        "retraction",
+        ["I drink a can of Red Bull before every shift", "I quit energy drinks back in February"],
+        ["energy drinks"],
+        ["Red Bull"],
+    ),
+    _s(
+        "negation",
+        ["I eat cheese with almost every meal", "Since January I haven't eaten any dairy"],
+        ["dairy"],
+        ["cheese"],
+    ),
+    # Age.
+    _s("single_valued", ["I'm 57 years old", "I had my 58th birthday on Saturday"], ["58"], ["57"]),
+    # A favourite changed (twice).
+    _s(
+        "single_valued",
+        [
+            "My favourite film is Paddington",
+            "Parasite is my favourite film now",
+            "Honestly, Arrival has become my favourite film",
+        ],
+        ["Arrival"],
+        ["Paddington", "Parasite"],
+    ),
+    # A language no longer studied.
+    _s(
+        "negation",
+        ["I'm taking Japanese evening classes", "I'm no longer studying Japanese"],
+        ["Japanese"],
+        ["evening"],
+    ),
+    # A sport stopped.
+    _s(
+        "retraction",
+        ["I play volleyball in a Thursday league", "I stopped playing volleyball in the autumn"],
+        ["volleyball"],
+        ["Thursday"],
+    ),
+    # Unrelated look-alikes: both facts stay active, nothing superseded.
+    _s(
+        "unrelated",
+        ["I work as a dental hygienist", "My dad has just retrained as a dental technician"],
+        ["hygienist", "technician"],
+    ),
+    _s(
+        "unrelated",
+        ["I live in Southampton", "My grandparents have just moved to Bournemouth"],
+        ["Southampton", "Bournemouth"],
+    ),
+    _s("unrelated", ["I do pottery on weekends", "I've recently taken up birdwatching"], ["pottery", "birdwatching"]),
+    _s("unrelated", ["I love dumplings", "Lately I can't get enough of falafel"], ["dumplings", "falafel"]),
+    _s(
+        "unrelated",
+        ["I live in Sheffield", "I'm flying to Reykjavik next week for a conference"],
+        ["Sheffield", "Reykjavik"],
+    ),
+    _s("unrelated", ["I eat a lot of lamb", "My husband has stopped eating lamb"], ["a lot of lamb", "husband"]),
+    _s(
+        "unrelated",
+        ["I'm a structural engineer at Arup", "I worked in a chip shop as a teenager"],
+        ["Arup", "chip shop"],
+    ),
+    _s("unrelated", ["My girlfriend is Yara", "My brother's girlfriend is Noor"], ["Yara", "Noor"]),
+]
+
+
 # Written after the classifier was finished and run once as they stand: a check that the rules were not
 # only fitted to the sequences above (whose sentences were also used while writing conflicts.py).
 HELD_OUT: list[Sequence] = [
@@ -391,9 +610,16 @@ async def main(verbose: bool, embedder: str) -> int:
             _, held_change_violations = await evaluate(
                 client, "changes of mind, held out (issue 10)", HELD_OUT_CHANGES, 3000, verbose
             )
+            _, second_held_violations = await evaluate(
+                client, "changes of mind as chatted (issue 9, ninth round)", HELD_OUT_CHANGES_2, 4000, verbose
+            )
+            _, third_held_violations = await evaluate(
+                client, "changes of mind as chatted, held out (issue 9, ninth round)", HELD_OUT_CHANGES_3, 5000, verbose
+            )
         elapsed = time.perf_counter() - started
-    violations += change_violations + held_change_violations
-    calls = sum(len(sequence.messages) for sequence in [*SEQUENCES, *HELD_OUT, *CHANGES_OF_MIND, *HELD_OUT_CHANGES])
+    violations += change_violations + held_change_violations + second_held_violations + third_held_violations
+    every = [*SEQUENCES, *HELD_OUT, *CHANGES_OF_MIND, *HELD_OUT_CHANGES, *HELD_OUT_CHANGES_2, *HELD_OUT_CHANGES_3]
+    calls = sum(len(sequence.messages) for sequence in every)
     print(f"wall time: {elapsed:.1f} s for {calls} store_memory calls (one server process)")
     return 0 if share >= 0.9 and violations == 0 and held_violations == 0 else 1
 

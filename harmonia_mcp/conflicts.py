@@ -144,7 +144,13 @@ _ADV = (
     r"(?:\s+(?:now|also|still|just|really|currently|recently|actually|finally|officially|already|absolutely|"
     r"totally|truly|newly))*"
 )
-_AUX = r"(?:\s+(?:is|are|was|were|has\s+been|have\s+been|will\s+be))?"
+# "has moved", "have started": a perfect tense of a change says what the simple past does. Not of other verbs
+# ("has worked at Ocado" may be experience, not the job now), and not "had" (it may be over).
+_AUX = (
+    r"(?:\s+(?:is|are|was|were|has\s+been|have\s+been|will\s+be|"
+    r"(?:has|have)(?=\s+(?:moved|relocated|started|taken|accepted|joined|begun|landed|gone|become|turned|switched|"
+    r"got|gotten)\b)))?"
+)
 _HEAD = _S + _NEG + _ADV + _AUX + _ADV + r"\s+"
 _COPULA = _S + _ADV + r"\s+(?:is|are|was|were|isn't|aren't)" + r"(?P<neg>\s+(?:not|no\s+longer|never))?" + _ADV + r"\s+"
 _PARTNER_NOUNS = r"(?:girlfriend|boyfriend|partner|wife|husband|spouse|fianc[eé]e?)"
@@ -203,8 +209,9 @@ _PATTERNS: tuple[_Pattern, ...] = (
     ),
     _p(
         "employer",
-        _HEAD + r"(?:started|starts|got|has|have|took|began|accepted|landed)\s+(?:a\s+)?(?:new\s+)?"
-        r"(?:job|position|role|gig)\s+(?:at|with|for)\s+(?P<val>.+)$",
+        _HEAD + r"(?:(?:has|have)\s+)?(?:started|starts|got|gotten|has|have|took|taken|began|begun|accepted|landed)\s+"
+        r"(?:a\s+)?(?:new\s+)?(?:job|position|role|gig|post)(?:\s+as\s+(?:an?\s+)?[a-z -]+?)?\s+(?:at|with|for)\s+"
+        r"(?P<val>.+)$",
         "functional",
         "work job employer",
     ),
@@ -219,7 +226,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
     ),
     _p(
         "employer",
-        _COPULA + r"(?:an?\s+)(?:[a-z-]+\s+)?"
+        _COPULA + r"(?:an?\s+)(?:[a-z-]+\s+){0,2}"
         # Not a job, though it ends like one: these stay "is a ..." facts.
         r"(?!(?:volunteer|member|customer|regular|player|supporter|user|owner|reader|viewer|subscriber|visitor|"
         r"passenger|beginner|lover|fan|donor|neighbor|neighbour|partner|sponsor|collector|follower)\b)"
@@ -238,7 +245,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
     ),
     _p(
         "age",
-        _COPULA + r"(?P<val>\d{1,3})(?:\s+years?\s+old|\s*y/?o)?$",
+        _COPULA + r"(?P<val>\d{1,3})(?:\s+years?\s+old|\s*y/?o)?(?:\s+now)?$",
         "functional",
         "years old age",
     ),
@@ -259,6 +266,14 @@ _PATTERNS: tuple[_Pattern, ...] = (
     _p(
         "diet",
         _COPULA + r"(?:an?\s+)?(?P<val>vegetarian|vegan|pescatarian|omnivore|flexitarian|carnivore)\b.*$",
+        "marked",
+        "vegetarian vegan pescatarian eat eats meat",
+    ),
+    # "User has gone vegan", "User became a vegetarian": a diet taken up is a change.
+    _p(
+        "diet",
+        _HEAD + r"(?:went|gone|became|become|turned)\s+(?:an?\s+)?"
+        r"(?P<val>vegetarian|vegan|pescatarian|omnivore|flexitarian|carnivore)\b.*$",
         "marked",
         "vegetarian vegan pescatarian eat eats meat",
     ),
@@ -334,7 +349,29 @@ def parse_slot(content: str, has_event_time: bool = False, names: Iterable[str] 
 ANY = "(any)"
 _FILLERS = re.compile(
     r"^(?:it\s+turns\s+out(?:\s+that)?|turns\s+out|actually|honestly|sadly|unfortunately)\s*,?\s+"
-    r"|,?\s+(?:after\s+all|sadly|unfortunately|honestly|though|lol|haha)$",
+    r"|,?\s+(?:after\s+all|sadly|unfortunately|honestly|though|lol|haha|altogether|completely|entirely|for\s+good)$",
+    re.I,
+)
+# What stands before the subject without being part of the fact: an adverbial opener with no name in it ("For
+# work User is ...", "After watching a documentary User stopped ...", "These days User ...") or a label before a
+# colon ("Big change: User has ..."). Only when a capitalised word (the subject) follows; an opener with a name
+# in it ("Since Karim got the job, ...", "When User was ten ...") is left alone.
+_OPENER = re.compile(
+    r"^(?:(?i:after|before|since|for|during|when|while|because)\s+[a-z][^A-Z,;:]*?"
+    r"|(?i:these\s+days|lately|recently|today|this\s+[a-z]+|last\s+[a-z]+|next\s+[a-z]+))\s*,?\s+(?=[A-Z])"
+    r"|^[A-Za-z][a-z'-]*(?:\s+[a-z'-]+){0,2}\s*:\s+(?=[A-Z])"
+)
+# "User is a big meat eater", "a coffee drinker" say what "User eats meat", "User drinks coffee" say; an eater only
+# of the foods `_KINDS` knows ("a picky eater" is not a food), a drinker of anything but a manner ("a social drinker").
+_EATER = re.compile(
+    r"\b(?:is|are)\s+an?\s+(?:(?:big|huge|real|massive|serious|keen|heavy)\s+)?(?P<food>[a-z]+)\s+"
+    r"(?P<kind>eater|drinker)\b"
+)
+_MANNERS = frozenset("heavy light social moderate occasional binge big serious regular".split())
+# When, said after the fact ("... last month", "... two weeks ago"), is not part of its value.
+_PAST_TIME = re.compile(
+    r"\s+(?:last\s+(?:week|month|year|spring|summer|autumn|fall|winter|weekend)|(?:a|one|two|three|a\s+few|"
+    r"several|\d+)\s+(?:days?|weeks?|months?|years?)\s+ago|yesterday|recently)$",
     re.I,
 )
 _E_STEMS = ("v", "k", "c", "z", "hat", "rid", "us", "writ", "bak", "skat", "smok", "danc", "mak", "tak")
@@ -372,6 +409,24 @@ _RETRACTIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             r"\g<s> no longer dating \g<v>",
         ),
         (r"^(?P<s>.+?)\s+(?:is|are)\s+(?:now\s+)?single\b.*$", rf"\g<s> no longer dating {ANY}"),
+        # "User gave up coffee", "User has cut out alcohol": what one ate or drank, retracted (a verb in -ing is
+        # `_STOPPED`'s; a name is not food).
+        (
+            r"^(?P<s>.+?)(?:\s+(?:has|have))?\s+(?:gave\s+up|given\s+up|cut\s+out|quit)\s+"
+            r"(?P<v>(?-i:(?![a-z]+ing\b)[a-z][a-z-]*(?:\s+[a-z-]+)?))"
+            # when, as the extractor writes it: "in November 2026", "on 2026-11-03", "in the week of 2026-11-23"
+            r"(?:\s+(?:in|on|since)\s+(?:the\s+week\s+of\s+)?[A-Z0-9][\w -]*)?$",
+            r"\g<s> no longer eats \g<v>",
+        ),
+        # "Oskar and User called off the engagement", "User broke off the engagement with Oskar"
+        (
+            r"^(?P<v>[A-Z][\w-]*)\s+and\s+(?P<s>[A-Z][\w-]*)\s+(?:called|broke)\s+off\s+(?:the|their)\s+engagement\b.*$",
+            r"\g<s> no longer dating \g<v>",
+        ),
+        (
+            r"^(?P<s>.+?)\s+(?:called|broke)\s+off\s+(?:the|their|his|her)\s+engagement(?:\s+(?:with|to)\s+(?P<v>.+))?$",
+            rf"\g<s> no longer dating {ANY}",
+        ),
         # "Tom and User broke up": the other one is named first.
         (
             r"^(?P<v>[A-Z][\w-]*)\s+and\s+(?P<s>[A-Z][\w-]*)\s+(?:broke\s+up|split\s+up|separated|divorced|"
@@ -409,6 +464,14 @@ def _retracts_verb(new: Fact, old: Fact) -> bool:
     return bool(words) and words <= _content_tokens(match["rest"])
 
 
+def _eats(match: re.Match[str]) -> str:
+    food = match["food"]
+    if match["kind"] == "eater":
+        known = food in _KINDS or any(food in kind for kind in _KINDS.values())
+        return f"eats {food}" if known else match[0]
+    return f"drinks {food}" if food not in _MANNERS else match[0]
+
+
 def _stem_ing(match: re.Match[str]) -> str:
     base = match["verb"].lower()
     if len(base) > 2 and base[-1] == base[-2] and base[-1] not in "aeiouls":
@@ -424,10 +487,14 @@ def canonical(content: str) -> str:
     """`content` with fillers dropped and a retraction in the negated form the slot patterns read:
     "It turns out User is not allergic to cats after all" → "User is not allergic to cats"; "User stopped
     eating meat" → "User no longer eats meat"; "User quit their job" → "User no longer works at (any)"."""
-    text = content.strip().rstrip(".!")
+    # A second clause after ";" is another statement; the slot is read from the first.
+    text = content.split(";")[0].strip().rstrip(".!")
+    text = _OPENER.sub("", text)
     previous = None
     while previous != text:
         previous, text = text, _FILLERS.sub("", text).strip()
+    text = _EATER.sub(_eats, text)
+    text = _PAST_TIME.sub("", text)
     text = _STOPPED.sub(_stem_ing, text)
     text = _NOT_ANYMORE.sub(lambda m: f"no longer {m[1]}s" + (f" {m[2]}" if m[2] else ""), text)
     for pattern, replacement in _RETRACTIONS:

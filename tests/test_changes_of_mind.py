@@ -40,6 +40,19 @@ pytestmark = pytest.mark.anyio
         ("User is 34", "User turned 35"),
         ("User's favourite band is Muse", "User's favorite band is Radiohead"),
         ("User's husband is Tom", "User's husband is Mark"),
+        # what stands before the subject, a second clause, a noun for what one eats, a perfect tense, a long job title
+        ("User is a big meat eater, grilled lamb is their weakness", "User stopped eating meat altogether"),
+        ("User is a meat eater", "After watching a documentary User stopped eating meat; User is vegetarian now"),
+        ("For work User is an air traffic controller at Lyon airport", "User has accepted a job at ENAC"),
+        ("User is a senior software engineer at Spotify", "Big change: User has taken a position as head of data at X"),
+        ("User works at Spotify", "User accepted a post as an instructor at ENAC"),
+        ("These days User lives in Lyon", "User moved to Toulouse"),
+        ("User lives in Ghent", "User has moved to Antwerp"),  # a perfect tense of a change
+        ("User is a meat eater", "After a year of thinking about it, User has gone vegan"),
+        ("User is 41 years old", "User is 42 now"),
+        ("User is a big coffee drinker", "User gave up coffee in November 2026"),  # as the extractor dates it
+        ("User drinks a glass of wine every evening", "User has cut out alcohol completely"),
+        ("User is engaged to Oskar", "Oskar and User called off the engagement"),
     ],
 )
 def test_a_change_of_mind_updates_the_fact_it_contradicts(old: str, new: str) -> None:
@@ -67,6 +80,17 @@ def test_a_change_of_mind_updates_the_fact_it_contradicts(old: str, new: str) ->
         ("User's brother plays chess", "User stopped playing chess"),
         ("User is learning German", "User no longer learns Spanish"),
         ("User doesn't drive", "User no longer drives"),
+        # the new readings touch no other fact
+        ("User is a picky eater", "User is vegetarian"),  # "picky" is not a food
+        ("User's brother is a pilot at KLM", "User has accepted a job at ENAC"),
+        ("Since Karim got the job, User has been happier", "User has accepted a job at ENAC"),
+        ("User is a volunteer at the animal shelter", "User has accepted a job at ENAC"),
+        ("For years User has lived in Lyon", "User's sister moved to Toulouse"),
+        ("User works at Ocado", "User has worked at Siemens before"),  # experience, not the job now
+        ("User is a social drinker", "User gave up coffee"),  # a manner, not a drink
+        ("User drinks coffee", "User quit Facebook"),
+        ("User's sister is engaged to Tom", "User called off the engagement"),
+        ("User lives in Ghent", "User's sister has moved to Antwerp"),
     ],
 )
 def test_other_values_and_other_facts_are_not_updates(old: str, new: str) -> None:
@@ -89,6 +113,12 @@ def test_canonical_reads_fillers_and_retractions() -> None:
     assert canonical("It turns out User is not allergic to cats after all") == "User is not allergic to cats"
     assert canonical("User stopped driving to work") == "User no longer drives to work"
     assert canonical("User quit their job") == "User no longer works at (any)"
+    assert canonical("For work User is a nurse") == "User is a nurse"
+    assert canonical("Big change: User moved to Porto") == "User moved to Porto"
+    assert canonical("Since Karim left, User lives alone") == "Since Karim left, User lives alone"  # names someone
+    assert canonical("User is a big coffee eater") == "User is a big coffee eater"  # not a food `_KINDS` knows
+    assert canonical("User is a big meat eater") == "User eats meat"
+    assert canonical("User loves sushi; User hates olives") == "User loves sushi"
 
 
 async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
