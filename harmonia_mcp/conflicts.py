@@ -209,7 +209,7 @@ _PATTERNS: tuple[_Pattern, ...] = (
     ),
     _p(
         "employer",
-        _HEAD + r"(?:(?:has|have)\s+)?(?:started|starts|got|gotten|has|have|took|taken|began|begun|accepted|landed)\s+"
+        _HEAD + r"(?:started|starts|got|gotten|has|have|took|taken|began|begun|accepted|landed)\s+"
         r"(?:a\s+)?(?:new\s+)?(?:job|position|role|gig|post)(?:\s+as\s+(?:an?\s+)?[a-z -]+?)?\s+(?:at|with|for)\s+"
         r"(?P<val>.+)$",
         "functional",
@@ -486,7 +486,9 @@ def _stem_ing(match: re.Match[str]) -> str:
 def canonical(content: str) -> str:
     """`content` with fillers dropped and a retraction in the negated form the slot patterns read:
     "It turns out User is not allergic to cats after all" → "User is not allergic to cats"; "User stopped
-    eating meat" → "User no longer eats meat"; "User quit their job" → "User no longer works at (any)"."""
+    eating meat" → "User no longer eats meat"; "User quit their job" → "User no longer works at (any)". Only the
+    first clause before ";" is read, without an opener before its subject ("For work User is a nurse" → "User is a
+    nurse"), and "is a meat eater" reads "eats meat"."""
     # A second clause after ";" is another statement; the slot is read from the first.
     text = content.split(";")[0].strip().rstrip(".!")
     text = _OPENER.sub("", text)
